@@ -1,0 +1,2 @@
+"""benchmarks package."""
+import recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)

@@ -1,0 +1,388 @@
+"""Helpers shared by the benchmarks: tables, JSON, timing, memory and machine details.
+
+Nothing here is specific to one benchmark; keep it that way so every
+``benchmarks.<name>`` module can reuse it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import gc
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+
+try:  # psutil is a declared dependency, but keep the helpers usable without it.
+    import psutil
+except ImportError:  # pragma: no cover
+    psutil = None
+
+# Packages whose versions are worth recording next to any benchmark result.
+DEFAULT_PACKAGES = ("numpy", "tensorflow", "tf-keras", "tensorflow-recommenders", "scann", "psutil", "matplotlib")
+
+MiB = 1024.0 * 1024.0
+GiB = 1024.0 * MiB
+
+
+# --------------------------------------------------------------------------- machine details
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _cpu_flags() -> List[str]:
+    """The SIMD flags that matter for vector search speed (AVX2/AVX-512/FMA)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return sorted(f for f in flags if f.startswith(("avx", "fma", "sse4", "amx")))
+    except OSError:
+        pass
+    return []
+
+
+def package_versions(packages: Iterable[str] = DEFAULT_PACKAGES) -> Dict[str, Optional[str]]:
+    out: Dict[str, Optional[str]] = {}
+    for name in packages:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def machine_info(packages: Iterable[str] = DEFAULT_PACKAGES) -> Dict[str, Any]:
+    """CPU model, core counts, memory, OS, Python and package versions."""
+    info: Dict[str, Any] = {
+        "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_model": _cpu_model(),
+        "cpu_flags": _cpu_flags(),
+        "logical_cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "python_implementation": platform.python_implementation(),
+        "packages": package_versions(packages),
+    }
+    try:
+        info["usable_cores"] = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        info["usable_cores"] = os.cpu_count()
+    try:
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    if psutil is not None:
+        vm = psutil.virtual_memory()
+        info["physical_cores"] = psutil.cpu_count(logical=False)
+        info["memory_total_gib"] = round(vm.total / GiB, 2)
+        info["memory_available_gib"] = round(vm.available / GiB, 2)
+    return info
+
+
+def format_machine(info: Mapping[str, Any]) -> str:
+    pk = info.get("packages", {})
+    pk_s = ", ".join(f"{k} {v}" for k, v in pk.items() if v)
+    lines = [
+        f"CPU: {info.get('cpu_model')} ({info.get('usable_cores')} usable / {info.get('logical_cores')} logical cores"
+        + (f", {info['physical_cores']} physical" if info.get("physical_cores") else "")
+        + ")",
+    ]
+    if "memory_total_gib" in info:
+        lines.append(f"Memory: {info['memory_total_gib']} GiB total, {info['memory_available_gib']} GiB available at start")
+    if "load_average" in info:
+        lines.append(f"Load average at start: {info['load_average']}")
+    lines.append(f"Python {info.get('python')} on {info.get('platform')}")
+    lines.append(f"Packages: {pk_s}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _fmt_cell(value: Any, fmt: Optional[str] = None) -> str:
+    if value is None:
+        return "-"
+    if fmt:
+        try:
+            return format(value, fmt)
+        except (TypeError, ValueError):
+            return str(value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
+            return f"{value:.3g}"
+        return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+@dataclasses.dataclass
+class Column:
+    key: str
+    header: Optional[str] = None
+    fmt: Optional[str] = None          # format spec for the value, e.g. ".3f" or ",.0f"
+    align: Optional[str] = None        # "<" or ">"; default: right for numbers, left otherwise
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Any], title: Optional[str] = None) -> str:
+    """Format dict rows as an aligned plain-text table.
+
+    ``columns`` holds :class:`Column` objects, ``(key, header)`` / ``(key, header, fmt)``
+    tuples or plain keys.
+    """
+    cols: List[Column] = []
+    for c in columns:
+        if isinstance(c, Column):
+            cols.append(c)
+        elif isinstance(c, (tuple, list)):
+            cols.append(Column(*c))
+        else:
+            cols.append(Column(str(c)))
+    headers = [c.header if c.header is not None else c.key for c in cols]
+    cells = [[_fmt_cell(r.get(c.key), c.fmt) for c in cols] for r in rows]
+    aligns = []
+    for i, c in enumerate(cols):
+        if c.align:
+            aligns.append(c.align)
+            continue
+        numeric = all(isinstance(r.get(c.key), (int, float)) or r.get(c.key) is None for r in rows) and rows
+        aligns.append(">" if numeric else "<")
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(format(v, f"{a}{w}") for v, a, w in zip(values, aligns, widths)).rstrip()
+
+    out = []
+    if title:
+        out.append(title)
+    out.append(line(headers))
+    out.append("  ".join(("-" if h else " ") * w for h, w in zip(headers, widths)).rstrip())
+    out.extend(line(row) for row in cells)
+    return "\n".join(out)
+
+
+def print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Any], title: Optional[str] = None, file=None) -> str:
+    text = format_table(rows, columns, title)
+    print(text, file=file or sys.stdout, flush=True)
+    return text
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars/arrays without importing numpy here
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    return str(obj)
+
+
+def _clean_floats(obj: Any) -> Any:
+    """NaN/inf are not JSON: write them as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean_floats(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean_floats(v) for v in obj]
+    return obj
+
+
+def write_json(path: str, obj: Any) -> str:
+    """Write ``obj`` as indented JSON (numpy values converted, NaN -> null); returns the path."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    data = _clean_floats(json.loads(json.dumps(obj, default=_json_default)))
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=False, allow_nan=False)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def time_call(fn: Callable[[], Any], reps: int = 3, warmup: int = 1) -> Dict[str, Any]:
+    """Run ``fn`` ``warmup`` times untimed, then ``reps`` times timed (perf_counter).
+
+    Returns ``{"median_s", "min_s", "max_s", "times_s", "result"}`` where ``result`` is
+    the last return value.
+    """
+    result = None
+    for _ in range(max(0, warmup)):
+        result = fn()
+    times = []
+    for _ in range(max(1, reps)):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "times_s": times,
+        "result": result,
+    }
+
+
+def percentiles(values: Sequence[float], ps: Sequence[float] = (50, 90, 99)) -> Dict[str, float]:
+    """Nearest-rank percentiles of ``values`` as ``{"p50": ..., ...}``."""
+    if not values:
+        return {f"p{int(p) if float(p).is_integer() else p}": float("nan") for p in ps}
+    s = sorted(values)
+    out = {}
+    for p in ps:
+        idx = min(len(s) - 1, max(0, int(math.ceil(p / 100.0 * len(s))) - 1))
+        out[f"p{int(p) if float(p).is_integer() else p}"] = s[idx]
+    return out
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (0 when psutil is missing)."""
+    if psutil is None:
+        return 0
+    return psutil.Process().memory_info().rss
+
+
+def available_memory_bytes() -> Optional[int]:
+    if psutil is None:
+        return None
+    return psutil.virtual_memory().available
+
+
+class MemoryDelta:
+    """``with MemoryDelta() as m: ...``; then ``m.delta_bytes`` is the RSS growth.
+
+    RSS deltas are approximate: memory freed earlier may be reused by the allocator and
+    transient allocations released before the block ends are not counted.
+    """
+
+    def __init__(self, collect: bool = True):
+        self.collect = collect
+        self.before = 0
+        self.after = 0
+
+    def __enter__(self) -> "MemoryDelta":
+        if self.collect:
+            gc.collect()
+        self.before = rss_bytes()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.collect:
+            gc.collect()
+        self.after = rss_bytes()
+
+    @property
+    def delta_bytes(self) -> int:
+        return self.after - self.before
+
+    @property
+    def delta_mb(self) -> float:
+        return self.delta_bytes / MiB
+
+
+def dir_size_bytes(path: str) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
+
+
+# --------------------------------------------------------------------------- threads
+
+
+def limit_threads(n: Optional[int]) -> Dict[str, Any]:
+    """Cap the BLAS/OpenMP thread pools of this process at ``n`` threads.
+
+    Sets the usual environment variables (effective for libraries loaded later) and,
+    where threadpoolctl is installed, limits already-loaded pools too. Returns what
+    was done, for the benchmark's record.
+    """
+    done: Dict[str, Any] = {"threads": n}
+    if not n:
+        return done
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        os.environ[var] = str(n)
+    try:
+        import threadpoolctl  # type: ignore
+
+        threadpoolctl.threadpool_limits(limits=n)
+        done["threadpoolctl"] = [
+            {"api": p.get("internal_api"), "num_threads": p.get("num_threads")} for p in threadpoolctl.threadpool_info()
+        ]
+    except Exception:  # noqa: BLE001 - optional
+        done["threadpoolctl"] = None
+        done["numpy_openblas"] = _set_numpy_openblas_threads(n)
+    return done
+
+
+def _set_numpy_openblas_threads(n: int) -> Optional[int]:
+    """Without threadpoolctl: call the OpenBLAS bundled in NumPy's wheel directly.
+
+    Returns the thread count OpenBLAS reports afterwards, or None when it can't be found.
+    """
+    if "numpy" not in sys.modules:
+        return None  # not loaded yet: the environment variables above will apply
+    try:
+        import ctypes
+        import glob
+
+        import numpy  # noqa: F401
+
+        libdir = os.path.dirname(sys.modules["numpy"].__file__) + ".libs"
+        for path in sorted(glob.glob(os.path.join(libdir, "libopenblas*.so*"))):
+            lib = ctypes.CDLL(path)
+            for suffix in ("64_", ""):
+                setter = getattr(lib, "openblas_set_num_threads" + suffix, None)
+                getter = getattr(lib, "openblas_get_num_threads" + suffix, None)
+                if setter is not None and getter is not None:
+                    setter(int(n))
+                    return int(getter())
+    except Exception:  # noqa: BLE001 - best effort
+        return None
+    return None
+
+
+def fmt_seconds(s: float) -> str:
+    if s < 1e-3:
+        return f"{s * 1e6:.0f} us"
+    if s < 1:
+        return f"{s * 1e3:.1f} ms"
+    return f"{s:.2f} s"

@@ -1,0 +1,363 @@
+"""Serving latency: gRPC through the local TF-Serving-compatible server vs. the same signature in-process.
+
+For each model in the base path (retrieval, ranking, recommend, ...): p50/p95/p99 and QPS
+at concurrency 1 and 8, in-process and over gRPC (loopback only) with batching off and
+on; the overhead of the server (absolute p50 ms and ratio); and a version swap under
+load that counts failed requests. Request counts are bounded. The server runs as a
+separate process (``python -m serving.server``) as it would in production.
+
+    python -m benchmarks.serving_latency --model_base_path runs/<run>/models --out bench_results/serving
+    python -m benchmarks.serving_latency --toy --out bench_results/serving   # dry run on toy models
+
+Targets (2 cores): gRPC p50 overhead over in-process <= 1.5 ms at concurrency 1;
+zero failed requests during the swap.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import numpy as np
+
+from benchmarks import common
+from serving import codec
+from serving.client import ServingClient, build_query_inputs
+from serving.models import list_versions
+
+KNOWN_MODELS = ("retrieval", "retrieval_brute_force", "ranking", "recommend")
+DEFAULT_MODELS = ("retrieval", "ranking", "recommend")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET_OVERHEAD_P50_MS = 1.5
+
+
+# ---------------------------------------------------------------- server process
+class ServerProcess:
+    """``python -m serving.server`` on a free loopback port; the address is read from its first output line."""
+
+    def __init__(self, args: Sequence[str], log_path: str, timeout: float = 300.0):
+        cmd = [sys.executable, "-m", "serving.server", "--host", "127.0.0.1", "--port", "0",
+               "--rest_api_port", "0", *args]
+        self.log = open(log_path, "ab")
+        self.log.write(("\n$ " + " ".join(cmd) + "\n").encode())
+        self.log.flush()
+        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        lines: "queue.Queue[Optional[str]]" = queue.Queue()
+
+        def pump():
+            for line in self.proc.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        self.address = None
+        while self.address is None:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:
+                self.stop()
+                raise RuntimeError(f"server did not start; see {log_path}")
+            if line.startswith("gRPC"):
+                self.address = line.split()[1]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+# ---------------------------------------------------------------- load generation
+def run_load(call: Callable[[int], Any], requests: int, concurrency: int, warmup: int = 10) -> Dict[str, Any]:
+    """``requests`` calls spread over ``concurrency`` threads; latency percentiles (ms) and QPS."""
+    for i in range(warmup):
+        call(i)
+    counter = itertools.count()
+    latencies: List[float] = []
+    failures: List[str] = []
+    lock = threading.Lock()
+
+    def worker():
+        while True:
+            i = next(counter)
+            if i >= requests:
+                return
+            t0 = time.perf_counter()
+            try:
+                call(i)
+                error = None
+            except Exception as e:  # noqa: BLE001
+                error = f"{type(e).__name__}: {e}"[:200]
+            dt = time.perf_counter() - t0
+            with lock:
+                latencies.append(dt)
+                if error:
+                    failures.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    pct = common.percentiles([x * 1e3 for x in latencies], (50, 95, 99))
+    return {"requests": requests, "failed": len(failures), "p50_ms": pct["p50"], "p95_ms": pct["p95"],
+            "p99_ms": pct["p99"], "qps": requests / wall if wall > 0 else float("nan"),
+            "errors": sorted(set(failures))[:5]}
+
+
+def grpc_caller(address: str, model: str, batches: List[Dict[str, np.ndarray]], signature: str) -> Callable:
+    local = threading.local()
+
+    def call(i: int):
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = ServingClient(address, timeout=30)
+        return client.predict(model, batches[i % len(batches)], signature)
+
+    return call
+
+
+# ---------------------------------------------------------------- requests
+def signature_spec(sig) -> dict:
+    """A serving.servable.Signature in the client's metadata format (for build_query_inputs)."""
+    def conv(m):
+        return {k: {"dtype": codec.dtype_name(d), "shape": None if s is None else list(s)} for k, (d, s) in m.items()}
+
+    return {"method_name": sig.method_name, "inputs": conv(sig.inputs), "outputs": conv(sig.outputs)}
+
+
+def make_batches(spec: dict, n: int, batch_size: int, k: int, candidates: Sequence[str]) -> List[Dict[str, np.ndarray]]:
+    """``n`` distinct requests of ``batch_size`` users each (a ranker gets one row per candidate instead)."""
+    out = []
+    for j in range(n):
+        users = [f"u{(j * batch_size + b) % 997}" for b in range(batch_size)]
+        rows = [build_query_inputs(spec, u, k=k, items=candidates if "item_id" in spec["inputs"] else ())
+                for u in users]
+        out.append({name: (rows[0][name] if rows[0][name].ndim == 0 else np.concatenate([r[name] for r in rows]))
+                    for name in rows[0]})
+    return out
+
+
+def _candidates(loaded: Dict[str, Any], n: int) -> List[str]:
+    """Candidate ids for a ranker: the top ``n`` of a retrieval model when there is one."""
+    for name in ("retrieval", "retrieval_brute_force"):
+        if name in loaded:
+            sig = loaded[name].signature("")
+            out = sig.run_unchecked(build_query_inputs(signature_spec(sig), "u1", k=n))
+            strings = [v for v in out.values() if v.dtype == object]
+            if strings:
+                ids = [codec._as_bytes(x).decode() for x in strings[0].reshape(-1)[:n]]
+                if ids:
+                    return ids
+    return [f"item{i}" for i in range(n)]
+
+
+# ---------------------------------------------------------------- swap under load
+def swap_under_load(model: str, src_version_dir: str, workdir: str, log_path: str, concurrency: int,
+                    batch: Dict[str, np.ndarray], signature: str, timeout: float = 180.0) -> Dict[str, Any]:
+    """Serves version N, installs N+1 (temp dir + rename) while ``concurrency`` clients call; counts failures."""
+    base = os.path.join(workdir, "swap", model)
+    v = int(os.path.basename(src_version_dir.rstrip("/")))
+    shutil.copytree(src_version_dir, os.path.join(base, str(v)))
+    with ServerProcess(["--model_name", model, "--model_base_path", base, "--file_system_poll_wait_seconds", "0.5"],
+                       log_path) as server:
+        stop = threading.Event()
+        records: List[tuple] = []
+        lock = threading.Lock()
+
+        def worker():
+            client = ServingClient(server.address, timeout=30)
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    version, error = client.predict(model, batch, signature).model_version, None
+                except Exception as e:  # noqa: BLE001
+                    version, error = None, f"{type(e).__name__}: {e}"[:200]
+                with lock:
+                    records.append((t0, time.perf_counter() - t0, version, error))
+            client.close()
+
+        threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        tmp = os.path.join(base, f".tmp-{v + 1}")
+        shutil.copytree(src_version_dir, tmp)
+        t_install = time.perf_counter()
+        os.rename(tmp, os.path.join(base, str(v + 1)))
+        switched = None
+        while time.perf_counter() - t_install < timeout:
+            with lock:
+                new = [r[0] + r[1] for r in records if r[2] == v + 1]
+            if new:
+                switched = min(new) - t_install
+                break
+            time.sleep(0.05)
+        time.sleep(1.0)
+        stop.set()
+        for t in threads:
+            t.join()
+    errors = [r[3] for r in records if r[3]]
+    pct = common.percentiles([r[1] * 1e3 for r in records], (50, 95, 99))
+    return {"model": model, "concurrency": concurrency, "requests": len(records), "failed": len(errors),
+            "errors": sorted(set(errors))[:5], "versions_seen": sorted({r[2] for r in records if r[2] is not None}),
+            "new_version_served_after_s": switched, "p50_ms": pct["p50"], "p95_ms": pct["p95"], "p99_ms": pct["p99"]}
+
+
+# ---------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.serving_latency", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_base_path", default="", help="directory with <model>/<version>/ SavedModels")
+    p.add_argument("--out", default="bench_results/serving", help="output directory (JSON + server logs)")
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="models to measure when present")
+    p.add_argument("--requests", type=int, default=300, help="measured requests per run (bounded)")
+    p.add_argument("--warmup", type=int, default=20, help="unmeasured requests before each run")
+    p.add_argument("--concurrency", default="1,8")
+    p.add_argument("--batch_size", type=int, default=1, help="users per request")
+    p.add_argument("--k", type=int, default=10, help="k input for models that take one")
+    p.add_argument("--rank_candidates", type=int, default=50, help="candidates per ranking request")
+    p.add_argument("--max_batch_size", type=int, default=32)
+    p.add_argument("--batch_timeout_micros", type=int, default=1000)
+    p.add_argument("--swap_model", default="", help="model for the swap-under-load run (default: first measured)")
+    p.add_argument("--skip_swap", action="store_true")
+    p.add_argument("--toy", action="store_true", help="dry run on generated toy models (no exports needed)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from serving.servable import Servable
+
+    os.makedirs(args.out, exist_ok=True)
+    log_path = os.path.join(args.out, "server.log")
+    workdir = tempfile.mkdtemp(prefix="serving-bench-")
+    try:
+        base = args.model_base_path
+        if args.toy:
+            from serving.testing import write_toy_model
+
+            base = os.path.join(workdir, "toy")
+            for name in DEFAULT_MODELS:
+                write_toy_model(os.path.join(base, name), 1, k=100, model_name=name)
+        if not base:
+            print("give --model_base_path (or --toy)", file=sys.stderr)
+            return 2
+        wanted = [m for m in args.models.split(",") if m]
+        present = {m: list_versions(os.path.join(base, m)) for m in wanted}
+        present = {m: v for m, v in present.items() if v}
+        if not present:
+            print(f"no models among {wanted} under {base}", file=sys.stderr)
+            return 2
+        concurrencies = [int(c) for c in args.concurrency.split(",") if c]
+        info = common.machine_info(common.DEFAULT_PACKAGES + ("grpcio", "tensorflow-serving-api"))
+        print(common.format_machine(info), flush=True)
+
+        # in-process: the same SavedModel signature, loaded by the same code the server uses
+        loaded = {m: Servable(m, max(v), v[max(v)]) for m, v in present.items()}
+        candidates = _candidates(loaded, args.rank_candidates)
+        batches = {m: make_batches(signature_spec(s.signature("")), 16, args.batch_size, args.k, candidates)
+                   for m, s in loaded.items()}
+        rows: List[Dict[str, Any]] = []
+        for m, s in loaded.items():
+            sig = s.signature("")
+            for c in concurrencies:
+                r = run_load(lambda i, sig=sig, b=batches[m]: sig.run_unchecked(b[i % len(b)]),
+                             args.requests, c, args.warmup)
+                rows.append({"model": m, "mode": "in-process", "batching": "-", "concurrency": c, **r})
+                print(f"  {m:<22} in-process  c={c}: p50 {r['p50_ms']:.2f} ms  qps {r['qps']:.0f}", flush=True)
+        del loaded
+
+        for batching in ("off", "on"):
+            flags = []
+            config = os.path.join(workdir, "models.config")
+            with open(config, "w") as f:
+                f.write("model_config_list {\n" + "".join(
+                    f'  config {{ name: "{m}" base_path: "{os.path.abspath(os.path.join(base, m))}" '
+                    f'model_platform: "tensorflow" }}\n' for m in present) + "}\n")
+            flags += ["--model_config_file", config]
+            if batching == "on":
+                flags += ["--enable_batching", "--max_batch_size", str(args.max_batch_size),
+                          "--batch_timeout_micros", str(args.batch_timeout_micros)]
+            with ServerProcess(flags, log_path) as server:
+                for m in present:
+                    for c in concurrencies:
+                        r = run_load(grpc_caller(server.address, m, batches[m], "serving_default"),
+                                     args.requests, c, args.warmup)
+                        rows.append({"model": m, "mode": "grpc", "batching": batching, "concurrency": c, **r})
+                        print(f"  {m:<22} grpc b={batching:<3} c={c}: p50 {r['p50_ms']:.2f} ms  "
+                              f"qps {r['qps']:.0f}  failed {r['failed']}", flush=True)
+
+        base_p50 = {(r["model"], r["concurrency"]): r["p50_ms"] for r in rows if r["mode"] == "in-process"}
+        for r in rows:
+            ref = base_p50.get((r["model"], r["concurrency"]))
+            if r["mode"] == "grpc" and ref:
+                r["overhead_p50_ms"] = r["p50_ms"] - ref
+                r["overhead_ratio"] = r["p50_ms"] / ref
+
+        swap = None
+        if not args.skip_swap:
+            m = args.swap_model or next(iter(present))
+            v = present[m]
+            swap = swap_under_load(m, v[max(v)], workdir, log_path, max(concurrencies), batches[m][0],
+                                   "serving_default")
+
+        cols = [("model", "model"), ("mode", "mode"), ("batching", "batching"), ("concurrency", "conc"),
+                ("requests", "requests"), ("failed", "failed"), ("p50_ms", "p50 ms", ".2f"),
+                ("p95_ms", "p95 ms", ".2f"), ("p99_ms", "p99 ms", ".2f"), ("qps", "QPS", ".0f"),
+                ("overhead_p50_ms", "overhead p50 ms", ".2f"), ("overhead_ratio", "ratio", ".2f")]
+        print()
+        common.print_table(rows, cols, title=f"Serving latency (batch_size={args.batch_size}, loopback gRPC)")
+        overhead_c1 = {r["model"]: r["overhead_p50_ms"] for r in rows
+                       if r["mode"] == "grpc" and r["batching"] == "off" and r["concurrency"] == 1
+                       and "overhead_p50_ms" in r}
+        checks = {"grpc_overhead_p50_ms_at_c1_max": max(overhead_c1.values()) if overhead_c1 else None,
+                  "grpc_overhead_target_ms": TARGET_OVERHEAD_P50_MS,
+                  "grpc_overhead_ok": bool(overhead_c1) and max(overhead_c1.values()) <= TARGET_OVERHEAD_P50_MS,
+                  "failed_requests": sum(r["failed"] for r in rows)}
+        if swap is not None:
+            print(f"\nVersion swap under load ({swap['model']}, concurrency {swap['concurrency']}): "
+                  f"{swap['requests']} requests, {swap['failed']} failed, versions {swap['versions_seen']}, "
+                  f"new version served {swap['new_version_served_after_s']} s after install, "
+                  f"p99 {swap['p99_ms']:.1f} ms")
+            checks["swap_failed_requests"] = swap["failed"]
+            checks["swap_ok"] = swap["failed"] == 0 and swap["new_version_served_after_s"] is not None
+        print("\nTargets:", checks)
+        path = common.write_json(os.path.join(args.out, "serving_latency.json"), {
+            "benchmark": "serving_latency", "machine": info, "args": vars(args), "model_base_path": base,
+            "models": {m: sorted(v) for m, v in present.items()}, "results": rows, "swap": swap, "checks": checks})
+        print(f"wrote {path}")
+        ok = checks["grpc_overhead_ok"] and checks.get("swap_ok", True) and checks["failed_requests"] == 0
+        return 0 if ok or not args.strict else 1
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""MovieLens loaders for the three published layouts, mapped onto the project schema.
+
+- 100K: ``u.data`` (tab: user item rating ts), ``u.item`` (pipe, 19 genre flags), ``u.user``
+- 1M:   ``ratings.dat``, ``movies.dat``, ``users.dat`` ('::'-separated, latin-1)
+- latest (incl. ml-latest-small): ``ratings.csv``, ``movies.csv``, ``tags.csv``
+
+Malformed lines are never dropped silently: each becomes a dead letter (file, line
+number, reason, text). Above ``max_bad_fraction`` of the ratings the load fails with
+a ``DataError`` that says how many and where they were written.
+"""
+from __future__ import annotations
+
+import calendar
+import collections
+import csv
+import io
+import os
+import re
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
+
+from preprocessing.sources.tables import DataError, RawTables
+
+ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary",
+                 "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
+                 "War", "Western")
+ML1M_AGES = {"1": "18-24", "18": "18-24", "25": "25-34", "35": "35-44", "45": "45-54", "50": "55+", "56": "55+"}
+_YEAR = re.compile(r"\((\d{4})\)\s*$")
+
+
+def detect_layout(path: str) -> str:
+    for layout, marker in (("100k", "u.data"), ("1m", "ratings.dat"), ("latest", "ratings.csv")):
+        if os.path.exists(os.path.join(path, marker)):
+            return layout
+    raise DataError(f"{path!r} holds no MovieLens ratings file (expected u.data, ratings.dat or ratings.csv)")
+
+
+def _age_bucket(age: int) -> str:
+    for hi, name in ((17, "unknown"), (24, "18-24"), (34, "25-34"), (44, "35-44"), (54, "45-54")):
+        if age <= hi:
+            return name
+    return "55+"
+
+
+def _year_ts(title: str) -> Tuple[str, int]:
+    """Splits 'Toy Story (1995)' into ('Toy Story', unix time of 1995-01-01)."""
+    m = _YEAR.search(title)
+    if not m:
+        return title.strip(), 0
+    return title[: m.start()].strip(), calendar.timegm((int(m.group(1)), 1, 1, 0, 0, 0))
+
+
+class _Reader:
+    """Reads delimited lines, collecting dead letters instead of raising on a bad line."""
+
+    def __init__(self):
+        self.dead: List[Dict] = []
+        self.total = 0
+
+    def rows(self, path: str, split: Callable[[str], List[str]], n_fields: int, header: bool = False,
+             encoding: str = "utf-8", count: bool = False) -> Iterable[Tuple[int, List[str]]]:
+        with open(path, encoding=encoding, errors="replace", newline="") as f:
+            for lineno, line in enumerate(f, start=1):
+                if header and lineno == 1:
+                    continue
+                text = line.rstrip("\r\n")
+                if not text.strip():
+                    continue
+                if count:
+                    self.total += 1
+                fields = split(text)
+                if len(fields) != n_fields:
+                    self.bad(path, lineno, f"expected {n_fields} fields, got {len(fields)}", text)
+                    continue
+                yield lineno, fields
+
+    def bad(self, path: str, lineno: int, reason: str, text: str) -> None:
+        self.dead.append({"file": os.path.basename(path), "line": lineno, "reason": reason, "text": text[:500]})
+
+
+def _csv_split(text: str) -> List[str]:
+    return next(csv.reader(io.StringIO(text)))
+
+
+def load(path: str, max_bad_fraction: float = 0.01, dead_letter_path: Optional[str] = None) -> RawTables:
+    """Loads a MovieLens directory of any layout into ``RawTables``."""
+    layout = detect_layout(path)
+    reader = _Reader()
+    items: Dict[str, Dict] = {}
+    users: Dict[str, Dict] = {}
+    ratings: List[Tuple[str, str, float, int, int, str]] = []   # user, item, rating, ts, lineno, file
+    j = lambda *p: os.path.join(path, *p)  # noqa: E731
+
+    if layout == "100k":
+        for _, f in reader.rows(j("u.item"), lambda s: s.split("|"), 24, encoding="latin-1"):
+            title, ts = _year_ts(f[1])
+            genres = [g for g, flag in zip(ML100K_GENRES, f[5:]) if flag == "1"]
+            items[f[0]] = {"item_title": title, "item_genres": "|".join(genres), "item_release_ts": ts}
+        if os.path.exists(j("u.user")):
+            for _, f in reader.rows(j("u.user"), lambda s: s.split("|"), 5):
+                age = int(f[1]) if f[1].isdigit() else 0
+                users[f[0]] = {"user_age_bucket": _age_bucket(age) if age else "unknown", "user_country": "US"}
+        source = (j("u.data"), lambda s: s.split("\t"), 4, False, "utf-8")
+    elif layout == "1m":
+        for _, f in reader.rows(j("movies.dat"), lambda s: s.split("::"), 3, encoding="latin-1"):
+            title, ts = _year_ts(f[1])
+            items[f[0]] = {"item_title": title, "item_genres": f[2], "item_release_ts": ts}
+        if os.path.exists(j("users.dat")):
+            for _, f in reader.rows(j("users.dat"), lambda s: s.split("::"), 5, encoding="latin-1"):
+                users[f[0]] = {"user_age_bucket": ML1M_AGES.get(f[2], "unknown"), "user_country": "US"}
+        source = (j("ratings.dat"), lambda s: s.split("::"), 4, False, "latin-1")
+    else:
+        for _, f in reader.rows(j("movies.csv"), _csv_split, 3, header=True):
+            title, ts = _year_ts(f[1])
+            genres = "" if f[2] == "(no genres listed)" else f[2]
+            items[f[0]] = {"item_title": title, "item_genres": genres, "item_release_ts": ts}
+        if os.path.exists(j("tags.csv")):   # free-text tags enrich the item text
+            tags: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+            for _, f in reader.rows(j("tags.csv"), _csv_split, 4, header=True):
+                tags[f[1]][f[2].strip().lower()] += 1
+            for mid, counter in tags.items():
+                if mid in items:
+                    items[mid]["item_title"] += " " + " ".join(t for t, _ in counter.most_common(5))
+        source = (j("ratings.csv"), _csv_split, 4, True, "utf-8")
+
+    rpath, split, n, header, enc = source
+    for lineno, f in reader.rows(rpath, split, n, header=header, encoding=enc, count=True):
+        try:
+            user, item, rating, ts = f[0].strip(), f[1].strip(), float(f[2]), int(f[3])
+        except ValueError as e:
+            reader.bad(rpath, lineno, f"unparsable value: {e}", "\t".join(f))
+            continue
+        if not (0.5 <= rating <= 5.0) or ts <= 0 or not user or not item:
+            reader.bad(rpath, lineno, f"out of range: rating={rating} timestamp={ts}", "\t".join(f))
+        elif item not in items:
+            reader.bad(rpath, lineno, f"unknown item id {item!r} (not in the movies file)", "\t".join(f))
+        else:
+            ratings.append((user, item, rating, ts))
+
+    bad_ratings = sum(1 for d in reader.dead if d["file"] == os.path.basename(rpath))
+    if reader.total and bad_ratings / reader.total > max_bad_fraction:
+        where = f"; dead letters in {dead_letter_path}" if dead_letter_path else ""
+        if dead_letter_path:
+            _write_dead(reader.dead, dead_letter_path)
+        raise DataError(f"{bad_ratings} of {reader.total} rating lines in {rpath} are malformed "
+                        f"({bad_ratings / reader.total:.1%} > max_bad_fraction={max_bad_fraction:.1%}){where}; "
+                        f"first: line {reader.dead[0]['line']}: {reader.dead[0]['reason']}")
+    if not ratings:
+        raise DataError(f"no usable ratings in {rpath}")
+
+    ratings.sort(key=lambda r: (r[3], r[0], r[1]))
+    inter = {
+        "user_id": [r[0] for r in ratings], "item_id": [r[1] for r in ratings],
+        "timestamp": [r[3] for r in ratings], "rating": [r[2] for r in ratings],
+        "click": [1.0 if r[2] >= 4.0 else 0.0 for r in ratings], "device": ["unknown"] * len(ratings),
+    }
+    item_ids = sorted(items, key=lambda s: (len(s), s))
+    item_table = {
+        "item_id": item_ids,
+        "item_title": [items[i]["item_title"] for i in item_ids],
+        "item_genres": [items[i]["item_genres"] for i in item_ids],
+        "item_price": [0.0] * len(item_ids),
+        "item_release_ts": [items[i]["item_release_ts"] for i in item_ids],
+    }
+    user_ids = sorted(set(inter["user_id"]), key=lambda s: (len(s), s))
+    user_table = {
+        "user_id": user_ids,
+        "user_age_bucket": [users.get(u, {}).get("user_age_bucket", "unknown") for u in user_ids],
+        "user_country": [users.get(u, {}).get("user_country", "unknown") for u in user_ids],
+        "user_signup_ts": [0] * len(user_ids),
+    }
+    return RawTables(users=user_table, items=item_table, interactions=inter, dead_letters=reader.dead)
+
+
+def _write_dead(dead: List[Dict], path: str) -> None:
+    import json
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        for row in dead:
+            f.write(json.dumps(row) + "\n")

@@ -1,0 +1,116 @@
+"""``preprocessing_fn``: raw features -> model features, TF-Transform ops only.
+
+The same graph runs in the Beam pipeline (full-pass analyzers: vocabularies,
+means/variances, quantiles) and inside every exported SavedModel, so training and
+serving can never disagree on a vocabulary or a scaling constant.
+
+Index outputs use -1 for padding; unknown values map to the one OOV bucket
+(``vocab_size``). Models shift by +1 so that embedding row 0 is padding.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from preprocessing import schema
+from preprocessing.schema import T
+
+HOUR = 3600
+DAY = 86400
+YEAR = 365.25 * DAY
+DEFAULT_OPTIONS = {"title_vocab_size": 5000, "num_price_buckets": 10, "num_age_buckets": 8}
+
+
+def _vocab_ids(x, vocab_filename, top_k=None):
+    """Vocabulary over non-empty values of ``x`` (any shape) and lookup with one OOV bucket; '' -> -1."""
+    vocab = tft.vocabulary(x, vocab_filename=vocab_filename, top_k=top_k)
+    ids = tft.apply_vocabulary(x, vocab, num_oov_buckets=1)
+    return tf.where(tf.equal(x, ""), tf.constant(-1, tf.int64), ids)
+
+
+def _fixed_tokens(strings, sep, length):
+    """Splits strings and pads/truncates to ``length`` tokens ('' pad)."""
+    tokens = tf.strings.split(strings, sep=sep)
+    return tokens.to_tensor(default_value="", shape=[None, length])
+
+
+def title_tokens(titles):
+    text = tf.strings.lower(titles)
+    text = tf.strings.regex_replace(text, r"[^a-z0-9]+", " ")
+    text = tf.strings.strip(text)
+    return _fixed_tokens(text, None, schema.TITLE_TOKENS)
+
+
+def _log_days(later, earlier):
+    """log1p of whole days from ``earlier`` to ``later``; 0 when ``earlier`` is unknown (0)."""
+    days = tf.cast(tf.maximum(later - earlier, 0), tf.float32) / DAY
+    return tf.where(earlier > 0, tf.math.log1p(days), tf.zeros_like(days))
+
+
+def preprocessing_fn(inputs, custom_config=None):
+    """TFX-style entry point: dict of raw dense tensors -> dict of transformed tensors."""
+    opts = dict(DEFAULT_OPTIONS, **(custom_config or {}))
+    out = {}
+    ts = inputs["timestamp"]
+
+    # ids and categorical user/context features
+    out[T.USER_IDX] = _vocab_ids(inputs["user_id"], schema.VOCAB_USER)
+    out[T.USER_AGE_IDX] = _vocab_ids(inputs["user_age_bucket"], schema.VOCAB_AGE)
+    out[T.USER_COUNTRY_IDX] = _vocab_ids(inputs["user_country"], schema.VOCAB_COUNTRY)
+    out[T.DEVICE_IDX] = _vocab_ids(inputs["device"], schema.VOCAB_DEVICE)
+    out[T.USER_TENURE_Z] = tft.scale_to_z_score(_log_days(ts, inputs["user_signup_ts"]))
+
+    # item: the history shares the item vocabulary, so one embedding table serves both
+    item_vocab = tft.vocabulary(inputs["item_id"], vocab_filename=schema.VOCAB_ITEM)
+    out[T.ITEM_IDX] = tft.apply_vocabulary(inputs["item_id"], item_vocab, num_oov_buckets=1)
+    history = inputs["history_item_ids"]
+    history_idx = tft.apply_vocabulary(history, item_vocab, num_oov_buckets=1)
+    out[T.HISTORY_IDX] = tf.where(tf.equal(history, ""), tf.constant(-1, tf.int64), history_idx)
+
+    genres = _fixed_tokens(inputs["item_genres"], "|", schema.MAX_GENRES)
+    out[T.GENRE_IDX] = _vocab_ids(genres, schema.VOCAB_GENRE)
+    out[T.TITLE_IDX] = _vocab_ids(title_tokens(inputs["item_title"]), schema.VOCAB_TITLE,
+                                  top_k=int(opts["title_vocab_size"]))
+    log_price = tf.math.log1p(tf.maximum(inputs["item_price"], 0.0))
+    out[T.PRICE_Z] = tft.scale_to_z_score(log_price)
+    out[T.PRICE_BUCKET] = tft.bucketize(log_price, num_buckets=int(opts["num_price_buckets"]))
+
+    # freshness: item age at event time (never negative; unknown release -> 0)
+    item_age = _log_days(ts, inputs["item_release_ts"])
+    out[T.ITEM_AGE_Z] = tft.scale_to_z_score(item_age)
+    out[T.ITEM_AGE_BUCKET] = tft.bucketize(item_age, num_buckets=int(opts["num_age_buckets"]))
+
+    # absolute times (years): release in the candidate tower, "now" in the query tower, so the
+    # dot product can learn that recent releases are preferred at any point in time
+    release = inputs["item_release_ts"]
+    years = tf.cast(release, tf.float32) / YEAR
+    known_mean = tft.mean(tf.boolean_mask(years, release > 0))
+    out[T.ITEM_RELEASE_Z] = tft.scale_to_z_score(tf.where(release > 0, years, tf.fill(tf.shape(years), known_mean)))
+    out[T.TIME_Z] = tft.scale_to_z_score(tf.cast(ts, tf.float32) / YEAR)
+
+    # time of day / week (UTC); 1970-01-01 was a Thursday, so Monday = 0
+    out[T.HOUR] = tf.math.floormod(ts // HOUR, 24)
+    out[T.WEEKDAY] = tf.math.floormod(ts // DAY + 3, 7)
+
+    # history shape: length, time since the last event and per-position gaps (hours, log1p)
+    hist_ts = inputs["history_ts"]
+    real = tf.not_equal(history, "")
+    out[T.HISTORY_LEN] = tf.reduce_sum(tf.cast(real, tf.int64), axis=1)
+    gaps = tf.math.log1p(tf.cast(tf.maximum(tf.expand_dims(ts, 1) - hist_ts, 0), tf.float32) / HOUR)
+    gaps = tf.where(real, gaps, tf.zeros_like(gaps))
+    out[T.HISTORY_GAPS] = gaps
+    last_gap = tf.where(out[T.HISTORY_LEN] > 0, gaps[:, -1], tf.fill(tf.shape(ts), 12.0))  # none: ~18 years
+    out[T.HISTORY_GAP_Z] = tft.scale_to_z_score(last_gap)
+
+    # explicit cross: user country x primary genre, hashed (stable across runs)
+    cross = tf.strings.join([inputs["user_country"], genres[:, 0]], separator="_x_")
+    out[T.COUNTRY_X_GENRE] = tf.strings.to_hash_bucket_fast(cross, schema.CROSS_BUCKETS)
+
+    # labels and pass-through keys (evaluation needs raw ids and times)
+    out[T.RATING] = inputs["rating"]
+    out[T.CLICK] = inputs["click"]
+    out[T.TIMESTAMP] = ts
+    out["user_id"] = inputs["user_id"]
+    out["item_id"] = inputs["item_id"]
+    out["history_item_ids"] = history
+    return out

@@ -1,0 +1,42 @@
+"""Loads an exported SavedModel in a fresh process (TensorFlow + ScaNN ops only) and answers one request.
+
+``python -m recsys.reload_check MODEL_DIR REQUEST.json`` prints the signature's
+outputs as JSON. Used by ``recsys demo`` and the tests to prove an export is
+self-contained: no project code, no TFRS, no TF-Transform import needed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) < 2:
+        print(__doc__)
+        return 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import numpy as np
+    import tensorflow as tf
+
+    from recsys.scann_ops import load_scann_ops
+
+    load_scann_ops()
+    model = tf.saved_model.load(argv[0])
+    signature = argv[2] if len(argv) > 2 else "serving_default"
+    fn = model.signatures[signature]
+    with open(argv[1]) as f:
+        request = json.load(f)
+    inputs = {}
+    for name, spec in fn.structured_input_signature[1].items():
+        inputs[name] = tf.constant(np.array(request[name]), dtype=spec.dtype)
+    out = fn(**inputs)
+    result = {k: (np.char.decode(v.numpy().astype(bytes)).tolist() if v.dtype == tf.string else v.numpy().tolist())
+              for k, v in out.items()}
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""The pipeline steps as plain functions over directories: used by the CLI, the notebook and pipelines/.
+
+data -> preprocess -> train (+ evaluate) -> export -> verify. Each step reads the
+previous step's files, so any step can run alone or on another machine.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, Optional
+
+import numpy as np
+
+from recsys.config import Config
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------- data
+def make_raw(cfg: Config) -> str:
+    """Writes the configured source's raw tables to ``<run>/raw``; returns that directory."""
+    from preprocessing.sources import load_source, write_raw
+
+    raw_dir = cfg.path("raw")
+    t0 = time.time()
+    tables = load_source(cfg.data, dead_letter_path=os.path.join(raw_dir, "dead_letter", "source.jsonl"))
+    write_raw(tables, raw_dir)
+    cfg.save(os.path.join(raw_dir, "config.json"))
+    dead = f", {len(tables.dead_letters)} malformed rows -> {raw_dir}/dead_letter/" if tables.dead_letters else ""
+    log(f"[data] {cfg.data.source}: {tables.num_interactions} interactions, {len(tables.users['user_id'])} users, "
+        f"{len(tables.items['item_id'])} items in {time.time() - t0:.1f}s -> {raw_dir}{dead}")
+    return raw_dir
+
+
+def preprocess(cfg: Config, raw_dir: Optional[str] = None) -> str:
+    from preprocessing import pipeline
+
+    version_dir = pipeline.run(cfg, raw_dir or cfg.path("raw"), cfg.path("preprocessed"))
+    cfg.save(os.path.join(version_dir, "config.json"))
+    return version_dir
+
+
+def latest_preprocessed(cfg: Config) -> str:
+    from preprocessing import pipeline
+
+    return pipeline.latest(cfg.path("preprocessed"))
+
+
+# ---------------------------------------------------------------- train + evaluate
+def train(cfg: Config, version_dir: Optional[str] = None):
+    from trainer import train as trainer_train
+
+    return trainer_train.train_retrieval(version_dir or latest_preprocessed(cfg), cfg)
+
+
+def load_trained(cfg: Config, version_dir: Optional[str] = None):
+    """Rebuilds the retrieval model and restores its best checkpoint."""
+    from trainer import train as trainer_train
+
+    version_dir = version_dir or latest_preprocessed(cfg)
+    out_dir = cfg.path("training", "retrieval")
+    model, sizes, catalogue, stats, tft_output = trainer_train.build_retrieval(version_dir, cfg, with_metrics=False)
+    ckpt = os.path.join(out_dir, "checkpoints", "best.weights")
+    model.load_weights(ckpt).expect_partial()
+    return trainer_train.TrainedRetrieval(model, sizes, catalogue, stats, tft_output, {}, 0.0, out_dir)
+
+
+def evaluate(cfg: Config, trained, version_dir: Optional[str] = None) -> Dict:
+    from trainer import evaluate_retrieval as er
+
+    version_dir = version_dir or latest_preprocessed(cfg)
+    t0 = time.time()
+    candidates = trained.catalogue.transformed(trained.tft_output.transform_features_layer())
+    item_vectors = er.item_vectors(trained.model.candidate_tower, candidates)
+    results = er.evaluate(version_dir, lambda b: trained.model.query_tower(b), item_vectors, trained.catalogue,
+                          trained.stats, cfg)
+    log(er.report(results, tuple(cfg.eval.ks)))
+    path = os.path.join(trained.out_dir, "metrics.json")
+    er.write_metrics(results, path, {"eval_seconds": time.time() - t0, "train_seconds": trained.train_seconds,
+                                     "exclude_seen": cfg.eval.exclude_seen})
+    log(f"[evaluate] metrics -> {path}")
+    return {"results": results, "item_vectors": item_vectors}
+
+
+# ---------------------------------------------------------------- export + verify
+def sample_request(cfg: Config, version_dir: str, user_id: Optional[str] = None) -> Dict[str, np.ndarray]:
+    """A raw query for one eval-period user at the split cutoff (history = everything before it)."""
+    from preprocessing import pipeline, requests
+    from preprocessing.sources import tables
+
+    raw_dir = cfg.path("raw")
+    cutoff = pipeline.load_stats(version_dir)["split_cutoff_ts"]
+    users = tables.read_table(os.path.join(raw_dir, tables.USERS_FILE))
+    events: Dict[str, list] = {}
+    for e in tables.read_interactions(os.path.join(raw_dir, tables.INTERACTIONS_FILE)):
+        events.setdefault(e["user_id"], []).append(e)
+    if user_id is None:  # the most active user with events on both sides of the cutoff
+        both = [u for u, ev in events.items() if min(x["timestamp"] for x in ev) < cutoff <= max(
+            x["timestamp"] for x in ev)]
+        user_id = max(both or events, key=lambda u: (len(events[u]), u))
+    evs = events.get(user_id, [])
+    device = next((e.get("device") or "unknown" for e in evs if e["timestamp"] >= cutoff), "unknown")
+    return requests.query_request(users.get(user_id, {"user_id": user_id}), evs, cutoff, device)
+
+
+def export(cfg: Config, trained, item_vectors: np.ndarray, request: Dict[str, np.ndarray]) -> Dict[str, str]:
+    from trainer import export as trainer_export
+
+    version = trainer_export.new_version(cfg.export.version)
+    paths = {}
+    for kind in ("scann", "brute_force"):
+        t0 = time.time()
+        paths[kind] = trainer_export.export_retrieval(
+            trained.tft_output, trained.model.query_tower, trained.catalogue.item_ids, item_vectors,
+            cfg.model_base_path, version, cfg.export, kind=kind, warmup=request)
+        log(f"[export] {kind}: {paths[kind]} ({time.time() - t0:.1f}s)")
+    return paths
+
+
+def reload_in_subprocess(model_dir: str, request: Dict[str, np.ndarray]) -> Dict:
+    """Calls ``recsys.reload_check`` in a fresh interpreter; returns its decoded outputs."""
+    payload = {k: v.tolist() for k, v in request.items()}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(payload, f)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "recsys.reload_check", model_dir, f.name],
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        os.unlink(f.name)
+    if proc.returncode != 0:
+        raise RuntimeError(f"reloading {model_dir} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def in_process(model_dir: str, request: Dict[str, np.ndarray]) -> Dict:
+    import tensorflow as tf
+
+    from recsys.scann_ops import load_scann_ops
+
+    load_scann_ops()
+    fn = tf.saved_model.load(model_dir).signatures["serving_default"]
+    out = fn(**{k: tf.constant(v) for k, v in request.items()})
+    return {k: v.numpy() for k, v in out.items()}

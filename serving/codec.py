@@ -1,0 +1,269 @@
+"""Tensor conversions shared by server and client: TensorProto <-> numpy, JSON <-> numpy.
+
+Fast paths (``tensor_content`` for numbers, ``string_val`` for strings) keep the
+per-request cost well under a millisecond; anything unusual falls back to
+``tf.make_ndarray`` / ``tf.make_tensor_proto``. JSON follows TF Serving's REST rules:
+strings are JSON strings, binary values are ``{"b64": ...}``, and outputs whose
+name ends in ``_bytes`` are base64 encoded.
+"""
+from __future__ import annotations
+
+import base64
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+from serving.errors import INVALID_ARGUMENT, ServingError
+
+_NUMERIC = {
+    types_pb2.DT_FLOAT: np.float32, types_pb2.DT_DOUBLE: np.float64,
+    types_pb2.DT_INT32: np.int32, types_pb2.DT_INT64: np.int64,
+    types_pb2.DT_INT16: np.int16, types_pb2.DT_INT8: np.int8,
+    types_pb2.DT_UINT8: np.uint8, types_pb2.DT_UINT16: np.uint16,
+    types_pb2.DT_UINT32: np.uint32, types_pb2.DT_UINT64: np.uint64,
+    types_pb2.DT_BOOL: np.bool_, types_pb2.DT_HALF: np.float16,
+}
+_NP_TO_DT = {np.dtype(v): k for k, v in _NUMERIC.items()}
+
+
+def dtype_name(dtype_enum: int) -> str:
+    """'string', 'int64', ... for a DataType enum (as TF spells them)."""
+    try:
+        return tf.dtypes.as_dtype(dtype_enum).name
+    except Exception:  # noqa: BLE001
+        return types_pb2.DataType.Name(dtype_enum)
+
+
+def array_dtype_enum(arr: np.ndarray) -> int:
+    """The TF DataType an ndarray would be sent as (strings/bytes/objects -> DT_STRING)."""
+    if arr.dtype.kind in "OSU":
+        return types_pb2.DT_STRING
+    dt = _NP_TO_DT.get(arr.dtype)
+    if dt is None:
+        return tf.dtypes.as_dtype(arr.dtype).as_datatype_enum
+    return dt
+
+
+def _as_bytes(x: Any) -> bytes:
+    if isinstance(x, bytes):
+        return x
+    if isinstance(x, str):
+        return x.encode("utf-8")
+    if isinstance(x, np.bytes_):
+        return bytes(x)
+    return str(x).encode("utf-8")
+
+
+def to_string_array(values: Any) -> np.ndarray:
+    """Object array of bytes from str/bytes/ndarray input (what TF string tensors hold)."""
+    arr = np.asarray(values)
+    if arr.dtype == object and (arr.size == 0 or isinstance(arr.flat[0], bytes)):
+        return arr
+    flat = [_as_bytes(x) for x in arr.ravel().tolist()]
+    out = np.empty(len(flat), dtype=object)
+    out[:] = flat
+    return out.reshape(arr.shape)
+
+
+def ndarray_to_proto(arr: Any, proto: Optional[tensor_pb2.TensorProto] = None) -> tensor_pb2.TensorProto:
+    """TensorProto for an array (string tensors in string_val, numbers in tensor_content).
+
+    ``proto`` lets callers fill a map entry in place (``response.outputs[name]``) without a copy.
+    """
+    arr = np.asarray(arr)
+    proto = tensor_pb2.TensorProto() if proto is None else proto
+    for d in arr.shape:
+        proto.tensor_shape.dim.add().size = int(d)
+    if arr.dtype.kind in "OSU":
+        proto.dtype = types_pb2.DT_STRING
+        proto.string_val.extend(to_string_array(arr).ravel().tolist())
+        return proto
+    dt = _NP_TO_DT.get(arr.dtype)
+    if dt is None:
+        proto.CopyFrom(tf.make_tensor_proto(arr))
+        return proto
+    proto.dtype = dt
+    proto.tensor_content = np.ascontiguousarray(arr).tobytes()
+    return proto
+
+
+def shape_proto(shape) -> tensor_shape_pb2.TensorShapeProto:
+    return tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in shape])
+
+
+def proto_to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """ndarray for a TensorProto; bad protos raise INVALID_ARGUMENT, never crash."""
+    try:
+        shape = [d.size for d in proto.tensor_shape.dim]
+        if proto.dtype == types_pb2.DT_STRING:
+            values = list(proto.string_val)
+            n = int(np.prod(shape)) if shape else 1
+            if len(values) == n:
+                out = np.empty(n, dtype=object)
+                out[:] = values
+                return out.reshape(shape)
+        elif proto.tensor_content and proto.dtype in _NUMERIC:
+            return np.frombuffer(proto.tensor_content, dtype=_NUMERIC[proto.dtype]).reshape(shape).copy()
+        return tf.make_ndarray(proto)
+    except Exception as e:  # noqa: BLE001
+        raise ServingError(INVALID_ARGUMENT, f"cannot parse tensor proto ({dtype_name(proto.dtype)}, "
+                                             f"shape {[d.size for d in proto.tensor_shape.dim]}): {e}") from e
+
+
+# ------------------------------------------------------------------ JSON (REST)
+def _shape_of(value: Any) -> Optional[List[int]]:
+    """Shape of a nested list, or None when ragged."""
+    if isinstance(value, list):
+        if not value:
+            return [0]
+        inner = [_shape_of(v) for v in value]
+        if any(s is None or s != inner[0] for s in inner):
+            return None
+        return [len(value)] + inner[0]
+    return []
+
+
+def _decode_json_string(x: Any) -> bytes:
+    if isinstance(x, dict):
+        if set(x) == {"b64"}:
+            try:
+                return base64.b64decode(x["b64"], validate=True)
+            except Exception as e:  # noqa: BLE001
+                raise ServingError(INVALID_ARGUMENT, f"invalid base64 value: {e}") from e
+        raise ServingError(INVALID_ARGUMENT, f"expected a string or {{\"b64\": ...}}, got {x!r:.80}")
+    if isinstance(x, str):
+        return x.encode("utf-8")
+    raise ServingError(INVALID_ARGUMENT, f"expected a string value, got {type(x).__name__} {x!r:.80}")
+
+
+def _map_nested(value: Any, fn) -> Any:
+    if isinstance(value, list):
+        return [_map_nested(v, fn) for v in value]
+    return fn(value)
+
+
+def json_to_ndarray(value: Any, dtype_enum: int, name: str) -> np.ndarray:
+    """Parses a JSON value into an array of the signature's dtype (as TF Serving's REST does)."""
+    shape = _shape_of(value)
+    if shape is None:
+        raise ServingError(INVALID_ARGUMENT, f"input '{name}' is a ragged list; tensors must be rectangular")
+    if dtype_enum == types_pb2.DT_STRING:
+        flat = np.empty(int(np.prod(shape)) if shape else 1, dtype=object)
+        flat[:] = list(_flatten(_map_nested(value, _decode_json_string)))
+        return flat.reshape(shape)
+    np_dtype = _NUMERIC.get(dtype_enum)
+    if np_dtype is None:
+        raise ServingError(INVALID_ARGUMENT, f"input '{name}': dtype {dtype_name(dtype_enum)} is not supported over REST")
+    try:
+        raw = np.asarray(value)
+    except Exception as e:  # noqa: BLE001
+        raise ServingError(INVALID_ARGUMENT, f"input '{name}': {e}") from e
+    target = np.dtype(np_dtype)
+    ok_kinds = {"b": "b", "i": "biu", "u": "biu", "f": "biuf"}[target.kind]
+    if raw.size and raw.dtype.kind not in ok_kinds:
+        raise ServingError(INVALID_ARGUMENT, f"input '{name}' expects {dtype_name(dtype_enum)} values, "
+                                             f"got {raw.dtype.kind!r}-kind values like {raw.ravel()[0]!r:.40}")
+    return raw.astype(target).reshape(shape)
+
+
+def _flatten(value: Any):
+    if isinstance(value, list):
+        for v in value:
+            yield from _flatten(v)
+    else:
+        yield value
+
+
+def _json_string(x: bytes, b64: bool) -> Any:
+    if b64:
+        return {"b64": base64.b64encode(x).decode("ascii")}
+    return x.decode("utf-8", errors="replace")
+
+
+def ndarray_to_json(arr: np.ndarray, name: str = "") -> Any:
+    """JSON value of an output tensor; names ending in ``_bytes`` come back base64 encoded."""
+    if arr.dtype.kind in "OSU":
+        b64 = name.endswith("_bytes")
+        return _map_nested(arr.tolist(), lambda x: _json_string(_as_bytes(x), b64))
+    if arr.dtype.kind == "f":
+        return arr.astype(np.float64).tolist()
+    return arr.tolist()
+
+
+def ndarray_from_client_json(value: Any) -> np.ndarray:
+    """Client side: a JSON output value back into an array (strings -> object array of bytes)."""
+    shape = _shape_of(value)
+    flat = list(_flatten(value))
+    if flat and all(isinstance(x, (str, dict)) for x in flat):
+        out = np.empty(len(flat), dtype=object)
+        out[:] = [_decode_json_string(x) for x in flat]
+        return out.reshape(shape if shape is not None else [len(flat)])
+    return np.asarray(value)
+
+
+def inputs_to_json(inputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
+    """Client side: columnar ``inputs`` object; non-UTF-8 strings go as {"b64": ...}."""
+    out = {}
+    for k, v in inputs.items():
+        arr = np.asarray(v)
+        if arr.dtype.kind in "OSU":
+            def enc(x):
+                b = _as_bytes(x)
+                try:
+                    return b.decode("utf-8")
+                except UnicodeDecodeError:
+                    return {"b64": base64.b64encode(b).decode("ascii")}
+            out[k] = _map_nested(arr.tolist(), enc)
+        elif arr.dtype.kind == "f":
+            out[k] = arr.astype(np.float64).tolist()
+        else:
+            out[k] = arr.tolist()
+    return out
+
+
+# ------------------------------------------------------------------ tf.Example (Classify / Regress)
+def examples_from_input(inp) -> List[bytes]:
+    """Serialized tf.Examples from a tensorflow.serving.Input (context features merged in)."""
+    kind = inp.WhichOneof("kind")
+    if kind == "example_list":
+        return [ex.SerializeToString() for ex in inp.example_list.examples]
+    if kind == "example_list_with_context":
+        ctx = inp.example_list_with_context.context
+        out = []
+        for ex in inp.example_list_with_context.examples:
+            merged = tf.train.Example()
+            merged.CopyFrom(ctx)
+            merged.MergeFrom(ex)
+            out.append(merged.SerializeToString())
+        return out
+    raise ServingError(INVALID_ARGUMENT, "Input is empty: set example_list or example_list_with_context")
+
+
+def _feature_from_json(value: Any, name: str) -> tf.train.Feature:
+    values = value if isinstance(value, list) else [value]
+    if all(isinstance(v, bool) or isinstance(v, int) for v in values):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
+    if all(isinstance(v, (str, dict)) for v in values):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[_decode_json_string(v) for v in values]))
+    raise ServingError(INVALID_ARGUMENT, f"feature '{name}' mixes value types: {value!r:.80}")
+
+
+def examples_from_json(examples: Any, context: Any = None) -> List[bytes]:
+    """REST ``{"examples": [{feature: value(s)}], "context": {...}}`` -> serialized tf.Examples."""
+    if not isinstance(examples, list) or not all(isinstance(e, dict) for e in examples):
+        raise ServingError(INVALID_ARGUMENT, "'examples' must be a list of JSON objects")
+    if context is not None and not isinstance(context, dict):
+        raise ServingError(INVALID_ARGUMENT, "'context' must be a JSON object")
+    out = []
+    for ex in examples:
+        merged = dict(context or {})
+        merged.update(ex)
+        proto = tf.train.Example()
+        for k, v in merged.items():
+            proto.features.feature[k].CopyFrom(_feature_from_json(v, k))
+        out.append(proto.SerializeToString())
+    return out

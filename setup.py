@@ -1,0 +1,32 @@
+"""recsys: a TensorFlow-native multi-stage recommender (Beam/TFT -> TFRS -> SavedModel/ScaNN -> TF Serving)."""
+from setuptools import find_packages, setup
+
+# Top-level requirements; exact versions come from requirements/constraints.txt (the proven lock).
+INSTALL_REQUIRES = [
+    "tensorflow==2.16.2",
+    "tf-keras==2.16.0",
+    "tensorflow-recommenders==0.7.7",
+    "scann==1.3.2",
+    "tensorflow-transform==1.16.0",
+    "tfx-bsl==1.16.1",
+    "apache-beam[gcp,dill]==2.72.0",
+    "tensorflow-serving-api==2.16.1",
+    "grpcio",
+    "kfp==2.13.0",
+    "pyyaml",
+    "numpy",
+    "matplotlib",
+    "prometheus-client",
+    "psutil",
+]
+
+setup(
+    name="recsys",
+    version="0.1.0",
+    description=__doc__,
+    python_requires="==3.11.*",
+    packages=find_packages(include=["recsys*", "preprocessing*", "trainer*", "serving*", "pipelines*", "benchmarks*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"dev": ["pytest", "pytest-timeout", "nbclient", "nbformat", "ipykernel"]},
+    entry_points={"console_scripts": ["recsys=recsys.cli:main"]},
+)

@@ -1,0 +1,50 @@
+"""Shared fixtures: one small synthetic run (raw -> preprocess -> train -> export) per test session."""
+import os
+
+import recsys  # noqa: F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow is imported)
+
+import pytest
+
+from recsys.config import Config
+
+SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "ml-latest-small")
+
+
+def small_config(workdir: str) -> Config:
+    """Big enough for the planted structure to be learnable, small enough for 2 cores."""
+    cfg = Config(workdir=workdir)
+    cfg.data.n_users, cfg.data.n_items, cfg.data.events_per_user = 1200, 800, 20
+    cfg.train.epochs, cfg.train.batch_size = 6, 256
+    cfg.export.version = 1
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def run_cfg(tmp_path_factory):
+    return small_config(str(tmp_path_factory.mktemp("runs")))
+
+
+@pytest.fixture(scope="session")
+def preprocessed(run_cfg):
+    from recsys import steps
+
+    steps.make_raw(run_cfg)
+    return steps.preprocess(run_cfg)
+
+
+@pytest.fixture(scope="session")
+def trained(run_cfg, preprocessed):
+    from recsys import steps
+
+    model = steps.train(run_cfg, preprocessed)
+    ev = steps.evaluate(run_cfg, model, preprocessed)
+    return {"trained": model, "results": ev["results"], "item_vectors": ev["item_vectors"]}
+
+
+@pytest.fixture(scope="session")
+def exported(run_cfg, preprocessed, trained):
+    from recsys import steps
+
+    request = steps.sample_request(run_cfg, preprocessed)
+    paths = steps.export(run_cfg, trained["trained"], trained["item_vectors"], request)
+    return {"paths": paths, "request": request}

@@ -1,0 +1,41 @@
+"""`recsys query` (serving.client.main) against the local server over gRPC and REST, and `build_query_inputs`."""
+import numpy as np
+
+from preprocessing import schema
+from serving.client import build_query_inputs, main
+
+
+def test_query_prints_table_over_grpc_and_rest(server, capsys):
+    assert main(["--user", "alice", "--model", "toy", "--k", "3", "--address", server.grpc_address]) == 0
+    out = capsys.readouterr().out
+    assert "model=toy version=1 user=alice" in out
+    lines = out.strip().splitlines()
+    assert lines[1].split() == ["rank", "item_id", "scores"]
+    assert lines[2].split()[:2] == ["1", "alice-0"] and len(lines) == 5
+    assert main(["--user", "bob", "--model", "toy", "--rest", server.rest_url]) == 0
+    assert "bob-4" in capsys.readouterr().out
+
+
+def test_query_ranking_signature_with_items(server, capsys):
+    assert main(["--user", "u", "--model", "toy", "--signature", "rank", "--items", "a,bbb,cc",
+                 "--address", server.grpc_address]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.strip().splitlines()[2:]]
+    assert [r[1] for r in rows] == ["bbb", "cc", "a"]  # sorted by score
+
+
+def test_query_errors_are_reported_not_raised(server, capsys):
+    assert main(["--user", "u", "--model", "missing", "--address", server.grpc_address]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
+
+
+def test_build_query_inputs_from_schema_defaults():
+    sig = {"inputs": {name: {"dtype": spec.dtype.name, "shape": [-1] + [d or -1 for d in spec.shape.as_list()[1:]]}
+                      for name, spec in schema.serving_signature([schema.USER, schema.CONTEXT, schema.HISTORY]).items()}}
+    sig["inputs"]["k"] = {"dtype": "int32", "shape": []}
+    inputs = build_query_inputs(sig, "u7", k=4, timestamp=1000, history=["i1", "i2"])
+    assert inputs["user_id"].tolist() == [b"u7"] and inputs["timestamp"].dtype == np.int64
+    assert inputs["history_item_ids"].shape == (1, schema.HISTORY_LENGTH)
+    assert inputs["history_item_ids"][0, -2:].tolist() == [b"i1", b"i2"] and inputs["history_item_ids"][0, 0] == b""
+    assert inputs["history_ts"][0, -1] == 940 and inputs["history_ts"][0, 0] == 0
+    assert inputs["user_country"].tolist() == [b"unknown"] and inputs["user_signup_ts"].tolist() == [0]
+    assert inputs["k"].shape == () and inputs["k"].dtype == np.int32 and int(inputs["k"]) == 4

@@ -1,0 +1,131 @@
+"""tf.data input from the TF-Transform output, plus the item catalogue and train-set statistics.
+
+Everything here reads files written by ``preprocessing.pipeline`` (a version
+directory), so training can run on another machine than preprocessing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from preprocessing import schema
+from preprocessing.schema import T
+
+ITEMS_FILE = "items.jsonl"
+
+
+def transform_output(version_dir: str) -> tft.TFTransformOutput:
+    return tft.TFTransformOutput(os.path.join(version_dir, "transform_fn"))
+
+
+def files(version_dir: str, split: str) -> List[str]:
+    found = sorted(tf.io.gfile.glob(os.path.join(version_dir, "transformed", f"{split}-*.tfrecord.gz")))
+    if not found:
+        raise FileNotFoundError(f"no {split} TFRecords in {version_dir}/transformed")
+    return found
+
+
+def dataset(version_dir: str, split: str, batch_size: int, spec: Optional[Dict] = None, shuffle: bool = False,
+            seed: int = 0, shuffle_buffer: int = 10000, keep: Optional[str] = None) -> tf.data.Dataset:
+    """Batches of transformed features (dicts of dense tensors).
+
+    ``keep`` = "train" / "valid" splits the train files at event level (5% valid,
+    by a stable hash of user and time) so early stopping never looks at the eval split.
+    """
+    spec = spec or transform_output(version_dir).transformed_feature_spec()
+    ds = tf.data.TFRecordDataset(files(version_dir, split), compression_type="GZIP")
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE)
+    if keep is not None:
+        ds = ds.unbatch().filter(lambda f: _is_valid(f) if keep == "valid" else tf.logical_not(_is_valid(f)))
+        ds = ds.batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _is_valid(f) -> tf.Tensor:
+    key = tf.strings.join([f["user_id"], tf.strings.as_string(f[T.TIMESTAMP])])
+    return tf.equal(tf.strings.to_hash_bucket_fast(key, 20), 0)
+
+
+# ---------------------------------------------------------------- catalogue
+@dataclasses.dataclass
+class Catalogue:
+    """All items that can be recommended, in a fixed order (index = position)."""
+
+    item_ids: np.ndarray                 # [n] str
+    raw: Dict[str, np.ndarray]           # raw item features (schema ITEM columns)
+
+    @property
+    def size(self) -> int:
+        return len(self.item_ids)
+
+    def index(self) -> Dict[str, int]:
+        return {i: n for n, i in enumerate(self.item_ids.tolist())}
+
+    def raw_tensors(self) -> Dict[str, tf.Tensor]:
+        return {k: tf.constant(v) for k, v in self.raw.items()}
+
+    def transformed(self, tft_layer, batch_size: int = 4096) -> Dict[str, tf.Tensor]:
+        """Item features through the transform graph (TFT prunes it to the item inputs)."""
+        parts = []
+        for start in range(0, self.size, batch_size):
+            batch = {k: tf.constant(v[start:start + batch_size]) for k, v in self.raw.items()}
+            parts.append(tft_layer(batch))
+        return {k: tf.concat([p[k] for p in parts], axis=0) for k in parts[0]}
+
+
+def load_catalogue(version_dir: str) -> Catalogue:
+    rows = []
+    with tf.io.gfile.GFile(os.path.join(version_dir, ITEMS_FILE)) as f:
+        for line in f:
+            rows.append(json.loads(line))
+    raw = {}
+    for name in schema.CANDIDATE_FEATURES:
+        col = schema.COLUMNS[name]
+        dtype = {"string": object, "int64": np.int64, "float32": np.float32}[col.dtype]
+        raw[name] = np.array([r.get(name, col.default) for r in rows], dtype=dtype)
+    raw["item_id"] = raw["item_id"].astype(str)
+    return Catalogue(item_ids=raw["item_id"], raw=raw)
+
+
+# ---------------------------------------------------------------- statistics of the train split
+@dataclasses.dataclass
+class TrainStats:
+    item_counts: np.ndarray               # by catalogue index
+    item_idx_counts: np.ndarray           # by TFT item index (vocab + OOV)
+    seen: Dict[str, np.ndarray]           # user_id -> catalogue indices seen in train
+    n_examples: int
+
+
+def train_stats(version_dir: str, catalogue: Catalogue, n_item_idx: int) -> TrainStats:
+    """One pass over the train split: item popularity and each user's seen items."""
+    spec = {k: tf.io.FixedLenFeature([], tf.string if k in ("user_id", "item_id") else tf.int64)
+            for k in ("user_id", "item_id", T.ITEM_IDX)}
+    ds = tf.data.TFRecordDataset(files(version_dir, "train"), compression_type="GZIP").batch(8192)
+    ds = ds.map(lambda x: tf.io.parse_example(x, spec))
+    index = catalogue.index()
+    users, items, idx = [], [], []
+    for b in ds:
+        users.append(b["user_id"].numpy())
+        items.append(b["item_id"].numpy())
+        idx.append(b[T.ITEM_IDX].numpy())
+    users_a = np.concatenate(users).astype(str)
+    items_a = np.array([index.get(i, -1) for i in np.concatenate(items).astype(str)], dtype=np.int64)
+    idx_a = np.concatenate(idx)
+    item_counts = np.bincount(items_a[items_a >= 0], minlength=catalogue.size).astype(np.float64)
+    idx_counts = np.bincount(idx_a, minlength=n_item_idx).astype(np.float64)
+    order = np.argsort(users_a, kind="stable")
+    seen: Dict[str, np.ndarray] = {}
+    if len(order):
+        su, si = users_a[order], items_a[order]
+        bounds = np.flatnonzero(su[1:] != su[:-1]) + 1
+        for u, chunk in zip(np.split(su, bounds), np.split(si, bounds)):
+            seen[u[0]] = np.unique(chunk[chunk >= 0])
+    return TrainStats(item_counts=item_counts, item_idx_counts=idx_counts, seen=seen, n_examples=len(users_a))

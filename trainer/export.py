@@ -1,0 +1,134 @@
+"""SavedModel export in TF Serving layout: ``<base>/<name>/<version>/``, raw features in.
+
+The transform graph (TFT layer) is tracked inside every export, so serving takes
+the raw features of ``preprocessing.schema`` and never re-implements a vocabulary.
+Each version is written to a hidden temporary sibling and renamed into place:
+TF Serving (and our server) only load integer directories, so a reader never
+sees a half-written version. ScaNN indexes need ``namespace_whitelist=["Scann"]``
+and the ScaNN ops at load time (``serving.ops.load_scann_ops``).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from typing import Dict, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from preprocessing import schema
+
+WARMUP_FILE = "tf_serving_warmup_requests"
+
+
+def new_version(cfg_version: int = 0) -> int:
+    return int(cfg_version) or int(time.time())
+
+
+def query_signature_specs() -> Dict[str, tf.TensorSpec]:
+    return schema.serving_signature([schema.USER, schema.CONTEXT, schema.HISTORY])
+
+
+def _kwargs_function(fn, specs: Dict[str, tf.TensorSpec]):
+    """A concrete function whose signature inputs are named exactly as the raw features."""
+    return tf.function(fn).get_concrete_function(**specs)
+
+
+class RetrievalModule(tf.Module):
+    """tft_layer -> query tower -> top-k index (ScaNN or brute force) -> item ids + scores."""
+
+    def __init__(self, tft_layer, query_tower, index, k: int):
+        super().__init__()
+        self.tft_layer = tft_layer
+        self.query_tower = query_tower
+        self.index = index
+        self.k = k
+
+    def retrieve(self, **raw):
+        feats = self.tft_layer(raw)
+        query = self.query_tower(feats, training=False)
+        scores, ids = self.index(query, k=self.k)
+        return {"item_ids": ids, "scores": scores}
+
+    def embed(self, **raw):
+        return {"query_embedding": self.query_tower(self.tft_layer(raw), training=False)}
+
+
+def build_index(kind: str, item_ids: np.ndarray, item_vectors: np.ndarray, k: int, ecfg) -> tf.keras.layers.Layer:
+    n = len(item_ids)
+    if kind == "scann":
+        leaves = ecfg.scann_num_leaves or max(1, int(np.sqrt(n)))
+        to_search = ecfg.scann_leaves_to_search or max(1, leaves // 4)
+        index = tfrs.layers.factorized_top_k.ScaNN(
+            k=k, num_leaves=leaves, num_leaves_to_search=min(to_search, leaves),
+            num_reordering_candidates=max(ecfg.scann_reordering, k))
+    elif kind == "brute_force":
+        index = tfrs.layers.factorized_top_k.BruteForce(k=k)
+    else:
+        raise ValueError(f"unknown index kind {kind!r}")
+    index.index(tf.constant(item_vectors, tf.float32), tf.constant(item_ids.astype(str)))
+    return index
+
+
+def write_warmup(version_dir: str, model_name: str, example: Dict[str, np.ndarray],
+                 signature_name: str = "serving_default") -> str:
+    """assets.extra/tf_serving_warmup_requests: PredictionLogs TF Serving replays before serving."""
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = signature_name
+    for key, value in example.items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    path = os.path.join(version_dir, "assets.extra", WARMUP_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as w:
+        log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+        w.write(log.SerializeToString())
+    return path
+
+
+def save_atomically(module: tf.Module, signatures: Dict, base: str, name: str, version: int,
+                    warmup: Optional[Dict[str, np.ndarray]] = None, namespace_whitelist=None) -> str:
+    """Saves into ``<base>/<name>/.tmp-<version>`` then renames to ``<base>/<name>/<version>``."""
+    model_dir = os.path.join(base, name)
+    final = os.path.join(model_dir, str(version))
+    if os.path.exists(final):
+        raise FileExistsError(f"{final} already exists; versions are immutable")
+    tmp = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(model_dir, exist_ok=True)
+    options = tf.saved_model.SaveOptions(namespace_whitelist=namespace_whitelist) if namespace_whitelist else None
+    tf.saved_model.save(module, tmp, signatures=signatures, options=options)
+    if warmup is not None:
+        write_warmup(tmp, name, warmup)
+    os.rename(tmp, final)
+    return final
+
+
+def export_retrieval(tft_output, query_tower, item_ids: np.ndarray, item_vectors: np.ndarray, base: str,
+                     version: int, ecfg, kind: str = "scann", name: Optional[str] = None,
+                     warmup: Optional[Dict[str, np.ndarray]] = None) -> str:
+    """Exports one retrieval model (``retrieval`` = ScaNN, ``retrieval_brute_force`` = exact)."""
+    name = name or ("retrieval" if kind == "scann" else "retrieval_brute_force")
+    k = min(ecfg.top_k, len(item_ids))
+    index = build_index(kind, item_ids, item_vectors, k, ecfg)
+    module = RetrievalModule(tft_output.transform_features_layer(), query_tower, index, k)
+    specs = query_signature_specs()
+    serve = _kwargs_function(module.retrieve, specs)
+    if kind == "scann":  # ScaNN builds its searcher lazily: call once before saving
+        serve(**{k_: tf.constant(v) for k_, v in (warmup or _dummy(specs)).items()})
+    signatures = {"serving_default": serve, "query_embedding": _kwargs_function(module.embed, specs)}
+    return save_atomically(module, signatures, base, name, version, warmup,
+                           namespace_whitelist=["Scann"] if kind == "scann" else None)
+
+
+def _dummy(specs: Dict[str, tf.TensorSpec]) -> Dict[str, np.ndarray]:
+    out = {}
+    for key, spec in specs.items():
+        col = schema.COLUMNS[key]
+        shape = [1] + col.shape
+        out[key] = np.full(shape, col.pad_value(), dtype=object if col.dtype == "string" else col.dtype)
+    return out

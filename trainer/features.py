@@ -1,0 +1,83 @@
+"""Shared Keras feature-input layers built from the TF-Transform output.
+
+Every model reads transformed features by the names in ``preprocessing.schema.T``
+and sizes its embeddings from the vocabularies TFT wrote, so a model never
+hard-codes a vocabulary size.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from preprocessing import schema
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSizes:
+    """Number of distinct indices per categorical feature, OOV bucket included."""
+
+    users: int
+    items: int
+    genres: int
+    title_tokens: int
+    ages: int
+    countries: int
+    devices: int
+    price_buckets: int
+    item_age_buckets: int
+    crosses: int = schema.CROSS_BUCKETS
+
+    @classmethod
+    def from_transform_output(cls, tft_output, price_buckets: int = 10, item_age_buckets: int = 8) -> "FeatureSizes":
+        v = lambda name: tft_output.vocabulary_size_by_name(name) + 1  # noqa: E731  (+1 OOV bucket)
+        return cls(users=v(schema.VOCAB_USER), items=v(schema.VOCAB_ITEM), genres=v(schema.VOCAB_GENRE),
+                   title_tokens=v(schema.VOCAB_TITLE), ages=v(schema.VOCAB_AGE), countries=v(schema.VOCAB_COUNTRY),
+                   devices=v(schema.VOCAB_DEVICE), price_buckets=price_buckets + 1,
+                   item_age_buckets=item_age_buckets + 1)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+class IndexEmbedding(tf.keras.layers.Layer):
+    """Embedding for TFT indices: -1 (padding) -> a zero vector, 0..n-1 -> learned rows."""
+
+    def __init__(self, num: int, dim: int, l2: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        reg = tf.keras.regularizers.l2(l2) if l2 else None
+        self.num, self.dim = num, dim
+        self.embedding = tf.keras.layers.Embedding(num + 1, dim, embeddings_regularizer=reg)
+
+    def call(self, idx):
+        idx = tf.cast(idx, tf.int32)
+        safe = tf.clip_by_value(idx + 1, 0, self.num)  # unseen indices beyond the table -> last (OOV) row
+        emb = self.embedding(safe)
+        return emb * tf.cast(tf.expand_dims(idx >= 0, -1), emb.dtype)
+
+
+def masked_mean(emb: tf.Tensor, idx: tf.Tensor) -> tf.Tensor:
+    """Mean over the list axis of [B, L, D] embeddings, ignoring padded (-1) positions."""
+    mask = tf.cast(tf.expand_dims(idx >= 0, -1), emb.dtype)
+    return tf.reduce_sum(emb * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+
+
+def scalar(x: tf.Tensor) -> tf.Tensor:
+    """[B] numeric -> [B, 1] float32."""
+    return tf.reshape(tf.cast(x, tf.float32), [-1, 1])
+
+
+def mlp(hidden, out_dim: int, dropout: float = 0.0, batch_norm: bool = False, l2: float = 0.0,
+        name: str = "mlp") -> tf.keras.Sequential:
+    """Dense stack with the regularisation switches shared by every tower."""
+    reg = tf.keras.regularizers.l2(l2) if l2 else None
+    layers = []
+    for width in hidden:
+        layers.append(tf.keras.layers.Dense(width, kernel_regularizer=reg))
+        if batch_norm:
+            layers.append(tf.keras.layers.BatchNormalization())
+        layers.append(tf.keras.layers.Activation("relu"))
+        if dropout:
+            layers.append(tf.keras.layers.Dropout(dropout))
+    layers.append(tf.keras.layers.Dense(out_dim, kernel_regularizer=reg))
+    return tf.keras.Sequential(layers, name=name)

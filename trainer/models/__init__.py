@@ -1,0 +1,1 @@
+"""TFRS models: small towers and tasks composed per stage."""

@@ -1,0 +1,96 @@
+"""Two-tower retrieval (TFRS): query = user + context + history, candidate = item id + content.
+
+The item id embedding is shared between the candidate tower and the history
+pooling in the query tower, so "what you just watched" and "what we recommend"
+live in one space. Training uses in-batch softmax with logQ correction
+(Yi et al., 2019): popular items appear as negatives more often, and subtracting
+log(sampling probability) removes that bias.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from preprocessing.schema import T
+from trainer.features import FeatureSizes, IndexEmbedding, masked_mean, mlp, scalar
+
+
+class QueryTower(tf.keras.Model):
+    """User, context and history features -> L2-normalised query embedding."""
+
+    def __init__(self, sizes: FeatureSizes, cfg, item_embedding: IndexEmbedding, **kwargs):
+        super().__init__(**kwargs)
+        self.cfg = cfg
+        f, l2 = cfg.feature_dim, cfg.l2
+        self.user = IndexEmbedding(sizes.users, cfg.id_dim, l2)
+        self.age = IndexEmbedding(sizes.ages, f)
+        self.country = IndexEmbedding(sizes.countries, f)
+        self.device = IndexEmbedding(sizes.devices, f)
+        self.hour = IndexEmbedding(24, f)
+        self.weekday = IndexEmbedding(7, f)
+        self.item_embedding = item_embedding
+        self.head = mlp(cfg.hidden, cfg.embedding_dim, cfg.dropout, cfg.batch_norm, l2, name="query_mlp")
+
+    def call(self, x: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        parts = [self.user(x[T.USER_IDX]), self.age(x[T.USER_AGE_IDX]), self.country(x[T.USER_COUNTRY_IDX]),
+                 self.device(x[T.DEVICE_IDX]), self.hour(x[T.HOUR]), self.weekday(x[T.WEEKDAY]),
+                 scalar(x[T.USER_TENURE_Z]), scalar(x[T.TIME_Z])]
+        if self.cfg.use_history:
+            hist = x[T.HISTORY_IDX]
+            emb = self.item_embedding(hist)
+            parts += [masked_mean(emb, hist), emb[:, -1, :], masked_mean(emb[:, -3:, :], hist[:, -3:]),
+                      tf.math.log1p(scalar(x[T.HISTORY_LEN])), scalar(x[T.HISTORY_GAP_Z])]
+        return tf.math.l2_normalize(self.head(tf.concat(parts, axis=1), training=training), axis=1)
+
+
+class CandidateTower(tf.keras.Model):
+    """Item id and content (genres, title tokens, price) -> L2-normalised item embedding."""
+
+    def __init__(self, sizes: FeatureSizes, cfg, item_embedding: IndexEmbedding, **kwargs):
+        super().__init__(**kwargs)
+        self.cfg = cfg
+        f = cfg.feature_dim
+        self.item_embedding = item_embedding
+        self.genre = IndexEmbedding(sizes.genres, f * 2)
+        self.title = IndexEmbedding(sizes.title_tokens, f * 2)
+        self.price = IndexEmbedding(sizes.price_buckets, f)
+        self.head = mlp(cfg.hidden, cfg.embedding_dim, cfg.dropout, cfg.batch_norm, cfg.l2, name="candidate_mlp")
+
+    def call(self, x: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        parts = [self.item_embedding(x[T.ITEM_IDX])]
+        if self.cfg.use_item_features:
+            parts += [masked_mean(self.genre(x[T.GENRE_IDX]), x[T.GENRE_IDX]),
+                      masked_mean(self.title(x[T.TITLE_IDX]), x[T.TITLE_IDX]),
+                      self.price(x[T.PRICE_BUCKET]), scalar(x[T.PRICE_Z]), scalar(x[T.ITEM_RELEASE_Z])]
+        return tf.math.l2_normalize(self.head(tf.concat(parts, axis=1), training=training), axis=1)
+
+
+class TwoTowerModel(tfrs.models.Model):
+    """TFRS retrieval model; ``candidates`` (transformed catalogue) enables FactorizedTopK metrics."""
+
+    def __init__(self, sizes: FeatureSizes, cfg, item_idx_counts: Optional[np.ndarray] = None,
+                 candidates: Optional[Dict[str, tf.Tensor]] = None, metric_ks=(10, 50, 100)):
+        super().__init__()
+        self.cfg = cfg
+        item_embedding = IndexEmbedding(sizes.items, cfg.id_dim, cfg.l2, name="item_id_embedding")
+        self.query_tower = QueryTower(sizes, cfg, item_embedding, name="query_tower")
+        self.candidate_tower = CandidateTower(sizes, cfg, item_embedding, name="candidate_tower")
+        probs = np.ones(sizes.items) if item_idx_counts is None else np.asarray(item_idx_counts, np.float64) + 1.0
+        self.log_q = tf.constant(np.log(probs / probs.sum()), tf.float32)
+        metrics = None
+        if candidates is not None:
+            ds = tf.data.Dataset.from_tensor_slices(candidates).batch(1024)
+            metrics = tfrs.metrics.FactorizedTopK(
+                candidates=ds.map(lambda f: (f[T.ITEM_IDX], self.candidate_tower(f))), ks=metric_ks)
+        self.task = tfrs.tasks.Retrieval(metrics=metrics, temperature=cfg.temperature,
+                                         remove_accidental_hits=cfg.remove_accidental_hits)
+
+    def compute_loss(self, features, training: bool = False) -> tf.Tensor:
+        query = self.query_tower(features, training=training)
+        candidate = self.candidate_tower(features, training=training)
+        prob = tf.exp(tf.gather(self.log_q, features[T.ITEM_IDX])) if self.cfg.logq_correction else None
+        return self.task(query, candidate, candidate_sampling_probability=prob,
+                         candidate_ids=features[T.ITEM_IDX], compute_metrics=not training)
