@@ -514,7 +514,7 @@ def reduced_plan(n_items: int, args: argparse.Namespace, results: Sequence[Dict[
         b = ref["best"]
         L = max(2, int(round(b["num_leaves"] * math.sqrt(n_items / ref["n_items"]))))
         frac = b["leaves_to_search"] / b["num_leaves"]
-        lts = sorted({max(1, min(L, int(round(L * frac * f)))) for f in (0.25, 0.5, 0.75, 1.0, 1.5)})
+        lts = sorted({max(1, min(L, int(round(L * frac * f)))) for f in (0.5, 1.0, 1.5, 2.0, 3.0)})
         thr = float("nan") if b["aq_threshold"] is None else b["aq_threshold"]
         reorders = [b["reorder"]]
         note = (f"reduced sweep around the best {ref['n_items']:,}-item configuration ({b['config']}; num_leaves "

@@ -386,3 +386,129 @@ def fmt_seconds(s: float) -> str:
     if s < 1:
         return f"{s * 1e3:.1f} ms"
     return f"{s:.2f} s"
+
+
+# --------------------------------------------------------------------------- process-tree memory sampling
+
+
+class ProcessTreeSampler:
+    """Samples the memory of a process *and all its descendants* in a background thread.
+
+    ``with ProcessTreeSampler(pid) as s: ...`` (pid defaults to this process); afterwards
+    ``s.result()`` holds the peaks. Per sample it sums RSS over the tree (shared pages,
+    e.g. the TensorFlow libraries every worker maps, are counted once per process) and,
+    where readable, PSS (shared pages split between the processes that map them: the
+    better estimate of the tree's real footprint). Peaks between samples can be missed,
+    so keep ``interval`` well below the phase lengths being measured.
+    """
+
+    def __init__(self, pid: Optional[int] = None, interval: float = 0.25, pss: bool = True):
+        self.pid = pid or os.getpid()
+        self.interval = interval
+        self.pss = pss and psutil is not None
+        self.peak_rss = 0
+        self.peak_pss = 0
+        self.peak_main_rss = 0
+        self.max_processes = 0
+        self.samples = 0
+        self._stop = None
+        self._thread = None
+
+    def _sample(self) -> None:
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root] + root.children(recursive=True)
+        except psutil.Error:
+            return
+        rss = pss = 0
+        pss_ok = self.pss
+        for i, p in enumerate(procs):
+            try:
+                r = p.memory_info().rss
+            except psutil.Error:
+                continue
+            rss += r
+            if i == 0:
+                self.peak_main_rss = max(self.peak_main_rss, r)
+            if pss_ok:
+                try:
+                    pss += p.memory_full_info().pss
+                except (psutil.Error, AttributeError):
+                    pss_ok = False
+        self.peak_rss = max(self.peak_rss, rss)
+        if pss_ok:
+            self.peak_pss = max(self.peak_pss, pss)
+        else:
+            self.pss = False
+        self.max_processes = max(self.max_processes, len(procs))
+        self.samples += 1
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def start(self) -> "ProcessTreeSampler":
+        import threading
+
+        if psutil is None:
+            return self
+        self._stop = threading.Event()
+        self._sample()
+        self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> Dict[str, Any]:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+        return self.result()
+
+    def __enter__(self) -> "ProcessTreeSampler":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def result(self) -> Dict[str, Any]:
+        return {
+            "peak_rss_tree_mb": round(self.peak_rss / MiB, 1) if self.samples else None,
+            "peak_pss_tree_mb": round(self.peak_pss / MiB, 1) if self.samples and self.pss else None,
+            "peak_rss_main_mb": round(self.peak_main_rss / MiB, 1) if self.samples else None,
+            "max_processes": self.max_processes,
+            "samples": self.samples,
+            "interval_s": self.interval,
+        }
+
+
+# --------------------------------------------------------------------------- power-law fits
+
+
+def fit_power_law(xs: Sequence[float], ys: Sequence[float]) -> Optional[Dict[str, Any]]:
+    """Least-squares fit of log y = log a + b log x over the positive points.
+
+    Returns ``{"a", "b", "n", "r2"}`` (r2 is None for two points, where the line is exact),
+    or None with fewer than two usable points or a single distinct x.
+    """
+    pts = [(float(x), float(y)) for x, y in zip(xs, ys)
+           if x is not None and y is not None and float(x) > 0 and float(y) > 0]
+    if len(pts) < 2 or len({x for x, _ in pts}) < 2:
+        return None
+    lx = [math.log(x) for x, _ in pts]
+    ly = [math.log(y) for _, y in pts]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    sxx = sum((v - mx) ** 2 for v in lx)
+    b = sum((u - mx) * (v - my) for u, v in zip(lx, ly)) / sxx
+    la = my - b * mx
+    r2 = None
+    if len(pts) > 2:
+        ss_tot = sum((v - my) ** 2 for v in ly)
+        ss_res = sum((v - (la + b * u)) ** 2 for u, v in zip(lx, ly))
+        r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
+    return {"a": math.exp(la), "b": b, "n": len(pts), "r2": r2}
+
+
+def power_law_at(fit: Mapping[str, Any], x: float) -> float:
+    return float(fit["a"]) * float(x) ** float(fit["b"])

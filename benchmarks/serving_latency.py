@@ -92,7 +92,7 @@ class ServerProcess:
 
 # ---------------------------------------------------------------- load generation
 def run_load(call: Callable[[int], Any], requests: int, concurrency: int, warmup: int = 10) -> Dict[str, Any]:
-    """``requests`` calls spread over ``concurrency`` threads; latency percentiles (ms) and QPS."""
+    """``requests`` calls spread over ``concurrency`` threads: raw latencies (s), failures and wall time."""
     for i in range(warmup):
         call(i)
     counter = itertools.count()
@@ -123,10 +123,17 @@ def run_load(call: Callable[[int], Any], requests: int, concurrency: int, warmup
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - t0
-    pct = common.percentiles([x * 1e3 for x in latencies], (50, 95, 99))
-    return {"requests": requests, "failed": len(failures), "p50_ms": pct["p50"], "p95_ms": pct["p95"],
-            "p99_ms": pct["p99"], "qps": requests / wall if wall > 0 else float("nan"),
+    return {"latencies": latencies, "failures": failures, "wall_s": time.perf_counter() - t0}
+
+
+def summarize(runs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Pools rounds: percentiles (ms) over all latencies, QPS = requests / total wall time."""
+    lat = [x * 1e3 for r in runs for x in r["latencies"]]
+    failures = [f for r in runs for f in r["failures"]]
+    wall = sum(r["wall_s"] for r in runs)
+    pct = common.percentiles(lat, (50, 95, 99))
+    return {"requests": len(lat), "failed": len(failures), "p50_ms": pct["p50"], "p95_ms": pct["p95"],
+            "p99_ms": pct["p99"], "qps": len(lat) / wall if wall > 0 else float("nan"),
             "errors": sorted(set(failures))[:5]}
 
 
@@ -236,14 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model_base_path", default="", help="directory with <model>/<version>/ SavedModels")
     p.add_argument("--out", default="bench_results/serving", help="output directory (JSON + server logs)")
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="models to measure when present")
-    p.add_argument("--requests", type=int, default=300, help="measured requests per run (bounded)")
+    p.add_argument("--requests", type=int, default=300, help="measured requests per model, mode and concurrency")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds the requests are split into")
     p.add_argument("--warmup", type=int, default=20, help="unmeasured requests before each run")
     p.add_argument("--concurrency", default="1,8")
     p.add_argument("--batch_size", type=int, default=1, help="users per request")
     p.add_argument("--k", type=int, default=10, help="k input for models that take one")
     p.add_argument("--rank_candidates", type=int, default=50, help="candidates per ranking request")
     p.add_argument("--max_batch_size", type=int, default=32)
-    p.add_argument("--batch_timeout_micros", type=int, default=1000)
+    p.add_argument("--batch_timeout_micros", type=int, default=0)
+    p.add_argument("--tf_threads", type=int, default=0,
+                   help="TF intra/inter-op threads, in-process and in the server (0 = TF's default: all cores)")
     p.add_argument("--swap_model", default="", help="model for the swap-under-load run (default: first measured)")
     p.add_argument("--skip_swap", action="store_true")
     p.add_argument("--toy", action="store_true", help="dry run on generated toy models (no exports needed)")
@@ -270,7 +280,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print("give --model_base_path (or --toy)", file=sys.stderr)
             return 2
         wanted = [m for m in args.models.split(",") if m]
-        present = {m: list_versions(os.path.join(base, m)) for m in wanted}
+        present = {m: list_versions(os.path.join(base, m)) for m in wanted if os.path.isdir(os.path.join(base, m))}
         present = {m: v for m, v in present.items() if v}
         if not present:
             print(f"no models among {wanted} under {base}", file=sys.stderr)
@@ -279,40 +289,51 @@ def main(argv: Optional[List[str]] = None) -> int:
         info = common.machine_info(common.DEFAULT_PACKAGES + ("grpcio", "tensorflow-serving-api"))
         print(common.format_machine(info), flush=True)
 
+        if args.tf_threads:  # same thread pools in-process as in the server, for a fair comparison
+            import tensorflow as tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(args.tf_threads)
+            tf.config.threading.set_inter_op_parallelism_threads(args.tf_threads)
         # in-process: the same SavedModel signature, loaded by the same code the server uses
         loaded = {m: Servable(m, max(v), v[max(v)]) for m, v in present.items()}
         candidates = _candidates(loaded, args.rank_candidates)
         batches = {m: make_batches(signature_spec(s.signature("")), 16, args.batch_size, args.k, candidates)
                    for m, s in loaded.items()}
-        rows: List[Dict[str, Any]] = []
-        for m, s in loaded.items():
-            sig = s.signature("")
-            for c in concurrencies:
-                r = run_load(lambda i, sig=sig, b=batches[m]: sig.run_unchecked(b[i % len(b)]),
-                             args.requests, c, args.warmup)
-                rows.append({"model": m, "mode": "in-process", "batching": "-", "concurrency": c, **r})
-                print(f"  {m:<22} in-process  c={c}: p50 {r['p50_ms']:.2f} ms  qps {r['qps']:.0f}", flush=True)
-        del loaded
-
-        for batching in ("off", "on"):
-            flags = []
-            config = os.path.join(workdir, "models.config")
-            with open(config, "w") as f:
-                f.write("model_config_list {\n" + "".join(
-                    f'  config {{ name: "{m}" base_path: "{os.path.abspath(os.path.join(base, m))}" '
-                    f'model_platform: "tensorflow" }}\n' for m in present) + "}\n")
-            flags += ["--model_config_file", config]
-            if batching == "on":
-                flags += ["--enable_batching", "--max_batch_size", str(args.max_batch_size),
+        config = os.path.join(workdir, "models.config")
+        with open(config, "w") as f:
+            f.write("model_config_list {\n" + "".join(
+                f'  config {{ name: "{m}" base_path: "{os.path.abspath(os.path.join(base, m))}" '
+                f'model_platform: "tensorflow" }}\n' for m in present) + "}\n")
+        common_flags = ["--model_config_file", config]
+        if args.tf_threads:
+            common_flags += ["--tensorflow_intra_op_parallelism", str(args.tf_threads),
+                             "--tensorflow_inter_op_parallelism", str(args.tf_threads)]
+        batching_flags = ["--enable_batching", "--max_batch_size", str(args.max_batch_size),
                           "--batch_timeout_micros", str(args.batch_timeout_micros)]
-            with ServerProcess(flags, log_path) as server:
-                for m in present:
-                    for c in concurrencies:
-                        r = run_load(grpc_caller(server.address, m, batches[m], "serving_default"),
-                                     args.requests, c, args.warmup)
-                        rows.append({"model": m, "mode": "grpc", "batching": batching, "concurrency": c, **r})
-                        print(f"  {m:<22} grpc b={batching:<3} c={c}: p50 {r['p50_ms']:.2f} ms  "
-                              f"qps {r['qps']:.0f}  failed {r['failed']}", flush=True)
+        # Both servers stay up (idle ones cost nothing) so the three modes run interleaved, round by
+        # round: on a shared machine, load drifts; interleaving spreads it evenly over the modes.
+        with ServerProcess(common_flags, log_path) as off, ServerProcess(common_flags + batching_flags, log_path) as on:
+            modes = [("in-process", "in-process", "-", None), ("grpc-off", "grpc", "off", off.address),
+                     ("grpc-on", "grpc", "on", on.address)]
+            rows: List[Dict[str, Any]] = []
+            per_round = max(1, args.requests // args.rounds)
+            for m, s in loaded.items():
+                sig = s.signature("")
+                calls = {"in-process": lambda i, sig=sig, b=batches[m]: sig.run_unchecked(b[i % len(b)])}
+                for key, _, _, address in modes[1:]:
+                    calls[key] = grpc_caller(address, m, batches[m], "serving_default")
+                for c in concurrencies:
+                    runs: Dict[str, list] = {key: [] for key, *_ in modes}
+                    for _ in range(args.rounds):
+                        for key, *_ in modes:
+                            runs[key].append(run_load(calls[key], per_round, c, args.warmup))
+                    for key, mode, batching, _ in modes:
+                        r = summarize(runs[key])
+                        rows.append({"model": m, "mode": mode, "batching": batching, "concurrency": c, **r})
+                        print(f"  {m:<22} {mode:<10} batching={batching:<3} c={c}: p50 {r['p50_ms']:.2f} ms  "
+                              f"p99 {r['p99_ms']:.2f} ms  qps {r['qps']:.0f}  failed {r['failed']}", flush=True)
+        del loaded
+        info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
 
         base_p50 = {(r["model"], r["concurrency"]): r["p50_ms"] for r in rows if r["mode"] == "in-process"}
         for r in rows:

@@ -25,6 +25,7 @@ CONTEXT = "context"
 HISTORY = "history"
 LABEL = "label"
 META = "meta"
+RETRIEVAL = "retrieval"   # produced at request time by the retrieval stage, never by logs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +75,22 @@ RAW_COLUMNS: Sequence[Column] = (
     Column("click", "float32", LABEL, doc="engagement label (1 = engaged)"),
 )
 
-COLUMNS: Dict[str, Column] = {c.name: c for c in RAW_COLUMNS}
+# Candidate-source features: the retrieval stage attaches them to every candidate it hands to
+# the ranker (inside the `recommend` SavedModel they come from the ScaNN stage). They are not in
+# the logs, so they are not in RAW_COLUMNS (the raw spec the Beam pipeline writes and TFT reads):
+# the ranking model takes them as raw inputs beside the TFT features.
+RETRIEVAL_COLUMNS: Sequence[Column] = (
+    Column("candidate_source", "string", RETRIEVAL, doc="which retriever proposed the candidate "
+           "(one of CANDIDATE_SOURCES; anything else = unknown)", default="scann"),
+    Column("retrieval_rank", "int64", RETRIEVAL, doc="1-based rank in that retriever's list; 0 = unknown",
+           default=0),
+    Column("retrieval_score", "float32", RETRIEVAL, doc="that retriever's score (two-tower: cosine)",
+           default=0.0),
+)
+CANDIDATE_SOURCES = ("scann", "brute_force", "popularity", "logged")
+RETRIEVAL_FEATURES = [c.name for c in RETRIEVAL_COLUMNS]
+
+COLUMNS: Dict[str, Column] = {c.name: c for c in (*RAW_COLUMNS, *RETRIEVAL_COLUMNS)}
 
 # Raw record fields that the data sources produce per interaction (before the
 # Beam pipeline joins user/item tables and computes history).
@@ -96,7 +112,8 @@ def raw_feature_spec(roles: Sequence[str] = (USER, ITEM, CONTEXT, HISTORY, LABEL
     """tf.io feature spec of raw tf.Examples (TFT trap: we write the raw schema ourselves)."""
     import tensorflow as tf
 
-    return {c.name: tf.io.FixedLenFeature(c.shape, c.tf_dtype()) for c in RAW_COLUMNS if c.role in roles}
+    return {c.name: tf.io.FixedLenFeature(c.shape, c.tf_dtype())
+            for c in (*RAW_COLUMNS, *RETRIEVAL_COLUMNS) if c.role in roles}
 
 
 def raw_schema():
@@ -110,7 +127,11 @@ def serving_signature(roles: Sequence[str]):
     """TensorSpecs (batch-first) for a serving signature taking raw features of ``roles``."""
     import tensorflow as tf
 
-    return {c.name: tf.TensorSpec([None] + c.shape, c.tf_dtype(), name=c.name) for c in RAW_COLUMNS if c.role in roles}
+    return {c.name: tf.TensorSpec([None] + c.shape, c.tf_dtype(), name=c.name)
+            for c in (*RAW_COLUMNS, *RETRIEVAL_COLUMNS) if c.role in roles}
+
+
+RANKING_ROLES = (USER, ITEM, CONTEXT, HISTORY, RETRIEVAL)  # what a ranking request carries per candidate
 
 
 class T:

@@ -113,4 +113,8 @@ def preprocessing_fn(inputs, custom_config=None):
     out["user_id"] = inputs["user_id"]
     out["item_id"] = inputs["item_id"]
     out["history_item_ids"] = history
+    # every raw query feature passes through too, so a raw request can be rebuilt from a
+    # transformed row (the ranking stage re-runs this graph on query x candidate pairs)
+    for name in schema.QUERY_FEATURES:
+        out.setdefault(name, inputs[name])
     return out

@@ -47,6 +47,8 @@ class RetrievalConfig:
     l2: float = 0.0
     logq_correction: bool = True
     remove_accidental_hits: bool = True
+    item_bias: bool = False          # extra embedding slot: query 1 x candidate bias (popularity prior)
+    use_user_id: bool = True
     use_history: bool = True
     use_item_features: bool = True
 
@@ -81,6 +83,37 @@ class ExportConfig:
 
 
 @dataclasses.dataclass
+class RankingConfig:
+    """Second stage: re-rank retrieval's top-N with a richer model (trainer/models/ranking.py)."""
+
+    model: str = "dcn"               # dcn | wide_deep | deepfm: the one train-ranking exports
+    embedding_dim: int = 16          # every feature field (categorical embedding or scaled numeric)
+    hidden: Tuple[int, ...] = (128, 64)
+    cross_layers: int = 2            # DCN-v2
+    dcn_structure: str = "stacked"   # stacked (cross -> deep) | parallel (cross || deep)
+    projection_dim: int = 0          # low-rank cross W = U V (0 = full rank)
+    dropout: float = 0.1
+    batch_norm: bool = False
+    l2: float = 1e-5                 # on embeddings and kernels
+    engagement_weight: float = 1.0   # multi-task loss weights
+    rating_weight: float = 1.0
+    engagement_label: str = "consumed"  # consumed (the logged item) | click (logged and clicked)
+    train_candidates: int = 100      # N retrieved per train event to draw negatives from
+    negatives: int = 8               # sampled negatives per positive
+    max_train_events: int = 0        # 0 = all train events
+    eval_candidates: int = 100       # re-rank retrieval's top-N on the eval split
+    eval_max_queries: int = 0        # 0 = all eval events
+    batch_size: int = 512
+    epochs: int = 4
+    learning_rate: float = 0.003
+    early_stopping_patience: int = 1
+    gbdt_trees: int = 200
+    gbdt_max_depth: int = 6
+    recommend_candidates: int = 100  # N: most ScaNN candidates the recommend model re-ranks
+    recommend_k: int = 10            # k returned by serving_default
+
+
+@dataclasses.dataclass
 class ServingConfig:
     host: str = "127.0.0.1"
     grpc_port: int = 8500
@@ -97,6 +130,7 @@ class Config:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    ranking: RankingConfig = dataclasses.field(default_factory=RankingConfig)
     serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
 
     # ------------------------------------------------------------ paths of one run

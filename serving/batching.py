@@ -1,13 +1,12 @@
 """Server-side request batching: concurrent requests to one signature run as one TF call.
 
 Mirrors TF Serving's ``--enable_batching`` knobs (max_batch_size, batch_timeout_micros,
-num_batch_threads, max_enqueued_batches). Requests merge only when their non-batch
+num_batch_threads = batches running at once, max_enqueued_batches). Requests merge only when their non-batch
 shapes, dtypes and scalar inputs agree; a request larger than max_batch_size, or
 outputs that are not batch-first, run on their own, so batching never changes results.
 """
 from __future__ import annotations
 
-import collections
 import threading
 import time
 from typing import Callable, Dict, List, Optional
@@ -50,24 +49,29 @@ def _batch_key(inputs: Arrays):
 
 
 class Batcher:
-    """Queues requests for one signature and runs merged batches on worker threads."""
+    """Queues requests for one signature; the request at the head of the queue runs the merged batch.
+
+    Leader/follower instead of dedicated batch threads: the head request waits up to the
+    timeout for company, takes every compatible request (up to max_batch_size) and runs
+    them in its own thread, so a lone request pays no thread hand-off. At most
+    ``num_batch_threads`` batches run at once; while they do, the queue fills, which is
+    where batches come from when the timeout is 0.
+    """
 
     def __init__(self, run: Callable[[Arrays], Arrays], max_batch_size: int = 32,
-                 batch_timeout_micros: int = 1000, num_batch_threads: int = 2,
+                 batch_timeout_micros: int = 0, num_batch_threads: int = 2,
                  max_enqueued_batches: int = 100, on_batch: Optional[Callable[[int], None]] = None):
         self._run = run
         self.max_batch_size = max(1, int(max_batch_size))
         self.timeout = max(0, int(batch_timeout_micros)) / 1e6
+        self.max_running = max(1, int(num_batch_threads))
         self.max_enqueued_rows = max(1, int(max_enqueued_batches)) * self.max_batch_size
         self._on_batch = on_batch
-        self._queue: "collections.deque[_Task]" = collections.deque()
+        self._queue: List[_Task] = []
         self._queued_rows = 0
+        self._running = 0
         self._cv = threading.Condition()
         self._closed = False
-        self._threads = [threading.Thread(target=self._loop, name=f"batcher-{i}", daemon=True)
-                         for i in range(max(1, int(num_batch_threads)))]
-        for t in self._threads:
-            t.start()
 
     def submit(self, inputs: Arrays) -> Arrays:
         key, rows = _batch_key(inputs)
@@ -80,7 +84,10 @@ class Batcher:
                                                        "submitted is full")
             self._queue.append(task)
             self._queued_rows += rows
-            self._cv.notify()
+            self._cv.notify_all()
+            batch = self._lead_or_follow(task)
+        if batch:
+            self._execute(batch)
         task.done.wait()
         if task.error is not None:
             raise task.error
@@ -91,48 +98,34 @@ class Batcher:
             self._closed = True
             self._cv.notify_all()
 
-    # ---------------------------------------------------------------- workers
-    def _take_batch(self) -> List[_Task]:
-        with self._cv:
-            while not self._queue:
-                if self._closed:
-                    return []
-                self._cv.wait(0.5)
-            first = self._queue[0]
-            deadline = first.enqueued + self.timeout
-            while True:
-                rows = sum(t.rows for t in self._queue if t.key == first.key)
-                remaining = deadline - time.perf_counter()
-                if rows >= self.max_batch_size or remaining <= 0 or self._closed:
-                    break
-                self._cv.wait(remaining)
-            batch, kept, total = [], collections.deque(), 0
-            while self._queue:
-                t = self._queue.popleft()
-                if t.key == first.key and total + t.rows <= self.max_batch_size:
-                    batch.append(t)
-                    total += t.rows
-                else:
-                    kept.append(t)
-            self._queue = kept
-            self._queued_rows -= total
-            return batch
+    def _rows_like(self, head: _Task) -> int:
+        return sum(t.rows for t in self._queue if t.key == head.key)
 
-    def _loop(self) -> None:
+    def _lead_or_follow(self, task: _Task) -> List[_Task]:
+        """Under the lock: returns the batch to run when ``task`` leads, [] once another leader took it."""
         while True:
-            batch = self._take_batch()
-            if not batch:
-                if self._closed:
-                    self._drain()
-                    return
-                continue
-            self._execute(batch)
-
-    def _drain(self) -> None:
-        with self._cv:
-            rest, self._queue = list(self._queue), collections.deque()
-        for t in rest:
-            self._execute([t])
+            if task.done.is_set() or task not in self._queue:
+                return []
+            if self._queue[0] is task and self._running < self.max_running:
+                deadline = task.enqueued + self.timeout
+                while self._rows_like(task) < self.max_batch_size and not self._closed:
+                    remaining = deadline - time.perf_counter()
+                    if remaining <= 0:
+                        break
+                    self._cv.wait(remaining)
+                batch, kept, total = [], [], 0
+                for t in self._queue:
+                    if t.key == task.key and total + t.rows <= self.max_batch_size:
+                        batch.append(t)
+                        total += t.rows
+                    else:
+                        kept.append(t)
+                self._queue = kept
+                self._queued_rows -= total
+                self._running += 1
+                self._cv.notify_all()  # the next head may lead a batch of its own
+                return batch
+            self._cv.wait()
 
     def _execute(self, batch: List[_Task]) -> None:
         try:
@@ -145,6 +138,9 @@ class Batcher:
                 if t.result is None:
                     t.error = e
         finally:
+            with self._cv:
+                self._running -= 1
+                self._cv.notify_all()
             if self._on_batch is not None:
                 self._on_batch(sum(t.rows for t in batch))
             for t in batch:

@@ -29,14 +29,16 @@ import recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import grpc
 import numpy as np
 from google.protobuf import json_format
-from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
 from serving import codec
-from serving.errors import HTTP_STATUS, UNKNOWN, ServingError
+from serving.errors import UNKNOWN, ServingError
 
-_CODE_BY_HTTP = {v: k for k, v in reversed(list(HTTP_STATUS.items()))}  # 400 -> INVALID_ARGUMENT, ...
+# HTTP status -> the status code a REST reply most likely carried (TF Serving's table, inverted).
+_CODE_BY_HTTP = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                 409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 500: "INTERNAL",
+                 501: "UNIMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 MAX_MESSAGE_BYTES = 256 << 20
 METADATA_TTL_SECONDS = 5.0  # REST predict needs output names/dtypes; the latest version may change
 
@@ -106,6 +108,13 @@ class _Http:
         return parsed
 
 
+def _read(path: Optional[str]) -> Optional[bytes]:
+    if not path:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
 class ServingClient:
     """predict / metadata / status against TF Serving's gRPC API (``address``) or REST API (``rest``)."""
 
@@ -116,12 +125,11 @@ class ServingClient:
             raise ValueError("give exactly one of address (gRPC host:port) or rest (http[s]://host:port)")
         self.address, self.rest_url, self.timeout = address, rest, timeout
         self._metadata_cache: Dict[tuple, tuple] = {}
-        read = lambda p: open(p, "rb").read() if p else None  # noqa: E731
         if address:
             opts = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
             if tls or ssl_ca:
-                creds = grpc.ssl_channel_credentials(read(ssl_ca), read(ssl_key), read(ssl_cert))
+                creds = grpc.ssl_channel_credentials(_read(ssl_ca), _read(ssl_key), _read(ssl_cert))
                 self._channel = grpc.secure_channel(address, creds, options=opts)
             else:
                 self._channel = grpc.insecure_channel(address, options=opts)
@@ -367,8 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gRPC host:port (default localhost:8500 or $RECSYS_SERVING_ADDRESS)")
     p.add_argument("--rest", default=None, help="use REST at this base URL instead, e.g. http://localhost:8501")
     p.add_argument("--items", default="", help="ranking: comma-separated candidate item ids "
-                                              "(default: the top --k from --candidates_model)")
+                                              "(default: the top --num_candidates from --candidates_model)")
     p.add_argument("--candidates_model", default="retrieval", help="ranking without --items: where candidates come from")
+    p.add_argument("--num_candidates", type=int, default=100, help="ranking without --items: how many to rank")
     p.add_argument("--history", default="", help="comma-separated recent item ids, oldest first")
     p.add_argument("--timestamp", type=int, default=None, help="event time (unix s); default now")
     p.add_argument("--feature", action="append", default=[], metavar="NAME=VALUE",
@@ -400,8 +409,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not items and "item_id" in sig["inputs"]:  # a ranker: get candidates from retrieval first
             cand_sig = _signature_of(client, args.candidates_model, "serving_default", None)
             cand = client.predict(args.candidates_model, build_query_inputs(
-                cand_sig, args.user, k=args.k, timestamp=args.timestamp, history=history, features=features))
-            items = [r[1] for r in format_table(cand, args.k)[1:]]
+                cand_sig, args.user, k=args.num_candidates, timestamp=args.timestamp, history=history,
+                features=features))
+            items = [r[1] for r in format_table(cand, args.num_candidates)[1:]]
         inputs = build_query_inputs(sig, args.user, k=args.k, timestamp=args.timestamp, history=history,
                                     items=items, features=features)
         t0 = time.perf_counter()

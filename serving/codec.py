@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from serving.errors import INVALID_ARGUMENT, ServingError
 
@@ -87,10 +87,6 @@ def ndarray_to_proto(arr: Any, proto: Optional[tensor_pb2.TensorProto] = None) -
     proto.dtype = dt
     proto.tensor_content = np.ascontiguousarray(arr).tobytes()
     return proto
-
-
-def shape_proto(shape) -> tensor_shape_pb2.TensorShapeProto:
-    return tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in shape])
 
 
 def proto_to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:

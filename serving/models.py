@@ -43,7 +43,7 @@ class VersionStatus:
 @dataclasses.dataclass
 class BatchingOptions:
     max_batch_size: int = 32
-    batch_timeout_micros: int = 1000
+    batch_timeout_micros: int = 0
     num_batch_threads: int = 2
     max_enqueued_batches: int = 100
 
@@ -60,6 +60,7 @@ class _Model:
         self.snapshot = _Snapshot({}, None)
         self.status: Dict[int, VersionStatus] = {}
         self.failed: Dict[int, tuple] = {}  # version -> fingerprint of the files that failed
+        self.warned_missing = False
 
     @property
     def labels(self) -> Dict[str, int]:
@@ -101,11 +102,11 @@ def _abs(path: str) -> str:
 
 
 def list_versions(base_path: str) -> Dict[int, str]:
-    """Integer-named subdirectories of a model's base path (``.tmp-*`` and friends are ignored)."""
-    try:
-        names = tf.io.gfile.listdir(base_path)
-    except Exception:  # noqa: BLE001  (missing base path: no versions yet)
-        return {}
+    """Integer-named subdirectories of a model's base path (``.tmp-*`` and friends are ignored).
+
+    Raises when the path can't be listed: a listing hiccup must not look like "all versions gone".
+    """
+    names = tf.io.gfile.listdir(base_path)
     out = {}
     for name in names:
         name = name.rstrip("/")
@@ -187,31 +188,31 @@ class ModelManager:
             self.reload_config(config)
 
     # ------------------------------------------------------------ config
-    def _apply_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+    def _apply_config(self, config: model_server_config_pb2.ModelServerConfig) -> List[_Model]:
+        """Installs a new model table; returns the models it dropped, to unload after the next poll."""
         self._config = config
-        wanted = {}
-        for m in config.model_config_list.config:
-            m2 = model_server_config_pb2.ModelConfig()
-            m2.CopyFrom(m)
-            m2.base_path = _abs(m.base_path)
-            wanted[m.name] = m2
         models = dict(self._models)
-        for name, cfg in wanted.items():
-            if name in models:
-                models[name].config = cfg
+        for m in config.model_config_list.config:
+            cfg = model_server_config_pb2.ModelConfig()
+            cfg.CopyFrom(m)
+            cfg.base_path = _abs(m.base_path)
+            if m.name in models:
+                models[m.name].config = cfg  # a moved base path reloads version by version in poll
             else:
-                models[name] = _Model(cfg)
-        for name in [n for n in models if n not in wanted]:
-            model = models.pop(name)
-            for v in list(model.snapshot.versions):
-                self._unload(model, v)
+                models[m.name] = _Model(cfg)
+        wanted = {m.name for m in config.model_config_list.config}
+        dropped = [models.pop(n) for n in [n for n in models if n not in wanted]]
         self._models = models  # atomic swap of the model table
+        return dropped
 
     def reload_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
         """ModelService.HandleReloadConfigRequest: applies a new config and loads it before returning."""
         with self._poll_lock:
-            self._apply_config(config)
+            dropped = self._apply_config(config)
             self.poll()
+            for model in dropped:
+                for v in list(model.snapshot.versions):
+                    self._unload(model, v)
 
     @property
     def config(self) -> model_server_config_pb2.ModelServerConfig:
@@ -229,7 +230,14 @@ class ModelManager:
 
     def _poll_model(self, model: _Model) -> None:
         cfg = model.config
-        disk = list_versions(cfg.base_path)
+        if not tf.io.gfile.isdir(cfg.base_path):
+            if not model.warned_missing:
+                log.warning("No versions of servable %s found under base path %s (it does not exist yet)",
+                            cfg.name, cfg.base_path)
+                model.warned_missing = True
+            return
+        model.warned_missing = False
+        disk = list_versions(cfg.base_path)  # raises on I/O errors: keep serving what is loaded
         policy = cfg.model_version_policy.WhichOneof("policy_choice") or "latest"
         limit = float("inf")
         if policy == "latest":
@@ -245,7 +253,8 @@ class ModelManager:
         for v in candidates:
             if len(want) >= limit:
                 break
-            if v in model.snapshot.versions:
+            current = model.snapshot.versions.get(v)
+            if current is not None and current.path == disk[v]:
                 want.append(v)
                 continue
             if v in model.failed and model.failed[v] == fingerprint(disk[v]):
@@ -257,8 +266,6 @@ class ModelManager:
                 self._unload(model, v)
         if self.metrics is not None:
             self.metrics.versions_available(cfg.name, len(model.snapshot.versions))
-        if not disk and not model.status:
-            log.warning("No versions of servable %s found under base path %s", cfg.name, cfg.base_path)
 
     def _set_status(self, model: _Model, status: VersionStatus) -> None:
         with self._status_lock:
@@ -294,8 +301,11 @@ class ModelManager:
             return False
         model.failed.pop(version, None)
         versions = dict(model.snapshot.versions)
+        previous = versions.get(version)  # same number from a moved base path
         versions[version] = servable
         model.snapshot = _Snapshot(versions, versions[max(versions)])  # the atomic swap
+        if previous is not None:
+            previous.retire()
         self._set_status(model, VersionStatus(version, AVAILABLE))
         seconds = time.perf_counter() - t0
         log.info("Successfully loaded servable version {name: %s version: %d} in %.2fs (%d warmup requests)",

@@ -13,7 +13,7 @@ import logging
 import re
 import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 from urllib.parse import urlsplit
 
 import numpy as np

@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import logging
 import signal
-import ssl
 import sys
 import threading
 from concurrent import futures
@@ -24,12 +23,12 @@ from typing import List, Optional
 
 import recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      model_management_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
 from serving import codec
+from serving.config_files import batching_from_file, read_monitoring_config, read_ssl_config, ssl_context
 from serving.errors import INVALID_ARGUMENT, UNIMPLEMENTED, ServingError, as_serving_error
 from serving.metrics import Metrics
 from serving.models import BatchingOptions, ModelManager, read_model_config_file, single_model_config
@@ -182,37 +181,6 @@ def _fill_spec(target, name: str, version: int, signature_name: str) -> None:
         target.signature_name = signature_name
 
 
-# ---------------------------------------------------------------- TF Serving's SSL / monitoring config files
-def _message_class(name: str, fields, nested=()):
-    """Builds tiny proto classes for SSLConfig / MonitoringConfig (not shipped in tensorflow-serving-api)."""
-    fdp = descriptor_pb2.FileDescriptorProto(name=f"serving_local_{name}.proto", package="tensorflow.serving")
-    for msg_name, msg_fields in list(nested) + [(name, fields)]:
-        msg = fdp.message_type.add(name=msg_name)
-        for i, (fname, ftype) in enumerate(msg_fields, start=1):
-            f = msg.field.add(name=fname, number=i, label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
-            if ftype in ("string", "bool"):
-                f.type = getattr(descriptor_pb2.FieldDescriptorProto, "TYPE_" + ftype.upper())
-            else:
-                f.type, f.type_name = descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE, f".tensorflow.serving.{ftype}"
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.serving.{name}"))
-
-
-def read_ssl_config(path: str):
-    cls = _message_class("SSLConfig", [("server_key", "string"), ("server_cert", "string"),
-                                       ("custom_ca", "string"), ("client_verify", "bool")])
-    with open(path) as f:
-        return text_format.Parse(f.read(), cls())
-
-
-def read_monitoring_config(path: str):
-    cls = _message_class("MonitoringConfig", [("prometheus_config", "PrometheusConfig")],
-                         nested=[("PrometheusConfig", [("enable", "bool"), ("path", "string")])])
-    with open(path) as f:
-        return text_format.Parse(f.read(), cls())
-
-
 # ---------------------------------------------------------------- the server
 @dataclasses.dataclass
 class ServerOptions:
@@ -240,6 +208,8 @@ class ServerOptions:
     monitoring_config_file: str = ""
     metrics_path: str = DEFAULT_METRICS_PATH
     monitoring_port: Optional[int] = None
+    tensorflow_intra_op_parallelism: int = 0  # 0 = TensorFlow's default (all cores)
+    tensorflow_inter_op_parallelism: int = 0
 
 
 class ModelServer:
@@ -279,6 +249,7 @@ class ModelServer:
 
     def start(self) -> "ModelServer":
         o = self.options
+        _set_tf_threads(o.tensorflow_intra_op_parallelism, o.tensorflow_inter_op_parallelism)
         metrics_path = o.metrics_path
         metrics_enabled = True
         if o.monitoring_config_file:
@@ -298,7 +269,7 @@ class ModelServer:
 
             context = None
             if tls is not None:
-                context = _ssl_context(tls)
+                context = ssl_context(tls)
             self._rest = make_rest_server(o.host, o.rest_api_port, self.manager, self.metrics,
                                           max_request_bytes=o.max_request_bytes, ssl_context=context,
                                           metrics_path=metrics_path if metrics_enabled else None)
@@ -371,25 +342,23 @@ class ModelServer:
         self.stop(0.5)
 
 
+def _set_tf_threads(intra: int, inter: int) -> None:
+    """TF Serving's --tensorflow_*_op_parallelism; only possible before TensorFlow's runtime starts."""
+    if not (intra or inter):
+        return
+    import tensorflow as tf
+
+    try:
+        if intra:
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+        if inter:
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError as e:  # already initialized (e.g. a server started inside a test process)
+        log.warning("cannot change TensorFlow thread pools now: %s", e)
+
+
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-def _ssl_context(tls) -> ssl.SSLContext:
-    import tempfile
-    import os
-
-    key, cert, ca, verify = tls
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    with tempfile.TemporaryDirectory() as d:  # ssl wants files; TF Serving's config carries PEM text
-        kp, cp = os.path.join(d, "key.pem"), os.path.join(d, "cert.pem")
-        open(kp, "wb").write(key)
-        open(cp, "wb").write(cert)
-        ctx.load_cert_chain(cp, kp)
-    if ca:
-        ctx.load_verify_locations(cadata=ca.decode())
-        ctx.verify_mode = ssl.CERT_REQUIRED if verify else ssl.CERT_OPTIONAL
-    return ctx
 
 
 # ---------------------------------------------------------------- command line
@@ -429,8 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batching_parameters_file", default="",
                    help="TF Serving BatchingParameters text proto (max_batch_size { value: 32 } ...)")
     p.add_argument("--max_batch_size", type=int, default=32, help="rows per merged batch")
-    p.add_argument("--batch_timeout_micros", type=int, default=1000, help="max wait to fill a batch")
-    p.add_argument("--num_batch_threads", type=int, default=2, help="threads running batches")
+    p.add_argument("--batch_timeout_micros", type=int, default=0,
+                   help="max wait for a batch to fill (0 = take what is queued; TF Serving suggests 0, then 1-10 ms)")
+    p.add_argument("--num_batch_threads", type=int, default=2, help="batches that may run at once")
     p.add_argument("--max_enqueued_batches", type=int, default=100,
                    help="queue bound (in batches); beyond it requests get RESOURCE_EXHAUSTED")
     p.add_argument("--max_request_bytes", type=int, default=64 << 20,
@@ -447,24 +417,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--monitoring_config_file", default="",
                    help='TF Serving MonitoringConfig text proto (prometheus_config { enable: true path: "..." })')
     p.add_argument("--monitoring_port", type=int, default=None, help="also serve Prometheus metrics on this port")
+    p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
+                   help="threads for one op (0 = all cores)")
+    p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
+                   help="threads running independent ops (0 = all cores)")
     p.add_argument("--log_level", default="INFO")
     return p
-
-
-def _batching_from_file(path: str, base: BatchingOptions) -> BatchingOptions:
-    import re
-
-    text = open(path).read()
-    values = {k: int(v) for k, v in re.findall(r"(\w+)\s*\{\s*value\s*:\s*(\d+)\s*\}", text)}
-    fields = {f.name for f in dataclasses.fields(BatchingOptions)}
-    return dataclasses.replace(base, **{k: v for k, v in values.items() if k in fields})
 
 
 def options_from_args(args: argparse.Namespace) -> ServerOptions:
     batching = BatchingOptions(args.max_batch_size, args.batch_timeout_micros, args.num_batch_threads,
                                args.max_enqueued_batches)
     if args.batching_parameters_file:
-        batching = _batching_from_file(args.batching_parameters_file, batching)
+        batching = batching_from_file(args.batching_parameters_file, batching)
     return ServerOptions(
         host=args.host, port=args.port, rest_api_port=args.rest_api_port or None, model_name=args.model_name,
         model_base_path=args.model_base_path, model_config_file=args.model_config_file,
@@ -475,7 +440,9 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         num_request_iterations_for_warmup=args.num_request_iterations_for_warmup,
         saved_model_tags=args.saved_model_tags, grpc_max_threads=args.grpc_max_threads, ssl_cert=args.ssl_cert,
         ssl_key=args.ssl_key, ssl_ca=args.ssl_ca, ssl_config_file=args.ssl_config_file,
-        monitoring_config_file=args.monitoring_config_file, monitoring_port=args.monitoring_port)
+        monitoring_config_file=args.monitoring_config_file, monitoring_port=args.monitoring_port,
+        tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
+        tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -16,7 +16,7 @@ from serving.server import ModelServer, ServerOptions
 
 def start_server(*, model_base_path: str = "", model_name: str = "default", model_config_file: str = "",
                  rest: bool = True, poll_seconds: float = 0.2, enable_batching: bool = False,
-                 max_batch_size: int = 32, batch_timeout_micros: int = 1000, num_batch_threads: int = 2,
+                 max_batch_size: int = 32, batch_timeout_micros: int = 0, num_batch_threads: int = 2,
                  **options: Any) -> ModelServer:
     """A started ``ModelServer`` bound to 127.0.0.1 on free ports; ``stop()`` it (or use ``with``).
 

@@ -37,7 +37,7 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 
 def generate(n_users: int = 2000, n_items: int = 1500, events_per_user: float = 25.0, seed: int = 42,
-             latent_dim: int = 16, p_sequel: float = 0.35, taste_strength: float = 4.0) -> RawTables:
+             latent_dim: int = 16, p_sequel: float = 0.5, taste_strength: float = 5.0) -> RawTables:
     """Returns users, items and interactions as columnar tables (see ``RawTables``)."""
     rng = np.random.default_rng(seed)
     n_genres = len(GENRES)

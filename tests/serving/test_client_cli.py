@@ -39,3 +39,10 @@ def test_build_query_inputs_from_schema_defaults():
     assert inputs["history_ts"][0, -1] == 940 and inputs["history_ts"][0, 0] == 0
     assert inputs["user_country"].tolist() == [b"unknown"] and inputs["user_signup_ts"].tolist() == [0]
     assert inputs["k"].shape == () and inputs["k"].dtype == np.int32 and int(inputs["k"]) == 4
+
+
+def test_query_ranking_gets_candidates_from_retrieval(server, capsys):
+    assert main(["--user", "u", "--model", "toy", "--signature", "rank", "--candidates_model", "toy",
+                 "--num_candidates", "3", "--address", server.grpc_address]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.strip().splitlines()[2:]]
+    assert sorted(r[1] for r in rows) == ["u-0", "u-1", "u-2"]

@@ -1,6 +1,4 @@
 """ModelManager without transports: config parsing, warmup failures, reload, readiness, reference counting."""
-import os
-
 import numpy as np
 import pytest
 from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc

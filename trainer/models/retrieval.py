@@ -32,22 +32,29 @@ class QueryTower(tf.keras.Model):
         self.hour = IndexEmbedding(24, f)
         self.weekday = IndexEmbedding(7, f)
         self.item_embedding = item_embedding
+        # "what comes after item X" differs from "item X": the most recent items get their own table
+        self.next_item = IndexEmbedding(sizes.items, cfg.id_dim, l2, name="next_item_embedding")
         self.head = mlp(cfg.hidden, cfg.embedding_dim, cfg.dropout, cfg.batch_norm, l2, name="query_mlp")
 
     def call(self, x: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        parts = [self.user(x[T.USER_IDX]), self.age(x[T.USER_AGE_IDX]), self.country(x[T.USER_COUNTRY_IDX]),
+        parts = [self.user(x[T.USER_IDX]) if self.cfg.use_user_id else None, self.age(x[T.USER_AGE_IDX]), self.country(x[T.USER_COUNTRY_IDX]),
                  self.device(x[T.DEVICE_IDX]), self.hour(x[T.HOUR]), self.weekday(x[T.WEEKDAY]),
                  scalar(x[T.USER_TENURE_Z]), scalar(x[T.TIME_Z])]
         if self.cfg.use_history:
             hist = x[T.HISTORY_IDX]
             emb = self.item_embedding(hist)
-            parts += [masked_mean(emb, hist), emb[:, -1, :], masked_mean(emb[:, -3:, :], hist[:, -3:]),
+            recent = self.next_item(hist[:, -3:])
+            parts += [masked_mean(emb, hist), recent[:, -1, :], masked_mean(recent, hist[:, -3:]),
                       tf.math.log1p(scalar(x[T.HISTORY_LEN])), scalar(x[T.HISTORY_GAP_Z])]
-        return tf.math.l2_normalize(self.head(tf.concat(parts, axis=1), training=training), axis=1)
+        x = tf.concat([p for p in parts if p is not None], axis=1)
+        q = tf.math.l2_normalize(self.head(x, training=training), axis=1)
+        if self.cfg.item_bias:  # pairs with the candidate's bias slot: score = <q, c> + bias(item)
+            q = tf.concat([q, tf.ones_like(q[:, :1])], axis=1)
+        return q
 
 
 class CandidateTower(tf.keras.Model):
-    """Item id and content (genres, title tokens, price) -> L2-normalised item embedding."""
+    """Item id and content (genres, title tokens, price, release) -> L2-normalised embedding (+ bias slot)."""
 
     def __init__(self, sizes: FeatureSizes, cfg, item_embedding: IndexEmbedding, **kwargs):
         super().__init__(**kwargs)
@@ -58,6 +65,8 @@ class CandidateTower(tf.keras.Model):
         self.title = IndexEmbedding(sizes.title_tokens, f * 2)
         self.price = IndexEmbedding(sizes.price_buckets, f)
         self.head = mlp(cfg.hidden, cfg.embedding_dim, cfg.dropout, cfg.batch_norm, cfg.l2, name="candidate_mlp")
+        self.bias = IndexEmbedding(sizes.items, 1, name="item_bias")
+        self.content_bias = tf.keras.layers.Dense(1, name="content_bias")
 
     def call(self, x: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         parts = [self.item_embedding(x[T.ITEM_IDX])]
@@ -65,7 +74,12 @@ class CandidateTower(tf.keras.Model):
             parts += [masked_mean(self.genre(x[T.GENRE_IDX]), x[T.GENRE_IDX]),
                       masked_mean(self.title(x[T.TITLE_IDX]), x[T.TITLE_IDX]),
                       self.price(x[T.PRICE_BUCKET]), scalar(x[T.PRICE_Z]), scalar(x[T.ITEM_RELEASE_Z])]
-        return tf.math.l2_normalize(self.head(tf.concat(parts, axis=1), training=training), axis=1)
+        features = tf.concat(parts, axis=1)
+        c = tf.math.l2_normalize(self.head(features, training=training), axis=1)
+        if self.cfg.item_bias:
+            # a per-item popularity/freshness prior the dot product alone cannot express under L2 norm
+            c = tf.concat([c, self.bias(x[T.ITEM_IDX]) + self.content_bias(features)], axis=1)
+        return c
 
 
 class TwoTowerModel(tfrs.models.Model):

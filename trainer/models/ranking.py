@@ -1,0 +1,362 @@
+"""Ranking models (second stage): DCN-v2, Wide & Deep and DeepFM over one shared feature-input layer.
+
+Every model is ``RankingFeatures`` (transformed + candidate-source features -> named
+field tensors) followed by an interaction part and two heads:
+
+- ``engagement_logit``: P(the user engages with this candidate), the ranking score,
+  trained with binary cross-entropy (TFRS ``tasks.Ranking``);
+- ``rating``: the explicit rating the user would give, trained with MSE on the rows
+  where a rating was observed (the logged positives).
+
+So the models differ only in ``interaction``:
+
+- ``dcn``:       DCN-v2 cross layers (``tfrs.layers.dcn.Cross``, full or low rank) stacked
+                 before, or in parallel with, a deep MLP (Wang et al., 2021);
+- ``wide_deep``: a linear "wide" part over sparse ids and explicit crosses (user-country x
+                 genre, device x genre, last watched item x candidate) plus a deep MLP
+                 (Cheng et al., 2016);
+- ``deepfm``:    first-order weights + factorisation-machine pairwise dot products of all
+                 field embeddings, plus a deep MLP over the same embeddings (Guo et al., 2017).
+
+Models read features by the names in ``preprocessing.schema.T`` plus the raw retrieval
+features of ``schema.RETRIEVAL_COLUMNS``, so the same model runs on training pairs and
+inside the exported ``ranking``/``recommend`` SavedModels behind the TFT layer.
+
+``fields()`` and ``from_fields()`` split the forward pass at the field tensors, which is
+where integrated gradients attribute the score (``trainer/explain.py``).
+"""
+from __future__ import annotations
+
+import collections
+from typing import Dict, List, Optional, Tuple
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from preprocessing import schema
+from preprocessing.schema import T
+from trainer.features import FeatureSizes, IndexEmbedding, masked_mean, scalar
+
+MODEL_KINDS = ("dcn", "wide_deep", "deepfm")
+
+# Transformed (TFT) features the rankers read; the retrieval features come raw (schema.RETRIEVAL_FEATURES).
+TRANSFORMED_INPUTS = (T.USER_IDX, T.USER_AGE_IDX, T.USER_COUNTRY_IDX, T.USER_TENURE_Z, T.DEVICE_IDX, T.HOUR,
+                      T.WEEKDAY, T.TIME_Z, T.ITEM_IDX, T.GENRE_IDX, T.TITLE_IDX, T.PRICE_Z, T.PRICE_BUCKET,
+                      T.ITEM_AGE_Z, T.ITEM_AGE_BUCKET, T.ITEM_RELEASE_Z, T.HISTORY_IDX, T.HISTORY_LEN,
+                      T.HISTORY_GAP_Z, T.COUNTRY_X_GENRE)
+MODEL_INPUTS = TRANSFORMED_INPUTS + tuple(schema.RETRIEVAL_FEATURES)
+
+# Field name -> what it is (reported by `recsys explain`). Order = the concatenation order.
+FIELD_DOCS = collections.OrderedDict([
+    ("user_id", "user id embedding"),
+    ("user_age", "user age bucket"),
+    ("user_country", "user country"),
+    ("user_tenure", "days since signup (log, z)"),
+    ("device", "device / surface"),
+    ("hour", "hour of day"),
+    ("weekday", "day of week"),
+    ("time", "event time (z)"),
+    ("item_id", "candidate item id embedding"),
+    ("item_genres", "candidate genres"),
+    ("item_title", "candidate title tokens"),
+    ("price", "price (log, z)"),
+    ("price_bucket", "price bucket"),
+    ("freshness", "item age at event time (log days, z)"),
+    ("freshness_bucket", "item age bucket"),
+    ("release", "release date (z)"),
+    ("history_items", "mean of the user's recent items"),
+    ("last_item", "the user's last item"),
+    ("recent_items", "the user's last 3 items"),
+    ("history_len", "number of history items (log)"),
+    ("history_gap", "time since the user's last event (z)"),
+    ("country_x_genre", "cross: user country x primary genre"),
+    ("candidate_source", "which retriever proposed the candidate"),
+    ("retrieval_rank", "candidate's rank in the retriever's list (log)"),
+    ("retrieval_score", "candidate's retrieval score"),
+])
+FIELDS = tuple(FIELD_DOCS)
+WIDE_CROSS_BUCKETS = 100_003  # hashed last-item x candidate-item cross (wide part)
+
+
+def source_index(source: tf.Tensor) -> tf.Tensor:
+    """candidate_source string -> index in schema.CANDIDATE_SOURCES; unknown -> len(CANDIDATE_SOURCES)."""
+    vocab = tf.constant(list(schema.CANDIDATE_SOURCES))
+    hits = tf.equal(tf.expand_dims(source, -1), vocab)
+    return tf.where(tf.reduce_any(hits, -1), tf.argmax(tf.cast(hits, tf.int32), -1, output_type=tf.int64),
+                    tf.constant(len(schema.CANDIDATE_SOURCES), tf.int64))
+
+
+def rank_feature(rank: tf.Tensor) -> tf.Tensor:
+    """1-based retrieval rank -> log1p(rank) centred for ~1..200 (0 = unknown -> 0)."""
+    r = tf.cast(rank, tf.float32)
+    return tf.where(r > 0, (tf.math.log1p(r) - 3.0) / 1.5, tf.zeros_like(r))
+
+
+def primary_genre(genre_idx: tf.Tensor) -> tf.Tensor:
+    return genre_idx[:, 0]
+
+
+def device_x_genre(device_idx: tf.Tensor, genre_idx: tf.Tensor, sizes: FeatureSizes) -> tf.Tensor:
+    """Exact (unhashed) cross id of device and primary genre; any -1 (unknown) -> its own slot 0."""
+    d = tf.cast(device_idx, tf.int64) + 1
+    g = tf.cast(primary_genre(genre_idx), tf.int64) + 1
+    return d * (sizes.genres + 1) + g
+
+
+def last_item_x_item(history_idx: tf.Tensor, item_idx: tf.Tensor, buckets: int = WIDE_CROSS_BUCKETS) -> tf.Tensor:
+    """Hashed cross id of (last history item, candidate): memorises "after X people watch Y" (sequels)."""
+    last = tf.cast(history_idx[:, -1], tf.int64) + 1
+    item = tf.cast(item_idx, tf.int64) + 1
+    return tf.math.floormod(last * 1_000_003 + item, buckets)
+
+
+class ScaledNumeric(tf.keras.layers.Layer):
+    """[B] numeric -> x * v (a learned [d] vector): how FMs and field-wise models embed a number."""
+
+    def __init__(self, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = tf.keras.layers.Dense(dim, use_bias=False)
+
+    def call(self, x):
+        return self.dense(scalar(x))
+
+
+class RankingFeatures(tf.keras.layers.Layer):
+    """The shared feature-input layer: one [B, dim] tensor per field of ``FIELDS``.
+
+    Categorical ids -> embeddings (the item table is shared by the candidate and the
+    history), lists -> masked means, numbers -> scaled vectors. -1 (padding) embeds to 0.
+    """
+
+    def __init__(self, sizes: FeatureSizes, dim: int, l2: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.sizes, self.dim = sizes, dim
+        e = lambda n, name: IndexEmbedding(n, dim, l2, name=name)  # noqa: E731
+        self.user = e(sizes.users, "user_emb")
+        self.age = e(sizes.ages, "age_emb")
+        self.country = e(sizes.countries, "country_emb")
+        self.device = e(sizes.devices, "device_emb")
+        self.hour = e(24, "hour_emb")
+        self.weekday = e(7, "weekday_emb")
+        self.item = e(sizes.items, "item_emb")
+        self.genre = e(sizes.genres, "genre_emb")
+        self.title = e(sizes.title_tokens, "title_emb")
+        self.price_bucket = e(sizes.price_buckets, "price_bucket_emb")
+        self.age_bucket = e(sizes.item_age_buckets, "item_age_bucket_emb")
+        self.cross = e(sizes.crosses, "country_x_genre_emb")
+        self.source = e(len(schema.CANDIDATE_SOURCES) + 1, "source_emb")
+        self.numeric = {name: ScaledNumeric(dim, name=f"{name}_num") for name in (
+            "user_tenure", "time", "price", "freshness", "release", "history_len", "history_gap",
+            "retrieval_rank", "retrieval_score")}
+
+    def call(self, x: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        hist = x[T.HISTORY_IDX]
+        hist_emb = self.item(hist)
+        n = self.numeric
+        f = {
+            "user_id": self.user(x[T.USER_IDX]),
+            "user_age": self.age(x[T.USER_AGE_IDX]),
+            "user_country": self.country(x[T.USER_COUNTRY_IDX]),
+            "user_tenure": n["user_tenure"](x[T.USER_TENURE_Z]),
+            "device": self.device(x[T.DEVICE_IDX]),
+            "hour": self.hour(x[T.HOUR]),
+            "weekday": self.weekday(x[T.WEEKDAY]),
+            "time": n["time"](x[T.TIME_Z]),
+            "item_id": self.item(x[T.ITEM_IDX]),
+            "item_genres": masked_mean(self.genre(x[T.GENRE_IDX]), x[T.GENRE_IDX]),
+            "item_title": masked_mean(self.title(x[T.TITLE_IDX]), x[T.TITLE_IDX]),
+            "price": n["price"](x[T.PRICE_Z]),
+            "price_bucket": self.price_bucket(x[T.PRICE_BUCKET]),
+            "freshness": n["freshness"](x[T.ITEM_AGE_Z]),
+            "freshness_bucket": self.age_bucket(x[T.ITEM_AGE_BUCKET]),
+            "release": n["release"](x[T.ITEM_RELEASE_Z]),
+            "history_items": masked_mean(hist_emb, hist),
+            "last_item": hist_emb[:, -1, :],
+            "recent_items": masked_mean(hist_emb[:, -3:, :], hist[:, -3:]),
+            "history_len": n["history_len"](tf.math.log1p(tf.cast(x[T.HISTORY_LEN], tf.float32))),
+            "history_gap": n["history_gap"](x[T.HISTORY_GAP_Z]),
+            "country_x_genre": self.cross(x[T.COUNTRY_X_GENRE]),
+            "candidate_source": self.source(source_index(x["candidate_source"])),
+            "retrieval_rank": n["retrieval_rank"](rank_feature(x["retrieval_rank"])),
+            "retrieval_score": n["retrieval_score"](x["retrieval_score"]),
+        }
+        return collections.OrderedDict((k, f[k]) for k in FIELDS)
+
+
+class WideFeatures(tf.keras.layers.Layer):
+    """Linear ("wide") terms, one [B, 1] tensor per feature, named ``wide/<feature>``.
+
+    ``crosses=True`` adds the explicit crosses of Wide & Deep; without them this is the
+    first-order part of DeepFM.
+    """
+
+    def __init__(self, sizes: FeatureSizes, l2: float = 0.0, crosses: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.sizes, self.crosses = sizes, crosses
+        w = lambda n, name: IndexEmbedding(n, 1, l2, name=name)  # noqa: E731
+        self.keys = {"user_id": T.USER_IDX, "item_id": T.ITEM_IDX, "user_age": T.USER_AGE_IDX,
+                     "user_country": T.USER_COUNTRY_IDX, "device": T.DEVICE_IDX, "hour": T.HOUR,
+                     "weekday": T.WEEKDAY, "price_bucket": T.PRICE_BUCKET, "freshness_bucket": T.ITEM_AGE_BUCKET}
+        counts = {"user_id": sizes.users, "item_id": sizes.items, "user_age": sizes.ages,
+                  "user_country": sizes.countries, "device": sizes.devices, "hour": 24, "weekday": 7,
+                  "price_bucket": sizes.price_buckets, "freshness_bucket": sizes.item_age_buckets}
+        self.ids = {name: w(n, f"w_{name}") for name, n in counts.items()}
+        self.genre = w(sizes.genres, "w_genre")
+        self.source = w(len(schema.CANDIDATE_SOURCES) + 1, "w_source")
+        self.dense = tf.keras.layers.Dense(1, use_bias=False, name="w_numeric")
+        if crosses:
+            self.country_x_genre = w(sizes.crosses, "w_country_x_genre")
+            self.device_x_genre = w((sizes.devices + 1) * (sizes.genres + 1), "w_device_x_genre")
+            self.last_x_item = w(WIDE_CROSS_BUCKETS, "w_last_item_x_item")
+
+    def call(self, x: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        out = collections.OrderedDict()
+        for name, emb in self.ids.items():
+            out[f"wide/{name}"] = emb(x[self.keys[name]])
+        out["wide/item_genres"] = tf.reduce_sum(self.genre(x[T.GENRE_IDX]), axis=1)
+        out["wide/candidate_source"] = self.source(source_index(x["candidate_source"]))
+        numeric = tf.stack([tf.cast(x[k], tf.float32) for k in (T.PRICE_Z, T.ITEM_AGE_Z, T.ITEM_RELEASE_Z,
+                                                                  T.USER_TENURE_Z, T.HISTORY_GAP_Z, T.TIME_Z)]
+                           + [rank_feature(x["retrieval_rank"]), tf.cast(x["retrieval_score"], tf.float32)], 1)
+        out["wide/numeric"] = self.dense(numeric)
+        if self.crosses:
+            out["wide/country_x_genre"] = self.country_x_genre(x[T.COUNTRY_X_GENRE])
+            out["wide/device_x_genre"] = self.device_x_genre(device_x_genre(x[T.DEVICE_IDX], x[T.GENRE_IDX], self.sizes))
+            out["wide/last_item_x_item"] = self.last_x_item(last_item_x_item(x[T.HISTORY_IDX], x[T.ITEM_IDX]))
+        return out
+
+
+def deep_tower(hidden, dropout: float, batch_norm: bool, l2: float, name: str) -> tf.keras.Sequential:
+    reg = tf.keras.regularizers.l2(l2) if l2 else None
+    layers: List[tf.keras.layers.Layer] = []
+    for width in hidden:
+        layers.append(tf.keras.layers.Dense(width, kernel_regularizer=reg))
+        if batch_norm:
+            layers.append(tf.keras.layers.BatchNormalization())
+        layers.append(tf.keras.layers.Activation("relu"))
+        if dropout:
+            layers.append(tf.keras.layers.Dropout(dropout))
+    return tf.keras.Sequential(layers, name=name)
+
+
+def _concat(fields: Dict[str, tf.Tensor]) -> tf.Tensor:
+    return tf.concat([fields[k] for k in FIELDS], axis=1)
+
+
+class DCNInteraction(tf.keras.layers.Layer):
+    """DCN-v2: x_{l+1} = x0 * (W x_l + b) + x_l, stacked before the deep tower or in parallel with it."""
+
+    def __init__(self, cfg, **kwargs):
+        super().__init__(**kwargs)
+        if cfg.dcn_structure not in ("stacked", "parallel"):
+            raise ValueError(f"ranking.dcn_structure must be 'stacked' or 'parallel', got {cfg.dcn_structure!r}")
+        self.structure = cfg.dcn_structure
+        reg = tf.keras.regularizers.l2(cfg.l2) if cfg.l2 else None
+        self.cross = [tfrs.layers.dcn.Cross(projection_dim=cfg.projection_dim or None, kernel_initializer="glorot_uniform",
+                                            kernel_regularizer=reg, name=f"cross_{i}")
+                      for i in range(cfg.cross_layers)]
+        self.deep = deep_tower(cfg.hidden, cfg.dropout, cfg.batch_norm, cfg.l2, "deep")
+
+    def call(self, fields, training=False) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
+        x0 = _concat(fields)
+        x = x0
+        for layer in self.cross:
+            x = layer(x0, x)
+        if self.structure == "stacked":
+            return self.deep(x, training=training), None
+        return tf.concat([x, self.deep(x0, training=training)], axis=1), None
+
+    def cross_kernels(self) -> List[tf.Tensor]:
+        """Each cross layer's effective [D, D] kernel W (U V when low rank)."""
+        out = []
+        for layer in self.cross:
+            if getattr(layer, "_projection_dim", None):
+                out.append(tf.matmul(layer._dense_u.kernel, layer._dense_v.kernel))
+            else:
+                out.append(layer._dense.kernel)
+        return out
+
+
+class WideDeepInteraction(tf.keras.layers.Layer):
+    """Deep MLP over the field embeddings; the wide logit is the sum of the ``wide/*`` fields."""
+
+    def __init__(self, cfg, **kwargs):
+        super().__init__(**kwargs)
+        self.deep = deep_tower(cfg.hidden, cfg.dropout, cfg.batch_norm, cfg.l2, "deep")
+
+    def call(self, fields, training=False):
+        wide = tf.add_n([v for k, v in fields.items() if k.startswith("wide/")])
+        return self.deep(_concat(fields), training=training), wide
+
+
+class DeepFMInteraction(tf.keras.layers.Layer):
+    """FM: sum_i w_i + sum_{i<j} <e_i, e_j> (first-order = the ``wide/*`` fields) plus a deep MLP."""
+
+    def __init__(self, cfg, **kwargs):
+        super().__init__(**kwargs)
+        self.deep = deep_tower(cfg.hidden, cfg.dropout, cfg.batch_norm, cfg.l2, "deep")
+
+    def call(self, fields, training=False):
+        emb = tf.stack([fields[k] for k in FIELDS], axis=1)                       # [B, F, d]
+        summed = tf.reduce_sum(emb, axis=1)
+        pairwise = 0.5 * tf.reduce_sum(tf.square(summed) - tf.reduce_sum(tf.square(emb), axis=1), axis=1,
+                                       keepdims=True)
+        first = tf.add_n([v for k, v in fields.items() if k.startswith("wide/")])
+        return self.deep(_concat(fields), training=training), pairwise + first
+
+
+class RankingModel(tfrs.models.Model):
+    """Shared feature layer -> interaction (by ``kind``) -> engagement and rating heads (multi-task)."""
+
+    def __init__(self, sizes: FeatureSizes, cfg, kind: Optional[str] = None, rating_mean: float = 3.5, **kwargs):
+        super().__init__(**kwargs)
+        kind = kind or cfg.model
+        if kind not in MODEL_KINDS:
+            raise ValueError(f"unknown ranking model {kind!r}; choose one of {MODEL_KINDS}")
+        self.kind, self.cfg, self.sizes = kind, cfg, sizes
+        self.features = RankingFeatures(sizes, cfg.embedding_dim, cfg.l2, name="features")
+        self.wide = WideFeatures(sizes, cfg.l2, crosses=(kind == "wide_deep"), name="wide") \
+            if kind in ("wide_deep", "deepfm") else None
+        self.interaction = {"dcn": DCNInteraction, "wide_deep": WideDeepInteraction,
+                            "deepfm": DeepFMInteraction}[kind](cfg, name=kind)
+        self.engagement_head = tf.keras.layers.Dense(1, name="engagement_head")
+        self.rating_head = tf.keras.layers.Dense(1, name="rating_head",
+                                                 bias_initializer=tf.keras.initializers.Constant(rating_mean))
+        self.engagement_task = tfrs.tasks.Ranking(
+            loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+            metrics=[tf.keras.metrics.AUC(from_logits=True, name="engagement_auc")])
+        self.rating_task = tfrs.tasks.Ranking(
+            loss=tf.keras.losses.MeanSquaredError(),
+            metrics=[tf.keras.metrics.RootMeanSquaredError(name="rating_rmse")])
+
+    # ------------------------------------------------------------ forward, split at the fields
+    def fields(self, x: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        out = self.features(x)
+        if self.wide is not None:
+            out.update(self.wide(x))
+        return out
+
+    def from_fields(self, fields: Dict[str, tf.Tensor], training: bool = False) -> Dict[str, tf.Tensor]:
+        h, extra = self.interaction(fields, training=training)
+        logit = self.engagement_head(h)
+        if extra is not None:
+            logit = logit + extra
+        return {"engagement_logit": tf.squeeze(logit, 1), "rating": tf.squeeze(self.rating_head(h), 1)}
+
+    def call(self, x: Dict[str, tf.Tensor], training: bool = False) -> Dict[str, tf.Tensor]:
+        return self.from_fields(self.fields(x), training=training)
+
+    def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
+        features, labels = inputs
+        out = self(features, training=training)
+        w = self.cfg
+        col = lambda t: tf.reshape(tf.cast(t, tf.float32), [-1, 1])  # noqa: E731  ([B, 1]: one loss per row)
+        engagement = self.engagement_task(labels=col(labels["engagement"]), predictions=col(out["engagement_logit"]),
+                                          compute_metrics=not training)
+        rating = self.rating_task(labels=col(labels["rating"]), predictions=col(out["rating"]),
+                                  sample_weight=col(labels["rating_weight"]), compute_metrics=not training)
+        return w.engagement_weight * engagement + w.rating_weight * rating
+
+
+def build(sizes: FeatureSizes, cfg, kind: Optional[str] = None, rating_mean: float = 3.5) -> RankingModel:
+    return RankingModel(sizes, cfg, kind, rating_mean)

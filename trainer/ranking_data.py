@@ -1,0 +1,276 @@
+"""Ranking data: (query, candidate) pairs drawn from the retrieval stage's own candidates.
+
+A re-ranker only ever sees what retrieval hands it, so it is trained on exactly that:
+for every train event the trained two-tower retrieves its top-N (items the user
+consumed in train are excluded, except the event's own item, as in the retrieval
+evaluation). Events whose logged item is in that list give one positive row (the
+logged item) and ``negatives`` rows sampled from the rest of the list, each with the
+retrieval features the ranker gets at serving time (source, 1-based rank, score).
+
+Every row is a raw request (the event's raw query features, which TFT passes through,
+plus the candidate's raw item features from the catalogue) pushed through the same TFT
+layer that the exported ``ranking``/``recommend`` models use, so pair features such as
+freshness (item age at *this* event) and user-country x genre are computed by the graph
+that serves, never re-implemented.
+
+Evaluation (``build_eval_set``): each eval event's retrieval top-N with the exclusions of
+``trainer.evaluate_retrieval.eval_queries`` (same split, same candidates for every
+ranker, the GBDT and retrieval-only), plus the logged item's own row for RMSE.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from preprocessing import schema
+from trainer import data, evaluation
+from trainer import evaluate_retrieval as er
+from trainer.models.ranking import MODEL_INPUTS, TRANSFORMED_INPUTS
+
+SOURCE = "scann"  # what the serving retrieval stage calls itself (exact offline, ScaNN online)
+
+
+@dataclasses.dataclass
+class Pairs:
+    """Rows of (event, candidate): model inputs, multi-task labels and bookkeeping."""
+
+    features: Dict[str, np.ndarray]   # MODEL_INPUTS, one row per pair
+    engagement: np.ndarray            # [n] 1 = the user engaged with this candidate
+    rating: np.ndarray                # [n] explicit rating where observed, else 0
+    rating_weight: np.ndarray         # [n] 1 where the rating is observed (positives with a rating)
+    event: np.ndarray                 # [n] event number within the split
+    item: np.ndarray                  # [n] catalogue index of the candidate
+    positive: np.ndarray              # [n] the logged item of the event
+
+    def __len__(self) -> int:
+        return len(self.item)
+
+    def labels(self) -> Dict[str, np.ndarray]:
+        return {"engagement": self.engagement, "rating": self.rating, "rating_weight": self.rating_weight}
+
+    def subset(self, mask: np.ndarray) -> "Pairs":
+        return Pairs({k: v[mask] for k, v in self.features.items()}, self.engagement[mask], self.rating[mask],
+                     self.rating_weight[mask], self.event[mask], self.item[mask], self.positive[mask])
+
+    def dataset(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
+        ds = tf.data.Dataset.from_tensor_slices((self.features, self.labels()))
+        if shuffle:
+            ds = ds.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def batches(self, batch_size: int = 8192) -> Iterator[Dict[str, tf.Tensor]]:
+        for s in range(0, len(self), batch_size):
+            yield {k: tf.constant(v[s:s + batch_size]) for k, v in self.features.items()}
+
+
+@dataclasses.dataclass
+class EvalSet:
+    """Retrieval's top-N per eval event, as rows to re-rank, plus the logged items' rows for RMSE."""
+
+    targets: np.ndarray               # [E] catalogue index of the logged item (-1 = not in catalogue)
+    candidates: np.ndarray            # [E, N] retrieval's list, best first (-1 pad)
+    retrieval_scores: np.ndarray      # [E, N]
+    pairs: Pairs                      # one row per real candidate, in (event, position) order
+    position: np.ndarray              # [n] position of each row in its event's list
+    target_pairs: Pairs               # the logged item of every eval event with an observed rating
+    users: np.ndarray                 # [E]
+    query_raw: Dict[str, np.ndarray]  # raw query features per event (for explanations / requests)
+
+    @property
+    def n_queries(self) -> int:
+        return len(self.targets)
+
+    def rerank(self, scores: np.ndarray) -> np.ndarray:
+        """Candidates re-ordered by ``scores`` (one per row of ``pairs``); ties keep retrieval order."""
+        s = np.full(self.candidates.shape, -np.inf)
+        s[self.pairs.event, self.position] = scores
+        order = np.argsort(-s, axis=1, kind="stable")
+        out = np.take_along_axis(self.candidates, order, 1)
+        out[np.take_along_axis(s, order, 1) == -np.inf] = -1
+        return out
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------- reading events
+QUERY_RAW = tuple(schema.QUERY_FEATURES)
+
+
+def read_events(version_dir: str, split: str, batch_size: int = 1024) -> Iterator[Dict[str, np.ndarray]]:
+    """Batches of one split as numpy: raw query features (TFT passes them through), labels, valid flag."""
+    for batch in data.dataset(version_dir, split, batch_size):
+        out = {k: batch[k].numpy() for k in QUERY_RAW + ("item_id", "rating", "click")}
+        out["valid"] = data._is_valid(batch).numpy()  # the train-split slice early stopping uses
+        out["_batch"] = batch
+        yield out
+
+
+def _concat_dicts(parts: List[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+
+
+# ---------------------------------------------------------------- pair features through the TFT graph
+def transform_pairs(tft_layer, query_raw: Dict[str, np.ndarray], event: np.ndarray, items: np.ndarray,
+                    catalogue: data.Catalogue, rank: np.ndarray, score: np.ndarray, source: str = SOURCE,
+                    chunk: int = 16384) -> Dict[str, np.ndarray]:
+    """MODEL_INPUTS for rows (query_raw[event[r]], catalogue item items[r]) via the TFT layer."""
+    parts: List[Dict[str, np.ndarray]] = []
+    for s in range(0, len(event), chunk):
+        ev, it = event[s:s + chunk], items[s:s + chunk]
+        raw = {k: tf.constant(query_raw[k][ev]) for k in QUERY_RAW}
+        raw.update({k: tf.constant(catalogue.raw[k][it]) for k in schema.CANDIDATE_FEATURES})
+        out = tft_layer(raw)
+        parts.append({k: out[k].numpy() for k in TRANSFORMED_INPUTS})
+    feats = _concat_dicts(parts) if parts else {k: np.empty(0) for k in TRANSFORMED_INPUTS}
+    feats["candidate_source"] = np.full(len(event), source.encode(), dtype=object)
+    feats["retrieval_rank"] = np.asarray(rank, np.int64)
+    feats["retrieval_score"] = np.asarray(score, np.float32)
+    assert set(feats) == set(MODEL_INPUTS)
+    return feats
+
+
+def _engagement(is_pos: np.ndarray, click: np.ndarray, label: str) -> np.ndarray:
+    if label == "consumed":
+        return is_pos.astype(np.float32)
+    if label == "click":
+        return (is_pos & (click > 0)).astype(np.float32)
+    raise ValueError(f"ranking.engagement_label must be 'consumed' or 'click', got {label!r}")
+
+
+def _masked_scores(q: np.ndarray, item_vectors: np.ndarray, exclude: List[np.ndarray]) -> np.ndarray:
+    s = (q @ item_vectors.T).astype(np.float32)
+    rows = np.repeat(np.arange(len(s)), [len(e) for e in exclude])
+    cols = np.concatenate(exclude) if exclude else np.empty(0, np.int64)
+    s[rows, cols.astype(np.int64)] = -np.inf
+    return s
+
+
+# ---------------------------------------------------------------- training pairs
+def build_train_pairs(version_dir: str, query_fn: Callable, item_vectors: np.ndarray, catalogue: data.Catalogue,
+                      stats: data.TrainStats, tft_layer, rcfg, seed: int = 0) -> Tuple[Pairs, Pairs, Dict]:
+    """(train pairs, valid pairs, info) from the train split; valid = the train slice held out for early stopping."""
+    t0 = time.time()
+    rng = np.random.default_rng(seed)
+    index = catalogue.index()
+    n_cand = min(rcfg.train_candidates, catalogue.size)
+    n_neg = min(rcfg.negatives, n_cand - 1)
+    keep_p = min(1.0, rcfg.max_train_events / max(stats.n_examples, 1)) if rcfg.max_train_events else 1.0
+    queries: List[Dict[str, np.ndarray]] = []
+    rows: Dict[str, List[np.ndarray]] = {k: [] for k in ("event", "item", "rank", "score", "pos", "rating", "click")}
+    valid_event: List[np.ndarray] = []
+    n_events = n_seen = 0
+    for b in read_events(version_dir, "train"):
+        take = rng.random(len(b["item_id"])) < keep_p
+        if not take.any():
+            continue
+        transformed = {k: tf.boolean_mask(v, take) for k, v in b.pop("_batch").items()}
+        b = {k: v[take] for k, v in b.items()}
+        n_seen += int(take.sum())
+        users = b["user_id"].astype(str)
+        target = np.array([index.get(i, -1) for i in b["item_id"].astype(str)], np.int64)
+        q = np.asarray(query_fn(transformed))
+        exclude = [np.setdiff1d(stats.seen.get(u, np.empty(0, np.int64)), [t]) for u, t in zip(users, target)]
+        s = _masked_scores(q, item_vectors, exclude)
+        t_score = s[np.arange(len(s)), np.maximum(target, 0)]
+        rank = (s > t_score[:, None]).sum(1) + 1
+        ok = (target >= 0) & (rank <= n_cand) & np.isfinite(t_score)
+        if not ok.any():
+            continue
+        top = evaluation.top_k_from_scores(s[ok], n_cand)                       # [e, N]
+        key = rng.random(top.shape)
+        key[(top == target[ok][:, None]) | (top < 0)] = np.inf
+        pick = np.argsort(key, axis=1)[:, :n_neg]                               # positions of negatives
+        e = len(top)
+        ev = n_events + np.arange(e)
+        neg_items = np.take_along_axis(top, pick, 1)
+        neg_scores = np.take_along_axis(s[ok], np.maximum(neg_items, 0), 1)
+        good = neg_items >= 0
+        rows["event"] += [ev, np.repeat(ev, n_neg)[good.ravel()]]
+        rows["item"] += [target[ok], neg_items[good]]
+        rows["rank"] += [rank[ok], (pick + 1)[good]]
+        rows["score"] += [t_score[ok], neg_scores[good]]
+        rows["pos"] += [np.ones(e, bool), np.zeros(int(good.sum()), bool)]
+        rows["rating"] += [b["rating"][ok], np.zeros(int(good.sum()), np.float32)]
+        rows["click"] += [b["click"][ok], np.zeros(int(good.sum()), np.float32)]
+        queries.append({k: b[k][ok] for k in QUERY_RAW})
+        valid_event.append(b["valid"][ok])
+        n_events += e
+    if not n_events:
+        raise ValueError("no train event has its item in retrieval's top-N: is the retrieval model trained?")
+    r = {k: np.concatenate(v) for k, v in rows.items()}
+    order = np.lexsort((~r["pos"], r["event"]))  # event by event, positive first
+    r = {k: v[order] for k, v in r.items()}
+    query_raw = _concat_dicts(queries)
+    feats = transform_pairs(tft_layer, query_raw, r["event"], r["item"], catalogue, r["rank"], r["score"])
+    rating = r["rating"].astype(np.float32)
+    pairs = Pairs(feats, _engagement(r["pos"], r["click"], rcfg.engagement_label), rating,
+                  ((rating > 0) & r["pos"]).astype(np.float32), r["event"], r["item"], r["pos"])
+    is_valid = np.concatenate(valid_event)[r["event"]]
+    info = {"train_events_read": n_seen, "events_with_positive_in_top_n": n_events,
+            "positive_in_top_n_rate": n_events / max(n_seen, 1), "rows": len(pairs), "candidates": n_cand,
+            "negatives": n_neg, "seconds": round(time.time() - t0, 1)}
+    log(f"[ranking-data] {n_events}/{n_seen} train events have their item in retrieval's top-{n_cand}; "
+        f"{len(pairs)} pairs ({n_neg} negatives each) in {info['seconds']}s")
+    return pairs.subset(~is_valid), pairs.subset(is_valid), info
+
+
+# ---------------------------------------------------------------- evaluation set
+def build_eval_set(version_dir: str, query_fn: Callable, item_vectors: np.ndarray, catalogue: data.Catalogue,
+                   stats: data.TrainStats, tft_layer, cfg, n_candidates: Optional[int] = None,
+                   max_queries: Optional[int] = None) -> EvalSet:
+    """Retrieval top-N for every eval event (the retrieval evaluation's exclusions), as rows to re-rank."""
+    t0 = time.time()
+    rcfg = cfg.ranking
+    n_cand = min(n_candidates or rcfg.eval_candidates, catalogue.size)
+    max_q = rcfg.eval_max_queries if max_queries is None else max_queries
+    q, targets, exclude, users = er.eval_queries(version_dir, query_fn, catalogue, stats, cfg.eval.exclude_seen,
+                                                 max_q)
+    raw_parts = []
+    n = 0
+    for b in read_events(version_dir, "eval"):
+        raw_parts.append({k: b[k] for k in QUERY_RAW + ("rating", "click")})
+        n += len(b["item_id"])
+        if n >= len(q):
+            break
+    raw = {k: v[:len(q)] for k, v in _concat_dicts(raw_parts).items()}
+    assert (raw["user_id"].astype(str) == users).all(), "eval events out of order"
+    exclude = exclude if exclude is not None else [np.empty(0, np.int64)] * len(q)
+    cands, cscores, t_rank, t_score = [], [], [], []
+    for s0 in range(0, len(q), 1024):
+        s = _masked_scores(q[s0:s0 + 1024], item_vectors, exclude[s0:s0 + 1024])
+        top = evaluation.top_k_from_scores(s, n_cand)
+        cands.append(top)
+        cscores.append(np.where(top >= 0, np.take_along_axis(s, np.maximum(top, 0), 1), -np.inf))
+        t = targets[s0:s0 + 1024]
+        ts = s[np.arange(len(s)), np.maximum(t, 0)]
+        t_score.append(np.where(t >= 0, ts, 0.0))
+        t_rank.append(np.where(t >= 0, (s > ts[:, None]).sum(1) + 1, 0))
+    cand, cscore = np.concatenate(cands), np.concatenate(cscores)
+    ev, pos = np.nonzero(cand >= 0)
+    items = cand[ev, pos]
+    is_pos = items == targets[ev]
+    feats = transform_pairs(tft_layer, raw, ev, items, catalogue, pos + 1, cscore[ev, pos])
+    rating = np.where(is_pos, raw["rating"][ev], 0.0).astype(np.float32)
+    pairs = Pairs(feats, _engagement(is_pos, raw["click"][ev], rcfg.engagement_label), rating,
+                  ((rating > 0) & is_pos).astype(np.float32), ev, items, is_pos)
+    # the logged item of every event with an observed rating (RMSE), its rank clipped to the list length
+    rated = np.flatnonzero((targets >= 0) & (raw["rating"] > 0))
+    tr = np.minimum(np.concatenate(t_rank)[rated], n_cand)
+    tfeats = transform_pairs(tft_layer, raw, rated, targets[rated], catalogue, tr, np.concatenate(t_score)[rated])
+    ones = np.ones(len(rated), np.float32)
+    target_pairs = Pairs(tfeats, ones, raw["rating"][rated].astype(np.float32), ones, rated, targets[rated],
+                         np.ones(len(rated), bool))
+    log(f"[ranking-data] eval: {len(q)} queries x top-{n_cand} = {len(pairs)} pairs, "
+        f"{int(is_pos.sum())} with the logged item in the list, {len(rated)} rated; {time.time() - t0:.1f}s")
+    return EvalSet(targets, cand, cscore, pairs, pos, target_pairs, users, raw)
+
+
+def rating_mean(pairs: Pairs) -> float:
+    w = pairs.rating_weight > 0
+    return float(pairs.rating[w].mean()) if w.any() else 3.5
