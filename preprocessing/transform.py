@@ -18,6 +18,7 @@ from preprocessing.schema import T
 HOUR = 3600
 DAY = 86400
 YEAR = 365.25 * DAY
+EPOCH_2000 = 946_684_800
 DEFAULT_OPTIONS = {"title_vocab_size": 5000, "num_price_buckets": 10, "num_age_buckets": 8}
 
 
@@ -83,10 +84,10 @@ def preprocessing_fn(inputs, custom_config=None):
     # absolute times (years): release in the candidate tower, "now" in the query tower, so the
     # dot product can learn that recent releases are preferred at any point in time
     release = inputs["item_release_ts"]
-    years = tf.cast(release, tf.float32) / YEAR
+    years = tf.cast(release - EPOCH_2000, tf.float32) / YEAR  # offset keeps float32 precision
     known_mean = tft.mean(tf.boolean_mask(years, release > 0))
     out[T.ITEM_RELEASE_Z] = tft.scale_to_z_score(tf.where(release > 0, years, tf.fill(tf.shape(years), known_mean)))
-    out[T.TIME_Z] = tft.scale_to_z_score(tf.cast(ts, tf.float32) / YEAR)
+    out[T.TIME_Z] = tft.scale_to_z_score(tf.cast(ts - EPOCH_2000, tf.float32) / YEAR)
 
     # time of day / week (UTC); 1970-01-01 was a Thursday, so Monday = 0
     out[T.HOUR] = tf.math.floormod(ts // HOUR, 24)

@@ -149,8 +149,9 @@ def demo(cfg: Config, data_dir: Optional[str] = None, is_quick: bool = False) ->
     with open(cfg.path("demo_summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     steps.log(f"[demo] ScaNN vs brute-force top-10 overlap for {user}: {overlap:.1f}")
-    steps.log(f"[demo] done in {wall:.0f}s; models under {cfg.model_base_path} "
-              f"(serve them: recsys serve --model_base_path {paths['scann']}/.. --model_name retrieval)")
+    steps.log(f"[demo] done in {wall:.0f}s; models under {cfg.model_base_path}\n"
+              f"       serve them: recsys serve --model_name retrieval "
+              f"--model_base_path {os.path.dirname(paths['scann'])}")
     return 0
 
 

@@ -77,7 +77,7 @@ class ExportConfig:
     model_base_path: str = ""        # default: <workdir>/models
     top_k: int = 100
     scann_num_leaves: int = 0        # 0 = sqrt(num items)
-    scann_leaves_to_search: int = 0  # 0 = num_leaves // 4 (at least 1)
+    scann_leaves_to_search: int = 0  # 0 = 10% of leaves, at least ~5000 items' worth (trainer/export.py)
     scann_reordering: int = 200
     version: int = 0                 # 0 = unix time
 
@@ -100,6 +100,7 @@ class RankingConfig:
     engagement_label: str = "consumed"  # consumed (the logged item) | click (logged and clicked)
     train_candidates: int = 100      # N retrieved per train event to draw negatives from
     negatives: int = 8               # sampled negatives per positive
+    negative_rank_power: float = 0.5  # P(negative) ~ rank^-power in the retrieved list (0 = uniform)
     max_train_events: int = 0        # 0 = all train events
     eval_candidates: int = 100       # re-rank retrieval's top-N on the eval split
     eval_max_queries: int = 0        # 0 = all eval events

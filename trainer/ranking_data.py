@@ -40,6 +40,7 @@ class Pairs:
 
     features: Dict[str, np.ndarray]   # MODEL_INPUTS, one row per pair
     engagement: np.ndarray            # [n] 1 = the user engaged with this candidate
+    engagement_weight: np.ndarray     # [n] 0 = rating-only row (logged item outside retrieval's list)
     rating: np.ndarray                # [n] explicit rating where observed, else 0
     rating_weight: np.ndarray         # [n] 1 where the rating is observed (positives with a rating)
     event: np.ndarray                 # [n] event number within the split
@@ -50,11 +51,13 @@ class Pairs:
         return len(self.item)
 
     def labels(self) -> Dict[str, np.ndarray]:
-        return {"engagement": self.engagement, "rating": self.rating, "rating_weight": self.rating_weight}
+        return {"engagement": self.engagement, "engagement_weight": self.engagement_weight, "rating": self.rating,
+                "rating_weight": self.rating_weight}
 
     def subset(self, mask: np.ndarray) -> "Pairs":
-        return Pairs({k: v[mask] for k, v in self.features.items()}, self.engagement[mask], self.rating[mask],
-                     self.rating_weight[mask], self.event[mask], self.item[mask], self.positive[mask])
+        return Pairs({k: v[mask] for k, v in self.features.items()}, self.engagement[mask],
+                     self.engagement_weight[mask], self.rating[mask], self.rating_weight[mask], self.event[mask],
+                     self.item[mask], self.positive[mask])
 
     def dataset(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
         ds = tf.data.Dataset.from_tensor_slices((self.features, self.labels()))
@@ -154,17 +157,26 @@ def _masked_scores(q: np.ndarray, item_vectors: np.ndarray, exclude: List[np.nda
 # ---------------------------------------------------------------- training pairs
 def build_train_pairs(version_dir: str, query_fn: Callable, item_vectors: np.ndarray, catalogue: data.Catalogue,
                       stats: data.TrainStats, tft_layer, rcfg, seed: int = 0) -> Tuple[Pairs, Pairs, Dict]:
-    """(train pairs, valid pairs, info) from the train split; valid = the train slice held out for early stopping."""
+    """(train pairs, valid pairs, info) from the train split; valid = the train slice held out for early stopping.
+
+    ``query_fn`` maps a batch of transformed features to query vectors (as in evaluate_retrieval).
+    Negatives are drawn without replacement from the retrieved list with probability ~
+    rank^-negative_rank_power (0 = uniform): the top of the list is where re-ranking matters.
+    Logged items outside the list still teach the rating head (rows with engagement_weight 0).
+    """
     t0 = time.time()
     rng = np.random.default_rng(seed)
     index = catalogue.index()
     n_cand = min(rcfg.train_candidates, catalogue.size)
     n_neg = min(rcfg.negatives, n_cand - 1)
+    power = float(getattr(rcfg, "negative_rank_power", 0.0))
     keep_p = min(1.0, rcfg.max_train_events / max(stats.n_examples, 1)) if rcfg.max_train_events else 1.0
     queries: List[Dict[str, np.ndarray]] = []
-    rows: Dict[str, List[np.ndarray]] = {k: [] for k in ("event", "item", "rank", "score", "pos", "rating", "click")}
+    keys = ("event", "item", "rank", "score", "pos", "in_list", "rating", "click")
+    rows: Dict[str, List[np.ndarray]] = {k: [] for k in keys}
     valid_event: List[np.ndarray] = []
-    n_events = n_seen = 0
+    n_events = n_seen = n_listed = 0
+    position_weight = (np.arange(1, n_cand + 1, dtype=np.float64)) ** -power
     for b in read_events(version_dir, "train"):
         take = rng.random(len(b["item_id"])) < keep_p
         if not take.any():
@@ -179,29 +191,46 @@ def build_train_pairs(version_dir: str, query_fn: Callable, item_vectors: np.nda
         s = _masked_scores(q, item_vectors, exclude)
         t_score = s[np.arange(len(s)), np.maximum(target, 0)]
         rank = (s > t_score[:, None]).sum(1) + 1
-        ok = (target >= 0) & (rank <= n_cand) & np.isfinite(t_score)
-        if not ok.any():
+        known = (target >= 0) & np.isfinite(t_score)
+        listed = known & (rank <= n_cand)
+        rated = known & ~listed & (b["rating"] > 0)            # rating-only rows
+        ev_ok = listed | rated
+        if not ev_ok.any():
             continue
-        top = evaluation.top_k_from_scores(s[ok], n_cand)                       # [e, N]
-        key = rng.random(top.shape)
-        key[(top == target[ok][:, None]) | (top < 0)] = np.inf
-        pick = np.argsort(key, axis=1)[:, :n_neg]                               # positions of negatives
-        e = len(top)
-        ev = n_events + np.arange(e)
-        neg_items = np.take_along_axis(top, pick, 1)
-        neg_scores = np.take_along_axis(s[ok], np.maximum(neg_items, 0), 1)
-        good = neg_items >= 0
-        rows["event"] += [ev, np.repeat(ev, n_neg)[good.ravel()]]
-        rows["item"] += [target[ok], neg_items[good]]
-        rows["rank"] += [rank[ok], (pick + 1)[good]]
-        rows["score"] += [t_score[ok], neg_scores[good]]
-        rows["pos"] += [np.ones(e, bool), np.zeros(int(good.sum()), bool)]
-        rows["rating"] += [b["rating"][ok], np.zeros(int(good.sum()), np.float32)]
-        rows["click"] += [b["click"][ok], np.zeros(int(good.sum()), np.float32)]
-        queries.append({k: b[k][ok] for k in QUERY_RAW})
-        valid_event.append(b["valid"][ok])
-        n_events += e
-    if not n_events:
+        ev_num = np.full(len(s), -1, np.int64)
+        ev_num[ev_ok] = n_events + np.arange(int(ev_ok.sum()))
+        # positives (and rating-only rows)
+        rows["event"].append(ev_num[ev_ok])
+        rows["item"].append(target[ev_ok])
+        rows["rank"].append(rank[ev_ok])
+        rows["score"].append(t_score[ev_ok])
+        rows["pos"].append(np.ones(int(ev_ok.sum()), bool))
+        rows["in_list"].append(listed[ev_ok])
+        rows["rating"].append(b["rating"][ev_ok])
+        rows["click"].append(b["click"][ev_ok])
+        if listed.any():
+            top = evaluation.top_k_from_scores(s[listed], n_cand)              # [e, N]
+            # weighted sampling without replacement (Efraimidis-Spirakis): largest u^(1/w)
+            key = np.log(rng.random(top.shape)) / position_weight[None, :top.shape[1]]
+            key[(top == target[listed][:, None]) | (top < 0)] = -np.inf
+            pick = np.argsort(-key, axis=1)[:, :n_neg]                         # positions of negatives
+            neg_items = np.take_along_axis(top, pick, 1)
+            good = (neg_items >= 0) & np.isfinite(np.take_along_axis(key, pick, 1))
+            neg_scores = np.take_along_axis(s[listed], np.maximum(neg_items, 0), 1)
+            n_good = int(good.sum())
+            rows["event"].append(np.repeat(ev_num[listed], n_neg)[good.ravel()])
+            rows["item"].append(neg_items[good])
+            rows["rank"].append((pick + 1)[good])
+            rows["score"].append(neg_scores[good])
+            rows["pos"].append(np.zeros(n_good, bool))
+            rows["in_list"].append(np.ones(n_good, bool))
+            rows["rating"].append(np.zeros(n_good, np.float32))
+            rows["click"].append(np.zeros(n_good, np.float32))
+        queries.append({k: b[k][ev_ok] for k in QUERY_RAW})
+        valid_event.append(b["valid"][ev_ok])
+        n_events += int(ev_ok.sum())
+        n_listed += int(listed.sum())
+    if not n_listed:
         raise ValueError("no train event has its item in retrieval's top-N: is the retrieval model trained?")
     r = {k: np.concatenate(v) for k, v in rows.items()}
     order = np.lexsort((~r["pos"], r["event"]))  # event by event, positive first
@@ -209,14 +238,15 @@ def build_train_pairs(version_dir: str, query_fn: Callable, item_vectors: np.nda
     query_raw = _concat_dicts(queries)
     feats = transform_pairs(tft_layer, query_raw, r["event"], r["item"], catalogue, r["rank"], r["score"])
     rating = r["rating"].astype(np.float32)
-    pairs = Pairs(feats, _engagement(r["pos"], r["click"], rcfg.engagement_label), rating,
-                  ((rating > 0) & r["pos"]).astype(np.float32), r["event"], r["item"], r["pos"])
+    pairs = Pairs(feats, _engagement(r["pos"], r["click"], rcfg.engagement_label), r["in_list"].astype(np.float32),
+                  rating, ((rating > 0) & r["pos"]).astype(np.float32), r["event"], r["item"], r["pos"])
     is_valid = np.concatenate(valid_event)[r["event"]]
-    info = {"train_events_read": n_seen, "events_with_positive_in_top_n": n_events,
-            "positive_in_top_n_rate": n_events / max(n_seen, 1), "rows": len(pairs), "candidates": n_cand,
-            "negatives": n_neg, "seconds": round(time.time() - t0, 1)}
-    log(f"[ranking-data] {n_events}/{n_seen} train events have their item in retrieval's top-{n_cand}; "
-        f"{len(pairs)} pairs ({n_neg} negatives each) in {info['seconds']}s")
+    info = {"train_events_read": n_seen, "events_with_positive_in_top_n": n_listed,
+            "positive_in_top_n_rate": n_listed / max(n_seen, 1), "rating_only_rows": n_events - n_listed,
+            "rows": len(pairs), "candidates": n_cand, "negatives": n_neg, "negative_rank_power": power,
+            "seconds": round(time.time() - t0, 1)}
+    log(f"[ranking-data] {n_listed}/{n_seen} train events have their item in retrieval's top-{n_cand}; "
+        f"{len(pairs)} pairs ({n_neg} negatives each, {n_events - n_listed} rating-only) in {info['seconds']}s")
     return pairs.subset(~is_valid), pairs.subset(is_valid), info
 
 
@@ -257,14 +287,16 @@ def build_eval_set(version_dir: str, query_fn: Callable, item_vectors: np.ndarra
     is_pos = items == targets[ev]
     feats = transform_pairs(tft_layer, raw, ev, items, catalogue, pos + 1, cscore[ev, pos])
     rating = np.where(is_pos, raw["rating"][ev], 0.0).astype(np.float32)
-    pairs = Pairs(feats, _engagement(is_pos, raw["click"][ev], rcfg.engagement_label), rating,
+    pairs = Pairs(feats, _engagement(is_pos, raw["click"][ev], rcfg.engagement_label), np.ones(len(ev), np.float32),
+                  rating,
                   ((rating > 0) & is_pos).astype(np.float32), ev, items, is_pos)
     # the logged item of every event with an observed rating (RMSE), its rank clipped to the list length
     rated = np.flatnonzero((targets >= 0) & (raw["rating"] > 0))
     tr = np.minimum(np.concatenate(t_rank)[rated], n_cand)
     tfeats = transform_pairs(tft_layer, raw, rated, targets[rated], catalogue, tr, np.concatenate(t_score)[rated])
     ones = np.ones(len(rated), np.float32)
-    target_pairs = Pairs(tfeats, ones, raw["rating"][rated].astype(np.float32), ones, rated, targets[rated],
+    target_pairs = Pairs(tfeats, ones, np.zeros(len(rated), np.float32), raw["rating"][rated].astype(np.float32),
+                         ones, rated, targets[rated],
                          np.ones(len(rated), bool))
     log(f"[ranking-data] eval: {len(q)} queries x top-{n_cand} = {len(pairs)} pairs, "
         f"{int(is_pos.sum())} with the logged item in the list, {len(rated)} rated; {time.time() - t0:.1f}s")

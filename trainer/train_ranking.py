@@ -76,23 +76,33 @@ def sample_batch(pairs: Pairs, n: int = 2) -> Dict[str, tf.Tensor]:
     return {k: tf.constant(v[:n]) for k, v in pairs.features.items()}
 
 
+def item_tables(catalogue: data.Catalogue, tft_layer) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(item_idx, title_idx, genre_idx) of the catalogue: the rankers' history-match tables."""
+    from preprocessing.schema import T
+
+    t = catalogue.transformed(tft_layer)
+    return t[T.ITEM_IDX].numpy(), t[T.TITLE_IDX].numpy(), t[T.GENRE_IDX].numpy()
+
+
 def build_ranker(name: str, sizes: FeatureSizes, rcfg, mean_rating: float = 3.5,
-                 example: Optional[Dict[str, tf.Tensor]] = None) -> ranking_models.RankingModel:
+                 example: Optional[Dict[str, tf.Tensor]] = None, tables=None) -> ranking_models.RankingModel:
     kind, vcfg = variant(name, rcfg)
     model = ranking_models.build(sizes, vcfg, kind, mean_rating)
+    if tables is not None:
+        model.set_item_tables(*tables)
     if example is not None:
         model(example)  # creates the variables (needed before loading weights)
     return model
 
 
 def train_ranker(name: str, train: Pairs, valid: Pairs, sizes: FeatureSizes, cfg, out_dir: str,
-                 epochs: Optional[int] = None, steps_per_epoch: Optional[int] = None) -> TrainedRanker:
+                 epochs: Optional[int] = None, steps_per_epoch: Optional[int] = None, tables=None) -> TrainedRanker:
     """Fits one ranker with early stopping on the valid pairs' loss; keeps the best weights."""
     rcfg = cfg.ranking
     os.makedirs(out_dir, exist_ok=True)
     tf.keras.utils.set_random_seed(cfg.train.seed)
     mean = rating_mean(train)
-    model = build_ranker(name, sizes, rcfg, mean)
+    model = build_ranker(name, sizes, rcfg, mean, tables=tables)
     model.compile(optimizer=tf.keras.optimizers.Adam(rcfg.learning_rate))
     epochs = epochs or rcfg.epochs
     ckpt = os.path.join(out_dir, "checkpoints", "best.weights")
@@ -224,11 +234,13 @@ def train_and_evaluate(cfg, version_dir: str, trained, item_vectors: np.ndarray,
     train, valid, info = build_train_pairs(version_dir, query_fn, item_vectors, trained.catalogue, trained.stats,
                                            tft_layer, cfg.ranking, seed=cfg.train.seed)
     eval_set = build_eval_set(version_dir, query_fn, item_vectors, trained.catalogue, trained.stats, tft_layer, cfg)
+    tables = item_tables(trained.catalogue, tft_layer)
     trained_rankers: Dict[str, TrainedRanker] = {}
     scorers: Dict[str, Callable] = {}
     seconds: Dict[str, float] = {}
     for name in rankers:
-        r = train_ranker(name, train, valid, trained.sizes, cfg, os.path.join(out_dir, name), epochs, steps_per_epoch)
+        r = train_ranker(name, train, valid, trained.sizes, cfg, os.path.join(out_dir, name), epochs, steps_per_epoch,
+                         tables)
         trained_rankers[name] = r
         seconds[name] = r.train_seconds
         scorers[name] = (lambda m: lambda p: predict(m, p))(r.model)
@@ -237,7 +249,9 @@ def train_and_evaluate(cfg, version_dir: str, trained, item_vectors: np.ndarray,
         from trainer import gbdt as gbdt_lib
 
         try:
-            gbdt_model = gbdt_lib.train_gbdt(train, valid, cfg.ranking)
+            gbdt_model = gbdt_lib.train_gbdt(train, valid, cfg.ranking,
+                                             ranking_models.item_tables(trained.sizes.items, *tables),
+                                             seed=cfg.train.seed)
             scorers["gbdt"] = gbdt_model.score
             seconds["gbdt"] = gbdt_model.train_seconds
         except ImportError as e:

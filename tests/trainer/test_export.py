@@ -70,3 +70,19 @@ def _eval_requests(cfg, version_dir, n):
         events.setdefault(e["user_id"], []).append(e)
     batches = [requests.query_request(users[u], events.get(u, []), cutoff, "web") for u in sorted(users)[:n]]
     return {k: tf.constant(np.concatenate([b[k] for b in batches])) for k in batches[0]}
+
+
+def test_saved_model_cli_lists_the_serving_signature(exported):
+    import subprocess
+    import sys
+
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    out = subprocess.run([cli, "show", "--all", "--dir", exported["paths"]["brute_force"]],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "signature_def['serving_default']" in out.stdout and "item_ids" in out.stdout
+    assert "history_item_ids" in out.stdout and "signature_def['query_embedding']" in out.stdout
+    # the ScaNN model's signature is readable without loading its ops
+    out = subprocess.run([cli, "show", "--dir", exported["paths"]["scann"], "--tag_set", "serve",
+                          "--signature_def", "serving_default"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "item_ids" in out.stdout and "DT_STRING" in out.stdout

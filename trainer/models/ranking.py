@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
@@ -69,7 +70,11 @@ FIELD_DOCS = collections.OrderedDict([
     ("recent_items", "the user's last 3 items"),
     ("history_len", "number of history items (log)"),
     ("history_gap", "time since the user's last event (z)"),
+    ("title_match_last", "title words shared with the user's last item"),
+    ("title_match_history", "most title words shared with any history item"),
+    ("genre_match_history", "share of history items with the candidate's primary genre"),
     ("country_x_genre", "cross: user country x primary genre"),
+    ("last_item_x_item", "cross: the user's last item x candidate (hashed)"),
     ("candidate_source", "which retriever proposed the candidate"),
     ("retrieval_rank", "candidate's rank in the retriever's list (log)"),
     ("retrieval_score", "candidate's retrieval score"),
@@ -121,11 +126,47 @@ class ScaledNumeric(tf.keras.layers.Layer):
         return self.dense(scalar(x))
 
 
+def item_tables(n_items: int, item_idx, title_idx, genre_idx) -> Tuple[np.ndarray, np.ndarray]:
+    """[n_items + 1, L] title-token and genre tables by item index + 1 (row 0 = padding, all -1)."""
+    rows = np.asarray(item_idx, np.int64) + 1
+    ok = (rows >= 1) & (rows < n_items + 1)
+    titles = np.full((n_items + 1, schema.TITLE_TOKENS), -1, np.int64)
+    genres = np.full((n_items + 1, schema.MAX_GENRES), -1, np.int64)
+    titles[rows[ok]] = np.asarray(title_idx)[ok]
+    genres[rows[ok]] = np.asarray(genre_idx)[ok]
+    return titles, genres
+
+
+def token_overlap(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """Number of real (>= 0) tokens of ``a`` [..., La] that occur in ``b`` [..., Lb] (same leading dims)."""
+    eq = tf.equal(tf.expand_dims(a, -1), tf.expand_dims(b, -2)) & tf.expand_dims(a >= 0, -1)
+    return tf.reduce_sum(tf.cast(tf.reduce_any(eq, -1), tf.float32), -1)
+
+
+def history_matches(history_idx, title_idx, genre_idx, item_titles, item_genres) -> Dict[str, tf.Tensor]:
+    """History x candidate content matches, via item-index -> title/genre tables (row 0 = padding)."""
+    rows = tf.cast(history_idx, tf.int64) + 1                                  # -1 (pad) -> row 0
+    rows = tf.clip_by_value(rows, 0, tf.cast(tf.shape(item_titles)[0] - 1, tf.int64))
+    hist_titles = tf.gather(item_titles, rows)                                  # [B, H, Lt]
+    hist_genres = tf.gather(item_genres, rows)                                  # [B, H, Lg]
+    real = tf.cast(history_idx >= 0, tf.float32)
+    per_item = token_overlap(tf.broadcast_to(tf.expand_dims(title_idx, 1), tf.shape(hist_titles)), hist_titles)
+    primary = tf.reshape(tf.cast(genre_idx[:, 0], tf.int64), [-1, 1, 1])
+    genre_hit = tf.cast(tf.reduce_any(tf.equal(hist_genres, primary) & (primary >= 0), -1), tf.float32)
+    return {
+        "title_match_last": per_item[:, -1] * real[:, -1],
+        "title_match_history": tf.reduce_max(per_item * real, axis=1),
+        "genre_match_history": tf.reduce_sum(genre_hit * real, 1) / tf.maximum(tf.reduce_sum(real, 1), 1.0),
+    }
+
+
 class RankingFeatures(tf.keras.layers.Layer):
     """The shared feature-input layer: one [B, dim] tensor per field of ``FIELDS``.
 
     Categorical ids -> embeddings (the item table is shared by the candidate and the
     history), lists -> masked means, numbers -> scaled vectors. -1 (padding) embeds to 0.
+    History x candidate matches read two constant tables (item index -> title tokens /
+    genres, set once from the catalogue by ``set_item_tables`` and saved with the weights).
     """
 
     def __init__(self, sizes: FeatureSizes, dim: int, l2: float = 0.0, **kwargs):
@@ -144,15 +185,28 @@ class RankingFeatures(tf.keras.layers.Layer):
         self.price_bucket = e(sizes.price_buckets, "price_bucket_emb")
         self.age_bucket = e(sizes.item_age_buckets, "item_age_bucket_emb")
         self.cross = e(sizes.crosses, "country_x_genre_emb")
+        self.last_x_item = e(WIDE_CROSS_BUCKETS, "last_item_x_item_emb")
+        self.item_titles = self.add_weight("item_titles", shape=[sizes.items + 1, schema.TITLE_TOKENS], dtype=tf.int64,
+                                           initializer=tf.keras.initializers.Constant(-1), trainable=False)
+        self.item_genres = self.add_weight("item_genres", shape=[sizes.items + 1, schema.MAX_GENRES], dtype=tf.int64,
+                                           initializer=tf.keras.initializers.Constant(-1), trainable=False)
         self.source = e(len(schema.CANDIDATE_SOURCES) + 1, "source_emb")
         self.numeric = {name: ScaledNumeric(dim, name=f"{name}_num") for name in (
             "user_tenure", "time", "price", "freshness", "release", "history_len", "history_gap",
-            "retrieval_rank", "retrieval_score")}
+            "retrieval_rank", "retrieval_score", "title_match_last", "title_match_history",
+            "genre_match_history")}
+
+    def set_item_tables(self, item_idx, title_idx, genre_idx) -> None:
+        """Item index -> title tokens / genres (from the transformed catalogue)."""
+        titles, genres = item_tables(self.sizes.items, item_idx, title_idx, genre_idx)
+        self.item_titles.assign(titles)
+        self.item_genres.assign(genres)
 
     def call(self, x: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         hist = x[T.HISTORY_IDX]
         hist_emb = self.item(hist)
         n = self.numeric
+        match = history_matches(hist, x[T.TITLE_IDX], x[T.GENRE_IDX], self.item_titles, self.item_genres)
         f = {
             "user_id": self.user(x[T.USER_IDX]),
             "user_age": self.age(x[T.USER_AGE_IDX]),
@@ -175,7 +229,11 @@ class RankingFeatures(tf.keras.layers.Layer):
             "recent_items": masked_mean(hist_emb[:, -3:, :], hist[:, -3:]),
             "history_len": n["history_len"](tf.math.log1p(tf.cast(x[T.HISTORY_LEN], tf.float32))),
             "history_gap": n["history_gap"](x[T.HISTORY_GAP_Z]),
+            "title_match_last": n["title_match_last"](match["title_match_last"]),
+            "title_match_history": n["title_match_history"](match["title_match_history"]),
+            "genre_match_history": n["genre_match_history"](match["genre_match_history"]),
             "country_x_genre": self.cross(x[T.COUNTRY_X_GENRE]),
+            "last_item_x_item": self.last_x_item(last_item_x_item(hist, x[T.ITEM_IDX])),
             "candidate_source": self.source(source_index(x["candidate_source"])),
             "retrieval_rank": n["retrieval_rank"](rank_feature(x["retrieval_rank"])),
             "retrieval_score": n["retrieval_score"](x["retrieval_score"]),
@@ -346,13 +404,16 @@ class RankingModel(tfrs.models.Model):
     def call(self, x: Dict[str, tf.Tensor], training: bool = False) -> Dict[str, tf.Tensor]:
         return self.from_fields(self.fields(x), training=training)
 
+    def set_item_tables(self, item_idx, title_idx, genre_idx) -> None:
+        self.features.set_item_tables(item_idx, title_idx, genre_idx)
+
     def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
         features, labels = inputs
         out = self(features, training=training)
         w = self.cfg
         col = lambda t: tf.reshape(tf.cast(t, tf.float32), [-1, 1])  # noqa: E731  ([B, 1]: one loss per row)
         engagement = self.engagement_task(labels=col(labels["engagement"]), predictions=col(out["engagement_logit"]),
-                                          compute_metrics=not training)
+                                          sample_weight=col(labels["engagement_weight"]), compute_metrics=not training)
         rating = self.rating_task(labels=col(labels["rating"]), predictions=col(out["rating"]),
                                   sample_weight=col(labels["rating_weight"]), compute_metrics=not training)
         return w.engagement_weight * engagement + w.rating_weight * rating

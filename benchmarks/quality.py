@@ -1,0 +1,659 @@
+"""quality: every model on the same splits of synthetic data and of MovieLens, under three protocols,
+beside published reference figures (which are quoted, never measured here).
+
+Per dataset (synthetic data at the config's default size; ``ml-latest-small`` from
+``../shared/data`` when present, else skipped with the reason):
+
+* ``time_split_full`` (the project's protocol, ``trainer/evaluate_retrieval.py``): the
+  pipeline's own split (latest 10% of events by time = test); every test event is a query
+  with its own context and history, ranked against the whole catalogue, the user's earlier
+  items excluded.
+* ``leave_one_out_full``: each user's latest interaction (ties broken by item id) is the
+  test item, ranked against the whole catalogue with the user's training items excluded;
+  the models are re-trained on everything else. The split is cut from a second run of the
+  pipeline with ``eval_fraction=0`` so the vocabularies cover the test items (as in the
+  usual LOO setups); ``--loo-source time_split`` cuts it from the time-split run instead
+  (faster; items first seen in the last 10% of time are then out of vocabulary, which makes
+  LOO numbers pessimistic: used by ``--quick``).
+* ``sampled_1_99`` (NCF protocol, He et al. 2017): the same LOO test item ranked among 99
+  items sampled uniformly from those the user never interacted with. Only for comparison
+  with published numbers: sampled metrics are known to be inconsistent with full ranking
+  (Krichene & Rendle, KDD 2020).
+
+Models on every protocol: ``popularity`` (train-split counts, same exclusions) and
+``two_tower`` (``trainer.models.retrieval``). On the full-ranking protocols, when the ranking
+stage exists (``trainer/train_ranking.py``), each ranker (default DCN-v2) is trained on that
+protocol's train split and re-ranks the two-tower's top-100 (``two_tower+<ranker>``); the
+sampled protocol has no retrieval stage, so rankers are not run there.
+
+Metrics for every row: recall@10/50/100, nDCG@10, MRR (over the whole returned list) and
+MRR@10, catalogue coverage@10, novelty@10 (mean self-information, bits) and popularity
+bias@10 (mean popularity percentile of recommended items), all from ``trainer.evaluation``.
+
+Run ``python -m benchmarks.quality --help``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+
+import numpy as np
+
+from benchmarks import common
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_MOVIELENS = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data", "ml-latest-small"))
+PROTOCOLS = ("time_split_full", "leave_one_out_full", "sampled_1_99")
+KS = (10, 50, 100)
+
+# Published figures, quoted with their source. None of them is a measurement of this project.
+REFERENCES: List[Dict[str, Any]] = [
+    {
+        "source": "Kang & McAuley, Self-Attentive Sequential Recommendation, ICDM 2018 (arXiv:1808.09781), Table III",
+        "model": "SASRec",
+        "dataset": "MovieLens-1M (ML-1M)",
+        "protocol": "sampled_1_99",
+        "protocol_note": "leave-one-out (latest item = test); the test item ranked with 100 randomly sampled "
+                         "negatives (1+100; ours is 1+99); users/items with < 5 interactions removed",
+        "metrics": {"hr@10": 0.8245, "ndcg@10": 0.5905},
+    },
+    {
+        "source": "He et al., Neural Collaborative Filtering, WWW 2017 (arXiv:1708.05031), Table 2, "
+                  "64 predictive factors",
+        "model": "NeuMF (with pre-training)",
+        "dataset": "MovieLens-1M (ML-1M)",
+        "protocol": "sampled_1_99",
+        "protocol_note": "leave-one-out (latest interaction = test); the test item ranked among 100 items: "
+                         "itself + 99 sampled items the user never interacted with",
+        "metrics": {"hr@10": 0.730, "ndcg@10": 0.447},
+    },
+    {
+        "source": "He et al., Neural Collaborative Filtering, WWW 2017 (arXiv:1708.05031), Table 2, "
+                  "64 predictive factors",
+        "model": "NeuMF (without pre-training)",
+        "dataset": "MovieLens-1M (ML-1M)",
+        "protocol": "sampled_1_99",
+        "protocol_note": "as above",
+        "metrics": {"hr@10": 0.705, "ndcg@10": 0.426},
+    },
+    {
+        "source": "RecBole benchmark, github.com/RUCAIBox/RecBole benchmark/hyper/sequential/SASRec-ml-1m_seq.md "
+                  "(test result at the best learning rate, 0.0005)",
+        "model": "SASRec (RecBole)",
+        "dataset": "MovieLens-1M (ML-1M), ratings >= 3, 10-core (6,040 users, 3,124 items, 834,449 interactions)",
+        "protocol": "leave_one_out_full",
+        "protocol_note": "chronological leave-one-out, full ranking over all items (RecBole 'LS valid_and_test', "
+                         "mode full); MRR is MRR@10",
+        "metrics": {"recall@10": 0.2468, "ndcg@10": 0.1286, "mrr@10": 0.0929},
+    },
+]
+REFERENCE_NOTES = [
+    "Dataset difference: the published figures are for MovieLens-1M (6,040 users, 3,706 movies, 1,000,209 ratings, "
+    "every user >= 20 ratings); we run ml-latest-small (610 users, 9,742 movies, 100,836 ratings): fewer users to "
+    "learn from and a catalogue 2.6x larger, which lowers full-ranking metrics; sampled metrics depend far less on "
+    "catalogue size. Treat the comparison as a sanity range, not a leaderboard.",
+    "Protocol differences: our queries carry the test event's own context (hour, weekday; MovieLens has no device) "
+    "and the last 20 items before it; SASRec uses up to 200 (ML-1M) previous items; NCF uses only user and item ids.",
+    "TFRS basic retrieval tutorial (tensorflow.org/recommenders/examples/basic_retrieval): top-100 categorical "
+    "accuracy on a random 80/20 split of MovieLens 100K, no exclusion of seen items. Not quoted: the number is the "
+    "notebook output of each docs build, not a stable published figure (copies in public repositories read about "
+    "0.19-0.23), and a random split is not one of our protocols.",
+]
+
+
+# --------------------------------------------------------------------------- data and splits
+
+
+def write_tables(name: str, args, raw_dir: str) -> Dict[str, Any]:
+    """Raw tables for a dataset under raw_dir; returns a description."""
+    from preprocessing.sources import write_raw
+
+    if name == "synthetic":
+        from preprocessing.sources import synthetic
+
+        tables = synthetic.generate(n_users=args.synthetic_users, n_items=args.synthetic_items,
+                                    events_per_user=args.synthetic_events, seed=args.seed)
+        desc = (f"synthetic.generate(n_users={args.synthetic_users}, n_items={args.synthetic_items}, "
+                f"events_per_user={args.synthetic_events:g}, seed={args.seed})")
+    else:
+        from preprocessing.sources import movielens
+
+        tables = movielens.load(args.movielens)
+        desc = f"movielens.load({args.movielens!r}) (layout {movielens.detect_layout(args.movielens)})"
+    write_raw(tables, raw_dir)
+    return {"description": desc, "interactions": tables.num_interactions, "users": len(tables.users["user_id"]),
+            "items": len(tables.items["item_id"])}
+
+
+def make_config(args, workdir: str):
+    from recsys.config import Config
+
+    cfg = Config(workdir=workdir)
+    if args.epochs:
+        cfg.train.epochs = args.epochs
+    cfg.ranking.max_train_events = args.ranker_max_train_events
+    if args.ranker_epochs:
+        cfg.ranking.epochs = args.ranker_epochs
+    return cfg
+
+
+def derive_leave_one_out(source_dir: str, out_base: str, seed: int = 0) -> str:
+    """A version dir whose eval split is each user's latest event and whose train split is everything else.
+
+    Records are copied byte for byte from ``source_dir``'s transformed train + eval files, so
+    features, history and the transform graph are the pipeline's own. Ties in time are broken
+    by item id (as the pipeline's history does). Returns the new version directory.
+    """
+    import tensorflow as tf
+
+    from preprocessing import pipeline
+    from trainer import data, evaluation
+
+    files = data.files(source_dir, "train")
+    try:
+        files += data.files(source_dir, "eval")
+    except FileNotFoundError:
+        pass
+    spec = {"user_id": tf.io.FixedLenFeature([], tf.string), "item_id": tf.io.FixedLenFeature([], tf.string),
+            "timestamp": tf.io.FixedLenFeature([], tf.int64)}
+    records: List[np.ndarray] = []
+    users: List[np.ndarray] = []
+    items: List[np.ndarray] = []
+    ts: List[np.ndarray] = []
+    for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(8192):
+        parsed = tf.io.parse_example(batch, spec)
+        records.append(batch.numpy())
+        users.append(parsed["user_id"].numpy())
+        items.append(parsed["item_id"].numpy())
+        ts.append(parsed["timestamp"].numpy())
+    rec = np.concatenate(records)
+    u, it, t = np.concatenate(users), np.concatenate(items), np.concatenate(ts)
+    order = np.lexsort((it, t, u))                       # by user, time, item id
+    train_sorted, test_sorted = evaluation.leave_one_out(u[order], it[order], t[order])
+    test = np.zeros(len(rec), bool)
+    test[order[test_sorted]] = True
+
+    final = pipeline.next_version_dir(out_base)
+    work = final + ".tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(os.path.join(work, "transformed"))
+    for split, mask in (("train", ~test), ("eval", test)):
+        path = os.path.join(work, "transformed", f"{split}-00000-of-00001.tfrecord.gz")
+        with tf.io.TFRecordWriter(path, options="GZIP") as w:
+            for r in rec[mask]:
+                w.write(r)
+    shutil.copytree(os.path.join(source_dir, "transform_fn"), os.path.join(work, "transform_fn"))
+    for name in ("items.jsonl", "raw_schema.json"):
+        if os.path.exists(os.path.join(source_dir, name)):
+            shutil.copy(os.path.join(source_dir, name), os.path.join(work, name))
+    with open(os.path.join(work, "stats.json"), "w") as f:
+        json.dump({"train": int((~test).sum()), "eval": int(test.sum()), "dead_letters": 0,
+                   "split": "leave_one_out", "split_cutoff_ts": 0, "source": source_dir}, f, indent=2)
+    os.rename(work, final)
+    with open(os.path.join(out_base, "LATEST"), "w") as f:
+        f.write(os.path.basename(final))
+    return final
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def metrics_row(topk: np.ndarray, targets: np.ndarray, n_items: int, popularity: np.ndarray,
+                genres: np.ndarray) -> Dict[str, float]:
+    from trainer import evaluation
+
+    m = evaluation.evaluate_topk(topk, targets, KS, n_items=n_items, item_popularity=popularity, item_vectors=genres)
+    m["mrr@10"] = evaluation.mrr(np.asarray(topk)[:, :10], targets)
+    return m
+
+
+def train_two_tower(version_dir: str, cfg, out_dir: str):
+    from trainer import evaluate_retrieval as er
+    from trainer import train as trainer_train
+
+    t0 = time.perf_counter()
+    trained = trainer_train.train_retrieval(version_dir, cfg, out_dir=out_dir)
+    candidates = trained.catalogue.transformed(trained.tft_output.transform_features_layer())
+    vectors = er.item_vectors(trained.model.candidate_tower, candidates)
+    return trained, vectors, time.perf_counter() - t0
+
+
+def full_ranking(version_dir: str, trained, vectors: np.ndarray, cfg) -> Dict[str, Any]:
+    """Two-tower and popularity top-100 on a version dir's eval split (trainer.evaluate_retrieval's queries)."""
+    from trainer import evaluate_retrieval as er
+    from trainer import evaluation
+
+    q, targets, exclude, users = er.eval_queries(version_dir, lambda b: trained.model.query_tower(b),
+                                                 trained.catalogue, trained.stats, cfg.eval.exclude_seen,
+                                                 cfg.eval.max_queries)
+    kmax = max(KS)
+    return {"q": q, "targets": targets, "exclude": exclude, "users": users,
+            "topk": {"popularity": evaluation.popularity_topk(trained.stats.item_counts, len(q), kmax, exclude),
+                     "two_tower": evaluation.full_ranking_topk(q, vectors, kmax, exclude)}}
+
+
+def sampled(ev: Dict[str, Any], trained, vectors: np.ndarray, n_negatives: int, seed: int) -> Dict[str, np.ndarray]:
+    from trainer import evaluation
+
+    q, targets, exclude = ev["q"], ev["targets"], ev["exclude"]
+    n_items = trained.catalogue.size
+    counts = np.asarray(trained.stats.item_counts, np.float64)
+
+    def two_tower(rows, cand):
+        return np.einsum("bd,bkd->bk", q[rows], vectors[cand])
+
+    def popularity(rows, cand):
+        return counts[cand]
+
+    return {name: evaluation.sampled_negatives_topk(fn, targets, n_items, n_negatives, seed=seed, exclude=exclude)
+            for name, fn in (("popularity", popularity), ("two_tower", two_tower))}
+
+
+def rankers_available() -> Optional[str]:
+    """None when the ranking stage can be used; otherwise why not."""
+    if not os.path.exists(os.path.join(REPO_ROOT, "trainer", "train_ranking.py")):
+        return "ranking stage pending (trainer/train_ranking.py does not exist yet)"
+    try:
+        from trainer import train_ranking  # noqa: F401
+    except Exception as e:  # noqa: BLE001
+        return f"trainer.train_ranking does not import: {type(e).__name__}: {e}"
+    return None
+
+
+def run_rankers(version_dir: str, trained, vectors: np.ndarray, cfg, names: Sequence[str], out_dir: str,
+                targets: np.ndarray) -> Dict[str, Any]:
+    """Trains each ranker on the split's train events and re-ranks the two-tower's top-N of its eval events.
+
+    Hook into ``trainer.train_ranking.train_and_evaluate`` (same candidates for every ranker).
+    Returns {"topk": {label: [E, N]}, "extra": {label: {auc, rmse, ...}}, "seconds": s}.
+    """
+    from trainer import train_ranking
+
+    t0 = time.perf_counter()
+    out = train_ranking.train_and_evaluate(cfg, version_dir, trained, vectors, rankers=list(names), out_dir=out_dir)
+    eval_set = out["eval_set"]
+    if not np.array_equal(np.asarray(eval_set.targets), targets):
+        raise RuntimeError("the ranking stage's eval queries differ from the retrieval evaluation's")
+    topk, extra = {}, {}
+    for name, r in out["rankers"].items():
+        scores, _ = train_ranking.predict(r.model, eval_set.pairs)
+        topk[f"two_tower+{name}"] = np.asarray(eval_set.rerank(scores))
+        own = out["results"].get(name, {})
+        extra[f"two_tower+{name}"] = {k: own.get(k) for k in ("auc", "rmse", "train_s") if k in own}
+    return {"topk": topk, "extra": extra, "seconds": time.perf_counter() - t0,
+            "candidates": int(eval_set.candidates.shape[1])}
+
+
+def run_dataset(name: str, args, out_dir: str, log: Callable[[str], None]) -> Dict[str, Any]:
+    """All protocols and models for one dataset; returns its rows and timings."""
+    from preprocessing import pipeline
+    from trainer import evaluate_retrieval as er
+
+    work = os.path.join(out_dir, "work", name)
+    timings: Dict[str, float] = {}
+    info: Dict[str, Any] = {"name": name}
+    prepared = args.prepared_map.get(name)
+    if prepared:
+        ts_dir = prepared
+        info["data"] = {"description": f"prepared time-split version dir {prepared} (--prepared)"}
+        raw_dir = None
+    else:
+        if os.path.exists(work) and not args.keep_work:
+            shutil.rmtree(work)
+        raw_dir = os.path.join(work, "raw")
+        t0 = time.perf_counter()
+        info["data"] = write_tables(name, args, raw_dir)
+        timings["data_s"] = time.perf_counter() - t0
+        log(f"[{name}] {info['data']['interactions']:,} interactions, {info['data']['users']:,} users, "
+            f"{info['data']['items']:,} items")
+        cfg = make_config(args, work)
+        t0 = time.perf_counter()
+        ts_dir = pipeline.run(cfg, raw_dir, os.path.join(work, "time_split"))
+        timings["preprocess_time_split_s"] = time.perf_counter() - t0
+    loo_source = args.loo_source if raw_dir else "time_split"
+    if loo_source == "full":
+        cfg_full = make_config(args, work)
+        cfg_full.preprocess.eval_fraction = 0.0
+        t0 = time.perf_counter()
+        full_dir = pipeline.run(cfg_full, raw_dir, os.path.join(work, "full_vocab"))
+        timings["preprocess_full_vocab_s"] = time.perf_counter() - t0
+    else:
+        full_dir = ts_dir
+    t0 = time.perf_counter()
+    loo_dir = derive_leave_one_out(full_dir, os.path.join(work, "leave_one_out"))
+    timings["derive_loo_s"] = time.perf_counter() - t0
+    info["splits"] = {"time_split_full": pipeline.load_stats(ts_dir), "leave_one_out": pipeline.load_stats(loo_dir),
+                      "loo_source": loo_source}
+    log(f"[{name}] splits: time split {info['splits']['time_split_full']['train']:,} train / "
+        f"{info['splits']['time_split_full']['eval']:,} test events; leave-one-out "
+        f"{info['splits']['leave_one_out']['train']:,} / {info['splits']['leave_one_out']['eval']:,} "
+        f"(from the {'full-vocabulary' if loo_source == 'full' else 'time-split'} preprocessing)")
+
+    rows: List[Dict[str, Any]] = []
+    ranker_status: Dict[str, Any] = {}
+    why_not = rankers_available() if args.ranker_list else "skipped (--rankers none)"
+    for protocol, version_dir in (("time_split_full", ts_dir), ("leave_one_out_full", loo_dir)):
+        cfg = make_config(args, work)
+        t0 = time.perf_counter()
+        trained, vectors, train_s = train_two_tower(version_dir, cfg, os.path.join(work, f"train_{protocol}"))
+        timings[f"train_two_tower_{protocol}_s"] = train_s
+        log(f"[{name}] {protocol}: two-tower trained in {train_s:.0f} s ({trained.stats.n_examples:,} examples)")
+        ev = full_ranking(version_dir, trained, vectors, cfg)
+        n_items = trained.catalogue.size
+        popularity = np.asarray(trained.stats.item_counts, np.float64)
+        genres = er.genre_matrix(trained.catalogue)
+        topks = dict(ev["topk"])
+        extras: Dict[str, Dict[str, Any]] = {}
+        if why_not is None:
+            t1 = time.perf_counter()
+            try:
+                rr = run_rankers(version_dir, trained, vectors, cfg, args.ranker_list,
+                                 os.path.join(work, f"ranking_{protocol}"), ev["targets"])
+                topks.update(rr["topk"])
+                extras.update(rr["extra"])
+                ranker_status[protocol] = {"status": "measured", "rankers": args.ranker_list,
+                                           "candidates": rr["candidates"], "seconds": rr["seconds"]}
+            except Exception as e:  # noqa: BLE001  (the ranking stage is developed concurrently)
+                ranker_status[protocol] = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+                log(f"[{name}] {protocol}: rankers failed: {type(e).__name__}: {e}")
+            timings[f"rankers_{protocol}_s"] = time.perf_counter() - t1
+        else:
+            ranker_status[protocol] = {"status": "not run", "reason": why_not}
+        for model, topk in topks.items():
+            row = {"dataset": name, "protocol": protocol, "model": model}
+            row.update(metrics_row(topk, ev["targets"], n_items, popularity, genres))
+            row.update(extras.get(model, {}))
+            rows.append(row)
+        if protocol == "leave_one_out_full":
+            t1 = time.perf_counter()
+            for model, topk in sampled(ev, trained, vectors, args.sampled_negatives, args.seed).items():
+                row = {"dataset": name, "protocol": "sampled_1_99", "model": model}
+                row.update(metrics_row(topk, ev["targets"], n_items, popularity, genres))
+                rows.append(row)
+            timings["sampled_eval_s"] = time.perf_counter() - t1
+        timings[f"{protocol}_total_s"] = time.perf_counter() - t0
+    info.update({"rows": rows, "rankers": ranker_status, "timings_s": {k: round(v, 1) for k, v in timings.items()},
+                 "n_items": n_items})
+    return info
+
+
+# --------------------------------------------------------------------------- output
+
+
+TABLE_COLUMNS = [
+    common.Column("protocol", "protocol"),
+    common.Column("model", "model"),
+    common.Column("recall@10", "R@10", ".4f"),
+    common.Column("recall@50", "R@50", ".4f"),
+    common.Column("recall@100", "R@100", ".4f"),
+    common.Column("ndcg@10", "nDCG@10", ".4f"),
+    common.Column("mrr", "MRR", ".4f"),
+    common.Column("mrr@10", "MRR@10", ".4f"),
+    common.Column("coverage@10", "cov@10", ".4f"),
+    common.Column("novelty@10", "novelty@10", ".2f"),
+    common.Column("popularity_bias@10", "pop-bias@10", ".3f"),
+    common.Column("n_queries", "queries", ",d"),
+]
+REF_COLUMNS = [
+    common.Column("model", "model (published)"),
+    common.Column("dataset", "dataset"),
+    common.Column("protocol", "protocol"),
+    common.Column("hr@10", "HR/R@10", ".4f"),
+    common.Column("ndcg@10", "nDCG@10", ".4f"),
+    common.Column("mrr@10", "MRR@10", ".4f"),
+    common.Column("source", "source"),
+]
+
+
+def reference_rows() -> List[Dict[str, Any]]:
+    out = []
+    for ref in REFERENCES:
+        m = ref["metrics"]
+        out.append({"model": ref["model"], "dataset": ref["dataset"].split(" (")[0] if "(" in ref["dataset"] else
+                    ref["dataset"], "protocol": ref["protocol"], "hr@10": m.get("hr@10", m.get("recall@10")),
+                    "ndcg@10": m.get("ndcg@10"), "mrr@10": m.get("mrr@10"), "source": ref["source"].split(",")[0]})
+    return out
+
+
+def plot(datasets: List[Dict[str, Any]], path: str) -> Optional[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:  # noqa: BLE001
+        return None
+    ds = [d for d in datasets if d.get("rows")]
+    if not ds:
+        return None
+    metrics = ["recall@10", "ndcg@10", "recall@100", "mrr"]
+    fig, axes = plt.subplots(len(ds), len(PROTOCOLS), figsize=(5.2 * len(PROTOCOLS), 4.2 * len(ds)), squeeze=False)
+    for i, d in enumerate(ds):
+        for j, protocol in enumerate(PROTOCOLS):
+            ax = axes[i][j]
+            rows = [r for r in d["rows"] if r["protocol"] == protocol]
+            mets = ["recall@10", "ndcg@10"] if protocol == "sampled_1_99" else metrics
+            width = 0.8 / max(len(rows), 1)
+            x = np.arange(len(mets))
+            for k, r in enumerate(rows):
+                vals = [r.get(m) or 0.0 for m in mets]
+                bars = ax.bar(x + k * width - 0.4 + width / 2, vals, width, label=r["model"])
+                for b, v in zip(bars, vals):
+                    ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.3f}", ha="center", va="bottom", fontsize=6)
+            if d["name"] == "movielens":
+                refs = [ref for ref in REFERENCES if ref["protocol"] == protocol]
+                for n, ref in enumerate(refs):
+                    for xi, m in enumerate(mets):
+                        key = "hr@10" if (m == "recall@10" and "hr@10" in ref["metrics"]) else m
+                        v = ref["metrics"].get(key)
+                        if v is not None:
+                            ax.hlines(v, xi - 0.45, xi + 0.45, colors="k", linestyles=["--", ":", "-."][n % 3], lw=1.2,
+                                      label=f"published: {ref['model']} (ML-1M)" if xi == 0 or key == m else None)
+            ax.set_xticks(x)
+            ax.set_xticklabels(["HR@10" if (protocol == "sampled_1_99" and m == "recall@10") else m for m in mets])
+            ax.set_title(f"{d['name']}: {protocol}" + (" (sampled: for comparison only)"
+                                                      if protocol == "sampled_1_99" else ""), fontsize=9)
+            ax.set_ylim(0, 1.05 if protocol == "sampled_1_99" else None)
+            ax.grid(True, axis="y", alpha=0.3)
+            handles, labels = ax.get_legend_handles_labels()
+            uniq = dict(zip(labels, handles))
+            ax.legend(uniq.values(), uniq.keys(), fontsize=6.5, loc="upper left")
+    fig.suptitle("Retrieval quality: measured bars; dashed lines = published figures on ML-1M (not our runs)",
+                 fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.quality",
+        description=(
+            "Quality benchmark: popularity, the two-tower model and (when trainer/train_ranking.py exists) rankers "
+            "re-ranking the two-tower's top-100, on the same splits of synthetic data and of MovieLens "
+            "ml-latest-small (skipped when absent), under time_split_full, leave_one_out_full and sampled_1_99 (the "
+            "last only to compare with published numbers). Prints recall@10/50/100, nDCG@10, MRR, coverage, novelty "
+            "and popularity bias for every row, and published reference figures (SASRec, NCF, RecBole; cited, never "
+            "our measurements). Writes <out>/quality.json and <out>/quality.png."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="bench_results/quality", help="output directory")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: synthetic only, 300 users, 2 epochs, LOO cut from the time-split run, "
+                        "1 ranker epoch on <= 2,000 events")
+    p.add_argument("--datasets", default="synthetic,movielens", help="comma-separated: synthetic, movielens")
+    p.add_argument("--movielens", default=DEFAULT_MOVIELENS,
+                   help="MovieLens directory (any layout movielens.load reads); skipped cleanly when absent")
+    p.add_argument("--synthetic-users", type=int, default=None, help="synthetic users (default: the config's 2000; "
+                                                                      "--quick: 300)")
+    p.add_argument("--synthetic-items", type=int, default=None, help="synthetic items (default 1500; --quick: 400)")
+    p.add_argument("--synthetic-events", type=float, default=None, help="mean events per user (default 25; --quick: 15)")
+    p.add_argument("--prepared", action="append", default=[], metavar="DATASET=VERSION_DIR",
+                   help="use an existing time-split preprocessing output for DATASET instead of generating and "
+                        "preprocessing it (implies --loo-source time_split for it)")
+    p.add_argument("--loo-source", choices=("full", "time_split"), default=None,
+                   help="preprocessing the leave-one-out split is cut from: 'full' = a second pipeline run with "
+                        "eval_fraction=0 (vocabularies cover the test items; default), 'time_split' = the time-split "
+                        "run (faster; LOO pessimistic; --quick's default)")
+    p.add_argument("--epochs", type=int, default=None, help="two-tower epochs (default: the config's 8; --quick: 2)")
+    p.add_argument("--rankers", default="dcn",
+                   help="comma-separated ranking variants to train and evaluate on the full-ranking protocols "
+                        "(trainer.train_ranking.VARIANTS), or 'none'")
+    p.add_argument("--ranker-epochs", type=int, default=None, help="ranker epochs (default: the config's; --quick: 1)")
+    p.add_argument("--ranker-max-train-events", type=int, default=None,
+                   help="train events the ranking pairs are built from (default 30000; --quick: 2000; 0 = all)")
+    p.add_argument("--sampled-negatives", type=int, default=99, help="negatives per test item in sampled_1_99")
+    p.add_argument("--seed", type=int, default=42, help="data and sampling seed")
+    p.add_argument("--keep-work", action="store_true", help="keep <out>/work (raw data, preprocessing, models)")
+    p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
+    return p
+
+
+def resolve_args(argv) -> argparse.Namespace:
+    a = build_parser().parse_args(argv)
+    q = a.quick
+    a.synthetic_users = a.synthetic_users or (300 if q else 2000)
+    a.synthetic_items = a.synthetic_items or (400 if q else 1500)
+    a.synthetic_events = a.synthetic_events or (15.0 if q else 25.0)
+    a.loo_source = a.loo_source or ("time_split" if q else "full")
+    a.epochs = a.epochs or (2 if q else None)
+    a.ranker_epochs = a.ranker_epochs or (1 if q else None)
+    if a.ranker_max_train_events is None:
+        a.ranker_max_train_events = 2000 if q else 30000
+    a.ranker_list = [] if a.rankers.strip().lower() == "none" else [r.strip() for r in a.rankers.split(",") if r.strip()]
+    a.dataset_list = [d.strip() for d in a.datasets.split(",") if d.strip()]
+    for d in a.dataset_list:
+        if d not in ("synthetic", "movielens"):
+            raise SystemExit(f"unknown dataset {d!r}; use synthetic and/or movielens")
+    a.prepared_map = {}
+    for item in a.prepared:
+        k, _, v = item.partition("=")
+        if not v:
+            raise SystemExit(f"--prepared wants DATASET=VERSION_DIR, got {item!r}")
+        a.prepared_map[k.strip()] = v.strip()
+    return a
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = resolve_args(argv)
+    t_start = time.perf_counter()
+    os.makedirs(args.out, exist_ok=True)
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    machine = common.machine_info()
+    print("Quality benchmark: popularity, two-tower" + (f", two-tower + {', '.join(args.ranker_list)} (re-ranking "
+                                                       f"top-100)" if args.ranker_list else "")
+          + f" on {', '.join(args.dataset_list)}; protocols {', '.join(PROTOCOLS)}")
+    for p in PROTOCOLS:
+        from trainer import evaluation
+
+        print(f"  {p}: {evaluation.PROTOCOLS[p]}")
+    print(common.format_machine(machine))
+    print(flush=True)
+
+    datasets: List[Dict[str, Any]] = []
+    for name in args.dataset_list:
+        if name == "movielens" and "movielens" not in args.prepared_map and not os.path.isdir(args.movielens):
+            reason = f"{args.movielens} not found (expected ml-latest-small); skipped"
+            log(f"[movielens] {reason}")
+            datasets.append({"name": name, "skipped": reason, "rows": []})
+            continue
+        t0 = time.perf_counter()
+        try:
+            d = run_dataset(name, args, args.out, log)
+        except Exception as e:  # noqa: BLE001
+            import traceback
+
+            traceback.print_exc()
+            datasets.append({"name": name, "error": f"{type(e).__name__}: {e}", "rows": []})
+            continue
+        d["seconds"] = round(time.perf_counter() - t0, 1)
+        datasets.append(d)
+        common.write_json(os.path.join(args.out, "quality.json"),
+                          {"benchmark": "quality", "partial": True, "datasets": datasets})
+
+    tables = []
+    print()
+    for d in datasets:
+        if not d.get("rows"):
+            continue
+        data = d.get("data", {})
+        title = f"{d['name']}: " + (f"{data.get('interactions', 0):,} interactions, {data.get('users', 0):,} users, "
+                                   f"{data.get('items', d.get('n_items', 0)):,} items" if "interactions" in data
+                                   else data.get("description", ""))
+        t = common.format_table(d["rows"], TABLE_COLUMNS, title=title)
+        tables.append(t)
+        print(t)
+        for protocol, st in d.get("rankers", {}).items():
+            if st.get("status") != "measured":
+                print(f"  rankers on {protocol}: {st.get('status')}: {st.get('reason') or st.get('error')}")
+        print()
+    for d in datasets:
+        if d.get("skipped") or d.get("error"):
+            print(f"{d['name']}: {d.get('skipped') or 'FAILED: ' + d['error']}")
+    ref_table = common.format_table(reference_rows(), REF_COLUMNS,
+                                    title="Published reference figures (quoted, NOT measured here; ML-1M, not "
+                                          "ml-latest-small)")
+    print()
+    print(ref_table)
+    for ref in REFERENCES:
+        print(f"  - {ref['model']}: {ref['source']}. Protocol: {ref['protocol_note']}.")
+    for note in REFERENCE_NOTES:
+        print(f"  * {note}")
+    print("  * sampled_1_99 rows are for comparison with those papers only: sampled metrics can rank models "
+          "differently from full ranking (Krichene & Rendle, 'On Sampled Metrics for Item Recommendation', KDD 2020).")
+    try:
+        machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        print(f"Load average at end: {machine['load_average_at_end']}")
+    except OSError:
+        pass
+    png = None if args.no_plot else plot(datasets, os.path.join(args.out, "quality.png"))
+    from trainer import evaluation
+
+    payload = {
+        "benchmark": "quality",
+        "partial": False,
+        "command": "python -m benchmarks.quality " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "settings": {k: v for k, v in vars(args).items()},
+        "machine": machine,
+        "protocols": {p: evaluation.PROTOCOLS[p] for p in PROTOCOLS},
+        "metric_notes": {
+            "recall@k": "one target per query, so recall@k = hit rate@k (= HR@k of the papers)",
+            "mrr": "reciprocal rank of the target within the returned list (100 long; 0 when absent)",
+            "mrr@10": "reciprocal rank within the top 10 (RecBole's MRR@10)",
+            "coverage@10": "fraction of the catalogue recommended to at least one query in a top 10",
+            "novelty@10": "mean -log2(train popularity share) of top-10 items, bits",
+            "popularity_bias@10": "mean popularity percentile of top-10 items (1.0 = the most popular item)",
+            "rankers": "two_tower+<ranker>: the ranker re-orders the two-tower's top-100 for each query, so its "
+                       "recall@100 equals the two-tower's",
+        },
+        "datasets": datasets,
+        "rows": [r for d in datasets for r in d.get("rows", [])],
+        "references": REFERENCES,
+        "reference_notes": REFERENCE_NOTES,
+        "tables": tables,
+        "reference_table": ref_table,
+        "plot": png,
+        "elapsed_s": time.perf_counter() - t_start,
+    }
+    path = common.write_json(os.path.join(args.out, "quality.json"), payload)
+    if not args.keep_work:
+        shutil.rmtree(os.path.join(args.out, "work"), ignore_errors=True)
+    print(f"Wrote {path}" + (f" and {png}" if png else "") + f" in {payload['elapsed_s']:.0f} s")
+    return 1 if any(d.get("error") for d in datasets) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

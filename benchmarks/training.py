@@ -1,0 +1,520 @@
+"""training: CPU training throughput (examples/s) of the retrieval and ranking models by batch size.
+
+On one preprocessed synthetic dataset (default ~100K interaction rows, generated and run
+through the project's TF-Transform pipeline once, then cached) this times Keras' own train
+function (``model.make_train_function()``, what ``fit`` runs each step) for
+
+* the two-tower retrieval model (``trainer.models.retrieval.TwoTowerModel``: in-batch
+  softmax with logQ correction, so its cost has a batch^2 term: the [B, B] logits);
+* every ranking model of ``trainer.models.ranking`` (DCN-v2, Wide & Deep, DeepFM) when that
+  module is present (otherwise the output says ranking is pending);
+
+at batch sizes 1024 / 4096 / 16384: warm-up steps first (tracing), then timed steps until
+``--min-seconds`` and ``--min-steps`` are both reached (at most ``--max-steps``).
+examples/s = batch x timed steps / timed seconds. Batches are pre-built in memory, so the
+input pipeline is not what is measured.
+
+Ranking inputs are the same transformed rows (query + item features) with synthetic
+candidate-source features (source "scann", rank 1..100, a score) and labels (1 positive
+per 9 rows, ratings 1..5 on positives): step cost does not depend on the values.
+
+It also sweeps the *vocabulary* size at one batch size: the same two-tower step with the
+item table (and, separately, the user table) resized to 10K..1M ids and the ids in the
+batch remapped uniformly into the larger range. TF-Keras' Adam updates the whole embedding
+table (and its two slots) on every step even when the gradient is sparse, so step time grows
+with the catalogue: this is the measured basis of the "100M items" discussion in
+``benchmarks.scale``.
+
+Run ``python -m benchmarks.training --help``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+
+import numpy as np
+
+from benchmarks import common
+
+DEFAULT_BATCHES = "1024,4096,16384"
+QUICK_BATCHES = "64,256"
+DEFAULT_ROWS = 100_000
+QUICK_ROWS = 2_000
+DEFAULT_RANKERS = "dcn,wide_deep,deepfm"
+DEFAULT_ITEM_SWEEP = "10000,100000,1000000"
+DEFAULT_USER_SWEEP = "100000,1000000"
+
+
+# --------------------------------------------------------------------------- data
+
+
+def prepare_dataset(rows: int, cache: str, seed: int = 42) -> str:
+    """Synthetic raw data of ~rows interactions through pipeline.run, cached; returns the version dir."""
+    from benchmarks.preprocessing import ensure_raw, synthetic_shape
+    from preprocessing import pipeline
+    from recsys.config import Config
+
+    shape = synthetic_shape(rows)
+    base = os.path.join(cache, f"prep-{rows}-u{shape['n_users']}-i{shape['n_items']}-s{seed}")
+    try:
+        return pipeline.latest(base)
+    except FileNotFoundError:
+        pass
+    raw_dir, info = ensure_raw(rows, cache, seed)
+    print(f"[data] preprocessing {info['rows']:,} synthetic rows ({info['n_users']:,} users, "
+          f"{info['n_items']:,} items) once; cached in {base}", flush=True)
+    cfg = Config(workdir=cache)
+    return pipeline.run(cfg, raw_dir, base)
+
+
+def load_train_arrays(version_dir: str, max_rows: int = 0) -> Dict[str, np.ndarray]:
+    """All numeric transformed features of the train split as numpy arrays (strings dropped)."""
+    import tensorflow as tf
+
+    from trainer import data
+
+    spec = data.transform_output(version_dir).transformed_feature_spec()
+    spec = {k: v for k, v in spec.items() if v.dtype != tf.string}
+    parts: Dict[str, List[np.ndarray]] = {k: [] for k in spec}
+    n = 0
+    for batch in data.dataset(version_dir, "train", 8192, spec):
+        for k in spec:
+            parts[k].append(batch[k].numpy())
+        n += int(batch[next(iter(spec))].shape[0])
+        if max_rows and n >= max_rows:
+            break
+    return {k: np.concatenate(v)[: max_rows or None] for k, v in parts.items()}
+
+
+def make_batches(arrays: Dict[str, np.ndarray], batch: int, n_batches: int, seed: int) -> Dict[str, np.ndarray]:
+    """[n_batches, batch, ...] arrays drawn from a permutation of the rows (wrapping round if needed)."""
+    n = len(next(iter(arrays.values())))
+    perm = np.random.default_rng(seed).permutation(n)
+    idx = perm[np.arange(n_batches * batch) % n].reshape(n_batches, batch)
+    return {k: v[idx] for k, v in arrays.items()}
+
+
+def ranking_inputs(arrays: Dict[str, np.ndarray], seed: int):
+    """(features, labels) for the rankers from transformed rows plus synthetic retrieval fields and labels."""
+    from trainer.models import ranking as ranking_models
+
+    rng = np.random.default_rng(seed)
+    n = len(next(iter(arrays.values())))
+    feats = {k: arrays[k] for k in ranking_models.TRANSFORMED_INPUTS}
+    feats["candidate_source"] = np.full(n, b"scann", dtype=object)
+    feats["retrieval_rank"] = rng.integers(1, 101, n).astype(np.int64)
+    feats["retrieval_score"] = rng.normal(0.3, 0.2, n).astype(np.float32)
+    positive = rng.random(n) < 1.0 / 9.0
+    labels = {"engagement": positive.astype(np.float32), "engagement_weight": np.ones(n, np.float32),
+              "rating": np.where(positive, rng.integers(1, 6, n), 0).astype(np.float32),
+              "rating_weight": positive.astype(np.float32)}
+    return feats, labels
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def time_steps(model, batches, warmup: int, min_steps: int, max_steps: int, min_seconds: float,
+               max_seconds: float) -> Dict[str, Any]:
+    """Keras' train function on an endless iterator of pre-built batches: warm-up, then timed steps."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices(batches).repeat().prefetch(2)
+    it = iter(ds)
+    train_fn = model.make_train_function()
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        logs = train_fn(it)
+    float(logs["loss"])
+    warm_s = time.perf_counter() - t0
+    times: List[float] = []
+    total = 0.0
+    while True:
+        t = time.perf_counter()
+        logs = train_fn(it)
+        float(logs["loss"])  # the step has finished
+        dt = time.perf_counter() - t
+        times.append(dt)
+        total += dt
+        if len(times) >= max_steps or total >= max_seconds:
+            break
+        if len(times) >= min_steps and total >= min_seconds:
+            break
+    return {"warmup_steps": warmup, "warmup_s": warm_s, "steps": len(times), "timed_s": total,
+            "step_s_median": float(np.median(times)), "step_s_min": float(min(times)),
+            "step_s_max": float(max(times)), "final_loss": float(logs["loss"])}
+
+
+def measure(name: str, build, batches, batch: int, args) -> Dict[str, Any]:
+    import gc
+
+    import tensorflow as tf
+
+    tf.keras.backend.clear_session()
+    gc.collect()
+    with common.ProcessTreeSampler(interval=0.1, pss=False) as mem:
+        model = build()
+        res = time_steps(model, batches, args.warmup, args.min_steps, args.max_steps, args.min_seconds,
+                         args.max_seconds)
+    n_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
+    res.update({"model": name, "batch": batch, "examples_per_s": batch * res["steps"] / res["timed_s"],
+                "examples_per_s_median_step": batch / res["step_s_median"], "params": n_params,
+                "peak_rss_mb": mem.result()["peak_rss_main_mb"]})
+    del model
+    return res
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.training",
+        description=(
+            "Training throughput benchmark (CPU): examples/s of Keras' train step for the two-tower retrieval model "
+            "and every ranking model (DCN-v2, Wide & Deep, DeepFM; when trainer/models/ranking.py exists) at each "
+            "batch size, on one preprocessed synthetic dataset held in memory; plus a vocabulary sweep (two-tower "
+            "step time as the item / user embedding tables grow to 1M ids). Writes <out>/training.json and "
+            "<out>/training.png. Run it niced on a shared machine."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="bench_results/training", help="output directory")
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke run: {QUICK_ROWS:,} rows, batches {QUICK_BATCHES}, 2 timed steps, tiny sweeps")
+    p.add_argument("--data", default=None,
+                   help="an existing preprocessed version directory (<run>/preprocessed/vN) to use instead of "
+                        "generating synthetic data")
+    p.add_argument("--rows", type=int, default=None,
+                   help=f"synthetic interaction rows to generate and preprocess (default {DEFAULT_ROWS:,}; "
+                        f"--quick: {QUICK_ROWS:,})")
+    p.add_argument("--batches", default=None, help=f"comma-separated batch sizes (default {DEFAULT_BATCHES}; "
+                                                     f"--quick: {QUICK_BATCHES})")
+    p.add_argument("--rankers", default=DEFAULT_RANKERS,
+                   help="comma-separated ranking variants to time (names of trainer.train_ranking.VARIANTS); "
+                        "'none' to skip")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (tracing) (default 3; --quick: 1)")
+    p.add_argument("--min-steps", type=int, default=None, help="timed steps at least (default 5; --quick: 2)")
+    p.add_argument("--max-steps", type=int, default=200, help="timed steps at most")
+    p.add_argument("--min-seconds", type=float, default=None,
+                   help="keep timing until this many seconds are timed (default 8; --quick: 0)")
+    p.add_argument("--max-seconds", type=float, default=60.0, help="stop timing one configuration after this long")
+    p.add_argument("--sweep-batch", type=int, default=None, help="batch size of the vocabulary sweep (default 4096; "
+                                                                 "--quick: 64)")
+    p.add_argument("--item-sweep", default=None,
+                   help=f"comma-separated item-table sizes for the sweep, besides the dataset's own "
+                        f"(default {DEFAULT_ITEM_SWEEP}; --quick: 5000; 'none' to skip)")
+    p.add_argument("--user-sweep", default=None,
+                   help=f"comma-separated user-table sizes for the sweep, besides the dataset's own "
+                        f"(default {DEFAULT_USER_SWEEP}; --quick: 5000; 'none' to skip)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="TensorFlow intra/inter-op threads (default: TensorFlow's default, all usable cores)")
+    p.add_argument("--cache", default=None, help="data cache directory (default <out>/cache)")
+    p.add_argument("--seed", type=int, default=42, help="synthetic data seed")
+    p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
+    return p
+
+
+def _ints(text: Optional[str]) -> List[int]:
+    if not text or text.strip().lower() == "none":
+        return []
+    return sorted({int(float(x)) for x in text.split(",") if x.strip()})
+
+
+def resolve_args(argv) -> argparse.Namespace:
+    a = build_parser().parse_args(argv)
+    q = a.quick
+    a.rows = a.rows or (QUICK_ROWS if q else DEFAULT_ROWS)
+    a.batch_list = _ints(a.batches or (QUICK_BATCHES if q else DEFAULT_BATCHES))
+    a.warmup = a.warmup if a.warmup is not None else (1 if q else 3)
+    a.min_steps = a.min_steps if a.min_steps is not None else (2 if q else 5)
+    a.min_seconds = a.min_seconds if a.min_seconds is not None else (0.0 if q else 8.0)
+    a.sweep_batch = a.sweep_batch or (64 if q else 4096)
+    a.item_sweep_list = _ints(a.item_sweep if a.item_sweep is not None else ("5000" if q else DEFAULT_ITEM_SWEEP))
+    a.user_sweep_list = _ints(a.user_sweep if a.user_sweep is not None else ("5000" if q else DEFAULT_USER_SWEEP))
+    a.ranker_list = [] if a.rankers.strip().lower() == "none" else [r.strip() for r in a.rankers.split(",") if r.strip()]
+    return a
+
+
+def ranking_status(names: Sequence[str]) -> Dict[str, Any]:
+    """Whether the ranking stage can be timed here (its modules exist and import)."""
+    if not names:
+        return {"available": False, "reason": "skipped (--rankers none)"}
+    try:
+        from trainer import train_ranking  # noqa: F401
+        from trainer.models import ranking  # noqa: F401
+    except ImportError as e:
+        return {"available": False, "reason": f"ranking pending: trainer/models/ranking.py not importable ({e})"}
+    unknown = [n for n in names if n not in train_ranking.VARIANTS]
+    if unknown:
+        return {"available": False, "reason": f"unknown ranking variants {unknown}; known: {sorted(train_ranking.VARIANTS)}"}
+    return {"available": True, "variants": list(names)}
+
+
+def vocab_sweep(kind: str, sizes_list: Sequence[int], arrays, sizes, cfg, stats, args) -> List[Dict[str, Any]]:
+    """Two-tower step time with the item (or user) table resized; ids remapped uniformly into the new range."""
+    from trainer.models.retrieval import TwoTowerModel
+    import tensorflow as tf
+
+    own = sizes.items if kind == "items" else sizes.users
+    rows: List[Dict[str, Any]] = []
+    batch = args.sweep_batch
+    n_batches = 4
+    base = make_batches(arrays, batch, n_batches, args.seed + 7)
+    for n in [own] + [s for s in sizes_list if s > own]:
+        rng = np.random.default_rng(args.seed + n)
+        b = {k: v.copy() for k, v in base.items()}
+        if kind == "items":
+            new_sizes = dataclasses.replace(sizes, items=n)
+            counts = np.asarray(stats.item_idx_counts, np.float64)
+            if n != own:
+                from preprocessing.schema import T
+
+                b[T.ITEM_IDX] = rng.integers(0, n - 1, b[T.ITEM_IDX].shape)
+                h = b[T.HISTORY_IDX]
+                b[T.HISTORY_IDX] = np.where(h >= 0, rng.integers(0, n - 1, h.shape), -1)
+                counts = rng.zipf(1.3, n).astype(np.float64)
+        else:
+            new_sizes = dataclasses.replace(sizes, users=n)
+            counts = np.asarray(stats.item_idx_counts, np.float64)
+            if n != own:
+                from preprocessing.schema import T
+
+                b[T.USER_IDX] = rng.integers(0, n - 1, b[T.USER_IDX].shape)
+
+        def build(new_sizes=new_sizes, counts=counts):
+            tf.keras.utils.set_random_seed(args.seed)
+            m = TwoTowerModel(new_sizes, cfg.retrieval, counts, None)
+            m.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
+            return m
+
+        label = "dataset's own" if n == own else "resized"
+        print(f"[sweep] two-tower, {kind} table = {n:,} ({label}), batch {batch} ...", flush=True)
+        res = measure("two_tower", build, b, batch, args)
+        res.update({"sweep": kind, "vocab": n, "own": n == own})
+        print(f"[sweep]   step {res['step_s_median'] * 1e3:,.1f} ms, {res['params']:,} params", flush=True)
+        rows.append(res)
+    return rows
+
+
+def plot(results: List[Dict[str, Any]], sweep: List[Dict[str, Any]], path: str) -> Optional[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:  # noqa: BLE001
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    for name in dict.fromkeys(r["model"] for r in results):
+        rs = sorted((r for r in results if r["model"] == name), key=lambda r: r["batch"])
+        axes[0].plot([r["batch"] for r in rs], [r["examples_per_s"] for r in rs], marker="o", label=name)
+    axes[0].set_xscale("log", base=2)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("batch size")
+    axes[0].set_ylabel("training examples/s (CPU)")
+    axes[0].set_title("train-step throughput by batch size", fontsize=10)
+    for kind, marker in (("items", "o"), ("users", "s")):
+        rs = sorted((r for r in sweep if r["sweep"] == kind), key=lambda r: r["vocab"])
+        if rs:
+            axes[1].plot([r["vocab"] for r in rs], [r["step_s_median"] * 1e3 for r in rs], marker=marker,
+                         label=f"two-tower, {kind} table resized (batch {rs[0]['batch']})")
+    axes[1].set_xscale("log")
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("embedding table rows")
+    axes[1].set_ylabel("median step time (ms)")
+    axes[1].set_title("two-tower step time vs vocabulary (Adam updates whole tables)", fontsize=10)
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("training throughput, CPU (measured points only)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+COLUMNS = [
+    common.Column("model", "model"),
+    common.Column("batch", "batch", ",d"),
+    common.Column("steps", "timed steps", "d"),
+    common.Column("step_ms", "step ms (median)", ",.1f"),
+    common.Column("examples_per_s", "examples/s", ",.0f"),
+    common.Column("params", "params", ",d"),
+    common.Column("peak_rss_mb", "peak RSS MB", ",.0f"),
+]
+SWEEP_COLUMNS = [
+    common.Column("sweep", "table"),
+    common.Column("vocab", "rows", ",d"),
+    common.Column("batch", "batch", ",d"),
+    common.Column("steps", "timed steps", "d"),
+    common.Column("step_ms", "step ms (median)", ",.1f"),
+    common.Column("examples_per_s", "examples/s", ",.0f"),
+    common.Column("params", "params", ",d"),
+    common.Column("peak_rss_mb", "peak RSS MB", ",.0f"),
+]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = resolve_args(argv)
+    t_start = time.perf_counter()
+    os.makedirs(args.out, exist_ok=True)
+    import tensorflow as tf
+
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    from recsys.config import Config
+    from trainer import data
+    from trainer.features import FeatureSizes
+    from trainer.models.retrieval import TwoTowerModel
+
+    machine = common.machine_info()
+    status = ranking_status(args.ranker_list)
+    print("Training throughput benchmark (CPU): Keras train step of the two-tower retrieval model"
+          + (" and the rankers " + ", ".join(status["variants"]) if status["available"] else "")
+          + f" at batch sizes {', '.join(map(str, args.batch_list))}")
+    print(f"Timing: {args.warmup} warm-up steps, then steps until >= {args.min_steps} steps and >= "
+          f"{args.min_seconds:g} s (at most {args.max_steps} steps / {args.max_seconds:g} s); examples/s = batch x "
+          f"steps / timed seconds. Batches pre-built in memory. Peak RSS: this process during the measurement "
+          f"(includes everything loaded before it).")
+    if not status["available"]:
+        print(f"Ranking: {status['reason']}")
+    print(common.format_machine(machine))
+    print(flush=True)
+
+    cache = args.cache or os.path.join(args.out, "cache")
+    t0 = time.perf_counter()
+    version_dir = args.data or prepare_dataset(args.rows, cache, args.seed)
+    prep_s = time.perf_counter() - t0
+    cfg = Config()
+    tft_output = data.transform_output(version_dir)
+    sizes = FeatureSizes.from_transform_output(tft_output, cfg.preprocess.num_price_buckets,
+                                               cfg.preprocess.num_age_buckets)
+    catalogue = data.load_catalogue(version_dir)
+    stats = data.train_stats(version_dir, catalogue, sizes.items)
+    arrays = load_train_arrays(version_dir)
+    n_rows = len(next(iter(arrays.values())))
+    dataset_info = {"version_dir": version_dir, "train_rows": n_rows, "items": catalogue.size,
+                    "feature_sizes": sizes.to_dict(), "prepare_s": round(prep_s, 1),
+                    "source": "--data" if args.data else f"synthetic ~{args.rows:,} rows (cached)"}
+    print(f"[data] {n_rows:,} train rows in memory; {catalogue.size:,} items, {sizes.users:,} user ids "
+          f"({version_dir})", flush=True)
+
+    results: List[Dict[str, Any]] = []
+    ranking_rows: List[Dict[str, Any]] = []
+    for batch in args.batch_list:
+        n_batches = max(1, min(6, math.ceil(n_rows / batch)))
+        batches = make_batches(arrays, batch, n_batches, args.seed)
+
+        def build_two_tower():
+            tf.keras.utils.set_random_seed(args.seed)
+            m = TwoTowerModel(sizes, cfg.retrieval, stats.item_idx_counts, None)
+            m.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
+            return m
+
+        print(f"[time] two_tower, batch {batch:,} ...", flush=True)
+        r = measure("two_tower", build_two_tower, batches, batch, args)
+        print(f"[time]   {r['examples_per_s']:,.0f} examples/s ({r['steps']} steps, median "
+              f"{r['step_s_median'] * 1e3:,.1f} ms)", flush=True)
+        results.append(r)
+        if status["available"]:
+            from trainer import train_ranking
+
+            feats, labels = ranking_inputs({k: v.reshape((-1,) + v.shape[2:]) for k, v in batches.items()},
+                                           args.seed)
+            rbatches = ({k: v.reshape((n_batches, batch) + v.shape[1:]) for k, v in feats.items()},
+                        {k: v.reshape(n_batches, batch) for k, v in labels.items()})
+            for name in status["variants"]:
+                def build_ranker(name=name):
+                    tf.keras.utils.set_random_seed(args.seed)
+                    m = train_ranking.build_ranker(name, sizes, cfg.ranking, 3.5)
+                    m.compile(optimizer=tf.keras.optimizers.Adam(cfg.ranking.learning_rate))
+                    return m
+
+                print(f"[time] {name}, batch {batch:,} ...", flush=True)
+                try:
+                    r = measure(name, build_ranker, rbatches, batch, args)
+                except Exception as e:  # noqa: BLE001  (the ranking stage is developed concurrently)
+                    print(f"[time]   {name} failed: {type(e).__name__}: {e}", flush=True)
+                    ranking_rows.append({"model": name, "batch": batch, "error": f"{type(e).__name__}: {e}"})
+                    continue
+                print(f"[time]   {r['examples_per_s']:,.0f} examples/s ({r['steps']} steps, median "
+                      f"{r['step_s_median'] * 1e3:,.1f} ms)", flush=True)
+                results.append(r)
+                ranking_rows.append(r)
+
+    sweep: List[Dict[str, Any]] = []
+    if args.item_sweep_list:
+        sweep += vocab_sweep("items", args.item_sweep_list, arrays, sizes, cfg, stats, args)
+    if args.user_sweep_list:
+        sweep += vocab_sweep("users", args.user_sweep_list, arrays, sizes, cfg, stats, args)
+
+    for r in results + sweep:
+        r["step_ms"] = r["step_s_median"] * 1e3
+    table = common.format_table(results, COLUMNS, title=f"Training throughput, CPU ({n_rows:,} train rows in memory)")
+    print()
+    print(table)
+    if not status["available"]:
+        print(f"Ranking: {status['reason']}")
+    sweep_table = None
+    if sweep:
+        sweep_table = common.format_table(
+            sweep, SWEEP_COLUMNS, title="Two-tower step time vs embedding-table size (ids remapped uniformly)")
+        print()
+        print(sweep_table)
+        for kind in ("items", "users"):
+            pts = [r for r in sweep if r["sweep"] == kind]
+            fit = common.fit_power_law([r["vocab"] for r in pts], [r["step_s_median"] for r in pts])
+            if fit:
+                print(f"  step time ~ {kind}^{fit['b']:.2f} over {pts[0]['vocab']:,}..{pts[-1]['vocab']:,} "
+                      f"(log-log fit of {fit['n']} points)")
+    try:
+        machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        print(f"Load average at end: {machine['load_average_at_end']}")
+    except OSError:
+        pass
+    png = None if args.no_plot else plot(results, sweep, os.path.join(args.out, "training.png"))
+    payload = {
+        "benchmark": "training",
+        "partial": False,
+        "command": "python -m benchmarks.training " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "settings": {k: v for k, v in vars(args).items()},
+        "machine": machine,
+        "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                    "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+                    "note": "0 = TensorFlow's default (all usable cores)"},
+        "dataset": dataset_info,
+        "method": {
+            "step": "model.make_train_function() (the function Keras' fit runs per step) on an iterator over "
+                    "pre-built in-memory batches; Adam; TF-Keras 2 (TF_USE_LEGACY_KERAS=1)",
+            "examples_per_s": "batch x timed steps / timed seconds, after warm-up steps",
+            "retrieval": "trainer.models.retrieval.TwoTowerModel with the default RetrievalConfig (in-batch softmax, "
+                         "logQ correction, accidental-hit removal): the [B, B] logits make cost grow with B^2",
+            "ranking": "trainer.train_ranking.build_ranker(variant) with the default RankingConfig; inputs = the "
+                       "transformed rows + synthetic candidate-source fields and labels",
+            "vocab_sweep": "the two-tower step with FeatureSizes.items (or .users) replaced and ids in the batch "
+                           "remapped uniformly into the new range; logQ counts Zipf-distributed",
+        },
+        "ranking_status": status,
+        "results": results,
+        "retrieval": [r for r in results if r["model"] == "two_tower"],
+        "ranking": ranking_rows,
+        "vocab_sweep": sweep,
+        "table": table,
+        "sweep_table": sweep_table,
+        "plot": png,
+        "elapsed_s": time.perf_counter() - t_start,
+    }
+    path = common.write_json(os.path.join(args.out, "training.json"), payload)
+    print(f"Wrote {path}" + (f" and {png}" if png else "") + f" in {payload['elapsed_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
