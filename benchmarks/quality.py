@@ -21,10 +21,11 @@ Per dataset (synthetic data at the config's default size; ``ml-latest-small`` fr
   (Krichene & Rendle, KDD 2020).
 
 Models on every protocol: ``popularity`` (train-split counts, same exclusions) and
-``two_tower`` (``trainer.models.retrieval``). On the full-ranking protocols, when the ranking
-stage exists (``trainer/train_ranking.py``), each ranker (default DCN-v2) is trained on that
-protocol's train split and re-ranks the two-tower's top-100 (``two_tower+<ranker>``); the
-sampled protocol has no retrieval stage, so rankers are not run there.
+``two_tower`` (``trainer.models.retrieval``). When the ranking stage exists
+(``trainer/train_ranking.py``), each ranker (default DCN-v2) is trained on the train split of
+the time-split protocol (``--ranker-protocols`` adds leave-one-out) and re-ranks the
+two-tower's top-100 (``two_tower+<ranker>``); the sampled protocol has no retrieval stage, so
+rankers are not run there.
 
 Metrics for every row: recall@10/50/100, nDCG@10, MRR (over the whole returned list) and
 MRR@10, catalogue coverage@10, novelty@10 (mean self-information, bits) and popularity
@@ -351,7 +352,9 @@ def run_dataset(name: str, args, out_dir: str, log: Callable[[str], None]) -> Di
         genres = er.genre_matrix(trained.catalogue)
         topks = dict(ev["topk"])
         extras: Dict[str, Dict[str, Any]] = {}
-        if why_not is None:
+        if why_not is None and protocol not in args.ranker_protocol_list:
+            ranker_status[protocol] = {"status": "not run", "reason": "not in --ranker-protocols"}
+        elif why_not is None:
             t1 = time.perf_counter()
             try:
                 rr = run_rankers(version_dir, trained, vectors, cfg, args.ranker_list,
@@ -509,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rankers", default="dcn",
                    help="comma-separated ranking variants to train and evaluate on the full-ranking protocols "
                         "(trainer.train_ranking.VARIANTS), or 'none'")
+    p.add_argument("--ranker-protocols", default="time_split_full",
+                   help="comma-separated full-ranking protocols on which the rankers are trained and evaluated "
+                        "(time_split_full, leave_one_out_full); each costs a ranker training per dataset")
     p.add_argument("--ranker-epochs", type=int, default=None, help="ranker epochs (default: the config's; --quick: 1)")
     p.add_argument("--ranker-max-train-events", type=int, default=None,
                    help="train events the ranking pairs are built from (default 30000; --quick: 2000; 0 = all)")
@@ -531,6 +537,10 @@ def resolve_args(argv) -> argparse.Namespace:
     if a.ranker_max_train_events is None:
         a.ranker_max_train_events = 2000 if q else 30000
     a.ranker_list = [] if a.rankers.strip().lower() == "none" else [r.strip() for r in a.rankers.split(",") if r.strip()]
+    a.ranker_protocol_list = [x.strip() for x in a.ranker_protocols.split(",") if x.strip()]
+    for x in a.ranker_protocol_list:
+        if x not in ("time_split_full", "leave_one_out_full"):
+            raise SystemExit(f"--ranker-protocols: {x!r} is not a full-ranking protocol")
     a.dataset_list = [d.strip() for d in a.datasets.split(",") if d.strip()]
     for d in a.dataset_list:
         if d not in ("synthetic", "movielens"):

@@ -256,6 +256,28 @@ def ranking_status(names: Sequence[str]) -> Dict[str, Any]:
     return {"available": True, "variants": list(names)}
 
 
+def remap_ids(kind: str, batches: Dict[str, np.ndarray], n: int, own: int, counts: np.ndarray, rng):
+    """Batches with item ids (candidate + history) or user ids redrawn uniformly from [0, n - 1); pads stay -1.
+
+    n - 1 is the out-of-vocabulary row (FeatureSizes counts it), so it is never drawn. Returns
+    (batches, item-index counts for the logQ correction: Zipf-distributed for a resized item table).
+    """
+    from preprocessing.schema import T
+
+    out = {k: v.copy() for k, v in batches.items()}
+    if n == own:
+        return out, counts
+    if kind == "items":
+        out[T.ITEM_IDX] = rng.integers(0, n - 1, out[T.ITEM_IDX].shape)
+        h = out[T.HISTORY_IDX]
+        out[T.HISTORY_IDX] = np.where(h >= 0, rng.integers(0, n - 1, h.shape), -1)
+        return out, rng.zipf(1.3, n).astype(np.float64)
+    if kind == "users":
+        out[T.USER_IDX] = rng.integers(0, n - 1, out[T.USER_IDX].shape)
+        return out, counts
+    raise ValueError(f"unknown sweep {kind!r}")
+
+
 def vocab_sweep(kind: str, sizes_list: Sequence[int], arrays, sizes, cfg, stats, args) -> List[Dict[str, Any]]:
     """Two-tower step time with the item (or user) table resized; ids remapped uniformly into the new range."""
     from trainer.models.retrieval import TwoTowerModel
@@ -268,24 +290,8 @@ def vocab_sweep(kind: str, sizes_list: Sequence[int], arrays, sizes, cfg, stats,
     base = make_batches(arrays, batch, n_batches, args.seed + 7)
     for n in [own] + [s for s in sizes_list if s > own]:
         rng = np.random.default_rng(args.seed + n)
-        b = {k: v.copy() for k, v in base.items()}
-        if kind == "items":
-            new_sizes = dataclasses.replace(sizes, items=n)
-            counts = np.asarray(stats.item_idx_counts, np.float64)
-            if n != own:
-                from preprocessing.schema import T
-
-                b[T.ITEM_IDX] = rng.integers(0, n - 1, b[T.ITEM_IDX].shape)
-                h = b[T.HISTORY_IDX]
-                b[T.HISTORY_IDX] = np.where(h >= 0, rng.integers(0, n - 1, h.shape), -1)
-                counts = rng.zipf(1.3, n).astype(np.float64)
-        else:
-            new_sizes = dataclasses.replace(sizes, users=n)
-            counts = np.asarray(stats.item_idx_counts, np.float64)
-            if n != own:
-                from preprocessing.schema import T
-
-                b[T.USER_IDX] = rng.integers(0, n - 1, b[T.USER_IDX].shape)
+        new_sizes = dataclasses.replace(sizes, **{kind: n})
+        b, counts = remap_ids(kind, base, n, own, np.asarray(stats.item_idx_counts, np.float64), rng)
 
         def build(new_sizes=new_sizes, counts=counts):
             tf.keras.utils.set_random_seed(args.seed)

@@ -9,7 +9,7 @@
   recsys export                    SavedModels (ScaNN + brute force) in TF Serving layout
   recsys serve ...                 TF-Serving-compatible gRPC/REST server (see `recsys serve --help`)
   recsys query ...                 query a running server (local or real TF Serving)
-  recsys bench NAME ...            benchmarks (ann, serving, ...)
+  recsys bench NAME ...            benchmarks: ann, serving, quality, ranking, preprocessing, training, scale
 
 Every step takes `--config FILE` (YAML/JSON) and `--set section.key=value` overrides, e.g.
 `recsys --set data.n_users=5000 --set train.epochs=5 demo`. The resolved config is written
@@ -28,7 +28,9 @@ import recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from recsys.config import Config, load_config
 
 PASSTHROUGH = {"serve": "serving.server", "query": "serving.client"}
-BENCHMARKS = {"ann": "benchmarks.ann", "serving": "benchmarks.serving_latency"}
+BENCHMARKS = {"ann": "benchmarks.ann", "serving": "benchmarks.serving_latency", "quality": "benchmarks.quality",
+              "preprocessing": "benchmarks.preprocessing", "training": "benchmarks.training",
+              "ranking": "benchmarks.ranking", "scale": "benchmarks.scale"}
 
 
 def _parser() -> argparse.ArgumentParser:

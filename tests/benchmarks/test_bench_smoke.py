@@ -38,8 +38,8 @@ def training(tmp_path_factory, version_dir):
     from benchmarks import training
 
     out = tmp_path_factory.mktemp("training")
-    rc = training.main(["--quick", "--data", version_dir, "--rankers", "dcn", "--batches", "64,128",
-                        "--item-sweep", "2000", "--user-sweep", "none", "--out", str(out)])
+    rc = training.main(["--quick", "--data", version_dir, "--rankers", "dcn", "--batches", "64",
+                        "--item-sweep", "none", "--user-sweep", "none", "--out", str(out)])
     return rc, out, _load(os.path.join(out, "training.json"))
 
 
@@ -49,7 +49,8 @@ def quality(tmp_path_factory, version_dir):
 
     out = tmp_path_factory.mktemp("quality")
     rc = quality.main(["--quick", "--prepared", f"synthetic={version_dir}", "--movielens",
-                       str(out / "no-such-movielens"), "--ranker-max-train-events", "500", "--out", str(out)])
+                       str(out / "no-such-movielens"), "--epochs", "1", "--ranker-max-train-events", "500",
+                       "--ranker-protocols", "time_split_full", "--out", str(out)])
     return rc, out, _load(os.path.join(out, "quality.json"))
 
 
@@ -88,7 +89,7 @@ def test_training_json(training):
     assert rc == 0
     assert data["benchmark"] == "training"
     retrieval = data["retrieval"]
-    assert [r["batch"] for r in retrieval] == [64, 128]
+    assert [r["batch"] for r in retrieval] == [64]
     for r in data["results"]:
         for key in ("model", "batch", "steps", "step_s_median", "examples_per_s", "params", "peak_rss_mb"):
             assert key in r, key
@@ -98,13 +99,33 @@ def test_training_json(training):
         assert all("examples_per_s" in r or "error" in r for r in data["ranking"])
     else:
         assert "pending" in data["ranking_status"]["reason"] or "import" in data["ranking_status"]["reason"]
-    sweep = data["vocab_sweep"]
-    assert [r["vocab"] for r in sweep][-1] == 2000 and sweep[0]["own"] is True
-    assert sweep[-1]["params"] > sweep[0]["params"]  # the item tables grew
+    assert data["vocab_sweep"] == []  # skipped here (--item-sweep none): tracing is most of its cost
     assert os.path.getsize(os.path.join(out, "training.png")) > 1000
 
 
+def test_training_vocab_remap():
+    import numpy as np
+
+    from benchmarks import training
+    from preprocessing.schema import T
+
+    rng = np.random.default_rng(0)
+    base = {T.ITEM_IDX: np.array([[0, 5, 9]]), T.HISTORY_IDX: np.array([[[-1, 3, 4]] * 3]),
+            T.USER_IDX: np.array([[1, 2, 3]]), T.HOUR: np.array([[1, 2, 3]])}
+    counts = np.ones(11)
+    same, c = training.remap_ids("items", base, 11, 11, counts, rng)
+    assert c is counts and all(np.array_equal(same[k], base[k]) for k in base)
+    big, c = training.remap_ids("items", base, 1_000_000, 11, counts, rng)
+    assert len(c) == 1_000_000 and big[T.ITEM_IDX].max() < 1_000_000 - 1 and big[T.ITEM_IDX].max() > 11
+    assert (big[T.HISTORY_IDX][..., 0] == -1).all() and (big[T.HISTORY_IDX][..., 1:] >= 0).all()
+    assert np.array_equal(big[T.USER_IDX], base[T.USER_IDX]) and np.array_equal(big[T.HOUR], base[T.HOUR])
+    users, _ = training.remap_ids("users", base, 500_000, 4, counts, rng)
+    assert users[T.USER_IDX].max() < 500_000 - 1 and np.array_equal(users[T.ITEM_IDX], base[T.ITEM_IDX])
+
+
 def test_quality_json(quality):
+    from benchmarks import quality as quality_mod
+
     rc, out, data = quality
     assert rc == 0
     assert data["benchmark"] == "quality" and data["partial"] is False
@@ -129,8 +150,11 @@ def test_quality_json(quality):
     assert all(r["recall@100"] == 1.0 for r in sampled)  # 1 + 99 candidates: the target is always in the list
     n_loo = {r["n_queries"] for r in rows if r["protocol"] != "time_split_full"}
     assert n_loo == {loo["eval"]}  # one query per user, same queries for every model and both LOO protocols
+    assert syn["rankers"]["leave_one_out_full"]["status"] == "not run"
+    ranking_ready = quality_mod.rankers_available() is None
     for protocol, st in syn["rankers"].items():
-        assert st["status"] in ("measured", "failed", "not run")
+        if ranking_ready and protocol == "time_split_full":
+            assert st["status"] == "measured", st  # the hook into trainer.train_ranking works
         if st["status"] == "measured":
             rr = [r for r in rows if r["protocol"] == protocol and r["model"] == "two_tower+dcn"]
             tt = [r for r in rows if r["protocol"] == protocol and r["model"] == "two_tower"]

@@ -1,0 +1,16 @@
+"""The walkthrough notebook runs top to bottom (nbclient, the project's own kernel)."""
+import os
+
+import nbformat
+from nbclient import NotebookClient
+
+NOTEBOOK = os.path.join(os.path.dirname(__file__), "..", "..", "notebooks", "walkthrough.ipynb")
+
+
+def test_walkthrough_runs_top_to_bottom(tmp_path, monkeypatch):
+    monkeypatch.setenv("RECSYS_NOTEBOOK_WORKDIR", str(tmp_path))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for o in outputs)
