@@ -19,6 +19,8 @@ HOUR = 3600
 DAY = 86400
 YEAR = 365.25 * DAY
 EPOCH_2000 = 946_684_800
+# Quantile sketch error: exact (so re-runs give identical buckets) up to ~100K rows per split.
+QUANTILE_EPS = 1e-5
 DEFAULT_OPTIONS = {"title_vocab_size": 5000, "num_price_buckets": 10, "num_age_buckets": 8}
 
 
@@ -74,12 +76,12 @@ def preprocessing_fn(inputs, custom_config=None):
                                   top_k=int(opts["title_vocab_size"]))
     log_price = tf.math.log1p(tf.maximum(inputs["item_price"], 0.0))
     out[T.PRICE_Z] = tft.scale_to_z_score(log_price)
-    out[T.PRICE_BUCKET] = tft.bucketize(log_price, num_buckets=int(opts["num_price_buckets"]))
+    out[T.PRICE_BUCKET] = tft.bucketize(log_price, num_buckets=int(opts["num_price_buckets"]), epsilon=QUANTILE_EPS)
 
     # freshness: item age at event time (never negative; unknown release -> 0)
     item_age = _log_days(ts, inputs["item_release_ts"])
     out[T.ITEM_AGE_Z] = tft.scale_to_z_score(item_age)
-    out[T.ITEM_AGE_BUCKET] = tft.bucketize(item_age, num_buckets=int(opts["num_age_buckets"]))
+    out[T.ITEM_AGE_BUCKET] = tft.bucketize(item_age, num_buckets=int(opts["num_age_buckets"]), epsilon=QUANTILE_EPS)
 
     # absolute times (years): release in the candidate tower, "now" in the query tower, so the
     # dot product can learn that recent releases are preferred at any point in time
