@@ -19,12 +19,12 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import time
 from typing import Any, Dict, Iterable, List, Tuple
 
 import apache_beam as beam
 import numpy as np
+from tensorflow.io import gfile
 
 from preprocessing import schema
 from preprocessing.sources import tables
@@ -153,17 +153,17 @@ def beam_options(cfg) -> beam.options.pipeline_options.PipelineOptions:
 
 
 def next_version_dir(base: str) -> str:
-    os.makedirs(base, exist_ok=True)
-    used = [int(d[1:]) for d in os.listdir(base) if d.startswith("v") and d[1:].isdigit()]
+    gfile.makedirs(base)
+    used = [int(d.strip("/")[1:]) for d in gfile.listdir(base) if d.startswith("v") and d.strip("/")[1:].isdigit()]
     return os.path.join(base, f"v{max(used, default=0) + 1}")
 
 
 def latest(base: str) -> str:
     """The newest complete preprocessing output under ``base`` (via its LATEST pointer)."""
     pointer = os.path.join(base, "LATEST")
-    if not os.path.exists(pointer):
+    if not gfile.exists(pointer):
         raise FileNotFoundError(f"no preprocessing output under {base!r}; run `recsys preprocess` first")
-    with open(pointer) as f:
+    with gfile.GFile(pointer) as f:
         return os.path.join(base, f.read().strip())
 
 
@@ -175,10 +175,12 @@ def run(cfg, raw_dir: str, out_base: str) -> str:
     from preprocessing.transform import preprocessing_fn
 
     final = next_version_dir(out_base)
-    work = final + ".tmp"
-    if os.path.exists(work):
-        shutil.rmtree(work)
-    os.makedirs(work)
+    # Local: write beside and rename (atomic). Buckets have no directory rename: write in place;
+    # either way the version is published only by the LATEST pointer, written last.
+    work = final if "://" in final else final + ".tmp"
+    if gfile.exists(work):
+        gfile.rmtree(work)
+    gfile.makedirs(work)
     raw_schema = schema.raw_schema()
     options = {"title_vocab_size": cfg.preprocess.title_vocab_size,
                "num_price_buckets": cfg.preprocess.num_price_buckets,
@@ -235,15 +237,17 @@ def run(cfg, raw_dir: str, out_base: str) -> str:
         raise tables.DataError(
             f"{stats['dead_letters']} of {total} interaction rows failed validation "
             f"(> max_bad_fraction={cfg.data.max_bad_fraction:.1%}); see {os.path.join(work, 'dead_letter')}")
-    shutil.copy(os.path.join(raw_dir, tables.ITEMS_FILE), os.path.join(work, tables.ITEMS_FILE))
-    with open(os.path.join(work, "raw_schema.json"), "w") as f:
+    gfile.copy(os.path.join(raw_dir, tables.ITEMS_FILE), os.path.join(work, tables.ITEMS_FILE), overwrite=True)
+    with gfile.GFile(os.path.join(work, "raw_schema.json"), "w") as f:
         json.dump({c.name: {"dtype": c.dtype, "shape": c.shape, "role": c.role} for c in schema.RAW_COLUMNS}, f,
                   indent=2)
-    shutil.rmtree(os.path.join(work, "tmp"), ignore_errors=True)
-    os.rename(work, final)
-    with open(os.path.join(out_base, "LATEST.tmp"), "w") as f:
+    if gfile.exists(os.path.join(work, "tmp")):
+        gfile.rmtree(os.path.join(work, "tmp"))
+    if work != final:
+        gfile.rename(work, final)
+    with gfile.GFile(os.path.join(out_base, "LATEST.tmp"), "w") as f:
         f.write(os.path.basename(final))
-    os.replace(os.path.join(out_base, "LATEST.tmp"), os.path.join(out_base, "LATEST"))
+    gfile.rename(os.path.join(out_base, "LATEST.tmp"), os.path.join(out_base, "LATEST"), overwrite=True)
     stats = load_stats(final)
     print(f"[preprocess] done in {time.time() - t0:.1f}s: train={stats['train']} eval={stats['eval']} "
           f"dead_letters={stats['dead_letters']} cutoff_ts={stats['split_cutoff_ts']}", flush=True)
@@ -251,10 +255,10 @@ def run(cfg, raw_dir: str, out_base: str) -> str:
 
 
 def _write_stats(_, work, **stats):
-    with open(os.path.join(work, "stats.json"), "w") as f:
+    with gfile.GFile(os.path.join(work, "stats.json"), "w") as f:
         json.dump(stats, f, indent=2, sort_keys=True)
 
 
 def load_stats(version_dir: str) -> Dict[str, Any]:
-    with open(os.path.join(version_dir, "stats.json")) as f:
+    with gfile.GFile(os.path.join(version_dir, "stats.json")) as f:
         return json.load(f)

@@ -1,0 +1,1 @@
+"""Kubeflow pipeline: compile, gate, (optionally) a local run."""
