@@ -512,3 +512,21 @@ def fit_power_law(xs: Sequence[float], ys: Sequence[float]) -> Optional[Dict[str
 
 def power_law_at(fit: Mapping[str, Any], x: float) -> float:
     return float(fit["a"]) * float(x) ** float(fit["b"])
+
+
+def fit_linear(xs: Sequence[float], ys: Sequence[float]) -> Optional[Dict[str, Any]]:
+    """Least-squares fit of y = fixed + per_unit * x (for costs that add a fixed part and a per-unit part).
+
+    Returns ``{"fixed", "per_unit", "n"}``, or None with fewer than two distinct x or a
+    non-positive per-unit cost (no measurable growth).
+    """
+    pts = [(float(x), float(y)) for x, y in zip(xs, ys) if x is not None and y is not None]
+    if len(pts) < 2 or len({x for x, _ in pts}) < 2:
+        return None
+    n = len(pts)
+    mx = sum(x for x, _ in pts) / n
+    my = sum(y for _, y in pts) / n
+    c = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+    if c <= 0:
+        return None
+    return {"fixed": my - c * mx, "per_unit": c, "n": n}

@@ -10,9 +10,11 @@ function (``model.make_train_function()``, what ``fit`` runs each step) for
   module is present (otherwise the output says ranking is pending);
 
 at batch sizes 1024 / 4096 / 16384: warm-up steps first (tracing), then timed steps until
-``--min-seconds`` and ``--min-steps`` are both reached (at most ``--max-steps``).
-examples/s = batch x timed steps / timed seconds. Batches are pre-built in memory, so the
-input pipeline is not what is measured.
+``--min-seconds`` and ``--min-steps`` are both reached (at most ``--max-steps``). The models of
+one batch size are timed *interleaved* (round-robin), so changes in load from other users of
+a shared machine hit all of them alike.
+examples/s = batch / median step time (the mean-based figure, which load spikes inflate, is in
+the JSON). Batches are pre-built in memory, so the input pipeline is not what is measured.
 
 Ranking inputs are the same transformed rows (query + item features) with synthetic
 candidate-source features (source "scann", rank 1..100, a score) and labels (1 positive
@@ -50,6 +52,9 @@ QUICK_ROWS = 2_000
 DEFAULT_RANKERS = "dcn,wide_deep,deepfm"
 DEFAULT_ITEM_SWEEP = "10000,100000,1000000"
 DEFAULT_USER_SWEEP = "100000,1000000"
+# Peak memory of the two-tower step per in-batch logit (B x B), measured here at B = 16384 (~18 GB):
+# the logits, their softmax, gradients and the accidental-hit masks. Used to skip a batch that cannot fit.
+TWO_TOWER_BYTES_PER_LOGIT = 72
 
 
 # --------------------------------------------------------------------------- data
@@ -121,54 +126,84 @@ def ranking_inputs(arrays: Dict[str, np.ndarray], seed: int):
 # --------------------------------------------------------------------------- timing
 
 
-def time_steps(model, batches, warmup: int, min_steps: int, max_steps: int, min_seconds: float,
-               max_seconds: float) -> Dict[str, Any]:
-    """Keras' train function on an endless iterator of pre-built batches: warm-up, then timed steps."""
-    import tensorflow as tf
+def measure_group(entries: List[Dict[str, Any]], args) -> List[Dict[str, Any]]:
+    """Times several models *interleaved*, so that load from other users of the machine hits all alike.
 
-    ds = tf.data.Dataset.from_tensor_slices(batches).repeat().prefetch(2)
-    it = iter(ds)
-    train_fn = model.make_train_function()
-    t0 = time.perf_counter()
-    for _ in range(warmup):
-        logs = train_fn(it)
-    float(logs["loss"])
-    warm_s = time.perf_counter() - t0
-    times: List[float] = []
-    total = 0.0
-    while True:
-        t = time.perf_counter()
-        logs = train_fn(it)
-        float(logs["loss"])  # the step has finished
-        dt = time.perf_counter() - t
-        times.append(dt)
-        total += dt
-        if len(times) >= max_steps or total >= max_seconds:
-            break
-        if len(times) >= min_steps and total >= min_seconds:
-            break
-    return {"warmup_steps": warmup, "warmup_s": warm_s, "steps": len(times), "timed_s": total,
-            "step_s_median": float(np.median(times)), "step_s_min": float(min(times)),
-            "step_s_max": float(max(times)), "final_loss": float(logs["loss"])}
-
-
-def measure(name: str, build, batches, batch: int, args) -> Dict[str, Any]:
+    Each entry is {"name", "build", "batches", "batch", ...}. Every model is built and warmed up
+    first (``args.warmup`` steps; the first traces the train function), then timed round-robin:
+    per round each model runs enough steps to fill about ``args.round_seconds`` (at least one).
+    Rounds continue until every model has >= ``args.min_steps`` timed steps and >= ``args.min_seconds``
+    timed seconds, up to ``args.max_steps`` steps per model or ``args.max_seconds`` x models in all.
+    Returns one result per entry (with "error" instead of timings when building or warm-up failed).
+    """
     import gc
 
     import tensorflow as tf
 
     tf.keras.backend.clear_session()
     gc.collect()
-    with common.ProcessTreeSampler(interval=0.1, pss=False) as mem:
-        model = build()
-        res = time_steps(model, batches, args.warmup, args.min_steps, args.max_steps, args.min_seconds,
-                         args.max_seconds)
-    n_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
-    res.update({"model": name, "batch": batch, "examples_per_s": batch * res["steps"] / res["timed_s"],
-                "examples_per_s_median_step": batch / res["step_s_median"], "params": n_params,
-                "peak_rss_mb": mem.result()["peak_rss_main_mb"]})
-    del model
-    return res
+    states: List[Dict[str, Any]] = []
+    out: List[Dict[str, Any]] = []
+    for e in entries:
+        base = {k: v for k, v in e.items() if k not in ("build", "batches")}
+        with common.ProcessTreeSampler(interval=0.1, pss=False) as mem:
+            try:
+                model = e["build"]()
+                it = iter(tf.data.Dataset.from_tensor_slices(e["batches"]).repeat().prefetch(2))
+                fn = model.make_train_function()
+                t0 = time.perf_counter()
+                warm = []
+                for _ in range(max(2, args.warmup)):
+                    t = time.perf_counter()
+                    float(fn(it)["loss"])
+                    warm.append(time.perf_counter() - t)
+            except Exception as ex:  # noqa: BLE001  (the ranking stage is developed concurrently)
+                print(f"[time]   {e['name']} (batch {e['batch']:,}) failed: {type(ex).__name__}: {ex}", flush=True)
+                out.append(dict(base, error=f"{type(ex).__name__}: {ex}"))
+                continue
+        n_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
+        st = {"base": base, "model": model, "it": it, "fn": fn, "times": [], "warmup_s": time.perf_counter() - t0,
+              "per_round": max(1, int(round(args.round_seconds / max(warm[-1], 1e-4)))), "params": n_params,
+              "peak_rss_mb": mem.result()["peak_rss_main_mb"], "loss": None}
+        states.append(st)
+        out.append(st)
+    budget = args.max_seconds * max(len(states), 1)
+    t_start = time.perf_counter()
+    rounds = 0
+
+    def satisfied(st):
+        n, tot = len(st["times"]), sum(st["times"])
+        return n >= args.max_steps or (n >= args.min_steps and tot >= args.min_seconds)
+
+    while states and not all(satisfied(st) for st in states) and time.perf_counter() - t_start < budget:
+        rounds += 1
+        for st in states:
+            if len(st["times"]) >= args.max_steps:
+                continue
+            for _ in range(min(st["per_round"], args.max_steps - len(st["times"]))):
+                t = time.perf_counter()
+                st["loss"] = float(st["fn"](st["it"])["loss"])  # the step has finished
+                st["times"].append(time.perf_counter() - t)
+    results = []
+    for st in out:
+        if "times" not in st:
+            results.append(st)
+            continue
+        times = st["times"] or [float("nan")]
+        b = st["base"]["batch"]
+        r = dict(st["base"])
+        r.update({"warmup_steps": max(2, args.warmup), "warmup_s": st["warmup_s"], "steps": len(st["times"]),
+                  "timed_s": float(sum(st["times"])), "rounds": rounds, "steps_per_round": st["per_round"],
+                  "step_s_median": float(np.median(times)), "step_s_min": float(min(times)),
+                  "step_s_max": float(max(times)), "step_s_mean": float(np.mean(times)),
+                  "examples_per_s": b / float(np.median(times)),
+                  "examples_per_s_mean": b * len(st["times"]) / max(sum(st["times"]), 1e-9), "params": st["params"],
+                  "peak_rss_mb": st["peak_rss_mb"], "final_loss": st["loss"],
+                  "interleaved_with": [x["base"]["name"] for x in states if x is not st]})
+        results.append(r)
+    del states, out
+    gc.collect()
+    return results
 
 
 # --------------------------------------------------------------------------- main
@@ -203,7 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=200, help="timed steps at most")
     p.add_argument("--min-seconds", type=float, default=None,
                    help="keep timing until this many seconds are timed (default 8; --quick: 0)")
-    p.add_argument("--max-seconds", type=float, default=60.0, help="stop timing one configuration after this long")
+    p.add_argument("--max-seconds", type=float, default=60.0,
+                   help="timing budget per model: a group of n interleaved models stops after n x this many seconds")
+    p.add_argument("--round-seconds", type=float, default=None,
+                   help="models of one batch size are timed round-robin; each runs about this long per round "
+                        "(default 1.0; --quick: 0.05)")
     p.add_argument("--sweep-batch", type=int, default=None, help="batch size of the vocabulary sweep (default 4096; "
                                                                  "--quick: 64)")
     p.add_argument("--item-sweep", default=None,
@@ -235,6 +274,7 @@ def resolve_args(argv) -> argparse.Namespace:
     a.min_steps = a.min_steps if a.min_steps is not None else (2 if q else 5)
     a.min_seconds = a.min_seconds if a.min_seconds is not None else (0.0 if q else 8.0)
     a.sweep_batch = a.sweep_batch or (64 if q else 4096)
+    a.round_seconds = a.round_seconds or (0.05 if q else 1.0)
     a.item_sweep_list = _ints(a.item_sweep if a.item_sweep is not None else ("5000" if q else DEFAULT_ITEM_SWEEP))
     a.user_sweep_list = _ints(a.user_sweep if a.user_sweep is not None else ("5000" if q else DEFAULT_USER_SWEEP))
     a.ranker_list = [] if a.rankers.strip().lower() == "none" else [r.strip() for r in a.rankers.split(",") if r.strip()]
@@ -288,6 +328,7 @@ def vocab_sweep(kind: str, sizes_list: Sequence[int], arrays, sizes, cfg, stats,
     batch = args.sweep_batch
     n_batches = 4
     base = make_batches(arrays, batch, n_batches, args.seed + 7)
+    entries = []
     for n in [own] + [s for s in sizes_list if s > own]:
         rng = np.random.default_rng(args.seed + n)
         new_sizes = dataclasses.replace(sizes, **{kind: n})
@@ -299,11 +340,17 @@ def vocab_sweep(kind: str, sizes_list: Sequence[int], arrays, sizes, cfg, stats,
             m.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
             return m
 
-        label = "dataset's own" if n == own else "resized"
-        print(f"[sweep] two-tower, {kind} table = {n:,} ({label}), batch {batch} ...", flush=True)
-        res = measure("two_tower", build, b, batch, args)
-        res.update({"sweep": kind, "vocab": n, "own": n == own})
-        print(f"[sweep]   step {res['step_s_median'] * 1e3:,.1f} ms, {res['params']:,} params", flush=True)
+        entries.append({"name": "two_tower", "build": build, "batches": b, "batch": batch, "sweep": kind,
+                        "vocab": n, "own": n == own})
+    sizes_text = ", ".join(f"{e['vocab']:,}" for e in entries)
+    print(f"[sweep] two-tower, {kind} table = {sizes_text} (first = the dataset's own), batch {batch}, "
+          "interleaved ...", flush=True)
+    for res in measure_group(entries, args):
+        res["model"] = res.pop("name")
+        if "error" in res:
+            continue
+        print(f"[sweep]   {kind} {res['vocab']:,}: step {res['step_s_median'] * 1e3:,.1f} ms, {res['params']:,} params",
+              flush=True)
         rows.append(res)
     return rows
 
@@ -385,10 +432,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("Training throughput benchmark (CPU): Keras train step of the two-tower retrieval model"
           + (" and the rankers " + ", ".join(status["variants"]) if status["available"] else "")
           + f" at batch sizes {', '.join(map(str, args.batch_list))}")
-    print(f"Timing: {args.warmup} warm-up steps, then steps until >= {args.min_steps} steps and >= "
-          f"{args.min_seconds:g} s (at most {args.max_steps} steps / {args.max_seconds:g} s); examples/s = batch x "
-          f"steps / timed seconds. Batches pre-built in memory. Peak RSS: this process during the measurement "
-          f"(includes everything loaded before it).")
+    print(f"Timing: the models of one batch size are built and warmed up ({max(2, args.warmup)} steps each), then "
+          f"timed interleaved, round-robin (~{args.round_seconds:g} s per model per round), until each has >= "
+          f"{args.min_steps} steps and >= {args.min_seconds:g} s timed (at most {args.max_steps} steps); so load from "
+          f"other users of the machine hits every model alike. examples/s = batch / median step time (robust to "
+          f"load spikes; the mean-based figure is in the JSON). "
+          f"Batches pre-built in memory. Peak RSS: this process during the model's build + warm-up (includes "
+          f"everything loaded before it).")
     if not status["available"]:
         print(f"Ranking: {status['reason']}")
     print(common.format_machine(machine))
@@ -414,6 +464,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     results: List[Dict[str, Any]] = []
     ranking_rows: List[Dict[str, Any]] = []
+    skipped: List[Dict[str, Any]] = []
     for batch in args.batch_list:
         n_batches = max(1, min(6, math.ceil(n_rows / batch)))
         batches = make_batches(arrays, batch, n_batches, args.seed)
@@ -424,11 +475,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             m.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
             return m
 
-        print(f"[time] two_tower, batch {batch:,} ...", flush=True)
-        r = measure("two_tower", build_two_tower, batches, batch, args)
-        print(f"[time]   {r['examples_per_s']:,.0f} examples/s ({r['steps']} steps, median "
-              f"{r['step_s_median'] * 1e3:,.1f} ms)", flush=True)
-        results.append(r)
+        entries = [{"name": "two_tower", "build": build_two_tower, "batches": batches, "batch": batch}]
+        need = TWO_TOWER_BYTES_PER_LOGIT * batch * batch
+        avail = common.available_memory_bytes()
+        if avail is not None and need > avail - common.GiB:
+            reason = (f"skipped: the in-batch softmax needs about {need / common.GiB:.1f} GiB at batch {batch:,} "
+                      f"({TWO_TOWER_BYTES_PER_LOGIT} bytes per logit, measured), {avail / common.GiB:.1f} GiB available")
+            print(f"[time] two_tower, batch {batch:,}: {reason}", flush=True)
+            skipped.append({"model": "two_tower", "batch": batch, "reason": reason})
+            entries = []
         if status["available"]:
             from trainer import train_ranking
 
@@ -443,16 +498,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     m.compile(optimizer=tf.keras.optimizers.Adam(cfg.ranking.learning_rate))
                     return m
 
-                print(f"[time] {name}, batch {batch:,} ...", flush=True)
-                try:
-                    r = measure(name, build_ranker, rbatches, batch, args)
-                except Exception as e:  # noqa: BLE001  (the ranking stage is developed concurrently)
-                    print(f"[time]   {name} failed: {type(e).__name__}: {e}", flush=True)
-                    ranking_rows.append({"model": name, "batch": batch, "error": f"{type(e).__name__}: {e}"})
-                    continue
-                print(f"[time]   {r['examples_per_s']:,.0f} examples/s ({r['steps']} steps, median "
-                      f"{r['step_s_median'] * 1e3:,.1f} ms)", flush=True)
-                results.append(r)
+                entries.append({"name": name, "build": build_ranker, "batches": rbatches, "batch": batch})
+        print(f"[time] batch {batch:,}: {', '.join(e['name'] for e in entries)} (interleaved) ...", flush=True)
+        for r in measure_group(entries, args):
+            r["model"] = r.pop("name")
+            if "error" in r:
+                if r["model"] != "two_tower":
+                    ranking_rows.append(r)
+                else:
+                    skipped.append({"model": "two_tower", "batch": batch, "reason": f"failed: {r['error']}"})
+                continue
+            print(f"[time]   {r['model']}: {r['examples_per_s']:,.0f} examples/s ({r['steps']} steps, median "
+                  f"{r['step_s_median'] * 1e3:,.1f} ms)", flush=True)
+            results.append(r)
+            if r["model"] != "two_tower":
                 ranking_rows.append(r)
 
     sweep: List[Dict[str, Any]] = []
@@ -468,6 +527,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(table)
     if not status["available"]:
         print(f"Ranking: {status['reason']}")
+    for sk in skipped:
+        print(f"Skipped: {sk['model']} at batch {sk['batch']:,}: {sk['reason']}")
+    for r in ranking_rows:
+        if "error" in r:
+            print(f"Failed: {r['model']} at batch {r['batch']:,}: {r['error']}")
     sweep_table = None
     if sweep:
         sweep_table = common.format_table(
@@ -499,7 +563,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "method": {
             "step": "model.make_train_function() (the function Keras' fit runs per step) on an iterator over "
                     "pre-built in-memory batches; Adam; TF-Keras 2 (TF_USE_LEGACY_KERAS=1)",
-            "examples_per_s": "batch x timed steps / timed seconds, after warm-up steps",
+            "interleaving": "the models of one batch size (and the sizes of one vocabulary sweep) are warmed up, then "
+                            "timed round-robin, so a change in machine load affects all of them alike",
+            "peak_rss_mb": "peak RSS of this process during the model's build and warm-up steps (the step's "
+                           "allocations happen there); includes everything loaded before",
+            "examples_per_s": "batch / median timed step (after warm-up); examples_per_s_mean = batch x steps / "
+                              "timed seconds, which load spikes from other users of the machine inflate",
             "retrieval": "trainer.models.retrieval.TwoTowerModel with the default RetrievalConfig (in-batch softmax, "
                          "logQ correction, accidental-hit removal): the [B, B] logits make cost grow with B^2",
             "ranking": "trainer.train_ranking.build_ranker(variant) with the default RankingConfig; inputs = the "
@@ -511,6 +580,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "results": results,
         "retrieval": [r for r in results if r["model"] == "two_tower"],
         "ranking": ranking_rows,
+        "skipped": skipped,
         "vocab_sweep": sweep,
         "table": table,
         "sweep_table": sweep_table,
