@@ -18,6 +18,9 @@ INSTALL_REQUIRES = [
     "matplotlib",
     "prometheus-client",
     "psutil",
+    "tensorflow-decision-forests==1.9.2",
+    "ydf",
+    "wurlitzer",
 ]
 
 setup(

@@ -6,7 +6,9 @@
   recsys preprocess                Beam + TF-Transform over the raw tables
   recsys train                     train (and evaluate) the two-tower retrieval model
   recsys evaluate                  re-evaluate the last trained model
-  recsys export                    SavedModels (ScaNN + brute force) in TF Serving layout
+  recsys export                    SavedModels (ScaNN + brute force; + ranking and recommend once a ranker is trained)
+  recsys train-ranking             train rankers re-ranking retrieval's top-N (+ GBDT) and compare them
+  recsys explain [--user U]        why an item is recommended: top features, "because you watched", DCN plot
   recsys serve ...                 TF-Serving-compatible gRPC/REST server (see `recsys serve --help`)
   recsys query ...                 query a running server (local or real TF Serving)
   recsys bench NAME ...            benchmarks: ann, serving, quality, ranking, preprocessing, training, scale
@@ -50,6 +52,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("train", help="train + evaluate retrieval on the latest preprocessed version")
     sub.add_parser("evaluate", help="evaluate the last trained retrieval model")
     sub.add_parser("export", help="export the last trained model to <model_base_path>/<name>/<version>")
+    rank = sub.add_parser("train-ranking", help="train + evaluate rankers on retrieval's top-N candidates")
+    rank.add_argument("--rankers", default="", help="comma list of dcn, dcn_parallel, dcn_lowrank, wide_deep, "
+                                                     "deepfm (default: ranking.model)")
+    rank.add_argument("--gbdt", action="store_true", help="also train the gradient-boosted-trees baseline")
+    expl = sub.add_parser("explain", help="explain a recommendation with the trained ranker (ranking.model)")
+    expl.add_argument("--user", help="user id (default: the demo's example user)")
+    expl.add_argument("--item", help="item id (default: the user's top recommendation)")
+    expl.add_argument("--out", help="directory for the JSON and the DCN plot (default: <run>/explain)")
     for name in PASSTHROUGH:
         sub.add_parser(name, help=f"see `recsys {name} --help`", add_help=False)
     bench = sub.add_parser("bench", help=f"run a benchmark: {', '.join(BENCHMARKS)}", add_help=False)
@@ -112,7 +122,38 @@ def main(argv: Optional[List[str]] = None) -> int:
         trained = steps.load_trained(cfg)
         version_dir = steps.latest_preprocessed(cfg)
         ev = steps.evaluate(cfg, trained, version_dir)
-        steps.export(cfg, trained, ev["item_vectors"], steps.sample_request(cfg, version_dir))
+        request = steps.sample_request(cfg, version_dir)
+        paths = steps.export(cfg, trained, ev["item_vectors"], request)
+        if steps.has_ranker(cfg):
+            version = int(os.path.basename(paths["scann"]))
+            steps.export_ranking(cfg, trained, ev["item_vectors"], steps.load_ranker(cfg, trained), request, version)
+    elif args.command == "train-ranking":
+        trained = steps.load_trained(cfg)
+        ev = steps.evaluate(cfg, trained)
+        steps.train_ranking(cfg, trained, ev["item_vectors"], rankers=[r for r in args.rankers.split(",") if r],
+                            gbdt=args.gbdt)
+    elif args.command == "explain":
+        return explain(cfg, args.user, args.item, args.out)
+    return 0
+
+
+def explain(cfg: Config, user: Optional[str], item: Optional[str], out_dir: Optional[str]) -> int:
+    from preprocessing.sources import tables
+    from recsys import steps
+    from trainer import evaluate_retrieval as er, explain as ex
+
+    if not steps.has_ranker(cfg):
+        print(f"no trained ranker {cfg.ranking.model!r} in this run: run `recsys train-ranking` first",
+              file=sys.stderr)
+        return 2
+    version_dir = steps.latest_preprocessed(cfg)
+    trained = steps.load_trained(cfg, version_dir)
+    layer = trained.tft_output.transform_features_layer()
+    item_vectors = er.item_vectors(trained.model.candidate_tower, trained.catalogue.transformed(layer))
+    request = steps.sample_request(cfg, version_dir, user)
+    result = steps.explain(cfg, trained, item_vectors, steps.load_ranker(cfg, trained), request, item, out_dir)
+    print(ex.format_explanation(result, tables.read_table(os.path.join(version_dir, tables.ITEMS_FILE))))
+    print(f"[explain] -> {result.get('json')}")
     return 0
 
 
@@ -144,10 +185,25 @@ def demo(cfg: Config, data_dir: Optional[str] = None, is_quick: bool = False) ->
     top10 = fresh["item_ids"][0][:10]
     overlap = len(set(top10) & set(exact["item_ids"][0][:10].astype(str))) / 10.0
     _print_example(cfg, version_dir, user, request, fresh)
+
+    # second stage: a ranker trained on retrieval's own candidates, then the one-call recommend model
+    ranking = steps.train_ranking(cfg, trained, ev["item_vectors"], version_dir)
+    ranker = ranking["rankers"][cfg.ranking.model].model
+    paths.update(steps.export_ranking(cfg, trained, ev["item_vectors"], ranker, request,
+                                      int(os.path.basename(paths["scann"]))))
+    recommended = steps.reload_in_subprocess(paths["recommend"], request)
+    _print_recommend(version_dir, user, recommended)
+    explanation = steps.explain(cfg, trained, ev["item_vectors"], ranker, request)
+    from preprocessing.sources import tables
+    from trainer.explain import format_explanation
+
+    print(format_explanation(explanation, tables.read_table(os.path.join(version_dir, tables.ITEMS_FILE))) + "\n")
     wall = time.time() - t0
     summary = {"wall_seconds": round(wall, 1), "run_dir": cfg.run_dir, "exports": paths,
                "metrics": ev["results"], "example_user": user, "example_top10": top10,
-               "scann_vs_brute_force_top10_overlap": overlap}
+               "scann_vs_brute_force_top10_overlap": overlap, "ranking_metrics": ranking["results"],
+               "recommend_top10": recommended["item_ids"][0][:10],
+               "explanation": {k: explanation[k] for k in ("item_id", "top_features", "because_you_watched")}}
     with open(cfg.path("demo_summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     steps.log(f"[demo] ScaNN vs brute-force top-10 overlap for {user}: {overlap:.1f}")
@@ -155,6 +211,19 @@ def demo(cfg: Config, data_dir: Optional[str] = None, is_quick: bool = False) ->
               f"       serve them: recsys serve --model_name retrieval "
               f"--model_base_path {os.path.dirname(paths['scann'])}")
     return 0
+
+
+def _print_recommend(version_dir: str, user: str, result) -> None:
+    from preprocessing.sources import tables
+
+    items = tables.read_table(os.path.join(version_dir, tables.ITEMS_FILE))
+    print(f"\nTop-10 from the exported recommend model (ScaNN -> ranker, one call, fresh process) for {user}:")
+    for rank, i in enumerate(range(min(10, len(result["item_ids"][0]))), start=1):
+        item = result["item_ids"][0][i]
+        print(f"  {rank:2d}. {item:>7}  {items.get(item, {}).get('item_title', '?')[:34]:34}  "
+              f"score={result['scores'][0][i]:.3f}  retrieval rank={result['retrieval_ranks'][0][i]:3d}  "
+              f"stage={result['stage'][0][i]}")
+    print()
 
 
 def _print_example(cfg: Config, version_dir: str, user: str, request, result) -> None:

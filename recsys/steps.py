@@ -147,3 +147,54 @@ def in_process(model_dir: str, request: Dict[str, np.ndarray]) -> Dict:
     fn = tf.saved_model.load(model_dir).signatures["serving_default"]
     out = fn(**{k: tf.constant(v) for k, v in request.items()})
     return {k: v.numpy() for k, v in out.items()}
+
+
+# ---------------------------------------------------------------- ranking (second stage) + recommend
+def train_ranking(cfg: Config, trained, item_vectors: np.ndarray, version_dir: Optional[str] = None,
+                  rankers=(), gbdt: bool = False) -> Dict:
+    """Ranking pairs from retrieval's candidates -> rankers (+ GBDT) -> re-ranking table; see trainer/train_ranking."""
+    from trainer import train_ranking as tr
+
+    return tr.train_and_evaluate(cfg, version_dir or latest_preprocessed(cfg), trained, item_vectors,
+                                 rankers=rankers, gbdt=gbdt)
+
+
+def load_ranker(cfg: Config, trained, name: Optional[str] = None):
+    """The trained ranker ``name`` (default: ranking.model) from <run>/training/ranking/<name>."""
+    from trainer import explain, train_ranking as tr
+
+    return tr.load_ranker(tr.ranking_dir(cfg, name or cfg.ranking.model), cfg, explain.example_batch(trained))
+
+
+def has_ranker(cfg: Config, name: Optional[str] = None) -> bool:
+    from trainer import train_ranking as tr
+
+    return os.path.exists(os.path.join(tr.ranking_dir(cfg, name or cfg.ranking.model), "meta.json"))
+
+
+def export_ranking(cfg: Config, trained, item_vectors: np.ndarray, ranker, request: Dict[str, np.ndarray],
+                   version: Optional[int] = None) -> Dict[str, str]:
+    """<base>/ranking/<version> (raw features -> scores) and <base>/recommend/<version> (one-call top-k)."""
+    from trainer import export as trainer_export, export_recommend as xr
+
+    version = version or trainer_export.new_version(cfg.export.version)
+    items = list(range(min(3, trained.catalogue.size)))
+    paths = {}
+    t0 = time.time()
+    paths["ranking"] = xr.export_ranking(trained.tft_output, ranker, cfg.model_base_path, version,
+                                         warmup=xr.ranking_request(request, trained.catalogue, items))
+    log(f"[export] ranking: {paths['ranking']} ({time.time() - t0:.1f}s)")
+    t0 = time.time()
+    paths["recommend"] = xr.export_recommend(trained.tft_output, trained.model.query_tower, item_vectors,
+                                             trained.catalogue, ranker, cfg.model_base_path, version, cfg.export,
+                                             cfg.ranking, warmup=request)
+    log(f"[export] recommend: {paths['recommend']} ({time.time() - t0:.1f}s)")
+    return paths
+
+
+def explain(cfg: Config, trained, item_vectors: np.ndarray, ranker, request: Dict[str, np.ndarray],
+            item_id: Optional[str] = None, out_dir: Optional[str] = None) -> Dict:
+    """Top features (integrated gradients) + "because you watched" for one user/item; DCN plot as PNG."""
+    from trainer import explain as ex
+
+    return ex.explain_request(cfg, trained, item_vectors, ranker, request, item_id, out_dir or cfg.path("explain"))

@@ -6,7 +6,7 @@ field tensors) followed by an interaction part and two heads:
 - ``engagement_logit``: P(the user engages with this candidate), the ranking score,
   trained with binary cross-entropy (TFRS ``tasks.Ranking``);
 - ``rating``: the explicit rating the user would give, trained with MSE on the rows
-  where a rating was observed (the logged positives).
+  where a rating was observed (the logged positives), plus rating-only user and item biases.
 
 So the models differ only in ``interaction``:
 
@@ -150,7 +150,7 @@ def history_matches(history_idx, title_idx, genre_idx, item_titles, item_genres)
     hist_titles = tf.gather(item_titles, rows)                                  # [B, H, Lt]
     hist_genres = tf.gather(item_genres, rows)                                  # [B, H, Lg]
     real = tf.cast(history_idx >= 0, tf.float32)
-    per_item = token_overlap(tf.broadcast_to(tf.expand_dims(title_idx, 1), tf.shape(hist_titles)), hist_titles)
+    per_item = token_overlap(tf.expand_dims(title_idx, 1), hist_titles)                      # [B, H]
     primary = tf.reshape(tf.cast(genre_idx[:, 0], tf.int64), [-1, 1, 1])
     genre_hit = tf.cast(tf.reduce_any(tf.equal(hist_genres, primary) & (primary >= 0), -1), tf.float32)
     return {
@@ -378,6 +378,10 @@ class RankingModel(tfrs.models.Model):
         self.interaction = {"dcn": DCNInteraction, "wide_deep": WideDeepInteraction,
                             "deepfm": DeepFMInteraction}[kind](cfg, name=kind)
         self.engagement_head = tf.keras.layers.Dense(1, name="engagement_head")
+        # rating-only user / item biases (as in biased matrix factorisation): the user's rating scale
+        # matters for the rating head even when the user id is kept out of the shared fields
+        self.user_rating_bias = IndexEmbedding(sizes.users, 1, cfg.l2, name="user_rating_bias")
+        self.item_rating_bias = IndexEmbedding(sizes.items, 1, cfg.l2, name="item_rating_bias")
         self.rating_head = tf.keras.layers.Dense(1, name="rating_head",
                                                  bias_initializer=tf.keras.initializers.Constant(rating_mean))
         self.engagement_task = tfrs.tasks.Ranking(
@@ -388,10 +392,23 @@ class RankingModel(tfrs.models.Model):
             metrics=[tf.keras.metrics.RootMeanSquaredError(name="rating_rmse")])
 
     # ------------------------------------------------------------ forward, split at the fields
-    def fields(self, x: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    def fields(self, x: Dict[str, tf.Tensor], training: bool = False) -> Dict[str, tf.Tensor]:
         out = self.features(x)
         if self.wide is not None:
             out.update(self.wide(x))
+        for name in getattr(self.cfg, "features_off", ()):  # ablation: a field (and its wide term) set to zero
+            for key in (name, f"wide/{name}"):
+                if key in out:
+                    out[key] = tf.zeros_like(out[key])
+        p = float(getattr(self.cfg, "retrieval_dropout", 0.0))
+        if training and p > 0:  # rows that must be ranked without the retrieval stage's opinion
+            batch = tf.shape(out["retrieval_rank"])[0]
+            keep = tf.cast(tf.random.uniform([batch, 1]) >= p, tf.float32)
+            for key in ("retrieval_rank", "retrieval_score", "wide/numeric"):
+                if key in out:
+                    out[key] = out[key] * keep
+        out["rating_bias/user"] = self.user_rating_bias(x[T.USER_IDX])
+        out["rating_bias/item"] = self.item_rating_bias(x[T.ITEM_IDX])
         return out
 
     def from_fields(self, fields: Dict[str, tf.Tensor], training: bool = False) -> Dict[str, tf.Tensor]:
@@ -399,10 +416,14 @@ class RankingModel(tfrs.models.Model):
         logit = self.engagement_head(h)
         if extra is not None:
             logit = logit + extra
-        return {"engagement_logit": tf.squeeze(logit, 1), "rating": tf.squeeze(self.rating_head(h), 1)}
+        rating = self.rating_head(h)
+        for key in ("rating_bias/user", "rating_bias/item"):
+            if key in fields:
+                rating = rating + fields[key]
+        return {"engagement_logit": tf.squeeze(logit, 1), "rating": tf.squeeze(rating, 1)}
 
     def call(self, x: Dict[str, tf.Tensor], training: bool = False) -> Dict[str, tf.Tensor]:
-        return self.from_fields(self.fields(x), training=training)
+        return self.from_fields(self.fields(x, training=training), training=training)
 
     def set_item_tables(self, item_idx, title_idx, genre_idx) -> None:
         self.features.set_item_tables(item_idx, title_idx, genre_idx)

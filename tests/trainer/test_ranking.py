@@ -1,0 +1,221 @@
+"""Ranking stage on the session's planted synthetic run: data, models, hand-checked features, GBDT.
+
+Fixtures ``ranking_cfg``, ``ranking_data_fixture`` and ``dcn_ranker`` live in tests/trainer/conftest.py
+(shared with test_recommend.py and test_explain.py: the pairs are built and the DCN trained once).
+"""
+import copy
+import os
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from preprocessing import schema
+from preprocessing.schema import T
+from trainer import ranking_data, train_ranking
+from trainer.models import ranking as ranking_models
+
+
+def _constant_baselines(train, valid):
+    base_rate = float(train.engagement[train.engagement_weight > 0].mean())
+    y = valid.engagement[valid.engagement_weight > 0]
+    logloss = -np.mean(y * np.log(base_rate) + (1 - y) * np.log(1 - base_rate))
+    rated = valid.rating_weight > 0
+    mean = ranking_data.rating_mean(train)
+    return logloss, train_ranking.rmse(np.full(int(rated.sum()), mean), valid.rating[rated])
+
+
+def _valid_metrics(model, valid):
+    logits, ratings = train_ranking.predict(model, valid)
+    w = valid.engagement_weight > 0
+    y, p = valid.engagement[w], 1.0 / (1.0 + np.exp(-logits[w]))
+    logloss = -np.mean(y * np.log(np.clip(p, 1e-7, 1)) + (1 - y) * np.log(np.clip(1 - p, 1e-7, 1)))
+    rated = valid.rating_weight > 0
+    return (train_ranking.roc_auc(y, logits[w]), logloss,
+            train_ranking.rmse(ratings[rated], valid.rating[rated]))
+
+
+def test_pairs_come_from_retrievals_candidates(ranking_data_fixture):
+    d = ranking_data_fixture
+    train, info = d["train"], d["info"]
+    assert info["events_with_positive_in_top_n"] > 1000 and len(d["valid"]) > 500
+    listed = train.engagement_weight > 0
+    ranks = train.features["retrieval_rank"]
+    assert ranks[listed].min() >= 1 and ranks[listed].max() <= info["candidates"]
+    assert set(np.unique(train.features["candidate_source"])) == {b"scann"}
+    # every listed event: one positive then its negatives, none of them the positive item
+    pos_events = train.event[train.positive & listed]
+    neg = ~train.positive
+    assert np.isin(train.event[neg], pos_events).all()
+    item_of_pos = dict(zip(train.event[train.positive], train.item[train.positive]))
+    assert all(item_of_pos[e] != i for e, i in zip(train.event[neg], train.item[neg]))
+    assert set(train.features) == set(ranking_models.MODEL_INPUTS)
+
+
+def test_eval_set_uses_retrieval_evaluations_candidates(ranking_data_fixture, trained):
+    ev = ranking_data_fixture["eval"]
+    assert ev.candidates.shape == (400, 100)
+    assert np.all(np.diff(ev.retrieval_scores, axis=1) <= 1e-6), "retrieval order"
+    base = ev.rerank(ev.retrieval_scores[ev.pairs.event, ev.position])
+    np.testing.assert_array_equal(base, ev.candidates)  # retrieval-only = the list as retrieved
+
+
+@pytest.mark.parametrize("name", ["dcn", "wide_deep", "deepfm"])
+def test_each_model_beats_a_constant_on_planted_structure(name, ranking_cfg, ranking_data_fixture, dcn_ranker,
+                                                          tmp_path):
+    d = ranking_data_fixture
+    if name == "dcn":
+        model = dcn_ranker.model
+    else:
+        model = train_ranking.train_ranker(name, d["train"], d["valid"], d["sizes"], ranking_cfg,
+                                           str(tmp_path / name), epochs=1, steps_per_epoch=120,
+                                           tables=d["tables"]).model
+    auc, logloss, rmse = _valid_metrics(model, d["valid"])
+    const_logloss, const_rmse = _constant_baselines(d["train"], d["valid"])
+    assert auc > 0.65, (name, auc)
+    assert logloss < 0.97 * const_logloss, (name, logloss, const_logloss)
+    assert rmse < const_rmse, (name, rmse, const_rmse)
+
+
+def test_dcn_reranking_beats_retrieval_only(ranking_data_fixture, dcn_ranker):
+    d = ranking_data_fixture
+    res = train_ranking.evaluate_rankers(d["eval"], {"dcn": lambda p: train_ranking.predict(dcn_ranker.model, p)},
+                                         ranking_data.rating_mean(d["train"]))
+    assert res["dcn"]["ndcg@10"] > res["retrieval_only"]["ndcg@10"], res
+    assert res["dcn"]["auc"] > res["retrieval_only"]["auc"], res
+    print(train_ranking.report(res))
+
+
+@pytest.mark.parametrize("name", ["dcn_parallel", "dcn_lowrank"])
+def test_dcn_variants_build_and_step(name, ranking_cfg, ranking_data_fixture):
+    d = ranking_data_fixture
+    model = train_ranking.build_ranker(name, d["sizes"], ranking_cfg.ranking, tables=d["tables"])
+    model.compile(optimizer=tf.keras.optimizers.Adam(1e-3))
+    hist = model.fit(d["train"].dataset(256).take(3), verbose=0)
+    assert np.isfinite(hist.history["loss"]).all()
+    cross = model.interaction.cross
+    if name == "dcn_lowrank":
+        assert all(c._projection_dim for c in cross)
+        width = len(ranking_models.FIELDS) * ranking_cfg.ranking.embedding_dim
+        assert model.interaction.cross_kernels()[0].shape == (width, width)
+    else:
+        assert model.interaction.structure == "parallel"
+
+
+def test_regularisation_switches(ranking_cfg, ranking_data_fixture):
+    d = ranking_data_fixture
+    cfg = copy.deepcopy(ranking_cfg.ranking)
+    cfg.batch_norm, cfg.dropout, cfg.l2 = True, 0.3, 1e-4
+    model = train_ranking.build_ranker("deepfm", d["sizes"], cfg, example=train_ranking.sample_batch(d["train"]))
+    kinds = {type(layer).__name__ for layer in model.interaction.deep.layers}
+    assert {"BatchNormalization", "Dropout"} <= kinds
+    assert model.losses, "L2 penalties are added to the loss"
+    with pytest.raises(ValueError, match="unknown ranker"):
+        train_ranking.variant("nope", cfg)
+
+
+# ---------------------------------------------------------------- hand-checked features
+def _raw_rows(rows):
+    out = {}
+    for c in schema.RAW_COLUMNS:
+        if c.role == schema.LABEL:
+            continue
+        vals = [r.get(c.name, [c.pad_value()] * c.length if c.length else c.default if c.default is not None
+                      else c.pad_value()) for r in rows]
+        out[c.name] = tf.constant(vals, dtype=c.tf_dtype())
+    return out
+
+
+def test_crosses_and_freshness_by_hand(run_cfg, preprocessed, trained):
+    from preprocessing import pipeline
+    from preprocessing.sources import tables
+
+    layer = trained["trained"].tft_output.transform_features_layer()
+    t0, day = 1_600_000_000, 86400
+    rows = [
+        dict(user_country="US", item_genres="Action|Comedy", item_release_ts=t0, timestamp=t0 + 10 * day),
+        dict(user_country="US", item_genres="Action", item_release_ts=t0 - 400 * day, timestamp=t0 + 10 * day),
+        dict(user_country="IN", item_genres="Action|Comedy", item_release_ts=t0 + 5 * day, timestamp=t0),  # future
+        dict(user_country="US", item_genres="", item_release_ts=0, timestamp=t0),                           # unknown
+    ]
+    out = {k: v.numpy() for k, v in layer(_raw_rows(rows)).items()}
+    # explicit cross: hash of "<country>_x_<primary genre>" (secondary genres do not matter)
+    expect = tf.strings.to_hash_bucket_fast(["US_x_Action", "US_x_Action", "IN_x_Action", "US_x_"],
+                                            schema.CROSS_BUCKETS).numpy()
+    np.testing.assert_array_equal(out[T.COUNTRY_X_GENRE], expect)
+    assert out[T.COUNTRY_X_GENRE][0] == out[T.COUNTRY_X_GENRE][1] != out[T.COUNTRY_X_GENRE][2]
+
+    # freshness: z-score of log1p(days since release at the event), with the train split's mean/std
+    # recomputed here from the raw tables; not-yet-released and unknown release -> 0 days
+    cutoff = pipeline.load_stats(preprocessed)["split_cutoff_ts"]
+    items = tables.read_table(os.path.join(run_cfg.path("raw"), tables.ITEMS_FILE))
+    ages = []
+    for e in tables.read_interactions(os.path.join(run_cfg.path("raw"), tables.INTERACTIONS_FILE)):
+        if e["timestamp"] < cutoff:
+            rel = items[e["item_id"]]["item_release_ts"]
+            ages.append(np.log1p(max(e["timestamp"] - rel, 0) / day) if rel > 0 else 0.0)
+    mean, std = np.mean(ages), np.std(ages)
+    raw_age = np.array([np.log1p(10.0), np.log1p(410.0), 0.0, 0.0])
+    np.testing.assert_allclose(out[T.ITEM_AGE_Z], (raw_age - mean) / std, rtol=1e-3, atol=1e-3)
+    assert out[T.ITEM_AGE_BUCKET][1] >= out[T.ITEM_AGE_BUCKET][0] >= out[T.ITEM_AGE_BUCKET][2]
+
+
+def test_ranker_crosses_and_history_matches_by_hand():
+    from trainer.features import FeatureSizes
+
+    sizes = FeatureSizes(users=5, items=6, genres=4, title_tokens=10, ages=2, countries=2, devices=3,
+                         price_buckets=3, item_age_buckets=3)
+    dev, genre = tf.constant([0, 2, -1]), tf.constant([[1, 2, -1, -1], [3, -1, -1, -1], [-1, -1, -1, -1]])
+    np.testing.assert_array_equal(ranking_models.device_x_genre(dev, genre, sizes).numpy(),
+                                  [1 * 5 + 2, 3 * 5 + 4, 0 * 5 + 0])
+    hist = tf.constant([[-1, 2, 4], [-1, -1, -1]], tf.int64)
+    items = tf.constant([3, 3], tf.int64)
+    np.testing.assert_array_equal(ranking_models.last_item_x_item(hist, items, 1000).numpy(),
+                                  [(5 * 1_000_003 + 4) % 1000, (0 * 1_000_003 + 4) % 1000])
+    # item -> title tokens / genres; candidate shares 2 title tokens with the last item (4), 1 with item 2
+    pad = lambda rows, n: [r + [-1] * (n - len(r)) for r in rows]  # noqa: E731
+    titles, genres = ranking_models.item_tables(6, [2, 4], pad([[7, 8], [5, 6, 9]], schema.TITLE_TOKENS),
+                                                pad([[1], [3, 1]], schema.MAX_GENRES))
+    m = ranking_models.history_matches(hist, tf.constant([[5, 9, 7], [5, 9, 7]], tf.int64),
+                                       tf.constant([[1, 0], [1, 0]], tf.int64), tf.constant(titles),
+                                       tf.constant(genres))
+    np.testing.assert_allclose(m["title_match_last"].numpy(), [2.0, 0.0])
+    np.testing.assert_allclose(m["title_match_history"].numpy(), [2.0, 0.0])
+    np.testing.assert_allclose(m["genre_match_history"].numpy(), [1.0, 0.0])  # both history items have genre 1
+    src = ranking_models.source_index(tf.constant(["scann", "logged", "weird"])).numpy()
+    np.testing.assert_array_equal(src, [0, 3, len(schema.CANDIDATE_SOURCES)])
+
+
+def test_roc_auc_by_hand():
+    assert train_ranking.roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.75
+    assert train_ranking.roc_auc([0, 1, 0, 1], [1, 1, 1, 1]) == 0.5
+    assert np.isnan(train_ranking.roc_auc([1, 1], [0.2, 0.3]))
+
+
+# ---------------------------------------------------------------- GBDT baseline
+def test_gbdt_without_the_library_says_what_to_install(monkeypatch):
+    from trainer import gbdt
+
+    monkeypatch.setitem(sys.modules, "tensorflow_decision_forests", None)
+    monkeypatch.setitem(sys.modules, "ydf", None)
+    with pytest.raises(ImportError, match="tensorflow-decision-forests==1.9.2"):
+        gbdt.backend()
+
+
+def test_gbdt_baseline_learns(ranking_cfg, ranking_data_fixture):
+    from trainer import gbdt
+
+    try:
+        gbdt.backend()
+    except ImportError as e:
+        pytest.skip(str(e))
+    d = ranking_data_fixture
+    cfg = copy.deepcopy(ranking_cfg.ranking)
+    cfg.gbdt_trees, cfg.gbdt_max_depth = 30, 5
+    model = gbdt.train_gbdt(d["train"], d["valid"].subset(np.arange(len(d["valid"])) < 0), cfg,
+                            ranking_models.item_tables(d["sizes"].items, *d["tables"]))
+    p, r = model.score(d["valid"])
+    w = d["valid"].engagement_weight > 0
+    assert train_ranking.roc_auc(d["valid"].engagement[w], p[w]) > 0.65
+    assert p.min() >= 0 and p.max() <= 1 and np.isfinite(r).all()

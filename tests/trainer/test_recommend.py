@@ -1,0 +1,191 @@
+"""The ranking and one-call recommend SavedModels: layout, fresh-process reload, exclusions, bad inputs."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainer import export_recommend as xr
+
+K, N = 10, 50
+
+
+def _requests(cfg, version_dir, n_users=6):
+    from preprocessing import pipeline, requests
+    from preprocessing.sources import tables
+
+    cutoff = pipeline.load_stats(version_dir)["split_cutoff_ts"]
+    users = tables.read_table(os.path.join(cfg.path("raw"), tables.USERS_FILE))
+    events = {}
+    for e in tables.read_interactions(os.path.join(cfg.path("raw"), tables.INTERACTIONS_FILE)):
+        events.setdefault(e["user_id"], []).append(e)
+    active = sorted(users, key=lambda u: (-len(events.get(u, [])), u))[:n_users]
+    batches = [requests.query_request(users[u], events.get(u, []), cutoff, "web") for u in active]
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+@pytest.fixture(scope="module")
+def exported_stages(ranking_cfg, preprocessed, trained, dcn_ranker, tmp_path_factory):
+    from recsys import steps
+
+    import copy
+
+    cfg = copy.deepcopy(ranking_cfg)
+    tr = trained["trained"]
+    base = str(tmp_path_factory.mktemp("models"))
+    cfg.export.model_base_path = base
+    request = _requests(cfg, preprocessed)
+    paths = steps.export_ranking(cfg, tr, trained["item_vectors"], dcn_ranker.model,
+                                 {k: v[:1] for k, v in request.items()}, version=3)
+    return {"paths": paths, "request": request, "base": base}
+
+
+def _reload(model_dir, request, signature="serving_default"):
+    """Fresh interpreter: TensorFlow + ScaNN ops only (recsys.reload_check)."""
+    path = os.path.join(os.path.dirname(model_dir), "..", f"request-{signature}.json")
+    with open(path, "w") as f:
+        json.dump({k: np.asarray(v).tolist() for k, v in request.items()}, f)
+    proc = subprocess.run([sys.executable, "-m", "recsys.reload_check", model_dir, path, signature],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_layout_and_warmup(exported_stages):
+    from trainer.export import WARMUP_FILE
+
+    for name in ("ranking", "recommend"):
+        model_dir = os.path.join(exported_stages["base"], name)
+        assert os.listdir(model_dir) == ["3"]
+        assert os.path.exists(os.path.join(model_dir, "3", "assets.extra", WARMUP_FILE))
+
+
+def test_recommend_in_a_fresh_process_excludes_seen_and_sorts(exported_stages):
+    request = dict(exported_stages["request"])
+    rows = len(request["user_id"])
+    default = _reload(exported_stages["paths"]["recommend"], request)
+    # the `recommend` signature: also exclude each row's top-2 from the default call, N and k per row
+    exclude = np.array([r[:2] for r in default["item_ids"]], dtype=object)
+    options = dict(request, exclude_item_ids=exclude, num_candidates=np.full(rows, N, np.int32),
+                   k=np.full(rows, K, np.int32))
+    out = _reload(exported_stages["paths"]["recommend"], options, "recommend")
+    for result, excluded in ((default, [[] for _ in range(rows)]), (out, exclude.tolist())):
+        for i in range(rows):
+            items = result["item_ids"][i]
+            seen = {h for h in request["history_item_ids"][i].tolist() if h} | set(excluded[i])
+            assert len(items) == K and len(set(items)) == K and "" not in items
+            assert not set(items) & seen, "already-seen or excluded item recommended"
+            scores = result["scores"][i]
+            assert all(a >= b - 1e-6 for a, b in zip(scores, scores[1:])), "sorted by score"
+            assert all(1 <= r <= N for r in result["retrieval_ranks"][i])
+            assert set(result["stage"][i]) <= {"retrieval", "ranking"} and set(result["source"][i]) == {"scann"}
+            stage_is_retrieval = [s == "retrieval" for s in result["stage"][i]]
+            assert stage_is_retrieval == [r <= K for r in result["retrieval_ranks"][i]]
+
+
+def test_per_row_k_and_n_options(exported_stages):
+    request = {k: v[:2] for k, v in exported_stages["request"].items()}
+    from recsys.scann_ops import load_scann_ops
+
+    load_scann_ops()
+    fn = tf.saved_model.load(exported_stages["paths"]["recommend"]).signatures["recommend"]
+    out = fn(**{k: tf.constant(v) for k, v in request.items()}, exclude_item_ids=tf.zeros([2, 0], tf.string),
+             num_candidates=tf.constant([5, 30]), k=tf.constant([3, 8]))
+    ids = out["item_ids"].numpy().astype(str)
+    assert ids.shape == (2, 8)
+    assert (ids[0, :3] != "").all() and (ids[0, 3:] == "").all()  # row 0: k=3, padded to the batch's k
+    assert (out["retrieval_ranks"].numpy()[0, :3] <= 5).all()      # row 0 re-ranks only its top-5
+    assert (ids[1] != "").all()
+
+
+def test_recommend_scores_equal_the_ranking_model(exported_stages, trained):
+    """The ranker inside `recommend` and the standalone ranking SavedModel agree on the same rows."""
+    from recsys.scann_ops import load_scann_ops
+
+    load_scann_ops()
+    request = {k: v[:1] for k, v in exported_stages["request"].items()}
+    rec = tf.saved_model.load(exported_stages["paths"]["recommend"]).signatures["serving_default"]
+    out = {k: v.numpy() for k, v in rec(**{k: tf.constant(v) for k, v in request.items()}).items()}
+    catalogue = trained["trained"].catalogue
+    index = catalogue.index()
+    items = [index[i] for i in out["item_ids"][0].astype(str)]
+    rows = xr.ranking_request(request, catalogue, items, out["retrieval_ranks"][0], out["retrieval_scores"][0])
+    ranking = tf.saved_model.load(exported_stages["paths"]["ranking"]).signatures["serving_default"]
+    scores = ranking(**{k: tf.constant(v) for k, v in rows.items()})["score"].numpy()
+    np.testing.assert_allclose(scores, out["scores"][0], rtol=1e-4, atol=1e-5)
+
+
+def test_ranking_from_tf_examples_matches_raw_signature(exported_stages, trained):
+    from preprocessing import schema
+
+    request = {k: v[:1] for k, v in exported_stages["request"].items()}
+    rows = xr.ranking_request(request, trained["trained"].catalogue, [0, 1, 2])
+    examples = []
+    for i in range(3):
+        feats = {}
+        for name, values in rows.items():
+            col = schema.COLUMNS[name]
+            v = np.asarray(values[i]).ravel().tolist()
+            if col.dtype == "string":
+                feats[name] = tf.train.Feature(bytes_list=tf.train.BytesList(
+                    value=[x.encode() if isinstance(x, str) else x for x in v]))
+            elif col.dtype == "int64":
+                feats[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=v))
+            else:
+                feats[name] = tf.train.Feature(float_list=tf.train.FloatList(value=v))
+        examples.append(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
+    model = tf.saved_model.load(exported_stages["paths"]["ranking"])
+    a = model.signatures["serving_default"](**{k: tf.constant(v) for k, v in rows.items()})["score"].numpy()
+    b = model.signatures["from_examples"](examples=tf.constant(examples))["score"].numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_bad_inputs_give_clear_errors(exported_stages):
+    from serving.errors import ServingError
+    from serving.servable import Servable
+
+    request = {k: v[:1] for k, v in exported_stages["request"].items()}
+    servable = Servable("recommend", 3, exported_stages["paths"]["recommend"])
+    ok = servable.predict(request)
+    assert ok["item_ids"].shape == (1, 10)
+    missing = {k: v for k, v in request.items() if k != "device"}
+    with pytest.raises(ServingError, match=r"Missing but required: \{device\}") as e:
+        servable.predict(missing)
+    assert e.value.code_name == "INVALID_ARGUMENT"
+    wrong = dict(request, timestamp=request["timestamp"].astype(np.float32))
+    with pytest.raises(ServingError, match=r"Expects arg\[timestamp\] to be int64"):
+        servable.predict(wrong)
+    short = dict(request, history_item_ids=request["history_item_ids"][:, :5])
+    with pytest.raises(ServingError, match="history_item_ids"):
+        servable.predict(short)
+    # the same checks in Python before a request is sent, and TF's own error when calling the function
+    with pytest.raises(ValueError, match=r"missing \['device'\]"):
+        xr.check_request(missing, xr.query_specs())
+    with pytest.raises(ValueError, match="'timestamp' must be int64"):
+        xr.check_request(wrong, xr.query_specs())
+    fn = servable.signature("serving_default").fn
+    with pytest.raises(TypeError, match="device"):
+        fn(**{k: tf.constant(v) for k, v in missing.items()})
+
+
+def test_one_grpc_predict_call_gives_final_recommendations(exported_stages):
+    """The recommend model behind the TF-Serving-compatible server: one Predict, final top-k."""
+    from serving.client import ServingClient
+    from serving.testing import start_server
+
+    request = {k: v[:2] for k, v in exported_stages["request"].items()}
+    base = os.path.join(exported_stages["base"], "recommend")
+    with start_server(model_base_path=base, model_name="recommend", rest=False) as srv:
+        with ServingClient(srv.grpc_address) as client:
+            out = client.predict("recommend", request)
+            mixed = client.predict("recommend", dict(request, exclude_item_ids=np.array([["", ""], ["", ""]],
+                                                                                         dtype=object),
+                                                      num_candidates=np.array([20, 20], np.int32),
+                                                      k=np.array([5, 5], np.int32)), signature_name="recommend")
+    ids = np.asarray(out["item_ids"]).astype(str)
+    assert ids.shape == (2, K) and all(len(set(r)) == K for r in ids)
+    assert np.asarray(mixed["item_ids"]).shape == (2, 5)
+    assert out.model_version == 3

@@ -1,0 +1,248 @@
+"""Multi-stage export: the ``ranking`` SavedModel and the one-call ``recommend`` SavedModel.
+
+``<base>/ranking/<version>/`` — raw features in, scores out, one row per (query, candidate):
+  serving_default(raw USER/ITEM/CONTEXT/HISTORY features + candidate_source, retrieval_rank,
+  retrieval_score) -> score (P(engagement)), engagement_logit, rating
+  from_examples(examples: serialized tf.Examples with the same features) -> the same
+
+``<base>/recommend/<version>/`` — the whole stack in one graph, so one Predict call to TF
+Serving (with the ScaNN ops) returns final recommendations:
+  raw query features -> TFT layer -> query tower -> ScaNN top candidates -> drop already-seen
+  items (the request's history_item_ids, plus exclude_item_ids) -> the top N left -> gather
+  the candidates' raw item features from the catalogue stored in the model -> TFT layer on
+  (query x candidate) -> ranker -> top-k.
+  serving_default(raw query features): N = ranking.recommend_candidates, k = ranking.recommend_k
+  recommend(raw query features, exclude_item_ids [B, M] string ('' = none), num_candidates [B] int32,
+            k [B] int32): per-row N (clipped to 1..max N fixed at export) and k (clipped to 1..N);
+            output width = the largest k in the batch, shorter rows padded with '' / 0.
+  Outputs [B, k]: item_ids (string), scores (ranker P(engagement), sorted), ratings (predicted),
+  retrieval_scores, retrieval_ranks (1-based among the non-excluded candidates), source
+  (the retriever: 'scann'), stage ('retrieval' = retrieval alone had it in its top-k too,
+  'ranking' = promoted into the top-k by the ranker).
+
+ScaNN returns at most N + |history| + M candidates before exclusion (capped at
+``max_fetch``), so up to that many exclusions still leave N real candidates.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from preprocessing import schema
+from trainer import data
+from trainer.export import _dummy, save_atomically
+from trainer.models.ranking import TRANSFORMED_INPUTS
+
+MAX_EXCLUDE = 200  # exclusions (history + exclude_item_ids) the candidate fetch makes room for
+
+
+def ranking_signature_specs() -> Dict[str, tf.TensorSpec]:
+    return schema.serving_signature(schema.RANKING_ROLES)
+
+
+def query_specs() -> Dict[str, tf.TensorSpec]:
+    return schema.serving_signature([schema.USER, schema.CONTEXT, schema.HISTORY])
+
+
+def check_request(request: Dict[str, np.ndarray], specs: Dict[str, tf.TensorSpec]) -> None:
+    """Raises ValueError naming every missing/unknown feature and any wrong dtype or shape."""
+    missing = sorted(set(specs) - set(request))
+    extra = sorted(set(request) - set(specs))
+    if missing or extra:
+        raise ValueError(f"request does not match the signature: missing {missing}, unknown {extra}; "
+                         f"expected features: {sorted(specs)}")
+    rows = None
+    for name, spec in specs.items():
+        arr = np.asarray(request[name])
+        want = spec.dtype
+        ok = (arr.dtype.kind in "OSU") if want == tf.string else (
+            arr.dtype.kind in "iu" if want.is_integer else arr.dtype.kind == "f")
+        if not ok:
+            raise ValueError(f"feature {name!r} must be {want.name}, got {arr.dtype} (e.g. {arr.ravel()[:1]})")
+        want_shape = spec.shape.as_list()
+        if arr.ndim != len(want_shape) or any(w is not None and w != g for w, g in zip(want_shape, arr.shape)):
+            raise ValueError(f"feature {name!r} must have shape {['batch' if w is None else w for w in want_shape]}, "
+                             f"got {list(arr.shape)}")
+        if want_shape and want_shape[0] is None:
+            if rows is not None and arr.shape[0] != rows:
+                raise ValueError(f"feature {name!r} has {arr.shape[0]} rows, others have {rows}")
+            rows = arr.shape[0]
+
+
+def _model_inputs(tft_out: Dict[str, tf.Tensor], raw: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    feats = {k: tft_out[k] for k in TRANSFORMED_INPUTS}
+    feats.update({k: raw[k] for k in schema.RETRIEVAL_FEATURES})
+    return feats
+
+
+class RankingModule(tf.Module):
+    """Raw (query x candidate) rows -> TFT layer -> ranker -> score / rating."""
+
+    def __init__(self, tft_layer, ranker):
+        super().__init__()
+        self.tft_layer = tft_layer
+        self.ranker = ranker
+
+    def rank(self, **raw):
+        tft_in = {k: v for k, v in raw.items() if k not in schema.RETRIEVAL_FEATURES}
+        out = self.ranker(_model_inputs(self.tft_layer(tft_in), raw), training=False)
+        return {"score": tf.sigmoid(out["engagement_logit"]), "engagement_logit": out["engagement_logit"],
+                "rating": out["rating"]}
+
+    def rank_examples(self, examples):
+        parsed = tf.io.parse_example(examples, schema.raw_feature_spec(schema.RANKING_ROLES))
+        return self.rank(**parsed)
+
+
+class RecommendModule(tf.Module):
+    """Retrieval (ScaNN) -> exclusions -> ranking -> top-k, in one graph."""
+
+    def __init__(self, tft_layer, query_tower, index, ranker, catalogue: data.Catalogue, max_candidates: int,
+                 default_candidates: int, default_k: int, max_fetch: int):
+        super().__init__()
+        self.tft_layer, self.query_tower, self.index, self.ranker = tft_layer, query_tower, index, ranker
+        self.max_candidates, self.max_fetch = int(max_candidates), int(max_fetch)
+        self.default_candidates, self.default_k = int(default_candidates), int(default_k)
+        # the catalogue's raw item features, by catalogue index (= the index's row order)
+        self.item_ids = tf.Variable(catalogue.item_ids.astype(object).astype(bytes), trainable=False, name="item_ids")
+        self.item_title = tf.Variable(catalogue.raw["item_title"].astype(bytes), trainable=False)
+        self.item_genres = tf.Variable(catalogue.raw["item_genres"].astype(bytes), trainable=False)
+        self.item_price = tf.Variable(catalogue.raw["item_price"].astype(np.float32), trainable=False)
+        self.item_release_ts = tf.Variable(catalogue.raw["item_release_ts"].astype(np.int64), trainable=False)
+
+    def _item_raw(self, idx: tf.Tensor) -> Dict[str, tf.Tensor]:
+        return {"item_id": tf.gather(self.item_ids, idx), "item_title": tf.gather(self.item_title, idx),
+                "item_genres": tf.gather(self.item_genres, idx), "item_price": tf.gather(self.item_price, idx),
+                "item_release_ts": tf.gather(self.item_release_ts, idx)}
+
+    def run(self, raw: Dict[str, tf.Tensor], exclude: tf.Tensor, num_candidates: tf.Tensor, k: tf.Tensor):
+        query = self.query_tower(self.tft_layer(raw), training=False)
+        batch = tf.shape(query)[0]
+        n_row = tf.clip_by_value(tf.cast(num_candidates, tf.int32), 1, self.max_candidates)        # [B]
+        n = tf.maximum(tf.reduce_max(n_row), 1)
+        seen = tf.concat([raw["history_item_ids"], exclude], axis=1)                                # [B, E]
+        fetch = tf.minimum(n + tf.shape(seen)[1], self.max_fetch)
+        r_scores, r_idx = self.index(query, k=fetch)                                               # [B, F]
+        n = tf.minimum(n, tf.shape(r_scores)[1])  # an approximate index may return fewer than asked
+        n_row = tf.minimum(n_row, n)
+        r_idx = tf.cast(r_idx, tf.int32)
+        r_ids = tf.gather(self.item_ids, r_idx)
+        hit = tf.equal(tf.expand_dims(r_ids, 2), tf.expand_dims(seen, 1)) & tf.expand_dims(seen != "", 1)
+        masked = tf.where(tf.reduce_any(hit, axis=2), tf.fill(tf.shape(r_scores), -np.inf), r_scores)
+        c_scores, pos = tf.math.top_k(masked, k=n)                                                  # ScaNN order kept
+        c_idx = tf.gather(r_idx, pos, batch_dims=1)                                                 # [B, n]
+        ranks = tf.broadcast_to(tf.range(1, n + 1), tf.shape(c_idx))
+        valid = (c_scores > -np.inf) & (ranks <= tf.expand_dims(n_row, 1))
+        # (query x candidate) rows through the same TFT graph as training, then the ranker
+        rows = {name: tf.repeat(raw[name], n, axis=0) for name in schema.QUERY_FEATURES}
+        rows.update(self._item_raw(tf.reshape(c_idx, [-1])))
+        retrieval = {"candidate_source": tf.fill([batch * n], "scann"),
+                     "retrieval_rank": tf.cast(tf.reshape(ranks, [-1]), tf.int64),
+                     "retrieval_score": tf.reshape(tf.where(valid, c_scores, 0.0), [-1])}
+        out = self.ranker(_model_inputs(self.tft_layer(rows), retrieval), training=False)
+        logit = tf.where(valid, tf.reshape(out["engagement_logit"], [batch, n]), -np.inf)
+        rating = tf.reshape(out["rating"], [batch, n])
+        k_row = tf.minimum(tf.clip_by_value(tf.cast(k, tf.int32), 1, self.max_candidates), n_row)
+        kk = tf.reduce_max(k_row)
+        top_logit, order = tf.math.top_k(logit, k=kk)
+        ok = (top_logit > -np.inf) & (tf.range(kk)[tf.newaxis, :] < tf.expand_dims(k_row, 1))
+        take = lambda t: tf.gather(t, order, batch_dims=1)  # noqa: E731
+        ids = tf.gather(self.item_ids, take(c_idx))
+        r_rank = take(ranks)
+        return {
+            "item_ids": tf.where(ok, ids, ""),
+            "scores": tf.where(ok, tf.sigmoid(top_logit), 0.0),
+            "ratings": tf.where(ok, take(rating), 0.0),
+            "retrieval_scores": tf.where(ok, take(c_scores), 0.0),
+            "retrieval_ranks": tf.where(ok, r_rank, 0),
+            "source": tf.where(ok, tf.fill(tf.shape(ids), "scann"), ""),
+            "stage": tf.where(ok, tf.where(r_rank <= tf.expand_dims(k_row, 1), "retrieval", "ranking"), ""),
+        }
+
+    def serve(self, **raw):
+        batch = tf.shape(raw["user_id"])[0]
+        return self.run(raw, tf.zeros([batch, 0], tf.string), tf.fill([batch], self.default_candidates),
+                        tf.fill([batch], self.default_k))
+
+    def serve_with_options(self, exclude_item_ids, num_candidates, k, **raw):
+        return self.run(raw, exclude_item_ids, num_candidates, k)
+
+
+def _call(fn, request: Dict[str, np.ndarray]):
+    return fn(**{k: tf.constant(v) for k, v in request.items()})
+
+
+def ranking_request(query: Dict[str, np.ndarray], catalogue: data.Catalogue, items: Sequence[int],
+                    ranks: Optional[Sequence[int]] = None, scores: Optional[Sequence[float]] = None,
+                    source: str = "scann") -> Dict[str, np.ndarray]:
+    """A ranking request: one row per candidate (the batch-of-one query repeated)."""
+    n = len(items)
+    out = {k: np.repeat(np.asarray(v)[:1], n, axis=0) for k, v in query.items()}
+    for k in schema.CANDIDATE_FEATURES:
+        out[k] = np.asarray(catalogue.raw[k])[list(items)]
+    out["item_id"] = out["item_id"].astype(object)
+    out["item_title"] = out["item_title"].astype(object)
+    out["item_genres"] = out["item_genres"].astype(object)
+    out["candidate_source"] = np.array([source] * n, dtype=object)
+    out["retrieval_rank"] = np.asarray(ranks if ranks is not None else np.arange(1, n + 1), np.int64)
+    out["retrieval_score"] = np.asarray(scores if scores is not None else np.zeros(n), np.float32)
+    return out
+
+
+def export_ranking(tft_output, ranker, base: str, version: int,
+                   warmup: Optional[Dict[str, np.ndarray]] = None, name: str = "ranking") -> str:
+    module = RankingModule(tft_output.transform_features_layer(), ranker)
+    specs = ranking_signature_specs()
+    serve = tf.function(module.rank).get_concrete_function(**specs)
+    examples = tf.function(module.rank_examples).get_concrete_function(tf.TensorSpec([None], tf.string,
+                                                                                     name="examples"))
+    if warmup is not None:
+        check_request(warmup, specs)
+    return save_atomically(module, {"serving_default": serve, "from_examples": examples}, base, name, version, warmup)
+
+
+def export_recommend(tft_output, query_tower, item_vectors: np.ndarray, catalogue: data.Catalogue, ranker,
+                     base: str, version: int, ecfg, rcfg, kind: str = "scann",
+                     warmup: Optional[Dict[str, np.ndarray]] = None, name: str = "recommend") -> str:
+    """The one-call recommender (see the module docstring); ``kind`` = scann | brute_force."""
+    max_n = max(1, min(rcfg.recommend_candidates, catalogue.size))
+    max_fetch = min(catalogue.size, max_n + schema.HISTORY_LENGTH + MAX_EXCLUDE)
+    index = index_by_position(kind, item_vectors, max_fetch, ecfg)
+    module = RecommendModule(tft_output.transform_features_layer(), query_tower, index, ranker, catalogue, max_n,
+                             max_n, min(rcfg.recommend_k, max_n), max_fetch)
+    specs = query_specs()
+    serve = tf.function(module.serve).get_concrete_function(**specs)
+    options = dict(specs, exclude_item_ids=tf.TensorSpec([None, None], tf.string, name="exclude_item_ids"),
+                   num_candidates=tf.TensorSpec([None], tf.int32, name="num_candidates"),
+                   k=tf.TensorSpec([None], tf.int32, name="k"))
+    serve_options = tf.function(module.serve_with_options).get_concrete_function(**options)
+    request = warmup if warmup is not None else _dummy(specs)
+    check_request(request, specs)
+    _call(serve, request)  # ScaNN builds its searcher lazily: call once before saving
+    return save_atomically(module, {"serving_default": serve, "recommend": serve_options}, base, name, version,
+                           warmup, namespace_whitelist=["Scann"] if kind == "scann" else None)
+
+
+def index_by_position(kind: str, item_vectors: np.ndarray, k: int, ecfg) -> tf.keras.layers.Layer:
+    """Like trainer.export.build_index but returning catalogue positions (int32) instead of ids,
+    so the candidates' raw features can be gathered from the catalogue tables."""
+    import tensorflow_recommenders as tfrs
+
+    from trainer.export import scann_leaves
+
+    n = len(item_vectors)
+    if kind == "scann":
+        leaves, to_search = scann_leaves(n, ecfg)
+        # ScaNN returns at most the points in the leaves it searches: make them hold ~2x what we fetch
+        to_search = min(leaves, max(to_search, int(np.ceil(2.0 * k * leaves / max(n, 1)))))
+        index = tfrs.layers.factorized_top_k.ScaNN(
+            k=k, num_leaves=leaves, num_leaves_to_search=to_search,
+            num_reordering_candidates=max(ecfg.scann_reordering, k))
+    elif kind == "brute_force":
+        index = tfrs.layers.factorized_top_k.BruteForce(k=k)
+    else:
+        raise ValueError(f"unknown index kind {kind!r}")
+    index.index(tf.constant(item_vectors, tf.float32))
+    return index
