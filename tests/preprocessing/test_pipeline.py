@@ -81,7 +81,7 @@ def test_rerun_gives_identical_output(run_cfg, preprocessed):
         for key in a:
             if a[key].dtype.kind == "f":
                 np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-5, err_msg=key)
-            elif key.endswith("_bucket"):
+            elif key.endswith("_bucket") and a[key].dtype.kind in "iu":
                 # quantile boundaries can differ in their last float bit between runs, which moves a value
                 # sitting exactly on a boundary by one bucket: allow one row in 10,000
                 assert np.mean(a[key] != b[key]) <= 1e-4 and np.all(np.abs(a[key] - b[key]) <= 1), key
