@@ -1,8 +1,9 @@
 """Tensor conversions shared by server and client: TensorProto <-> numpy, JSON <-> numpy.
 
-Fast paths (``tensor_content`` for numbers, ``string_val`` for strings) keep the
-per-request cost well under a millisecond; anything unusual falls back to
-``tf.make_ndarray`` / ``tf.make_tensor_proto``. JSON follows TF Serving's REST rules:
+Requests go out compact (``tensor_content`` for numbers, ``string_val`` for strings);
+responses are written as TF Serving writes them (typed fields by default, everything in
+``tensor_content`` with ``--enable_serialization_as_tensor_content``); both decode
+here without TensorFlow on the common dtypes. JSON follows TF Serving's REST rules:
 strings are JSON strings, binary values are ``{"b64": ...}``, and outputs whose
 name ends in ``_bytes`` are base64 encoded.
 """
@@ -68,9 +69,9 @@ def to_string_array(values: Any) -> np.ndarray:
 
 
 def ndarray_to_proto(arr: Any, proto: Optional[tensor_pb2.TensorProto] = None) -> tensor_pb2.TensorProto:
-    """TensorProto for an array (string tensors in string_val, numbers in tensor_content).
+    """Request-side TensorProto (strings in string_val, numbers in tensor_content: the compact form).
 
-    ``proto`` lets callers fill a map entry in place (``response.outputs[name]``) without a copy.
+    ``proto`` lets callers fill a map entry in place (``request.inputs[name]``) without a copy.
     """
     arr = np.asarray(arr)
     proto = tensor_pb2.TensorProto() if proto is None else proto
@@ -89,19 +90,114 @@ def ndarray_to_proto(arr: Any, proto: Optional[tensor_pb2.TensorProto] = None) -
     return proto
 
 
+# Typed repeated field per dtype, as TensorFlow's Tensor::AsProtoField fills them (TF Serving's default).
+_TYPED_FIELD = {
+    types_pb2.DT_FLOAT: "float_val", types_pb2.DT_DOUBLE: "double_val", types_pb2.DT_INT32: "int_val",
+    types_pb2.DT_INT16: "int_val", types_pb2.DT_INT8: "int_val", types_pb2.DT_UINT8: "int_val",
+    types_pb2.DT_UINT16: "int_val", types_pb2.DT_INT64: "int64_val", types_pb2.DT_UINT32: "uint32_val",
+    types_pb2.DT_UINT64: "uint64_val", types_pb2.DT_BOOL: "bool_val", types_pb2.DT_HALF: "half_val",
+}
+
+
+def ndarray_to_response_proto(arr: np.ndarray, proto: tensor_pb2.TensorProto,
+                              tensor_content: bool = False) -> tensor_pb2.TensorProto:
+    """Response-side TensorProto exactly as TF Serving writes it.
+
+    Default: typed fields (``float_val``, ``int64_val``, ``string_val``, ...), what
+    Tensor::AsProtoField does and what clients reading ``.float_val`` expect. With
+    ``tensor_content`` (``--enable_serialization_as_tensor_content``): every dtype in
+    ``tensor_content``, strings in TensorFlow's string-list encoding (AsProtoTensorContent).
+    """
+    arr = np.asarray(arr)
+    for d in arr.shape:
+        proto.tensor_shape.dim.add().size = int(d)
+    if arr.dtype.kind in "OSU":
+        proto.dtype = types_pb2.DT_STRING
+        values = to_string_array(arr).ravel().tolist()
+        if tensor_content:
+            proto.tensor_content = encode_string_list(values)
+        else:
+            proto.string_val.extend(values)
+        return proto
+    dt = _NP_TO_DT.get(arr.dtype)
+    if dt is None:  # complex, bfloat16, ...: let TensorFlow encode it
+        proto.CopyFrom(tf.make_tensor_proto(arr))
+        return proto
+    proto.dtype = dt
+    if tensor_content:
+        proto.tensor_content = np.ascontiguousarray(arr).tobytes()
+    elif dt == types_pb2.DT_HALF:
+        proto.half_val.extend(arr.ravel().view(np.uint16).tolist())
+    else:
+        getattr(proto, _TYPED_FIELD[dt]).extend(arr.ravel().tolist())
+    return proto
+
+
+def encode_string_list(values: List[bytes]) -> bytes:
+    """TensorFlow's EncodeStringList: every length as a varint32, then every string's bytes."""
+    out = bytearray()
+    for v in values:
+        n = len(v)
+        while n >= 0x80:
+            out.append((n & 0x7F) | 0x80)
+            n >>= 7
+        out.append(n)
+    for v in values:
+        out += v
+    return bytes(out)
+
+
+def decode_string_list(data: bytes, n: int) -> List[bytes]:
+    """Inverse of ``encode_string_list`` for ``n`` strings; raises ValueError when malformed."""
+    lengths, pos = [], 0
+    for _ in range(n):
+        shift = value = 0
+        while True:
+            if pos >= len(data) or shift > 28:
+                raise ValueError("truncated string list")
+            b = data[pos]
+            pos += 1
+            value |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+        lengths.append(value)
+    out = []
+    for length in lengths:
+        if pos + length > len(data):
+            raise ValueError("truncated string list")
+        out.append(bytes(data[pos:pos + length]))
+        pos += length
+    return out
+
+
 def proto_to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """ndarray for a TensorProto; bad protos raise INVALID_ARGUMENT, never crash."""
+    """ndarray for a TensorProto (typed fields or tensor_content); bad protos raise INVALID_ARGUMENT, never crash."""
     try:
         shape = [d.size for d in proto.tensor_shape.dim]
-        if proto.dtype == types_pb2.DT_STRING:
-            values = list(proto.string_val)
-            n = int(np.prod(shape)) if shape else 1
+        n = 1
+        for d in shape:
+            n *= d
+        dtype = proto.dtype
+        if dtype == types_pb2.DT_STRING:
+            if proto.tensor_content:
+                values = decode_string_list(proto.tensor_content, n)
+            else:
+                values = list(proto.string_val)
             if len(values) == n:
                 out = np.empty(n, dtype=object)
                 out[:] = values
                 return out.reshape(shape)
-        elif proto.tensor_content and proto.dtype in _NUMERIC:
-            return np.frombuffer(proto.tensor_content, dtype=_NUMERIC[proto.dtype]).reshape(shape).copy()
+        elif proto.tensor_content:
+            np_dtype = _NUMERIC.get(dtype)
+            if np_dtype is not None:
+                return np.frombuffer(proto.tensor_content, dtype=np_dtype).reshape(shape).copy()
+        else:
+            field = _TYPED_FIELD.get(dtype)
+            if field is not None and field != "half_val":
+                values = getattr(proto, field)
+                if len(values) == n:
+                    return np.array(values, dtype=_NUMERIC[dtype]).reshape(shape)
         return tf.make_ndarray(proto)
     except Exception as e:  # noqa: BLE001
         raise ServingError(INVALID_ARGUMENT, f"cannot parse tensor proto ({dtype_name(proto.dtype)}, "
@@ -221,20 +317,21 @@ def inputs_to_json(inputs: Dict[str, np.ndarray]) -> Dict[str, Any]:
 
 # ------------------------------------------------------------------ tf.Example (Classify / Regress)
 def examples_from_input(inp) -> List[bytes]:
-    """Serialized tf.Examples from a tensorflow.serving.Input (context features merged in)."""
+    """Serialized tf.Examples from a tensorflow.serving.Input, as TF Serving builds its example tensor.
+
+    With context, each example is the context's bytes followed by the example's bytes (protobuf
+    concatenation = merge, the example's features win). No examples: INVALID_ARGUMENT "Input is empty."
+    """
     kind = inp.WhichOneof("kind")
+    out: List[bytes] = []
     if kind == "example_list":
-        return [ex.SerializeToString() for ex in inp.example_list.examples]
-    if kind == "example_list_with_context":
-        ctx = inp.example_list_with_context.context
-        out = []
-        for ex in inp.example_list_with_context.examples:
-            merged = tf.train.Example()
-            merged.CopyFrom(ctx)
-            merged.MergeFrom(ex)
-            out.append(merged.SerializeToString())
-        return out
-    raise ServingError(INVALID_ARGUMENT, "Input is empty: set example_list or example_list_with_context")
+        out = [ex.SerializeToString() for ex in inp.example_list.examples]
+    elif kind == "example_list_with_context":
+        ctx = inp.example_list_with_context.context.SerializeToString()
+        out = [ctx + ex.SerializeToString() for ex in inp.example_list_with_context.examples]
+    if not out:
+        raise ServingError(INVALID_ARGUMENT, "Input is empty.")
+    return out
 
 
 def _feature_from_json(value: Any, name: str) -> tf.train.Feature:

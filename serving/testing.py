@@ -95,3 +95,130 @@ def write_toy_model(base_path: str, version: int, *, k: int = 5, model_name: str
         write_warmup_requests(path, model_name, [{"user_id": np.array([b"warmup"], dtype=object),
                                                   "timestamp": np.array([0], dtype=np.int64)}])
     return path
+
+
+# ---------------------------------------------------------------- TF Serving's test models, made here
+def _mark_complete(path: str) -> str:
+    """Writes the completion marker (serving/completion.py) so the server loads the version at once."""
+    try:
+        from serving.completion import write_marker
+    except ImportError:  # older checkouts: versions load without one
+        return path
+    write_marker(path)
+    return path
+
+
+def write_half_plus_two_tf1(base_path: str, version: int, *, plus: float = 2.0) -> str:
+    """TF Serving's ``saved_model_half_plus_two`` recipe (tf.compat.v1 graph + SavedModelBuilder): y = 0.5x + plus.
+
+    Signatures as in TF Serving's testdata: ``serving_default`` (Predict, x -> y, where x is the
+    [?,1] output of a ParseExample, not a placeholder), ``regress_x_to_y`` (Regress) and
+    ``classify_x_to_y`` (Classify: scores), both taking serialized tf.Examples with float feature
+    ``x``; variables are reference variables and an asset file is wired in, as in the original.
+    With ``plus=3`` it is ``half_plus_three``; two calls with different ``plus`` make the two-version model.
+    """
+    import os
+
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    path = os.path.join(base_path, str(version))
+    builder = v1.saved_model.builder.SavedModelBuilder(path)
+    with tf.Graph().as_default() as graph, v1.Session(graph=graph) as sess:
+        a = v1.Variable(0.5, name="a", use_resource=False)
+        b = v1.Variable(float(plus), name="b", use_resource=False)
+        serialized = v1.placeholder(tf.string, name="tf_example", shape=[None])
+        parsed = v1.parse_example(serialized, {"x": v1.FixedLenFeature([1], tf.float32)})
+        x = tf.identity(parsed["x"], name="x")
+        y = tf.identity(a * x + b, name="y")
+        assets_dir = os.path.join(base_path, f".assets-{version}")
+        os.makedirs(assets_dir, exist_ok=True)
+        asset = os.path.join(assets_dir, "foo.txt")
+        with open(asset, "w") as f:
+            f.write("asset-file-contents")
+        asset_tensor = tf.constant(asset)
+        v1.add_to_collection(v1.GraphKeys.ASSET_FILEPATHS, asset_tensor)
+        filename = v1.Variable("foo.txt", name="filename_tensor", trainable=False, collections=[],
+                               use_resource=False)
+        sess.run(v1.global_variables_initializer())
+        info = v1.saved_model.utils.build_tensor_info
+        sig = v1.saved_model.signature_def_utils.build_signature_def
+        builder.add_meta_graph_and_variables(
+            sess, [v1.saved_model.tag_constants.SERVING],
+            signature_def_map={
+                "serving_default": sig({"x": info(x)}, {"y": info(y)}, "tensorflow/serving/predict"),
+                "regress_x_to_y": sig({"inputs": info(serialized)}, {"outputs": info(y)},
+                                      "tensorflow/serving/regress"),
+                "classify_x_to_y": sig({"inputs": info(serialized)}, {"scores": info(y)},
+                                       "tensorflow/serving/classify"),
+            },
+            assets_collection=v1.get_collection(v1.GraphKeys.ASSET_FILEPATHS),
+            main_op=tf.group(filename.assign("foo.txt")))
+        builder.save()
+    import shutil
+
+    shutil.rmtree(assets_dir, ignore_errors=True)
+    return _mark_complete(path)
+
+
+def write_half_plus_two_tf2(base_path: str, version: int, *, plus: float = 2.0) -> str:
+    """The same model saved natively in TF2 (tf.Module + tf.saved_model.save), x declared [?,1]."""
+    import os
+
+    import tensorflow as tf
+
+    features = {"x": tf.io.FixedLenFeature([1], tf.float32)}
+
+    class HalfPlusTwo(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = tf.Variable(0.5, name="a")
+            self.b = tf.Variable(float(plus), name="b")
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+        def predict(self, x):
+            return {"y": self.a * x + self.b}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def regress(self, inputs):
+            return {"outputs": self.a * tf.io.parse_example(inputs, features)["x"] + self.b}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def classify(self, inputs):
+            return {"scores": self.a * tf.io.parse_example(inputs, features)["x"] + self.b}
+
+    m = HalfPlusTwo()
+    path = os.path.join(base_path, str(version))
+    tf.saved_model.save(m, path, signatures={"serving_default": m.predict, "regress_x_to_y": m.regress,
+                                             "classify_x_to_y": m.classify})
+    return _mark_complete(path)
+
+
+def write_counter_tf1(base_path: str, version: int) -> str:
+    """TF Serving's ``saved_model_counter`` recipe: a reference (non-resource) variable and stateful
+    signatures without inputs (``get_counter``, ``incr_counter``, ``reset_counter``) or with one
+    (``incr_counter_by``: delta, unknown rank)."""
+    import os
+
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    path = os.path.join(base_path, str(version))
+    builder = v1.saved_model.builder.SavedModelBuilder(path)
+    with tf.Graph().as_default() as graph, v1.Session(graph=graph) as sess:
+        counter = v1.Variable(0.0, dtype=tf.float32, name="counter", use_resource=False)
+        incr = counter.assign_add(1.0)
+        delta = v1.placeholder(tf.float32, name="delta")
+        incr_by = counter.assign_add(delta)
+        reset = counter.assign(0.0)
+        sess.run(v1.global_variables_initializer())
+        info = v1.saved_model.utils.build_tensor_info
+        sig = v1.saved_model.signature_def_utils.build_signature_def
+        predict = "tensorflow/serving/predict"
+        builder.add_meta_graph_and_variables(sess, [v1.saved_model.tag_constants.SERVING], signature_def_map={
+            "get_counter": sig({}, {"output": info(counter)}, predict),
+            "incr_counter": sig({}, {"output": info(incr)}, predict),
+            "incr_counter_by": sig({"delta": info(delta)}, {"output": info(incr_by)}, predict),
+            "reset_counter": sig({}, {"output": info(reset)}, predict)})
+        builder.save()
+    return _mark_complete(path)

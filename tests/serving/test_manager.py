@@ -67,13 +67,16 @@ def test_reload_config_over_grpc(server, model_src, tmp_path):
 
     base = str(tmp_path / "extra")
     install_version(model_src, base, 2)
-    config = parse_model_config(f'model_config_list {{ config {{ name: "toy" base_path: "{server.manager.config.model_config_list.config[0].base_path}" }} '
-                                f'config {{ name: "extra" base_path: "{base}" }} }}')
+    toy_base = server.manager.config.model_config_list.config[0].base_path
+    config = parse_model_config(f'model_config_list {{ config {{ name: "toy" base_path: "{toy_base}" '
+                                f'model_platform: "tensorflow" }} '
+                                f'config {{ name: "extra" base_path: "{base}" model_platform: "tensorflow" }} }}')
     stub = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(server.grpc_address))
     stub.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(config=config), timeout=30)
     client = ServingClient(server.grpc_address)
     assert client.predict("extra", query()).model_version == 2
-    original = parse_model_config(f'model_config_list {{ config {{ name: "toy" base_path: "{server.manager.config.model_config_list.config[0].base_path}" }} }}')
+    original = parse_model_config(f'model_config_list {{ config {{ name: "toy" base_path: "{toy_base}" '
+                                  f'model_platform: "tensorflow" }} }}')
     stub.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(config=original), timeout=30)
     with pytest.raises(ServingError):
         client.predict("extra", query())

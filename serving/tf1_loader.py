@@ -1,0 +1,90 @@
+"""Session-based loading for TF1 SavedModels, the way TF Serving's SavedModelBundle loads them.
+
+A TF1 SavedModel (``SavedModelBuilder``, no object graph) is a graph plus signatures that
+name tensors in it. ``tf.saved_model.load`` turns each signature into a pruned function,
+which fails for graphs TF Serving serves every day: reference-typed variables (``counter``)
+and signatures whose declared shapes don't match their ops (``ParseExample`` behind
+a Classify/Regress signature). Here the graph is loaded into its own ``tf.compat.v1.Session``
+(restoring variables, running the main/init op, wiring assets) and each call runs the
+session through a cached ``Session`` callable: feeds and fetches are the signature's tensor
+names, nothing checks shapes in Python, and TensorFlow itself reports what does not fit,
+as in TF Serving.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
+
+# TF Serving builds the session's ConfigProto from its thread flags; the server sets these
+# before loading (process-wide, like the flags). 0 = TensorFlow's default.
+SESSION_THREADS = {"intra_op": 0, "inter_op": 0}
+
+
+def is_tf1_saved_model(meta_graph: meta_graph_pb2.MetaGraphDef) -> bool:
+    """True for SavedModelBuilder exports: they carry no object graph (TF2 ``tf.saved_model.save`` does)."""
+    return len(meta_graph.object_graph_def.nodes) == 0
+
+
+def session_config() -> config_pb2.ConfigProto:
+    config = config_pb2.ConfigProto()
+    if SESSION_THREADS["intra_op"]:
+        config.intra_op_parallelism_threads = int(SESSION_THREADS["intra_op"])
+    if SESSION_THREADS["inter_op"]:
+        config.inter_op_parallelism_threads = int(SESSION_THREADS["inter_op"])
+    return config
+
+
+class SessionBundle:
+    """A TF1 SavedModel loaded into its own graph and session (thread safe: Session.run is)."""
+
+    def __init__(self, path: str, tags: Sequence[str]):
+        self.graph = tf.Graph()
+        self.session = tf.compat.v1.Session(graph=self.graph, config=session_config())
+        try:
+            with self.graph.as_default():
+                self.meta_graph = tf.compat.v1.saved_model.loader.load(self.session, list(tags), path)
+        except BaseException:
+            self.session.close()
+            raise
+        self._callables: Dict[Tuple[Tuple[str, ...], Tuple[str, ...]], object] = {}
+        self._lock = threading.Lock()
+
+    def _callable(self, feeds: Tuple[str, ...], fetches: Tuple[str, ...]):
+        key = (feeds, fetches)
+        fn = self._callables.get(key)
+        if fn is None:
+            with self._lock:
+                fn = self._callables.get(key)
+                if fn is None:
+                    options = config_pb2.CallableOptions(feed=list(feeds), fetch=list(fetches))
+                    fn = self.session._make_callable_from_options(options)  # noqa: SLF001 (public API has no options form)
+                    self._callables[key] = fn
+        return fn
+
+    def run(self, feeds: Dict[str, np.ndarray], fetches: Sequence[str]) -> list:
+        """Runs the graph: ``feeds`` maps tensor names to arrays, ``fetches`` are tensor names."""
+        names = tuple(feeds)
+        return self._callable(names, tuple(fetches))(*[feeds[n] for n in names])
+
+    def close(self) -> None:
+        self._callables.clear()
+        self.session.close()
+
+
+def signature_runner(bundle: SessionBundle, sig_def: meta_graph_pb2.SignatureDef):
+    """``run(inputs by alias, output aliases or None) -> outputs by alias`` for one SignatureDef."""
+    in_names = {alias: info.name for alias, info in sig_def.inputs.items()}
+    out_names = {alias: info.name for alias, info in sig_def.outputs.items()}
+    all_outputs = tuple(sorted(out_names))
+
+    def run(inputs: Dict[str, np.ndarray], outputs: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+        wanted = tuple(outputs) if outputs else all_outputs
+        feeds = {in_names[k]: inputs[k] for k in sorted(inputs)}
+        values = bundle.run(feeds, [out_names[a] for a in wanted])
+        return {a: np.asarray(v) for a, v in zip(wanted, values)}
+
+    return run
