@@ -29,6 +29,11 @@ class _Task:
         self.enqueued = time.perf_counter()
 
 
+def _dtype_key(arr: np.ndarray) -> str:
+    """Strings merge whatever their numpy form (REST sends fixed-width ``S`` arrays, gRPC object arrays)."""
+    return "string" if arr.dtype.kind in "OSU" else arr.dtype.str
+
+
 def _batch_key(inputs: Arrays):
     """Requests with equal keys can be concatenated along axis 0; None = not batchable."""
     rows = None
@@ -42,7 +47,7 @@ def _batch_key(inputs: Arrays):
             rows = arr.shape[0]
         elif arr.shape[0] != rows:
             return None, 0
-        key.append((name, arr.dtype.str, arr.shape[1:]))
+        key.append((name, _dtype_key(arr), arr.shape[1:]))
     if rows is None:
         return None, 0
     return tuple(key), rows

@@ -40,6 +40,17 @@ class Metrics:
                                ["model_name"], registry=r)
         self.batch_size = Histogram(PREFIX + "batch_size", "Rows per executed batch (batching on).",
                                     ["model_name"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=r)
+        # Not in TF Serving: how the REST front end and the model directories are doing (see README).
+        self.rest_connections = Gauge(PREFIX + "rest_open_connections", "Open REST connections.", registry=r)
+        self.rest_rejected = Counter(PREFIX + "rest_rejected_connections",
+                                     "REST connections closed at accept: --rest_api_max_connections reached.",
+                                     registry=r)
+        self.rest_timeouts = Counter(PREFIX + "rest_request_timeouts",
+                                     "REST requests whose body did not arrive within --rest_api_timeout_in_ms.",
+                                     registry=r)
+        self.base_path_ok = Gauge(PREFIX + "model_base_path_readable",
+                                  "1 when the model's base path could be listed at the last poll, else 0.",
+                                  ["model_name"], registry=r)
 
     @contextmanager
     def observe(self, model: str, api: str, entrypoint: str) -> Iterator[dict]:
@@ -68,6 +79,9 @@ class Metrics:
 
     def versions_available(self, model: str, count: int) -> None:
         self.available.labels(model).set(count)
+
+    def base_path_readable(self, model: str, ok: bool) -> None:
+        self.base_path_ok.labels(model).set(1 if ok else 0)
 
     def batch(self, model: str, rows: int) -> None:
         self.batch_size.labels(model).observe(rows)

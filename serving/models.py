@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import threading
 import time
 from contextlib import contextmanager
@@ -22,8 +23,8 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from serving import completion
 from serving.batching import Batcher
-from serving.config_validation import validate_config
 from serving.errors import INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, ServingError, as_serving_error
 from serving.servable import Servable
 
@@ -31,6 +32,8 @@ log = logging.getLogger("serving")
 
 START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
 MAX_STATUS_ENTRIES = 16  # per model; oldest finished versions drop off
+SETTLE_SECONDS = 10.0    # an unmarked version whose files are all older than this counts as stable
+STARTUP_WAIT_SECONDS = 10.0  # start() waits this long at most for versions still being written
 
 
 @dataclasses.dataclass
@@ -55,6 +58,10 @@ class _Snapshot:
     latest: Optional[Servable]
 
 
+class _Changed(Exception):
+    """A version's files changed between the start of its load and the end of its warmup."""
+
+
 class _Model:
     def __init__(self, config: model_server_config_pb2.ModelConfig):
         self.config = config
@@ -62,6 +69,10 @@ class _Model:
         self.status: Dict[int, VersionStatus] = {}
         self.failed: Dict[int, tuple] = {}  # version -> fingerprint of the files that failed
         self.warned_missing = False
+        self.loaded_fp: Dict[int, tuple] = {}  # version -> fingerprint its servable was loaded from
+        self.seen_fp: Dict[int, tuple] = {}    # version not loaded yet -> fingerprint at the last poll
+        self.waiting: Dict[int, str] = {}      # versions wanted but not complete/stable yet -> why
+        self.base_path_problem = ""            # why the base path could not be listed ("" = fine)
 
     @property
     def labels(self) -> Dict[str, int]:
@@ -102,20 +113,61 @@ def _abs(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
+_VERSION_NAME = re.compile(r"[0-9]{1,19}")  # ASCII decimal only: "²" and Arabic-Indic digits are not versions
+MAX_VERSION = (1 << 63) - 1                 # int64, as TF Serving (and the protos) require
+
+
+def parse_version(name: str) -> Optional[int]:
+    """The version number a directory name stands for, or None (TF Serving ignores such names too)."""
+    if not _VERSION_NAME.fullmatch(name):
+        return None
+    v = int(name)
+    return v if v <= MAX_VERSION else None
+
+
 def list_versions(base_path: str) -> Dict[int, str]:
-    """Integer-named subdirectories of a model's base path (``.tmp-*`` and friends are ignored).
+    """Version-named subdirectories of a model's base path (``.tmp-*`` and other names are ignored).
 
     Raises when the path can't be listed: a listing hiccup must not look like "all versions gone".
+    One odd entry never stops the listing.
     """
     names = tf.io.gfile.listdir(base_path)
     out = {}
-    for name in names:
-        name = name.rstrip("/")
-        if name.isdigit():
-            path = os.path.join(base_path, name)
+    for name in sorted(n.rstrip("/") for n in names):
+        v = parse_version(name)
+        if v is None or v in out:
+            continue  # "007" and "7" are one version: the first name (sorted) wins
+        path = os.path.join(base_path, name)
+        try:
             if tf.io.gfile.isdir(path):
-                out[int(name)] = path
+                out[v] = path
+        except Exception as e:  # noqa: BLE001
+            log.warning("ignoring %s: %s", path, e)
     return out
+
+
+def change_times(path: str, entries: tuple) -> Tuple[Optional[float], float]:
+    """(change time of the version dir itself or None, latest change of anything inside it).
+
+    Local files report inode change times, which copies (``cp -a``, ``copytree``) cannot back-date
+    and which a rename updates on the renamed directory: a directory at least as new as everything
+    in it was renamed into place complete. Other file systems report objects' modification times.
+    """
+    if "://" in path:
+        return None, max((e[2] / 1e9 for e in entries if len(e) == 3), default=0.0)
+    newest = 0.0
+    for root, dirs, files in os.walk(path):
+        for f in files + dirs:
+            try:
+                st = os.lstat(os.path.join(root, f))
+            except OSError:
+                return None, time.time()
+            newest = max(newest, st.st_ctime, st.st_mtime)
+    try:
+        own = os.lstat(path).st_ctime
+    except OSError:
+        return None, time.time()
+    return own, newest
 
 
 def fingerprint(path: str) -> tuple:
@@ -144,8 +196,6 @@ class ModelManager:
         self.tags, self.warmup, self.warmup_iterations = tuple(tags), warmup, warmup_iterations
         self.batching, self.metrics = batching, metrics
         self._models: Dict[str, _Model] = {}
-        self._removed: Dict[str, _Model] = {}  # models dropped by a reload: status only
-        self.allow_version_labels_for_unavailable_models = False  # TF Serving's flag of that name
         self._poll_lock = threading.RLock()
         self._status_lock = threading.Lock()
         self._stop = threading.Event()
@@ -155,8 +205,15 @@ class ModelManager:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "ModelManager":
-        """Loads what the config asks for (blocking, like TF Serving's startup), then polls in the background."""
+        """Loads what the config asks for (blocking, like TF Serving's startup), then polls in the background.
+
+        Versions still being written (see ``_ready``) are waited for up to STARTUP_WAIT_SECONDS.
+        """
         self.poll()
+        deadline = time.monotonic() + STARTUP_WAIT_SECONDS
+        while any(m.waiting for m in self._models.values()) and time.monotonic() < deadline:
+            time.sleep(min(0.5, self.poll_seconds) if self.poll_seconds > 0 else 0.5)
+            self.poll()
         if self.poll_seconds > 0:
             self._thread = threading.Thread(target=self._loop, name="model-poller", daemon=True)
             self._thread.start()
@@ -188,10 +245,7 @@ class ModelManager:
             return
         if config.SerializeToString(deterministic=True) != self._config.SerializeToString(deterministic=True):
             log.info("model config %s changed; reloading", self.config_path)
-            try:
-                self.reload_config(config, from_file=True)
-            except ServingError as e:  # TF Serving logs and keeps serving the old config
-                log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", e.message)
+            self.reload_config(config)
 
     # ------------------------------------------------------------ config
     def _apply_config(self, config: model_server_config_pb2.ModelServerConfig) -> List[_Model]:
@@ -205,23 +259,15 @@ class ModelManager:
             if m.name in models:
                 models[m.name].config = cfg  # a moved base path reloads version by version in poll
             else:
-                models[m.name] = self._removed.pop(m.name, None) or _Model(cfg)
-                models[m.name].config = cfg
+                models[m.name] = _Model(cfg)
         wanted = {m.name for m in config.model_config_list.config}
         dropped = [models.pop(n) for n in [n for n in models if n not in wanted]]
-        for model in dropped:  # their versions keep reporting (UNLOADING, then END), as in TF Serving
-            self._removed[model.config.name] = model
         self._models = models  # atomic swap of the model table
         return dropped
 
-    def reload_config(self, config: model_server_config_pb2.ModelServerConfig, *, from_file: bool = False) -> None:
-        """ModelService.HandleReloadConfigRequest: validates (serving/config_validation.py; a refused
-        config changes nothing), applies the new config and loads it before returning."""
+    def reload_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+        """ModelService.HandleReloadConfigRequest: applies a new config and loads it before returning."""
         with self._poll_lock:
-            validate_config(config, self._config, available=self.available_versions,
-                            current_labels=lambda n: self._models[n].labels if n in self._models else {},
-                            allow_unavailable_labels=self.allow_version_labels_for_unavailable_models,
-                            from_file=from_file)
             dropped = self._apply_config(config)
             self.poll()
             for model in dropped:
@@ -244,14 +290,17 @@ class ModelManager:
 
     def _poll_model(self, model: _Model) -> None:
         cfg = model.config
-        if not tf.io.gfile.isdir(cfg.base_path):
-            if not model.warned_missing:
-                log.warning("No versions of servable %s found under base path %s (it does not exist yet)",
-                            cfg.name, cfg.base_path)
-                model.warned_missing = True
+        try:
+            exists = tf.io.gfile.isdir(cfg.base_path)
+            disk = list_versions(cfg.base_path) if exists else None
+        except Exception as e:  # noqa: BLE001  (unreadable: keep serving what is loaded, and say so)
+            exists, disk = True, None
+            problem = f"base path {cfg.base_path} cannot be listed: {type(e).__name__}: {e}"
+        else:
+            problem = "" if exists else f"base path {cfg.base_path} does not exist"
+        self._base_path(model, problem)
+        if disk is None:
             return
-        model.warned_missing = False
-        disk = list_versions(cfg.base_path)  # raises on I/O errors: keep serving what is loaded
         policy = cfg.model_version_policy.WhichOneof("policy_choice") or "latest"
         limit = float("inf")
         if policy == "latest":
@@ -261,19 +310,30 @@ class ModelManager:
             candidates = sorted(disk, reverse=True)
         else:
             candidates = sorted((v for v in cfg.model_version_policy.specific.versions if v in disk), reverse=True)
-        for v in [v for v in model.failed if v not in disk]:
-            del model.failed[v]
+        for table in (model.failed, model.seen_fp, model.waiting):
+            for v in [v for v in table if v not in disk]:
+                del table[v]
         want: List[int] = []
         for v in candidates:
             if len(want) >= limit:
                 break
+            path = disk[v]
             current = model.snapshot.versions.get(v)
-            if current is not None and current.path == disk[v]:
+            fp = fingerprint(path)
+            if current is not None and current.path == path:
                 want.append(v)
+                if fp == model.loaded_fp.get(v) or model.failed.get(v) == fp:
+                    continue
+                # its files changed after it loaded (a writer that paused longer than a poll): reload
+                if self._ready(model, v, path, fp):
+                    log.warning("files of servable %s version %d changed on disk; reloading", cfg.name, v)
+                    self._load(model, v, path, fp, reload=True)
                 continue
-            if v in model.failed and model.failed[v] == fingerprint(disk[v]):
+            if v in model.failed and model.failed[v] == fp:
                 continue  # failed before and unchanged since: don't thrash
-            if self._load(model, v, disk[v]):
+            if not self._ready(model, v, path, fp):
+                continue
+            if self._load(model, v, path, fp):
                 want.append(v)
         for v in list(model.snapshot.versions):
             if v not in want:
@@ -289,18 +349,74 @@ class ModelManager:
                 for v in finished[: len(model.status) - MAX_STATUS_ENTRIES]:
                     del model.status[v]
 
-    def _load(self, model: _Model, version: int, path: str) -> bool:
+    def _base_path(self, model: _Model, problem: str) -> None:
+        """Records (and logs once) whether the base path could be listed; status reports it."""
+        if problem and problem != model.base_path_problem:
+            if model.snapshot.versions:
+                log.error("%s; still serving model %s versions %s", problem, model.config.name,
+                          sorted(model.snapshot.versions))
+            else:
+                log.warning("No versions of servable %s found: %s", model.config.name, problem)
+        elif not problem and model.base_path_problem:
+            log.info("base path %s of model %s is readable again", model.config.base_path, model.config.name)
+        model.base_path_problem = problem
+        model.warned_missing = bool(problem)
+        if self.metrics is not None:
+            self.metrics.base_path_readable(model.config.name, not problem)
+
+    def _ready(self, model: _Model, version: int, path: str, fp: tuple) -> bool:
+        """Whether a version's files are complete: its completion marker matches, or (no marker) they
+        are the same as at the previous poll or older than SETTLE_SECONDS. Otherwise it waits."""
+        previous = model.seen_fp.get(version)
+        model.seen_fp[version] = fp
+        why = ""
+        sizes = {e[0].replace(os.sep, "/"): e[1] for e in fp if len(e) == 3}
+        if fp == ("<unreadable>",):
+            why = "its files cannot be listed yet"
+        elif "saved_model.pb" not in sizes and "saved_model.pbtxt" not in sizes:
+            why = "no saved_model.pb yet"
+        else:
+            state, detail = completion.check(path, sizes)
+            if state == "incomplete":
+                why = detail
+            elif state == "unmarked" and fp != previous:
+                own, newest = change_times(path, fp)
+                renamed = own is not None and own >= newest
+                if not renamed and time.time() - newest < SETTLE_SECONDS:
+                    why = (f"files still changing (no {completion.MARKER}); loading once they are unchanged "
+                           f"for a poll")
+        if not why:
+            model.waiting.pop(version, None)
+            return True
+        if model.waiting.get(version) != why:
+            log.info("Waiting for servable %s version %d: %s", model.config.name, version, why)
+        model.waiting[version] = why  # reported by /readyz and the log; status lists it once it loads
+        return False
+
+    def _load(self, model: _Model, version: int, path: str, fp: tuple, reload: bool = False) -> bool:
         name = model.config.name
-        self._set_status(model, VersionStatus(version, LOADING))
+        if not reload:
+            self._set_status(model, VersionStatus(version, LOADING))
         log.info("Loading servable: {name: %s version: %d} from %s", name, version, path)
         t0 = time.perf_counter()
-        fp = fingerprint(path)
         servable = None
         try:
             servable = Servable(name, version, path, self.tags)
             self._attach_batchers(servable)
             if self.warmup:
                 servable.warmup(self.warmup_iterations)
+            if fingerprint(path) != fp:  # re-validated before it may serve
+                raise _Changed()
+        except _Changed:
+            servable.retire()
+            model.seen_fp[version] = ()
+            why = "files changed while loading; retrying once they are stable"
+            log.warning("servable %s version %d: %s", name, version, why)
+            model.waiting[version] = why
+            if not reload:
+                with self._status_lock:
+                    model.status.pop(version, None)
+            return False
         except Exception as e:  # noqa: BLE001  (a bad version must never take the server down)
             err = as_serving_error(e) if getattr(e, "error_code", None) is not None else None
             code = err.code_name if err else "UNKNOWN"
@@ -309,11 +425,17 @@ class ModelManager:
             if servable is not None:
                 servable.retire()
             model.failed[version] = fp
-            self._set_status(model, VersionStatus(version, END, code, message[:2000]))
+            if reload:  # the copy loaded before keeps serving
+                message = f"{message[:1500]}; still serving the files loaded before they changed"
+                self._set_status(model, VersionStatus(version, AVAILABLE, code, message[:2000]))
+            else:
+                self._set_status(model, VersionStatus(version, END, code, message[:2000]))
             if self.metrics is not None:
                 self.metrics.model_loaded(name, version, False, time.perf_counter() - t0, 0)
             return False
         model.failed.pop(version, None)
+        model.seen_fp.pop(version, None)
+        model.loaded_fp[version] = fp
         versions = dict(model.snapshot.versions)
         previous = versions.get(version)  # same number from a moved base path
         versions[version] = servable
@@ -343,6 +465,7 @@ class ModelManager:
         if servable is None:
             return
         model.snapshot = _Snapshot(versions, versions[max(versions)] if versions else None)
+        model.loaded_fp.pop(version, None)
         self._set_status(model, VersionStatus(version, UNLOADING))
         log.info("Unloading servable version {name: %s version: %d}", model.config.name, version)
 
@@ -365,7 +488,7 @@ class ModelManager:
 
     def _resolve(self, name: str, version: Optional[int], label: str) -> Servable:
         if not name:
-            raise ServingError(INVALID_ARGUMENT, "ModelSpec has no name specified.")
+            raise ServingError(INVALID_ARGUMENT, "Missing ModelSpec: model name is required")
         for _ in range(100):  # a version can be retired between lookup and acquire: look again
             model = self._models.get(name)
             if label:
@@ -382,16 +505,23 @@ class ModelManager:
         raise ServingError(UNAVAILABLE, f"model {name} is being swapped; retry")
 
     def status(self, name: str, version: Optional[int] = None, label: str = "") -> List[VersionStatus]:
-        """GetModelStatus: every known version (newest first), or one version.
-
-        As in TF Serving, a version label does not narrow the answer, and a model removed by a
-        config reload keeps reporting its versions (END once unloaded).
-        """
-        model = self._models.get(name) or self._removed.get(name)
+        """GetModelStatus: every known version (newest first), or one version."""
+        model = self._models.get(name)
         with self._status_lock:
             statuses = dict(model.status) if model is not None else {}
+        problem = model.base_path_problem if model is not None else ""
         if not statuses:
-            raise ServingError(NOT_FOUND, f"Could not find any versions of model {name}")
+            raise ServingError(NOT_FOUND, f"Could not find any versions of model {name}"
+                                          + (f" ({problem})" if problem else ""))
+        if problem:  # still serving, but nothing new can arrive: say so on every available version
+            statuses = {v: (dataclasses.replace(st, error_code="NOT_FOUND" if "does not exist" in problem
+                                                 else "UNAVAILABLE", error_message=f"{problem}; serving the "
+                                                 "versions loaded before") if st.state == AVAILABLE else st)
+                        for v, st in statuses.items()}
+        if label:
+            if label not in model.labels:
+                raise ServingError(INVALID_ARGUMENT, f"Unrecognized servable version label: {label}")
+            version = model.labels[label]
         if version is not None:
             if int(version) not in statuses:
                 raise ServingError(NOT_FOUND, f"Could not find version {version} of model {name}")
@@ -409,3 +539,13 @@ class ModelManager:
         """Every configured model has at least one available version (readiness probe)."""
         table = {n: self.available_versions(n) for n in self._models}
         return all(table.values()) and bool(table), table
+
+    def problems(self) -> Dict[str, str]:
+        """Models whose base path can't be listed, and versions waiting for their files (for /readyz)."""
+        out = {}
+        for n, m in self._models.items():
+            notes = ([m.base_path_problem] if m.base_path_problem else []) + \
+                    [f"version {v} waiting: {why}" for v, why in sorted(m.waiting.items())]
+            if notes:
+                out[n] = "; ".join(notes)
+        return out
