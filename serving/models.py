@@ -25,6 +25,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving import completion
 from serving.batching import Batcher
+from serving.config_validation import validate_config
 from serving.errors import INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, ServingError, as_serving_error
 from serving.servable import Servable
 
@@ -196,6 +197,8 @@ class ModelManager:
         self.tags, self.warmup, self.warmup_iterations = tuple(tags), warmup, warmup_iterations
         self.batching, self.metrics = batching, metrics
         self._models: Dict[str, _Model] = {}
+        self._removed: Dict[str, _Model] = {}  # models dropped by a reload: status only
+        self.allow_version_labels_for_unavailable_models = False  # TF Serving's flag of that name
         self._poll_lock = threading.RLock()
         self._status_lock = threading.Lock()
         self._stop = threading.Event()
@@ -245,7 +248,10 @@ class ModelManager:
             return
         if config.SerializeToString(deterministic=True) != self._config.SerializeToString(deterministic=True):
             log.info("model config %s changed; reloading", self.config_path)
-            self.reload_config(config)
+            try:
+                self.reload_config(config, from_file=True)
+            except ServingError as e:  # TF Serving logs and keeps serving the old config
+                log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", e.message)
 
     # ------------------------------------------------------------ config
     def _apply_config(self, config: model_server_config_pb2.ModelServerConfig) -> List[_Model]:
@@ -259,15 +265,23 @@ class ModelManager:
             if m.name in models:
                 models[m.name].config = cfg  # a moved base path reloads version by version in poll
             else:
-                models[m.name] = _Model(cfg)
+                models[m.name] = self._removed.pop(m.name, None) or _Model(cfg)
+                models[m.name].config = cfg
         wanted = {m.name for m in config.model_config_list.config}
         dropped = [models.pop(n) for n in [n for n in models if n not in wanted]]
+        for model in dropped:  # their versions keep reporting (UNLOADING, then END), as in TF Serving
+            self._removed[model.config.name] = model
         self._models = models  # atomic swap of the model table
         return dropped
 
-    def reload_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
-        """ModelService.HandleReloadConfigRequest: applies a new config and loads it before returning."""
+    def reload_config(self, config: model_server_config_pb2.ModelServerConfig, *, from_file: bool = False) -> None:
+        """ModelService.HandleReloadConfigRequest: validates (serving/config_validation.py; a refused
+        config changes nothing), applies the new config and loads it before returning."""
         with self._poll_lock:
+            validate_config(config, self._config, available=self.available_versions,
+                            current_labels=lambda n: self._models[n].labels if n in self._models else {},
+                            allow_unavailable_labels=self.allow_version_labels_for_unavailable_models,
+                            from_file=from_file)
             dropped = self._apply_config(config)
             self.poll()
             for model in dropped:
@@ -488,7 +502,7 @@ class ModelManager:
 
     def _resolve(self, name: str, version: Optional[int], label: str) -> Servable:
         if not name:
-            raise ServingError(INVALID_ARGUMENT, "Missing ModelSpec: model name is required")
+            raise ServingError(INVALID_ARGUMENT, "ModelSpec has no name specified.")
         for _ in range(100):  # a version can be retired between lookup and acquire: look again
             model = self._models.get(name)
             if label:
@@ -505,8 +519,12 @@ class ModelManager:
         raise ServingError(UNAVAILABLE, f"model {name} is being swapped; retry")
 
     def status(self, name: str, version: Optional[int] = None, label: str = "") -> List[VersionStatus]:
-        """GetModelStatus: every known version (newest first), or one version."""
-        model = self._models.get(name)
+        """GetModelStatus: every known version (newest first), or one version.
+
+        As in TF Serving, a version label does not narrow the answer, and a model removed by a
+        config reload keeps reporting its versions (END once unloaded).
+        """
+        model = self._models.get(name) or self._removed.get(name)
         with self._status_lock:
             statuses = dict(model.status) if model is not None else {}
         problem = model.base_path_problem if model is not None else ""
@@ -518,10 +536,6 @@ class ModelManager:
                                                  else "UNAVAILABLE", error_message=f"{problem}; serving the "
                                                  "versions loaded before") if st.state == AVAILABLE else st)
                         for v, st in statuses.items()}
-        if label:
-            if label not in model.labels:
-                raise ServingError(INVALID_ARGUMENT, f"Unrecognized servable version label: {label}")
-            version = model.labels[label]
         if version is not None:
             if int(version) not in statuses:
                 raise ServingError(NOT_FOUND, f"Could not find version {version} of model {name}")

@@ -1,8 +1,10 @@
 """One loaded SavedModel version: its signatures, request validation, inference and warmup.
 
-Validation happens here, before TensorFlow runs, so a bad request becomes a clean
-INVALID_ARGUMENT (as TF Serving reports it) instead of a runtime trace. Inference
-is transport-free (numpy in, numpy out) so gRPC, REST, warmup and the benchmark's
+Input names and dtypes are checked here, before TensorFlow runs, with TF Serving's
+messages; shapes are left to the graph, and TensorFlow's own errors keep their code
+(INVALID_ARGUMENT for a shape the graph can't take). TF1 SavedModels run in a session
+(serving/tf1_loader.py), TF2 ones through their signature functions. Inference is
+transport-free (numpy in, numpy out) so gRPC, REST, warmup and the benchmark's
 in-process baseline all run the same code.
 """
 from __future__ import annotations
@@ -21,7 +23,8 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from serving import codec
 from serving.json_codec import check_batch_sizes
-from serving.errors import FAILED_PRECONDITION, INVALID_ARGUMENT, ServingError, as_serving_error
+from serving import tf1_loader
+from serving.errors import FAILED_PRECONDITION, INTERNAL, INVALID_ARGUMENT, ServingError, as_serving_error
 
 log = logging.getLogger("serving")
 
@@ -29,6 +32,8 @@ DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
+CLASSIFY_INPUTS = "inputs"  # also the regression input key
+REGRESS_OUTPUTS = "outputs"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
 
@@ -68,51 +73,73 @@ def read_meta_graph(path: str, tags: Sequence[str] = ("serve",)) -> meta_graph_p
                      f"found {[list(m.meta_info_def.tags) for m in sm.meta_graphs]}")
 
 
-class Signature:
-    """A callable signature plus the contract (dtypes, shapes, defaults) requests are checked against."""
+# TF Serving's --enable_signature_method_name_check (process-wide there too); off by default.
+METHOD_NAME_CHECK = {"enabled": False}
 
-    def __init__(self, name: str, sig_def: meta_graph_pb2.SignatureDef, fn: Callable):
+
+class Signature:
+    """A callable signature plus the contract (names, dtypes, defaults) requests are checked against.
+
+    Names and dtypes are checked up front with TF Serving's messages; shapes are left to the
+    graph, as in TF Serving (a ``[3]`` tensor sent to a ``[?,1]`` input reaches TensorFlow,
+    which decides). ``runner(inputs, output aliases or None)`` does the actual call (a TF2
+    function or a TF1 session, see ``Servable``).
+    """
+
+    def __init__(self, name: str, sig_def: meta_graph_pb2.SignatureDef, runner: Callable):
         self.name = name
+        self.sig_def = sig_def
         self.method_name = sig_def.method_name
-        self.fn = fn
+        self._runner = runner
         self.inputs = {k: (v.dtype, _shape(v)) for k, v in sig_def.inputs.items()}
         self.outputs = {k: (v.dtype, _shape(v)) for k, v in sig_def.outputs.items()}
         self.defaults = {k: codec.proto_to_ndarray(v) for k, v in getattr(sig_def, "defaults", {}).items()}
-        self._tf_dtypes = {k: tf.dtypes.as_dtype(d) for k, (d, _) in self.inputs.items()}
+        # arg[i] in TensorFlow's dtype message counts the feeds in sorted order
+        self._arg_index = {k: i for i, k in enumerate(sorted(self.inputs))}
+        self._base_dtype = {k: _base_dtype(d) for k, (d, _) in self.inputs.items()}
+        self._input_names = frozenset(self.inputs)
         self.batcher = None  # set by the model manager when batching is on
 
     def check_inputs(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Returns the complete input dict or raises INVALID_ARGUMENT as TF Serving would."""
-        extra = sorted(set(inputs) - set(self.inputs))
-        missing = sorted(set(self.inputs) - set(inputs) - set(self.defaults))
-        if extra or missing:
-            raise ServingError(INVALID_ARGUMENT, (
-                f"input size does not match signature: {len(inputs)}!={len(self.inputs)} "
-                f"len({{{','.join(sorted(inputs))}}}) != len({{{','.join(sorted(self.inputs))}}}). "
-                f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}."))
-        full = dict(inputs)
-        for k, v in self.defaults.items():
-            full.setdefault(k, v)
-        for k, arr in full.items():
-            want_dtype, want_shape = self.inputs[k]
+        if inputs.keys() != self._input_names:
+            extra = sorted(set(inputs) - self._input_names)
+            missing = sorted(self._input_names - set(inputs) - set(self.defaults))
+            if extra or missing or not self.defaults:
+                raise ServingError(INVALID_ARGUMENT, (
+                    f"input size does not match signature: {len(inputs)}!={len(self.inputs)} "
+                    f"len({{{','.join(sorted(inputs))}}}) != len({{{','.join(sorted(self.inputs))}}}). "
+                    f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}."))
+            inputs = dict(inputs)
+            for k, v in self.defaults.items():
+                inputs.setdefault(k, v)
+        for k, arr in inputs.items():
             got = codec.array_dtype_enum(arr)
-            if got != want_dtype:
-                raise ServingError(INVALID_ARGUMENT, f"Expects arg[{k}] to be {codec.dtype_name(want_dtype)} "
-                                                     f"but {codec.dtype_name(got)} is provided")
-            if want_shape is not None and not _shape_ok(arr.shape, want_shape):
-                raise ServingError(INVALID_ARGUMENT, f"input '{k}' has shape {list(arr.shape)} but signature "
-                                                     f"'{self.name}' expects {_shape_str(want_shape)}")
-        check_batch_sizes(self.inputs, full)  # all-batch-first signatures: one batch size (issue 16)
-        return full
+            want = self._base_dtype[k]
+            if got != want:
+                raise ServingError(INVALID_ARGUMENT, f"Expects arg[{self._arg_index[k]}] to be "
+                                                     f"{_tf_type_string(want)} but {_tf_type_string(got)} "
+                                                     f"is provided")
+        check_batch_sizes(self.inputs, inputs)  # all-batch-first signatures: one batch size (issue 16)
+        return inputs
 
     def run(self, inputs: Dict[str, np.ndarray], output_filter: Sequence[str] = ()) -> Dict[str, np.ndarray]:
         """Validates, runs (through the batcher when there is one) and filters outputs."""
+        if METHOD_NAME_CHECK["enabled"] and self.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD,
+                                                                     REGRESS_METHOD):
+            raise ServingError(INTERNAL, f"Expected prediction signature method_name to be one of "
+                                         f"{{{PREDICT_METHOD}, {CLASSIFY_METHOD}, {REGRESS_METHOD}}}. "
+                                         f"Was: {self.method_name}")
         wanted = self.check_output_filter(output_filter)
         full = self.check_inputs(inputs)
-        outputs = self.batcher.submit(full) if self.batcher is not None else self.run_unchecked(full)
-        return {k: outputs[k] for k in wanted}
+        if self.batcher is not None:
+            outputs = self.batcher.submit(full)
+            return {k: outputs[k] for k in wanted} if output_filter else outputs
+        return self.run_unchecked(full, wanted if output_filter else None)
 
     def check_output_filter(self, output_filter: Sequence[str]) -> List[str]:
+        if not output_filter:
+            return list(self.outputs)
         seen = set()
         for alias in output_filter:
             if alias not in self.outputs:
@@ -121,53 +148,90 @@ class Signature:
             if alias in seen:
                 raise ServingError(INVALID_ARGUMENT, f"duplicate output tensor alias: {alias}")
             seen.add(alias)
-        return list(output_filter) or list(self.outputs)
+        return list(output_filter)
 
-    def run_unchecked(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """Calls the TF function on already validated inputs (the batcher's entry point)."""
+    def run_unchecked(self, inputs: Dict[str, np.ndarray],
+                      outputs: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+        """Runs on already validated inputs (the batcher's entry point); TF errors keep their code."""
         try:
-            tensors = {k: tf.convert_to_tensor(v, dtype=self._tf_dtypes[k]) for k, v in inputs.items()}
-            result = self.fn(**tensors)
-        except Exception as e:  # noqa: BLE001  (TF errors keep their code)
+            return self._runner(inputs, outputs)
+        except Exception as e:  # noqa: BLE001
             raise as_serving_error(e) from e
-        if not isinstance(result, dict):
-            result = {next(iter(self.outputs)): result}
-        return {k: v.numpy() if hasattr(v, "numpy") else np.asarray(v) for k, v in result.items()}
 
-    # ------------------------------------------------------------ Classify / Regress
-    def example_input(self) -> str:
-        """Name of the single string input that takes serialized tf.Examples, or raise."""
-        if len(self.inputs) == 1:
-            name, (dtype, _) = next(iter(self.inputs.items()))
-            if dtype == types_pb2.DT_STRING:
-                return name
-        raise ServingError(INVALID_ARGUMENT, f"signature '{self.name}' does not take serialized tf.Examples "
-                                             f"(needs exactly one string input; has {sorted(self.inputs)})")
+    # ------------------------------------------------------------ Classify / Regress (TF Serving's rules)
+    def check_classification(self) -> None:
+        """PreProcessClassification: one input ``inputs``, outputs ``classes`` and/or ``scores``."""
+        if METHOD_NAME_CHECK["enabled"] and self.method_name != CLASSIFY_METHOD:
+            raise ServingError(INVALID_ARGUMENT, f"Expected classification signature method_name to be "
+                                                 f"{CLASSIFY_METHOD}. Was: {self.method_name}")
+        if len(self.inputs) != 1:
+            raise ServingError(INVALID_ARGUMENT, "Expected one input Tensor.")
+        if len(self.outputs) not in (1, 2):
+            raise ServingError(INVALID_ARGUMENT, f"Expected one or two output Tensors, found {len(self.outputs)}")
+        if CLASSIFY_INPUTS not in self.inputs:
+            raise ServingError(INVALID_ARGUMENT, f"No classification inputs found in SignatureDef: {self.sig_def}")
+        if not {"classes", "scores"} & set(self.outputs):
+            raise ServingError(INVALID_ARGUMENT, 'Expected classification signature outputs to contain at least '
+                                                 f'one of "classes" or "scores". Signature was: {self.sig_def}')
+
+    def check_regression(self) -> None:
+        """PreProcessRegression: one input ``inputs``, one output ``outputs``."""
+        if METHOD_NAME_CHECK["enabled"] and self.method_name != REGRESS_METHOD:
+            raise ServingError(INVALID_ARGUMENT, f"Expected regression signature method_name to be "
+                                                 f"{REGRESS_METHOD}. Was: {self.method_name}")
+        if len(self.inputs) != 1:
+            raise ServingError(INVALID_ARGUMENT, "Expected one input Tensor.")
+        if len(self.outputs) != 1:
+            raise ServingError(INVALID_ARGUMENT, "Expected one output Tensor.")
+        if CLASSIFY_INPUTS not in self.inputs:
+            raise ServingError(INVALID_ARGUMENT, f"No regression inputs found in SignatureDef: {self.sig_def}")
+        if REGRESS_OUTPUTS not in self.outputs:
+            raise ServingError(INVALID_ARGUMENT, f"No regression outputs found in SignatureDef: {self.sig_def}")
+
+    def _run_examples(self, examples: List[bytes], outputs: Sequence[str]) -> Dict[str, np.ndarray]:
+        if not examples:
+            raise ServingError(INVALID_ARGUMENT, "Input is empty.")
+        # fed as a string tensor whatever the SignatureDef declares, as TF Serving does
+        return self.run_unchecked({CLASSIFY_INPUTS: _string_batch(examples)}, list(outputs))
 
     def classify(self, examples: List[bytes]) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-        """(classes [n, c] bytes or None, scores [n, c] float or None) for serialized examples."""
-        if self.method_name not in (CLASSIFY_METHOD, PREDICT_METHOD) or not (
-                {"classes", "scores"} & set(self.outputs)):
-            raise ServingError(INVALID_ARGUMENT, f"signature '{self.name}' ({self.method_name}) is not a "
-                                                 f"classification signature: outputs {sorted(self.outputs)}")
-        out = self.run({self.example_input(): _string_batch(examples)})
-        classes, scores = out.get("classes"), out.get("scores")
-        n = len(examples)
-        classes = None if classes is None else classes.reshape(n, -1)
-        scores = None if scores is None else scores.reshape(n, -1).astype(np.float32)
+        """(classes [n, c] bytes or None, scores [n, c] float32 or None), validated as TF Serving does."""
+        self.check_classification()
+        wanted = [k for k in ("classes", "scores") if k in self.outputs]
+        out = self._run_examples(examples, wanted)
+        classes, scores, n = out.get("classes"), out.get("scores"), len(examples)
+        for label, t, dtype in (("classes", classes, "DT_STRING"), ("scores", scores, "DT_FLOAT")):
+            if t is None:
+                continue
+            if t.ndim != 2:
+                raise ServingError(INVALID_ARGUMENT, f"Expected Tensor shape: [batch_size num_classes] but got "
+                                                     f"{_shape_debug(t.shape)}")
+            got = "DT_STRING" if t.dtype.kind in "OSU" else types_pb2.DataType.Name(codec.array_dtype_enum(t))
+            if got != dtype:
+                raise ServingError(INVALID_ARGUMENT, f"Expected {label} Tensor of {dtype}. Got: {got}")
+            if t.shape[0] != n:
+                raise ServingError(INVALID_ARGUMENT, f"Expected {label} output batch size of {n}. "
+                                                     f"Got: {t.shape[0]}")
+        if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+            raise ServingError(INVALID_ARGUMENT, f"Tensors class and score should match in dim_size(1). Got "
+                                                 f"{classes.shape[1]} vs. {scores.shape[1]}")
         return classes, scores
 
     def regress(self, examples: List[bytes]) -> np.ndarray:
-        """One float per serialized example."""
-        out_name = "outputs" if "outputs" in self.outputs else (next(iter(self.outputs)) if len(self.outputs) == 1 else None)
-        if self.method_name not in (REGRESS_METHOD, PREDICT_METHOD) or out_name is None:
-            raise ServingError(INVALID_ARGUMENT, f"signature '{self.name}' ({self.method_name}) is not a "
-                                                 f"regression signature: outputs {sorted(self.outputs)}")
-        out = self.run({self.example_input(): _string_batch(examples)}, [out_name])[out_name]
-        if out.size != len(examples):
-            raise ServingError(INVALID_ARGUMENT, f"regression output '{out_name}' has shape {list(out.shape)}; "
-                                                 f"expected one value per example ({len(examples)})")
-        return out.reshape(-1).astype(np.float32)
+        """One float32 per example, validated as TF Serving's PostProcessRegressionResult does."""
+        self.check_regression()
+        out = self._run_examples(examples, [REGRESS_OUTPUTS])[REGRESS_OUTPUTS]
+        n = len(examples)
+        if not (out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 1)):
+            raise ServingError(INVALID_ARGUMENT, "Expected output Tensor shape to be either [batch_size] or "
+                                                 f"[batch_size, 1] but got {_shape_debug(out.shape)}")
+        if out.shape[0] != n:
+            raise ServingError(INVALID_ARGUMENT, f"Input batch size did not match output batch size: {n} vs. "
+                                                 f"{out.shape[0]}")
+        if out.dtype != np.float32:
+            got = types_pb2.DataType.Name(codec.array_dtype_enum(out))
+            raise ServingError(INVALID_ARGUMENT, f"Expected output Tensor of DT_FLOAT.  Got: {got}")
+        return out.reshape(-1)
 
 
 class Servable:
@@ -179,11 +243,23 @@ class Servable:
         self.meta_graph = read_meta_graph(path, tags)
         if _uses_scann(self.meta_graph):
             register_custom_ops()
-        self._loaded = tf.saved_model.load(path, tags=list(tags))
         self.signature_defs = self.meta_graph.signature_def
-        self.signatures: Dict[str, Signature] = {
-            key: Signature(key, self.signature_defs[key], fn)
-            for key, fn in self._loaded.signatures.items() if key in self.signature_defs}
+        self._bundle = None
+        self._loaded = None
+        if tf1_loader.is_tf1_saved_model(self.meta_graph):
+            # TF1 export: a session over the graph, as TF Serving loads it (reference variables,
+            # init ops, signatures whose declared shapes don't match their ops all work)
+            self.kind = "tf1-session"
+            self._bundle = tf1_loader.SessionBundle(path, tags)
+            self.signatures: Dict[str, Signature] = {
+                key: Signature(key, sd, tf1_loader.signature_runner(self._bundle, sd))
+                for key, sd in self.signature_defs.items()}
+        else:
+            self.kind = "tf2-function"
+            self._loaded = tf.saved_model.load(path, tags=list(tags))
+            self.signatures = {
+                key: Signature(key, self.signature_defs[key], _function_runner(fn, self.signature_defs[key]))
+                for key, fn in self._loaded.signatures.items() if key in self.signature_defs}
         self.load_seconds = time.perf_counter() - t0
         self.warmup_requests = 0
         self.inflight = 0
@@ -192,10 +268,29 @@ class Servable:
         self.lock = threading.Lock()
 
     def signature(self, name: str = "") -> Signature:
+        """The signature Predict runs; unknown -> FAILED_PRECONDITION, TF Serving's code for Predict."""
         name = name or DEFAULT_SIGNATURE
         sig = self.signatures.get(name)
         if sig is None:
             raise ServingError(FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
+        return sig
+
+    def classification_signature(self, name: str = "") -> Signature:
+        """The signature Classify runs; unknown -> INVALID_ARGUMENT, as TF Serving's classifier says it."""
+        sig = self._example_signature(name)
+        sig.check_classification()
+        return sig
+
+    def regression_signature(self, name: str = "") -> Signature:
+        sig = self._example_signature(name)
+        sig.check_regression()
+        return sig
+
+    def _example_signature(self, name: str) -> Signature:
+        name = name or DEFAULT_SIGNATURE
+        sig = self.signatures.get(name)
+        if sig is None:
+            raise ServingError(INVALID_ARGUMENT, f"No signature was found with the name: {name}")
         return sig
 
     def signature_def_map(self):
@@ -237,10 +332,11 @@ class Servable:
                          req.model_spec.signature_name, list(req.output_filter))
         elif kind == "classify_log":
             req = entry.classify_log.request
-            self.signature(req.model_spec.signature_name).classify(codec.examples_from_input(req.input))
+            self.classification_signature(req.model_spec.signature_name).classify(
+                codec.examples_from_input(req.input))
         elif kind == "regress_log":
             req = entry.regress_log.request
-            self.signature(req.model_spec.signature_name).regress(codec.examples_from_input(req.input))
+            self.regression_signature(req.model_spec.signature_name).regress(codec.examples_from_input(req.input))
         else:
             raise ServingError(INVALID_ARGUMENT, f"unsupported warmup log type {kind!r}")
 
@@ -279,6 +375,9 @@ class Servable:
         callback = getattr(self, "_on_done", None)
         self.signatures = {}
         self._loaded = None
+        if self._bundle is not None:
+            self._bundle.close()
+            self._bundle = None
         if callback is not None:
             callback(self)
 
@@ -304,12 +403,36 @@ def _shape(info) -> Optional[Tuple[int, ...]]:
     return tuple(d.size for d in info.tensor_shape.dim)
 
 
-def _shape_ok(got: Tuple[int, ...], want: Tuple[int, ...]) -> bool:
-    return len(got) == len(want) and all(w < 0 or w == g for g, w in zip(got, want))
+def _base_dtype(dtype_enum: int) -> int:
+    """DT_FLOAT for DT_FLOAT_REF (TF1 signatures may name reference-typed tensors)."""
+    return dtype_enum - 100 if dtype_enum > 100 else dtype_enum
 
 
-def _shape_str(shape: Tuple[int, ...]) -> str:
-    return "[" + ",".join("?" if d < 0 else str(d) for d in shape) + "]"
+def _tf_type_string(dtype_enum: int) -> str:
+    """TensorFlow's DataTypeString ("float", "double", "int64", "string"), as its error messages spell it."""
+    try:
+        return types_pb2.DataType.Name(dtype_enum)[3:].lower()
+    except ValueError:
+        return str(dtype_enum)
+
+
+def _shape_debug(shape) -> str:
+    """TensorShape::DebugString, e.g. ``[3,1]``."""
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def _function_runner(fn: Callable, sig_def: meta_graph_pb2.SignatureDef) -> Callable:
+    """Runner for a TF2 signature function (numpy in, numpy out)."""
+    dtypes = {k: tf.dtypes.as_dtype(_base_dtype(v.dtype)) for k, v in sig_def.inputs.items()}
+    only_output = next(iter(sig_def.outputs), None)
+
+    def run(inputs: Dict[str, np.ndarray], outputs: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+        result = fn(**{k: tf.convert_to_tensor(v, dtype=dtypes[k]) for k, v in inputs.items()})
+        if not isinstance(result, dict):
+            result = {only_output: result}
+        return {k: np.asarray(result[k]) for k in (outputs or result)}
+
+    return run
 
 
 def write_warmup_requests(export_dir: str, model_name: str, batches: Sequence[Dict[str, np.ndarray]],

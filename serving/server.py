@@ -18,21 +18,22 @@ import logging
 import signal
 import sys
 import threading
+import time
 from concurrent import futures
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import grpc
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
-                                     model_management_pb2, model_service_pb2_grpc, predict_pb2,
-                                     prediction_service_pb2_grpc, regression_pb2)
+                                     inference_pb2, model_management_pb2, model_pb2, model_service_pb2_grpc,
+                                     predict_pb2, prediction_service_pb2_grpc, regression_pb2)
 
-from serving import codec
+from serving import codec, tf1_loader
 from serving.config_files import batching_from_file, read_monitoring_config, read_ssl_config, ssl_context
 from serving.errors import INVALID_ARGUMENT, UNIMPLEMENTED, ServingError, as_serving_error
 from serving.metrics import Metrics
 from serving.models import BatchingOptions, ModelManager, read_model_config_file, single_model_config
-from serving.servable import DEFAULT_SIGNATURE
+from serving.servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, METHOD_NAME_CHECK, REGRESS_METHOD
 
 log = logging.getLogger("serving")
 
@@ -47,39 +48,49 @@ def _error_code_number(name: str) -> int:
     return grpc.StatusCode[name].value[0]
 
 
+def _require_spec(request) -> None:
+    if not request.HasField("model_spec"):
+        raise ServingError(INVALID_ARGUMENT, "Missing ModelSpec")
+
+
 class _Base:
-    def __init__(self, manager: ModelManager, metrics: Metrics):
+    def __init__(self, manager: ModelManager, metrics: Metrics, tensor_content: bool = False):
         self.manager, self.metrics = manager, metrics
+        self.tensor_content = tensor_content
 
     def _call(self, api: str, model: str, context, fn):
         """Runs a handler; every failure becomes the gRPC status TF Serving would send."""
-        err = None
-        with self.metrics.observe(model, api, "GRPC") as outcome:
-            try:
-                return fn()
-            except Exception as e:  # noqa: BLE001  (bad input must never crash the server)
-                err = as_serving_error(e)
-                outcome["code"] = err.code_name
-                if err.code_name in ("INTERNAL", "UNKNOWN"):
-                    log.exception("%s on %s failed", api, model)
-        context.abort(err.code, err.message)
+        t0 = time.perf_counter()
+        try:
+            result = fn()
+        except Exception as e:  # noqa: BLE001  (bad input must never crash the server)
+            err = as_serving_error(e)
+            if err.code_name in ("INTERNAL", "UNKNOWN"):
+                log.exception("%s on %s failed", api, model)
+            self.metrics.record(model, api, "GRPC", err.code_name, time.perf_counter() - t0)
+            context.abort(err.code, err.message)
+        self.metrics.record(model, api, "GRPC", "OK", time.perf_counter() - t0)
+        return result
 
 
 class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Predict, GetModelMetadata, Classify and Regress over the model manager."""
+    """Predict, GetModelMetadata, Classify, Regress and MultiInference over the model manager."""
 
     def Predict(self, request, context):
         spec = request.model_spec
 
         def run():
+            _require_spec(request)
             with self.manager.acquire(spec.name, _version(spec), spec.version_label) as s:
-                inputs = {k: codec.proto_to_ndarray(v) for k, v in request.inputs.items()}
                 signature_name = spec.signature_name or DEFAULT_SIGNATURE
-                outputs = s.predict(inputs, signature_name, list(request.output_filter))
+                sig = s.signature(signature_name)
+                inputs = {k: codec.proto_to_ndarray(v) for k, v in request.inputs.items()}
+                outputs = sig.run(inputs, request.output_filter)
                 resp = predict_pb2.PredictResponse()
                 _fill_spec(resp.model_spec, spec.name, s.version, signature_name)
+                content = self.tensor_content
                 for k, v in outputs.items():
-                    codec.ndarray_to_proto(v, resp.outputs[k])
+                    codec.ndarray_to_response_proto(v, resp.outputs[k], content)
                 return resp
 
         return self._call("Predict", spec.name, context, run)
@@ -88,6 +99,7 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
         spec = request.model_spec
 
         def run():
+            _require_spec(request)
             fields = list(request.metadata_field)
             if not fields:
                 raise ServingError(INVALID_ARGUMENT, "GetModelMetadataRequest must specify at least one metadata_field")
@@ -106,21 +118,12 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
         spec = request.model_spec
 
         def run():
+            _require_spec(request)
             with self.manager.acquire(spec.name, _version(spec), spec.version_label) as s:
-                signature_name = spec.signature_name or DEFAULT_SIGNATURE
-                classes, scores = s.signature(signature_name).classify(codec.examples_from_input(request.input))
+                sig = s.classification_signature(spec.signature_name)
                 resp = classification_pb2.ClassificationResponse()
-                _fill_spec(resp.model_spec, spec.name, s.version, signature_name)
-                rows = (classes if classes is not None else scores).shape[0]
-                for i in range(rows):
-                    c = resp.result.classifications.add()
-                    width = (classes if classes is not None else scores).shape[1]
-                    for j in range(width):
-                        cls = c.classes.add()
-                        if classes is not None:
-                            cls.label = codec._as_bytes(classes[i, j]).decode("utf-8", "replace")
-                        if scores is not None:
-                            cls.score = float(scores[i, j])
+                _fill_spec(resp.model_spec, spec.name, s.version, sig.name)
+                _fill_classifications(resp.result, *sig.classify(codec.examples_from_input(request.input)))
                 return resp
 
         return self._call("Classify", spec.name, context, run)
@@ -129,23 +132,75 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
         spec = request.model_spec
 
         def run():
+            _require_spec(request)
             with self.manager.acquire(spec.name, _version(spec), spec.version_label) as s:
-                signature_name = spec.signature_name or DEFAULT_SIGNATURE
-                values = s.signature(signature_name).regress(codec.examples_from_input(request.input))
+                sig = s.regression_signature(spec.signature_name)
                 resp = regression_pb2.RegressionResponse()
-                _fill_spec(resp.model_spec, spec.name, s.version, signature_name)
-                for v in values:
-                    resp.result.regressions.add().value = float(v)
+                _fill_spec(resp.model_spec, spec.name, s.version, sig.name)
+                _fill_regressions(resp.result, sig.regress(codec.examples_from_input(request.input)))
                 return resp
 
         return self._call("Regress", spec.name, context, run)
 
     def MultiInference(self, request, context):
-        def run():
-            raise ServingError(UNIMPLEMENTED, "MultiInference is not supported by the local server; "
-                                              "call Classify/Regress/Predict")
+        """Classify and Regress over one set of examples, one model, as TF Serving's MultiInference."""
+        spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
 
-        return self._call("MultiInference", "", context, run)
+        def run():
+            with self.manager.acquire(spec.name, _version(spec), spec.version_label) as s:
+                plan, seen = [], set()
+                for task in request.tasks:
+                    if not task.model_spec.name:
+                        raise ServingError(INVALID_ARGUMENT, "Found ModelSpec with an empty model name.")
+                    if task.model_spec.name != spec.name:
+                        raise ServingError(INVALID_ARGUMENT, "All ModelSpecs in a MultiInferenceRequest must access "
+                                                             "the same model name.")
+                    name = task.model_spec.signature_name or DEFAULT_SIGNATURE
+                    if name in seen:
+                        raise ServingError(INVALID_ARGUMENT, f"Duplicate evaluation of signature: {name}")
+                    seen.add(name)
+                    sig = s.signatures.get(name)
+                    if sig is None:
+                        raise ServingError(INVALID_ARGUMENT, f"Requested signature not found in model graph: {name}")
+                    if task.method_name == CLASSIFY_METHOD:
+                        sig.check_classification()
+                    elif task.method_name == REGRESS_METHOD:
+                        sig.check_regression()
+                    else:
+                        raise ServingError(UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}")
+                    plan.append((task, sig))
+                examples = codec.examples_from_input(request.input)
+                resp = inference_pb2.MultiInferenceResponse()
+                for task, sig in plan:
+                    result = resp.results.add()
+                    if task.method_name == CLASSIFY_METHOD:
+                        _fill_classifications(result.classification_result, *sig.classify(examples))
+                    else:
+                        _fill_regressions(result.regression_result, sig.regress(examples))
+                    _fill_spec(result.model_spec, task.model_spec.name, s.version, sig.name)
+                return resp
+
+        return self._call("MultiInference", spec.name, context, run)
+
+
+def _fill_classifications(result, classes, scores) -> None:
+    ref = classes if classes is not None else scores
+    labels = None if classes is None else [codec._as_bytes(x) for x in classes.ravel().tolist()]
+    values = None if scores is None else scores.ravel().tolist()
+    rows, width = ref.shape
+    for i in range(rows):
+        c = result.classifications.add()
+        for j in range(width):
+            cls = c.classes.add()
+            if labels is not None:
+                cls.label = labels[i * width + j].decode("utf-8", "replace")
+            if values is not None:
+                cls.score = values[i * width + j]
+
+
+def _fill_regressions(result, values) -> None:
+    for v in values.tolist():
+        result.regressions.add().value = v
 
 
 class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
@@ -155,8 +210,9 @@ class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
         spec = request.model_spec
 
         def run():
+            _require_spec(request)
             resp = get_model_status_pb2.GetModelStatusResponse()
-            for st in self.manager.status(spec.name, _version(spec), spec.version_label):
+            for st in self.manager.status(spec.name, _version(spec)):
                 mvs = resp.model_version_status.add()
                 mvs.version = st.version
                 mvs.state = get_model_status_pb2.ModelVersionStatus.State.Value(st.state)
@@ -168,7 +224,7 @@ class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
 
     def HandleReloadConfigRequest(self, request, context):
         def run():
-            self.manager.reload_config(request.config)
+            self.manager.reload_config(request.config)  # validated first; refused = nothing changes
             return model_management_pb2.ReloadConfigResponse()
 
         return self._call("HandleReloadConfigRequest", "", context, run)
@@ -188,23 +244,27 @@ class ServerOptions:
 
     host: str = "127.0.0.1"
     port: int = 8500
+    grpc_socket_path: str = ""  # also listen on this Unix socket (TF Serving's flag)
+    grpc_channel_arguments: str = ""  # "key=value,key=value", ints passed as ints (TF Serving's flag)
     rest_api_port: Optional[int] = 8501
+    rest_api_num_threads: int = 0
+    rest_api_timeout_in_ms: int = 30000
     model_name: str = "default"
     model_base_path: str = ""
     model_config_file: str = ""
     model_config_file_poll_wait_seconds: float = 0.0
     file_system_poll_wait_seconds: float = 2.0
+    allow_version_labels_for_unavailable_models: bool = False
     enable_batching: bool = False
     batching: BatchingOptions = dataclasses.field(default_factory=BatchingOptions)
     max_request_bytes: int = 64 << 20
-    rest_api_num_threads: int = 0          # REST parse/inference workers; 0 = 4 x CPUs (TF Serving's flag)
-    rest_api_timeout_in_ms: int = 30000     # a REST body must arrive within this (TF Serving's flag)
-    rest_api_idle_timeout_seconds: float = 30.0  # next request's headers must arrive within this
-    rest_api_max_connections: int = 0       # open REST connections; 0 = min(1024, fd limit / 2)
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 1
     saved_model_tags: str = "serve"
     grpc_max_threads: int = 16
+    enable_serialization_as_tensor_content: bool = False
+    enable_signature_method_name_check: bool = False
+    enable_grpc_healthcheck_service: bool = False
     ssl_cert: str = ""   # PEM file paths
     ssl_key: str = ""
     ssl_ca: str = ""     # set to require client certificates signed by this CA
@@ -254,6 +314,8 @@ class ModelServer:
     def start(self) -> "ModelServer":
         o = self.options
         _set_tf_threads(o.tensorflow_intra_op_parallelism, o.tensorflow_inter_op_parallelism)
+        METHOD_NAME_CHECK["enabled"] = bool(o.enable_signature_method_name_check)
+        grpc_channel_options(o.grpc_channel_arguments)  # a malformed list fails here, before any model loads
         metrics_path = o.metrics_path
         metrics_enabled = True
         if o.monitoring_config_file:
@@ -265,22 +327,25 @@ class ModelServer:
             config_path=o.model_config_file or None, config_poll_seconds=o.model_config_file_poll_wait_seconds,
             tags=[t for t in o.saved_model_tags.split(",") if t], warmup=o.enable_model_warmup,
             warmup_iterations=o.num_request_iterations_for_warmup,
-            batching=o.batching if o.enable_batching else None, metrics=self.metrics).start()
+            batching=o.batching if o.enable_batching else None, metrics=self.metrics)
+        self.manager.allow_version_labels_for_unavailable_models = o.allow_version_labels_for_unavailable_models
+        self.manager.start()
         tls = self._tls()
         self._start_grpc(tls)
         if o.rest_api_port is not None:
-            from serving.rest import RestLimits, make_rest_server
+            from serving import rest
 
             context = None
             if tls is not None:
                 context = ssl_context(tls)
-            self._rest = make_rest_server(o.host, o.rest_api_port, self.manager, self.metrics,
-                                          max_request_bytes=o.max_request_bytes, ssl_context=context,
-                                          limits=RestLimits(num_threads=o.rest_api_num_threads,
-                                                            timeout_s=o.rest_api_timeout_in_ms / 1000.0,
-                                                            idle_timeout_s=o.rest_api_idle_timeout_seconds,
-                                                            max_connections=o.rest_api_max_connections),
-                                          metrics_path=metrics_path if metrics_enabled else None)
+            kwargs = {}
+            limits_cls = getattr(rest, "RestLimits", None)
+            if limits_cls is not None:  # REST front end with resource bounds (serving/rest.py)
+                kwargs["limits"] = limits_cls(num_threads=o.rest_api_num_threads,
+                                              timeout_s=o.rest_api_timeout_in_ms / 1000.0)
+            self._rest = rest.make_rest_server(o.host, o.rest_api_port, self.manager, self.metrics,
+                                               max_request_bytes=o.max_request_bytes, ssl_context=context,
+                                               metrics_path=metrics_path if metrics_enabled else None, **kwargs)
             self.rest_port = self._rest.server_address[1]
             threading.Thread(target=self._rest.serve_forever, name="rest", daemon=True).start()
             log.info("Exporting HTTP/REST API at:%s:%d ...", o.host, self.rest_port)
@@ -294,25 +359,44 @@ class ModelServer:
         o = self.options
         opts = [("grpc.max_receive_message_length", int(o.max_request_bytes)),
                 ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0)]
+        opts += grpc_channel_options(o.grpc_channel_arguments)
         self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=o.grpc_max_threads,
                                                             thread_name_prefix="grpc"), options=opts)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.manager, self.metrics), self._grpc)
+            PredictionServicer(self.manager, self.metrics, o.enable_serialization_as_tensor_content), self._grpc)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.manager, self.metrics), self._grpc)
-        address = f"{_bracket(o.host)}:{o.port}"
-        if tls is None:
-            self.grpc_port = self._grpc.add_insecure_port(address)
-        else:
+        if o.enable_grpc_healthcheck_service:
+            from serving.health import add_health_service
+
+            add_health_service(self._grpc, ("", "ModelService", "PredictionService",
+                                            "tensorflow.serving.ModelService",
+                                            "tensorflow.serving.PredictionService"))
+        creds = None
+        if tls is not None:
             key, cert, ca, verify = tls
             creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=verify)
-            self.grpc_port = self._grpc.add_secure_port(address, creds)
-        if not self.grpc_port:
-            raise OSError(f"cannot bind gRPC to {address}")
+
+        def listen(address: str) -> int:
+            return self._grpc.add_insecure_port(address) if creds is None else self._grpc.add_secure_port(address, creds)
+
+        if o.grpc_socket_path:
+            if not listen("unix:" + o.grpc_socket_path):
+                raise OSError(f"cannot bind gRPC to unix socket {o.grpc_socket_path}")
+        if o.port or not o.grpc_socket_path:  # TF Serving: --port=0 with a socket = socket only
+            address = f"{_bracket(o.host)}:{o.port}"
+            self.grpc_port = listen(address)
+            if not self.grpc_port:
+                raise OSError(f"cannot bind gRPC to {address}")
         self._grpc.start()
-        log.info("Running gRPC ModelServer at %s:%d ...", o.host, self.grpc_port)
+        if self.grpc_port:
+            log.info("Running gRPC ModelServer at %s:%d ...", o.host, self.grpc_port)
+        if o.grpc_socket_path:
+            log.info("Running gRPC ModelServer at UNIX socket %s ...", o.grpc_socket_path)
 
     @property
     def grpc_address(self) -> str:
+        if not self.grpc_port:
+            return "unix:" + self.options.grpc_socket_path
         return f"{_bracket(self.options.host)}:{self.grpc_port}"
 
     @property
@@ -350,8 +434,26 @@ class ModelServer:
         self.stop(0.5)
 
 
+def grpc_channel_options(text: str) -> List[Tuple[str, object]]:
+    """TF Serving's --grpc_channel_arguments: "k=v,k2=v2"; values that parse as int32 go as ints."""
+    out: List[Tuple[str, object]] = []
+    for item in [x for x in (text or "").split(",") if x.strip()]:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--grpc_channel_arguments: expected key=value, got {item!r}")
+        key, value = key.strip(), value.strip()
+        try:
+            number = int(value)
+            out.append((key, number if -2**31 <= number < 2**31 else value))
+        except ValueError:
+            out.append((key, value))
+    return out
+
+
 def _set_tf_threads(intra: int, inter: int) -> None:
-    """TF Serving's --tensorflow_*_op_parallelism; only possible before TensorFlow's runtime starts."""
+    """TF Serving's --tensorflow_*_op_parallelism: TF1 sessions get them in their ConfigProto; TF2
+    functions through tf.config, which is only possible before TensorFlow's runtime starts."""
+    tf1_loader.SESSION_THREADS.update(intra_op=intra, inter_op=inter)
     if not (intra or inter):
         return
     import tensorflow as tf
@@ -366,7 +468,7 @@ def _set_tf_threads(intra: int, inter: int) -> None:
 
 
 def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"[{host}]" if ":" in host and not host.startswith("[") and not host.startswith("unix:") else host
 
 
 # ---------------------------------------------------------------- command line
@@ -378,11 +480,54 @@ def _bool(v: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {v!r}")
 
 
+# Every flag of tensorflow_model_server (model_servers/main.cc, 48 of them) is accepted. These
+# have nothing to act on in this server; giving one prints one line saying so.
+NO_EFFECT_FLAGS = {
+    "rest_api_enable_cors_support": (bool, "the REST front end sends no CORS headers"),
+    "enable_per_model_batching_parameters": (bool, "one batching configuration applies to every model"),
+    "num_load_threads": (int, "versions load one at a time"),
+    "num_unload_threads": (int, "versions unload when their last request ends"),
+    "max_num_load_retries": (int, "a failed version is retried when its files change"),
+    "load_retry_interval_micros": (int, "a failed version is retried when its files change"),
+    "flush_filesystem_caches": (bool, "no filesystem caches to flush"),
+    "use_alts_credentials": (bool, "ALTS needs Google infrastructure; use --ssl_config_file"),
+    "platform_config_file": (str, "only the tensorflow platform is served"),
+    "per_process_gpu_memory_fraction": (float, "TensorFlow's GPU memory settings are not applied"),
+    "remove_unused_fields_from_bundle_metagraph": (bool, "the MetaGraphDef is kept as loaded"),
+    "prefer_tflite_model": (bool, "TF Lite models are not served"),
+    "num_tflite_pools": (int, "TF Lite models are not served"),
+    "num_tflite_interpreters_per_pool": (int, "TF Lite models are not served"),
+    "xla_cpu_compilation_enabled": (bool, "XLA JIT is left to TensorFlow's defaults"),
+    "xla_gpu_compilation_enabled": (bool, "XLA JIT is left to TensorFlow's defaults"),
+    "enable_profiler": (bool, "no profiler service"),
+    "thread_pool_factory_config_file": (str, "requests run on the gRPC worker threads"),
+    "mixed_precision": (str, "models run in the precision they were saved in"),
+    "skip_initialize_tpu": (bool, "no TPU"),
+}
+TF_SERVING_FLAGS = (
+    "port", "grpc_socket_path", "rest_api_port", "rest_api_num_threads", "rest_api_timeout_in_ms",
+    "rest_api_enable_cors_support", "enable_batching", "allow_version_labels_for_unavailable_models",
+    "batching_parameters_file", "enable_per_model_batching_parameters", "model_config_file",
+    "model_config_file_poll_wait_seconds", "model_name", "model_base_path", "num_load_threads",
+    "num_unload_threads", "max_num_load_retries", "load_retry_interval_micros", "file_system_poll_wait_seconds",
+    "flush_filesystem_caches", "tensorflow_session_parallelism", "tensorflow_session_config_file",
+    "tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism", "use_alts_credentials",
+    "ssl_config_file", "platform_config_file", "per_process_gpu_memory_fraction", "saved_model_tags",
+    "grpc_channel_arguments", "grpc_max_threads", "enable_model_warmup", "num_request_iterations_for_warmup",
+    "version", "monitoring_config_file", "remove_unused_fields_from_bundle_metagraph", "prefer_tflite_model",
+    "num_tflite_pools", "num_tflite_interpreters_per_pool", "enable_signature_method_name_check",
+    "xla_cpu_compilation_enabled", "xla_gpu_compilation_enabled", "enable_profiler",
+    "thread_pool_factory_config_file", "mixed_precision", "skip_initialize_tpu", "enable_grpc_healthcheck_service",
+    "enable_serialization_as_tensor_content",
+)
+VERSION = "2.16.1-recsys"  # the TF Serving API version whose protos this server speaks
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="recsys serve",
         description="TF-Serving-compatible model server (gRPC PredictionService/ModelService + REST) for "
-                    "local use. Same flags, config file and model layout as tensorflow_model_server; "
+                    "local use. Same flags (all 48 of tensorflow_model_server), config files and model layout; "
                     "production uses the real TF Serving image (see k8s/).",
         epilog="Examples:\n  recsys serve --model_name=retrieval --model_base_path=runs/demo/models/retrieval\n"
                "  recsys serve --model_config_file=models.config --host=0.0.0.0\n"
@@ -390,8 +535,14 @@ def build_parser() -> argparse.ArgumentParser:
                f"{DEFAULT_METRICS_PATH} on the REST port; liveness GET /healthz, readiness GET /readyz.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     b = dict(type=_bool, nargs="?", const=True)
-    p.add_argument("--port", type=int, default=8500, help="gRPC port (0 = any free port)")
+    p.add_argument("--port", type=int, default=8500,
+                   help="gRPC port (0 = any free port; with --grpc_socket_path, 0 = socket only, as in TF Serving)")
+    p.add_argument("--grpc_socket_path", default="", help="also serve gRPC on this Unix socket")
+    p.add_argument("--grpc_channel_arguments", default="",
+                   help="comma-separated gRPC server arguments, e.g. grpc.max_connection_age_ms=2000")
     p.add_argument("--rest_api_port", type=int, default=8501, help="REST port; 0 disables REST (as in TF Serving)")
+    p.add_argument("--rest_api_num_threads", type=int, default=0, help="REST worker threads (0 = 4 x CPUs)")
+    p.add_argument("--rest_api_timeout_in_ms", type=int, default=30000, help="REST request timeout")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: loopback only; 0.0.0.0 to expose)")
     p.add_argument("--model_name", default="default", help="name of the single model (with --model_base_path)")
@@ -400,6 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TF Serving ModelServerConfig text proto (several models, version policies, labels)")
     p.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0.0,
                    help="re-read --model_config_file this often (0 = read once)")
+    p.add_argument("--allow_version_labels_for_unavailable_models", default=False,
+                   help="a reload may point a new label at a version that is not loaded yet", **b)
     p.add_argument("--file_system_poll_wait_seconds", type=float, default=2.0,
                    help="look for new/removed versions this often (0 = only at startup)")
     p.add_argument("--enable_batching", default=False, help="merge concurrent requests into one model call", **b)
@@ -411,14 +564,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_batch_threads", type=int, default=2, help="batches that may run at once")
     p.add_argument("--max_enqueued_batches", type=int, default=100,
                    help="queue bound (in batches); beyond it requests get RESOURCE_EXHAUSTED")
-    p.add_argument("--rest_api_num_threads", type=int, default=0,
-                   help="REST worker threads (parsing + inference); 0 = 4 x CPUs")
-    p.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
-                   help="a REST request body must arrive within this; slower clients get HTTP 408")
-    p.add_argument("--rest_api_idle_timeout_seconds", type=float, default=30.0,
-                   help="close REST connections that send no complete request headers for this long")
-    p.add_argument("--rest_api_max_connections", type=int, default=0,
-                   help="open REST connections at most (more get 503); 0 = min(1024, fd limit / 2)")
     p.add_argument("--max_request_bytes", type=int, default=64 << 20,
                    help="larger requests get RESOURCE_EXHAUSTED (gRPC) / HTTP 429 (REST)")
     p.add_argument("--enable_model_warmup", default=True,
@@ -426,6 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_request_iterations_for_warmup", type=int, default=1)
     p.add_argument("--saved_model_tags", default="serve", help="comma-separated MetaGraph tags to load")
     p.add_argument("--grpc_max_threads", type=int, default=16, help="gRPC worker threads")
+    p.add_argument("--enable_serialization_as_tensor_content", default=False,
+                   help="Predict responses carry values in tensor_content instead of typed fields", **b)
+    p.add_argument("--enable_signature_method_name_check", default=False,
+                   help="Predict/Classify/Regress only run signatures of their method_name", **b)
+    p.add_argument("--enable_grpc_healthcheck_service", default=False,
+                   help="serve grpc.health.v1.Health (SERVING once models are loaded)", **b)
     p.add_argument("--ssl_cert", default="", help="PEM certificate file: serve gRPC and REST over TLS")
     p.add_argument("--ssl_key", default="", help="PEM private key file for --ssl_cert")
     p.add_argument("--ssl_ca", default="", help="PEM CA file: require client certificates signed by it")
@@ -433,47 +584,98 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--monitoring_config_file", default="",
                    help='TF Serving MonitoringConfig text proto (prometheus_config { enable: true path: "..." })')
     p.add_argument("--monitoring_port", type=int, default=None, help="also serve Prometheus metrics on this port")
+    p.add_argument("--tensorflow_session_parallelism", type=int, default=0,
+                   help="threads for both TensorFlow pools unless the two flags below say otherwise")
+    p.add_argument("--tensorflow_session_config_file", default="",
+                   help="TensorFlow ConfigProto text proto; its intra/inter-op thread counts are applied")
     p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
                    help="threads for one op (0 = all cores)")
     p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
                    help="threads running independent ops (0 = all cores)")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    types = {bool: b, int: dict(type=int), float: dict(type=float), str: dict(type=str)}
+    for name, (kind, why) in NO_EFFECT_FLAGS.items():
+        p.add_argument(f"--{name}", default=None, help=f"accepted, no effect here: {why}", **types[kind])
     p.add_argument("--log_level", default="INFO")
     return p
 
 
+def no_effect_notes(args: argparse.Namespace) -> List[str]:
+    """One line per given TF Serving flag that this server accepts but does not act on."""
+    return [f"--{name}={getattr(args, name)} is accepted for TF Serving compatibility and has no effect here "
+            f"({why})" for name, (_, why) in NO_EFFECT_FLAGS.items() if getattr(args, name) is not None]
+
+
+def _session_threads(args: argparse.Namespace) -> Tuple[int, int]:
+    """(intra, inter) from --tensorflow_session_config_file, --tensorflow_session_parallelism and the two
+    per-pool flags, the later ones overriding, as TF Serving documents."""
+    intra = inter = 0
+    if args.tensorflow_session_config_file:
+        from google.protobuf import text_format
+        from tensorflow.core.protobuf import config_pb2
+
+        with open(args.tensorflow_session_config_file) as f:
+            cp = text_format.Parse(f.read(), config_pb2.ConfigProto())
+        intra, inter = cp.intra_op_parallelism_threads, cp.inter_op_parallelism_threads
+    if args.tensorflow_session_parallelism:
+        intra = inter = args.tensorflow_session_parallelism
+    return (args.tensorflow_intra_op_parallelism or intra, args.tensorflow_inter_op_parallelism or inter)
+
+
 def options_from_args(args: argparse.Namespace) -> ServerOptions:
+    if args.use_alts_credentials and args.ssl_config_file:
+        raise ValueError("Either use_alts_credentials must be false or ssl_config_file must be empty.")
+    if args.port and args.rest_api_port and args.port == args.rest_api_port:
+        raise ValueError("--rest_api_port cannot be same as --port")
     batching = BatchingOptions(args.max_batch_size, args.batch_timeout_micros, args.num_batch_threads,
                                args.max_enqueued_batches)
     if args.batching_parameters_file:
         batching = batching_from_file(args.batching_parameters_file, batching)
+    intra, inter = _session_threads(args)
     return ServerOptions(
-        host=args.host, port=args.port, rest_api_port=args.rest_api_port or None, model_name=args.model_name,
-        model_base_path=args.model_base_path, model_config_file=args.model_config_file,
+        host=args.host, port=args.port, grpc_socket_path=args.grpc_socket_path,
+        grpc_channel_arguments=args.grpc_channel_arguments, rest_api_port=args.rest_api_port or None,
+        rest_api_num_threads=args.rest_api_num_threads, rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
+        model_name=args.model_name, model_base_path=args.model_base_path, model_config_file=args.model_config_file,
         model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+        allow_version_labels_for_unavailable_models=bool(args.allow_version_labels_for_unavailable_models),
         enable_batching=bool(args.enable_batching or args.batching_parameters_file), batching=batching,
         max_request_bytes=args.max_request_bytes, enable_model_warmup=bool(args.enable_model_warmup),
-        rest_api_num_threads=args.rest_api_num_threads, rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
-        rest_api_idle_timeout_seconds=args.rest_api_idle_timeout_seconds,
-        rest_api_max_connections=args.rest_api_max_connections,
         num_request_iterations_for_warmup=args.num_request_iterations_for_warmup,
-        saved_model_tags=args.saved_model_tags, grpc_max_threads=args.grpc_max_threads, ssl_cert=args.ssl_cert,
-        ssl_key=args.ssl_key, ssl_ca=args.ssl_ca, ssl_config_file=args.ssl_config_file,
+        saved_model_tags=args.saved_model_tags, grpc_max_threads=args.grpc_max_threads,
+        enable_serialization_as_tensor_content=bool(args.enable_serialization_as_tensor_content),
+        enable_signature_method_name_check=bool(args.enable_signature_method_name_check),
+        enable_grpc_healthcheck_service=bool(args.enable_grpc_healthcheck_service),
+        ssl_cert=args.ssl_cert, ssl_key=args.ssl_key, ssl_ca=args.ssl_ca, ssl_config_file=args.ssl_config_file,
         monitoring_config_file=args.monitoring_config_file, monitoring_port=args.monitoring_port,
-        tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
-        tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism)
+        tensorflow_intra_op_parallelism=intra, tensorflow_inter_op_parallelism=inter)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.version:
+        import tensorflow as tf
+
+        print(f"TensorFlow ModelServer: {VERSION}\nTensorFlow Library: {tf.__version__}")
+        return 0
     logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for note in no_effect_notes(args):
+        log.warning("%s", note)
     try:
         server = ModelServer(options_from_args(args)).start()
     except Exception as e:  # noqa: BLE001
         log.error("cannot start server: %s", e)
         return 1
-    print(f"gRPC  {server.grpc_address}" + (f"\nREST  {server.rest_url}" if server.rest_url else ""), flush=True)
+    lines = []
+    if server.grpc_port:
+        lines.append(f"gRPC  {server.grpc_address}")
+    if args.grpc_socket_path:
+        lines.append(f"gRPC  unix:{args.grpc_socket_path}")
+    if server.rest_url:
+        lines.append(f"REST  {server.rest_url}")
+    print("\n".join(lines), flush=True)
 
     def _graceful(signum, _frame):
         log.info("signal %d: shutting down", signum)
