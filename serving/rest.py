@@ -342,7 +342,7 @@ class RestServer:
                                     handshake_timeout=lim.handshake_timeout_s, metrics=self.metrics,
                                     keepalive_timeout=lim.idle_timeout_s, access_log=None, lingering_time=2.0)
         server = await asyncio.get_running_loop().create_server(
-            self._web, sock=self.socket, ssl=self.ssl_context,
+            self._web, sock=self.socket, ssl=self.ssl_context, backlog=512,
             ssl_handshake_timeout=lim.handshake_timeout_s if self.ssl_context is not None else None)
         self._serving.set()
         await self._stop.wait()

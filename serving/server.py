@@ -249,6 +249,8 @@ class ServerOptions:
     rest_api_port: Optional[int] = 8501
     rest_api_num_threads: int = 0
     rest_api_timeout_in_ms: int = 30000
+    rest_api_idle_timeout_seconds: float = 30.0  # headers of the next request must arrive within this (not in TF Serving)
+    rest_api_max_connections: int = 0  # open REST connections at most; 0 = min(1024, fd limit / 2) (not in TF Serving)
     model_name: str = "default"
     model_base_path: str = ""
     model_config_file: str = ""
@@ -342,7 +344,9 @@ class ModelServer:
             limits_cls = getattr(rest, "RestLimits", None)
             if limits_cls is not None:  # REST front end with resource bounds (serving/rest.py)
                 kwargs["limits"] = limits_cls(num_threads=o.rest_api_num_threads,
-                                              timeout_s=o.rest_api_timeout_in_ms / 1000.0)
+                                              timeout_s=o.rest_api_timeout_in_ms / 1000.0,
+                                              idle_timeout_s=o.rest_api_idle_timeout_seconds,
+                                              max_connections=o.rest_api_max_connections)
             self._rest = rest.make_rest_server(o.host, o.rest_api_port, self.manager, self.metrics,
                                                max_request_bytes=o.max_request_bytes, ssl_context=context,
                                                metrics_path=metrics_path if metrics_enabled else None, **kwargs)
@@ -542,7 +546,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated gRPC server arguments, e.g. grpc.max_connection_age_ms=2000")
     p.add_argument("--rest_api_port", type=int, default=8501, help="REST port; 0 disables REST (as in TF Serving)")
     p.add_argument("--rest_api_num_threads", type=int, default=0, help="REST worker threads (0 = 4 x CPUs)")
-    p.add_argument("--rest_api_timeout_in_ms", type=int, default=30000, help="REST request timeout")
+    p.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
+                   help="REST request timeout: a body that has not fully arrived by then gets HTTP 408")
+    p.add_argument("--rest_api_idle_timeout_seconds", type=float, default=30.0,
+                   help="close REST connections that send no complete request headers for this long")
+    p.add_argument("--rest_api_max_connections", type=int, default=0,
+                   help="open REST connections at most, more get HTTP 503 (0 = min(1024, fd limit / 2))")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: loopback only; 0.0.0.0 to expose)")
     p.add_argument("--model_name", default="default", help="name of the single model (with --model_base_path)")
@@ -636,6 +645,8 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         host=args.host, port=args.port, grpc_socket_path=args.grpc_socket_path,
         grpc_channel_arguments=args.grpc_channel_arguments, rest_api_port=args.rest_api_port or None,
         rest_api_num_threads=args.rest_api_num_threads, rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
+        rest_api_idle_timeout_seconds=args.rest_api_idle_timeout_seconds,
+        rest_api_max_connections=args.rest_api_max_connections,
         model_name=args.model_name, model_base_path=args.model_base_path, model_config_file=args.model_config_file,
         model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
