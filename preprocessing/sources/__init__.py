@@ -11,13 +11,20 @@ def load_source(data_cfg, dead_letter_path: str = "") -> RawTables:
     if data_cfg.source == "synthetic":
         from preprocessing.sources import synthetic
 
-        return synthetic.generate(n_users=data_cfg.n_users, n_items=data_cfg.n_items,
-                                  events_per_user=data_cfg.events_per_user, seed=data_cfg.seed)
+        tables = synthetic.generate(n_users=data_cfg.n_users, n_items=data_cfg.n_items,
+                                    events_per_user=data_cfg.events_per_user, seed=data_cfg.seed)
+        if getattr(data_cfg, "unicode_text", False):
+            from preprocessing.sources import unicode_text
+
+            tables = unicode_text.apply(tables)
+        return tables
     if data_cfg.source == "movielens":
         from preprocessing.sources import movielens
 
         if not data_cfg.path or not os.path.isdir(data_cfg.path):
-            raise DataError(f"data.path={data_cfg.path!r} is not a directory of MovieLens files")
+            raise DataError(f"data.path={data_cfg.path!r} is not a directory of MovieLens files; "
+                            f"give one with --path DIR (recsys data movielens), --data DIR (recsys demo) "
+                            f"or --set data.path=DIR")
         return movielens.load(data_cfg.path, max_bad_fraction=data_cfg.max_bad_fraction,
                               dead_letter_path=dead_letter_path or None)
     raise DataError(f"unknown data.source {data_cfg.source!r}; use 'synthetic' or 'movielens'")

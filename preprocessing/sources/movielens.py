@@ -16,14 +16,17 @@ import csv
 import io
 import os
 import re
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from preprocessing.sources.tables import DataError, RawTables
+from preprocessing.sources.tables import MAX_RATING, MIN_RATING, DataError, RawTables, latest_valid_timestamp
 
 ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary",
                  "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
                  "War", "Western")
 ML1M_AGES = {"1": "18-24", "18": "18-24", "25": "25-34", "35": "35-44", "45": "45-54", "50": "55+", "56": "55+"}
+RATINGS_CSV_HEADER = ("userId", "movieId", "rating", "timestamp")
+MOVIES_CSV_HEADER = ("movieId", "title", "genres")
+TAGS_CSV_HEADER = ("userId", "movieId", "tag", "timestamp")
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
 
 
@@ -56,17 +59,26 @@ class _Reader:
         self.dead: List[Dict] = []
         self.total = 0
 
-    def rows(self, path: str, split: Callable[[str], List[str]], n_fields: int, header: bool = False,
+    def rows(self, path: str, split: Callable[[str], List[str]], n_fields: int, header: Sequence[str] = (),
              encoding: str = "utf-8", count: bool = False) -> Iterable[Tuple[int, List[str]]]:
-        with open(path, encoding=encoding, errors="replace", newline="") as f:
-            for lineno, line in enumerate(f, start=1):
-                if header and lineno == 1:
+        """(line number, fields) of each good line. ``header``: the layout's column names; line 1 is
+        skipped only when its content is that header, so a file without one keeps its first row.
+        Lines that are not valid ``encoding`` are dead letters (never replacement characters)."""
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode(encoding)
+                except UnicodeDecodeError as e:
+                    self.total += count
+                    self.bad(path, lineno, f"invalid {encoding} at byte {e.start}: {raw[e.start:e.start + 4]!r}",
+                             raw.decode(encoding, "backslashreplace").rstrip("\r\n"))
                     continue
                 text = line.rstrip("\r\n")
                 if not text.strip():
                     continue
-                if count:
-                    self.total += 1
+                if lineno == 1 and header and _is_header(text, split, header):
+                    continue
+                self.total += count
                 fields = split(text)
                 if len(fields) != n_fields:
                     self.bad(path, lineno, f"expected {n_fields} fields, got {len(fields)}", text)
@@ -75,6 +87,11 @@ class _Reader:
 
     def bad(self, path: str, lineno: int, reason: str, text: str) -> None:
         self.dead.append({"file": os.path.basename(path), "line": lineno, "reason": reason, "text": text[:500]})
+
+
+def _is_header(text: str, split: Callable[[str], List[str]], names: Sequence[str]) -> bool:
+    fields = [f.strip().lower() for f in split(text.lstrip("\ufeff"))]
+    return fields == [n.lower() for n in names]
 
 
 def _csv_split(text: str) -> List[str]:
@@ -99,7 +116,7 @@ def load(path: str, max_bad_fraction: float = 0.01, dead_letter_path: Optional[s
             for _, f in reader.rows(j("u.user"), lambda s: s.split("|"), 5):
                 age = int(f[1]) if f[1].isdigit() else 0
                 users[f[0]] = {"user_age_bucket": _age_bucket(age) if age else "unknown", "user_country": "US"}
-        source = (j("u.data"), lambda s: s.split("\t"), 4, False, "utf-8")
+        source = (j("u.data"), lambda s: s.split("\t"), 4, (), "utf-8")
     elif layout == "1m":
         for _, f in reader.rows(j("movies.dat"), lambda s: s.split("::"), 3, encoding="latin-1"):
             title, ts = _year_ts(f[1])
@@ -107,30 +124,34 @@ def load(path: str, max_bad_fraction: float = 0.01, dead_letter_path: Optional[s
         if os.path.exists(j("users.dat")):
             for _, f in reader.rows(j("users.dat"), lambda s: s.split("::"), 5, encoding="latin-1"):
                 users[f[0]] = {"user_age_bucket": ML1M_AGES.get(f[2], "unknown"), "user_country": "US"}
-        source = (j("ratings.dat"), lambda s: s.split("::"), 4, False, "latin-1")
+        source = (j("ratings.dat"), lambda s: s.split("::"), 4, (), "latin-1")
     else:
-        for _, f in reader.rows(j("movies.csv"), _csv_split, 3, header=True):
+        for _, f in reader.rows(j("movies.csv"), _csv_split, 3, header=MOVIES_CSV_HEADER):
             title, ts = _year_ts(f[1])
             genres = "" if f[2] == "(no genres listed)" else f[2]
             items[f[0]] = {"item_title": title, "item_genres": genres, "item_release_ts": ts}
         if os.path.exists(j("tags.csv")):   # free-text tags enrich the item text
             tags: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-            for _, f in reader.rows(j("tags.csv"), _csv_split, 4, header=True):
+            for _, f in reader.rows(j("tags.csv"), _csv_split, 4, header=TAGS_CSV_HEADER):
                 tags[f[1]][f[2].strip().lower()] += 1
             for mid, counter in tags.items():
                 if mid in items:
                     items[mid]["item_title"] += " " + " ".join(t for t, _ in counter.most_common(5))
-        source = (j("ratings.csv"), _csv_split, 4, True, "utf-8")
+        source = (j("ratings.csv"), _csv_split, 4, RATINGS_CSV_HEADER, "utf-8")
 
     rpath, split, n, header, enc = source
+    max_ts = latest_valid_timestamp()   # also bounds timestamps to int64
     for lineno, f in reader.rows(rpath, split, n, header=header, encoding=enc, count=True):
         try:
             user, item, rating, ts = f[0].strip(), f[1].strip(), float(f[2]), int(f[3])
         except ValueError as e:
             reader.bad(rpath, lineno, f"unparsable value: {e}", "\t".join(f))
             continue
-        if not (0.5 <= rating <= 5.0) or ts <= 0 or not user or not item:
-            reader.bad(rpath, lineno, f"out of range: rating={rating} timestamp={ts}", "\t".join(f))
+        if not (MIN_RATING <= rating <= MAX_RATING) or ts <= 0 or not user or not item:
+            reader.bad(rpath, lineno, f"out of range: rating={rating} (scale {MIN_RATING}..{MAX_RATING}) "
+                                      f"timestamp={ts}", "\t".join(f))
+        elif ts > max_ts:
+            reader.bad(rpath, lineno, f"timestamp {ts} is in the future (after {max_ts})", "\t".join(f))
         elif item not in items:
             reader.bad(rpath, lineno, f"unknown item id {item!r} (not in the movies file)", "\t".join(f))
         else:

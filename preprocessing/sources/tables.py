@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import math
 import os
-from typing import Any, Dict, Iterator, List, Optional
+import time
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from preprocessing import schema
 
@@ -73,44 +75,142 @@ def write_raw(tables: RawTables, raw_dir: str) -> Dict[str, str]:
 
 
 def read_table(path: str) -> Dict[str, Dict[str, Any]]:
-    """Reads items.jsonl / users.jsonl into {id: row}."""
+    """Reads items.jsonl / users.jsonl into {id: row}, skipping rows the pipeline dead-letters."""
     out = {}
-    key = "item_id" if os.path.basename(path).startswith("items") else "user_id"
-    with open(path) as f:
+    is_items = os.path.basename(path).startswith("items")
+    key, validate = ("item_id", validate_item) if is_items else ("user_id", validate_user)
+    with open(path, "rb") as f:
         for line in f:
-            row = json.loads(line)
-            out[row[key]] = row
+            row, why = parse_json_line(line)
+            if why is None and validate(row) is None:
+                out[row[key]] = row
     return out
 
 
 def read_interactions(path: str) -> Iterator[Dict[str, Any]]:
-    with gzip.open(path, "rt") as f:
+    """Valid interaction rows of a raw interactions file (the rows the pipeline does not dead-letter)."""
+    with gzip.open(path, "rb") as f:
         for line in f:
-            yield json.loads(line)
+            row, why = parse_json_line(line)
+            if why is None and validate_interaction(row) is None:
+                yield row
 
 
 # ---------------------------------------------------------------- validation (shared with the Beam pipeline)
 _PY_TYPES = {"string": str, "int64": int, "float32": (int, float)}
+INT64_MAX = 2 ** 63 - 1
+FUTURE_SLACK_S = 86400          # event times up to a day ahead of the clock are accepted (clock skew)
+MAX_RATING = 5.0                # explicit ratings: 0 = none, else 0.5..5 (MovieLens half stars, synthetic 1..5)
+MIN_RATING = 0.5
+# Inclusive ranges of numeric raw fields (None: no bound). Event times are further bounded by "now".
+RANGES = {
+    "timestamp": (1, INT64_MAX),
+    "rating": (0.0, MAX_RATING),
+    "click": (0.0, 1.0),
+    "user_signup_ts": (0, INT64_MAX),
+    "item_release_ts": (0, INT64_MAX),
+    "item_price": (0.0, None),
+}
 
 
-def validate_interaction(row: Any) -> Optional[str]:
-    """Returns why ``row`` is not a usable interaction, or None if it is."""
+def latest_valid_timestamp() -> int:
+    """Event times after this are in the future (computed once per run, so every worker agrees)."""
+    return int(time.time()) + FUTURE_SLACK_S
+
+
+def _field_problem(name: str, value: Any) -> Optional[str]:
+    col = schema.COLUMNS[name]
+    if isinstance(value, bool) or not isinstance(value, _PY_TYPES[col.dtype]):
+        return f"field {name!r} has type {type(value).__name__}, expected {col.dtype}"
+    if col.dtype == "string":
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"field {name!r} is not valid Unicode (lone surrogate escape)"
+        return None
+    if col.dtype == "float32" and not math.isfinite(value):
+        return f"field {name!r} is {value} (not a finite number)"
+    lo, hi = RANGES.get(name, (None, None))
+    if col.dtype == "int64":
+        lo = -INT64_MAX - 1 if lo is None else lo
+        hi = INT64_MAX if hi is None else hi
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        return f"field {name!r} = {value} is outside [{lo}, {'inf' if hi is None else hi}]"
+    return None
+
+
+def validate_fields(row: Any, fields: Sequence[str], required: Sequence[str]) -> Optional[str]:
+    """Returns why ``row`` (a parsed JSON value) does not fit the schema for ``fields``, or None."""
     if not isinstance(row, dict):
         return "not a JSON object"
-    for name in schema.INTERACTION_FIELDS:
-        col = schema.COLUMNS[name]
-        if name not in row or row[name] is None:
-            if col.default is None and name != "device":
+    for name in fields:
+        value = row.get(name)
+        if value is None:
+            if name in required:
                 return f"missing field {name!r}"
             continue
-        value = row[name]
-        if isinstance(value, bool) or not isinstance(value, _PY_TYPES[col.dtype]):
-            return f"field {name!r} has type {type(value).__name__}, expected {col.dtype}"
-    if not row["user_id"] or not row["item_id"]:
-        return "empty user_id or item_id"
-    if row["timestamp"] <= 0:
-        return f"timestamp {row['timestamp']} is not a positive unix time"
+        why = _field_problem(name, value)
+        if why:
+            return why
+    for name in required:
+        if schema.COLUMNS[name].dtype == "string" and not row[name]:
+            return f"empty {name}"
     return None
+
+
+_REQUIRED_INTERACTION = ("user_id", "item_id", "timestamp", "rating", "click")
+
+
+def validate_interaction(row: Any, max_timestamp: Optional[int] = None) -> Optional[str]:
+    """Returns why ``row`` is not a usable interaction, or None if it is.
+
+    Types, UTF-8, finite numbers, ranges (rating 0 = none or 0.5..5, click 0..1), and event
+    times that are positive and not in the future (``max_timestamp``, default now + 1 day).
+    """
+    why = validate_fields(row, schema.INTERACTION_FIELDS, _REQUIRED_INTERACTION)
+    if why:
+        return why
+    if 0 < row["rating"] < MIN_RATING:
+        return f"field 'rating' = {row['rating']} is outside the rating scale (0 = none, else {MIN_RATING}..{MAX_RATING})"
+    limit = latest_valid_timestamp() if max_timestamp is None else max_timestamp
+    if row["timestamp"] > limit:
+        return f"timestamp {row['timestamp']} is in the future (after {limit})"
+    return None
+
+
+def validate_item(row: Any) -> Optional[str]:
+    return validate_fields(row, schema.ITEM_FIELDS, ("item_id",))
+
+
+def validate_user(row: Any) -> Optional[str]:
+    return validate_fields(row, schema.USER_FIELDS, ("user_id",))
+
+
+def decode_line(raw: bytes) -> Tuple[Optional[str], Optional[str]]:
+    """(text, None) for valid UTF-8, else (None, why): bad bytes are never replaced silently."""
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as e:
+        return None, f"invalid UTF-8 at byte {e.start}: {raw[e.start:e.start + 4]!r}"
+
+
+def printable(raw: Any, limit: int = 500) -> str:
+    """A dead letter's ``text``: the line as it was, undecodable bytes as \\x escapes."""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "backslashreplace")
+    return raw[:limit]
+
+
+def parse_json_line(raw: Any) -> Tuple[Any, Optional[str]]:
+    """(value, None) or (None, why) for one JSON line (bytes or str)."""
+    if isinstance(raw, bytes):
+        raw, why = decode_line(raw)
+        if why:
+            return None, why
+    try:
+        return json.loads(raw), None
+    except (ValueError, RecursionError) as e:
+        return None, f"invalid JSON: {str(e)[:200]}"
 
 
 def with_defaults(row: Dict[str, Any], fields) -> Dict[str, Any]:

@@ -95,3 +95,31 @@ def test_real_ml_latest_small_loads_cleanly():
     t = movielens.load(path)
     assert t.num_interactions == 100836 and not t.dead_letters
     assert len(t.users["user_id"]) == 610
+
+
+def test_ratings_csv_without_a_header_keeps_its_first_row(tmp_path):
+    latest(str(tmp_path))
+    body = open(tmp_path / "ratings.csv").read().split("\n", 1)[1]
+    (tmp_path / "ratings.csv").write_text(body)          # used to lose "1,1,4.0,..." as the "header"
+    t = movielens.load(str(tmp_path))
+    assert t.num_interactions == 3 and not t.dead_letters
+    assert ("1", "1") in set(zip(t.interactions["user_id"], t.interactions["item_id"]))
+
+
+def test_out_of_range_values_and_bad_utf8_are_dead_letters(tmp_path):
+    bad = ("1,2,99,964982703\n1,2,-5,964982703\n1,2,NaN,964982703\n1,2,inf,964982703\n"
+           "1,2,4.0,4102444800\n1,2,4.0,99999999999999999999\n")
+    latest(str(tmp_path), bad)
+    with open(tmp_path / "ratings.csv", "ab") as f:
+        f.write(b"1,\xff\xfe2,4.0,964982703\n")
+    with open(tmp_path / "movies.csv", "ab") as f:
+        f.write(b"4,Caf\xe9 (1999),Drama\n")              # latin-1 in a UTF-8 file
+    t = movielens.load(str(tmp_path), max_bad_fraction=0.9)
+    assert t.num_interactions == 3
+    reasons = {d["text"]: d["reason"] for d in t.dead_letters}
+    for text, why in (("99", "out of range"), ("-5", "out of range"), ("NaN", "out of range"),
+                      ("inf", "out of range"), ("4102444800", "future"), ("99999999999999999999", "future")):
+        assert any(k.split("\t")[2:4].__contains__(text) and why in r for k, r in reasons.items()), (text, reasons)
+    assert reasons["1,\\xff\\xfe2,4.0,964982703"].startswith("invalid utf-8")
+    assert reasons["4,Caf\\xe9 (1999),Drama"].startswith("invalid utf-8")
+    assert "4" not in t.items["item_id"] and not any("\ufffd" in x for x in t.items["item_title"])

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from recsys.config import Config, from_dict, load_config
+from recsys.config import Config, ConfigError, from_dict, load_config
 
 
 def test_overrides_are_typed(tmp_path):
@@ -33,3 +33,32 @@ def test_run_paths():
     cfg = Config(workdir="/w")
     assert cfg.run_dir == "/w/synthetic-u2000-i1500-s42"
     assert cfg.model_base_path == "/w/synthetic-u2000-i1500-s42/models"
+
+
+@pytest.mark.parametrize("bad,match", [
+    ("data.n_users=0", "at least 1"), ("data.events_per_user=-1", "greater than 0"),
+    ("data.n_items=-3", "at least 1"), ("data.max_bad_fraction=1.5", "fraction"),
+    ("preprocess.eval_fraction=0", "fraction"), ("train.learning_rate=inf", "finite"),
+    ("retrieval.hidden=128,0", "at least 1"), ("eval.ks=10,-1", "at least 1"),
+    ("serving.rest_port=99999", "port"), ("preprocess.direct_running_mode=fast", "not one of"),
+    ("train.seed=-1", "must not be negative"), ("data.n_users=1e3", "not a valid int"),
+])
+def test_values_are_validated_when_parsed(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [bad])
+
+
+def test_files_and_saved_configs_are_validated_too(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  n_users: 0\n")
+    with pytest.raises(ConfigError, match="data.n_users=0 must be at least 1"):
+        load_config(str(path))
+    path.write_text("train:\n  epochs: '3'\n  learning_rate: 1\n")   # strings and ints are coerced
+    cfg = load_config(str(path))
+    assert cfg.train.epochs == 3 and cfg.train.learning_rate == 1.0 and isinstance(cfg.train.learning_rate, float)
+    saved = Config().to_dict()
+    saved["train"]["batch_size"] = 0
+    with pytest.raises(ConfigError, match="train.batch_size=0"):
+        from_dict(saved)
+    with pytest.raises(ConfigError, match="has type bool, expected int"):
+        from_dict({"data": {"n_users": True}})
