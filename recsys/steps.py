@@ -112,14 +112,17 @@ def sample_request(cfg: Config, version_dir: str, user_id: Optional[str] = None)
 def export(cfg: Config, trained, item_vectors: np.ndarray, request: Dict[str, np.ndarray]) -> Dict[str, str]:
     from trainer import export as trainer_export
 
+    from trainer import publish
+
     version = trainer_export.new_version(cfg.export.version)
     paths = {}
-    for kind in ("scann", "brute_force"):
-        t0 = time.time()
-        paths[kind] = trainer_export.export_retrieval(
-            trained.tft_output, trained.model.query_tower, trained.catalogue.item_ids, item_vectors,
-            cfg.model_base_path, version, cfg.export, kind=kind, warmup=request)
-        log(f"[export] {kind}: {paths[kind]} ({time.time() - t0:.1f}s)")
+    with publish.export_set(cfg.model_base_path):  # both models appear together (trainer/publish.py)
+        for kind in ("scann", "brute_force"):
+            t0 = time.time()
+            paths[kind] = trainer_export.export_retrieval(
+                trained.tft_output, trained.model.query_tower, trained.catalogue.item_ids, item_vectors,
+                cfg.model_base_path, version, cfg.export, kind=kind, warmup=request)
+            log(f"[export] {kind}: {paths[kind]} ({time.time() - t0:.1f}s)")
     return paths
 
 
@@ -177,18 +180,21 @@ def export_ranking(cfg: Config, trained, item_vectors: np.ndarray, ranker, reque
     """<base>/ranking/<version> (raw features -> scores) and <base>/recommend/<version> (one-call top-k)."""
     from trainer import export as trainer_export, export_recommend as xr
 
+    from trainer import publish
+
     version = version or trainer_export.new_version(cfg.export.version)
     items = list(range(min(3, trained.catalogue.size)))
     paths = {}
-    t0 = time.time()
-    paths["ranking"] = xr.export_ranking(trained.tft_output, ranker, cfg.model_base_path, version,
-                                         warmup=xr.ranking_request(request, trained.catalogue, items))
-    log(f"[export] ranking: {paths['ranking']} ({time.time() - t0:.1f}s)")
-    t0 = time.time()
-    paths["recommend"] = xr.export_recommend(trained.tft_output, trained.model.query_tower, item_vectors,
-                                             trained.catalogue, ranker, cfg.model_base_path, version, cfg.export,
-                                             cfg.ranking, warmup=request)
-    log(f"[export] recommend: {paths['recommend']} ({time.time() - t0:.1f}s)")
+    with publish.export_set(cfg.model_base_path):  # ranking and recommend appear together
+        t0 = time.time()
+        paths["ranking"] = xr.export_ranking(trained.tft_output, ranker, cfg.model_base_path, version,
+                                             warmup=xr.ranking_request(request, trained.catalogue, items))
+        log(f"[export] ranking: {paths['ranking']} ({time.time() - t0:.1f}s)")
+        t0 = time.time()
+        paths["recommend"] = xr.export_recommend(trained.tft_output, trained.model.query_tower, item_vectors,
+                                                 trained.catalogue, ranker, cfg.model_base_path, version,
+                                                 cfg.export, cfg.ranking, warmup=request)
+        log(f"[export] recommend: {paths['recommend']} ({time.time() - t0:.1f}s)")
     return paths
 
 

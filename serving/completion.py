@@ -14,43 +14,60 @@ import json
 import os
 from typing import Dict, Tuple
 
-import tensorflow as tf
-
 MARKER = "assets.extra/recsys_complete.json"
 FORMAT = 1
 
 
+def _fs():
+    """Local paths use ``os`` (no TensorFlow import for exporters and tools); URIs use tf.io.gfile."""
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
 def file_sizes(version_dir: str) -> Dict[str, int]:
     """{relative path: size} of every file under a version directory, the marker excluded."""
+    remote = "://" in version_dir
+    walk = _fs().walk if remote else os.walk
     out = {}
-    for root, _, files in tf.io.gfile.walk(version_dir):
+    for root, _, files in walk(version_dir):
         for f in files:
             full = os.path.join(root, f)
             rel = os.path.relpath(full, version_dir).replace(os.sep, "/")
             if rel != MARKER:
-                out[rel] = tf.io.gfile.stat(full).length
+                out[rel] = _fs().stat(full).length if remote else os.path.getsize(full)
     return out
 
 
 def write_marker(version_dir: str) -> str:
     """Writes the marker listing the version's files; call it after the last file is written."""
     path = os.path.join(version_dir, MARKER)
-    tf.io.gfile.makedirs(os.path.dirname(path))
     payload = json.dumps({"format": FORMAT, "files": file_sizes(version_dir)}, sort_keys=True)
     tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
+    if "://" in version_dir:
+        gfile = _fs()
+        gfile.makedirs(os.path.dirname(path))
+        with gfile.GFile(tmp, "w") as f:
+            f.write(payload)
+        gfile.rename(tmp, path, overwrite=True)
+        return path
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(tmp, "w") as f:
         f.write(payload)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
     return path
 
 
 def check(version_dir: str, sizes: Dict[str, int]) -> Tuple[str, str]:
     """("complete" | "incomplete" | "unmarked", detail) given the version's current ``file_sizes``."""
     path = os.path.join(version_dir, MARKER)
-    if not tf.io.gfile.exists(path):
+    remote = "://" in version_dir
+    if not (_fs().exists(path) if remote else os.path.exists(path)):
         return "unmarked", ""
     try:
-        with tf.io.gfile.GFile(path, "r") as f:
+        with (_fs().GFile(path, "r") if remote else open(path)) as f:
             listed = json.loads(f.read())["files"]
     except Exception as e:  # noqa: BLE001  (a marker still being copied reads as incomplete)
         return "incomplete", f"completion marker {MARKER} is unreadable ({type(e).__name__})"

@@ -32,9 +32,11 @@ from serving.errors import INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ServingError
 
 MAX_DEPTH = 64                    # JSON nesting accepted anywhere in a request
 DEFAULT_MAX_VALUES = 1 << 24      # scalars per request (16.7M); more is RESOURCE_EXHAUSTED
-_RUN = 4096                       # values converted per regex match (bounds the transient objects)
+_RUN = 4096                       # values matched per regex call
+_FLUSH = 1 << 16                  # values held as Python objects / text before conversion to an array
 
 _WS = re.compile(rb"[ \t\n\r]*")
+_WS_CODES = frozenset(b" \t\n\r")
 _NUM = rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?"
 _SEP = rb"[ \t\n\r]*,[ \t\n\r]*"
 _NUM_RUN = re.compile(_NUM + rb"(?:" + _SEP + _NUM + rb"){0,%d}" % (_RUN - 1))
@@ -45,6 +47,12 @@ _ANY_STR = re.compile(rb'"(?:[^"\\\x00-\x1f]|\\.)*"')
 _BOOL_RUN = re.compile(rb"(?:true|false)(?:" + _SEP + rb"(?:true|false)){0,%d}" % (_RUN - 1))
 _LITERAL = re.compile(rb"-?[0-9][0-9.eE+-]*|true|false|null|NaN|-?Infinity")
 _SPECIAL_FLOAT = {b"NaN": np.nan, b"Infinity": np.inf, b"-Infinity": -np.inf}
+_FLAT_ITEMS = rb'(?:[^\[\]{}"]++|"(?:[^"\\]++|\\.)*+")*+'   # scalars, commas, colons: no nesting
+_FLAT_LIST = rb"\[" + _FLAT_ITEMS + rb"\]"
+_FLAT_OBJECT = rb'\{(?:[^\[\]{}"]++|"(?:[^"\\]++|\\.)*+"|' + _FLAT_LIST + rb")*+\}"
+_CHUNK = 1024  # rows parsed per json.loads call on the fast path
+_OBJECTS_RUN = re.compile(_FLAT_OBJECT + rb"(?:" + _SEP + _FLAT_OBJECT + rb"){0,%d}" % (_CHUNK - 1))
+_LISTS_RUN = re.compile(_FLAT_LIST + rb"(?:" + _SEP + _FLAT_LIST + rb"){0,%d}" % (_CHUNK - 1))
 _B64_START = re.compile(rb'\{[ \t\n\r]*"b64"[ \t\n\r]*:[ \t\n\r]*"')
 _LONG_INT = re.compile(rb"[0-9]{19}")
 _SKIP_RUN = re.compile(rb'(?:"(?:[^"\\\x00-\x1f]|\\.)*"|-?[0-9][0-9.eE+-]*|true|false|null)'
@@ -98,7 +106,10 @@ class _Tensor:
         self.dims: List[Optional[int]] = []
         self.leaf: Optional[int] = None
         self.chunks: List[np.ndarray] = []
-        self.pending: list = []      # values from the per-element path, flushed in order
+        self.pending: list = []      # Python values (strings; numbers from the per-element path), in order
+        self.spans: List[bytes] = []  # runs of plain numbers as text, converted in bulk
+        self.nul_end = False          # a pending string ends with NUL: 'S' arrays would drop it
+        self.span_n = 0
         self.count = 0
         self.max_rows: Optional[int] = None  # batch size already fixed by another input
 
@@ -132,14 +143,22 @@ class _Tensor:
 
     # values -------------------------------------------------------------
     def _flush(self) -> None:
+        if self.spans:
+            self._flush_spans()
         if not self.pending:
             return
         if self.kind == "str":
-            if any(v.endswith(b"\x00") for v in self.pending):  # 'S' arrays would drop trailing NULs
+            if self.nul_end:  # 'S' arrays would drop trailing NULs
+                self.nul_end = False
                 arr = np.empty(len(self.pending), dtype=object)
                 arr[:] = self.pending
             else:
-                arr = np.array(self.pending, dtype="S") if any(self.pending) else np.zeros(len(self.pending), "S1")
+                width = max(map(len, self.pending))
+                if width * len(self.pending) > 2 * sum(map(len, self.pending)) + 16 * len(self.pending):
+                    arr = np.empty(len(self.pending), dtype=object)  # one long string: no fixed width
+                    arr[:] = self.pending
+                else:
+                    arr = np.array(self.pending, dtype="S") if width else np.zeros(len(self.pending), "S1")
         elif self.kind == "bool":
             arr = np.array(self.pending, dtype=np.bool_)
         else:
@@ -147,16 +166,93 @@ class _Tensor:
         self.chunks.append(arr)
         self.pending = []
 
+    def _flush_spans(self) -> None:
+        data, n = b",".join(self.spans), self.span_n
+        self.spans, self.span_n = [], 0
+        if self.kind == "int":
+            if b"." in data or b"e" in data or b"E" in data:
+                raise self.type_error(next(x for x in data.split(b",") if re.search(rb"[.eE]", x)).strip())
+            if _LONG_INT.search(data):
+                arr = np.array([int(x) for x in data.split(b",")], dtype=object)
+            else:
+                arr = np.fromstring(data, dtype=np.int64, sep=",")
+        else:
+            arr = np.fromstring(data, dtype=np.float64, sep=",")
+        if len(arr) != n:
+            raise _bad(f"input '{self.name}': invalid number")
+        self.chunks.append(self._cast(arr))
+
+    def add_span(self, span: bytes, n: int) -> None:
+        if self.pending:
+            self._flush()
+        self.spans.append(span)
+        self.span_n += n
+        self.count += n
+        if self.span_n >= _FLUSH:
+            self._flush_spans()
+
+    def add_many(self, values: list) -> None:
+        if self.spans:
+            self._flush_spans()
+        self.pending.extend(values)
+        self.count += len(values)
+        if len(self.pending) >= _FLUSH:
+            self._flush()
+
+    def add_one(self, value) -> None:
+        if self.spans:
+            self._flush_spans()
+        if isinstance(value, bytes) and value.endswith(b"\x00"):
+            self.nul_end = True
+        self.pending.append(value)
+        self.count += 1
+        if len(self.pending) >= _FLUSH:
+            self._flush()
+
+    def add_rows(self, col: list, depth: int, nul: bool) -> None:
+        """Values parsed by ``json.loads`` for a chunk of rows (each a scalar or a flat list) at ``depth``."""
+        if all(type(r) is list for r in col):
+            self.list_at(depth)
+            width = len(col[0])
+            if any(len(r) != width for r in col):
+                raise _bad(f"input '{self.name}' is a ragged list: rows of {width} and "
+                           f"{next(len(r) for r in col if len(r) != width)} elements; tensors must be rectangular")
+            self.close_list(depth, width)
+            if width:
+                self.leaf_at(depth + 1)
+            flat = [x for r in col for x in r]
+        elif any(type(r) is list for r in col):
+            raise _bad(f"input '{self.name}': JSON values found at different levels (tensors must be rectangular)")
+        else:
+            self.leaf_at(depth)
+            flat = col
+        types = set(map(type, flat))
+        if self.kind == "str":
+            if types - {str}:
+                raise self.type_error(json.dumps(next(x for x in flat if type(x) is not str)).encode())
+            values = [x.encode("utf-8", "surrogatepass") for x in flat]
+            if nul and any(v.endswith(b"\x00") for v in values):
+                self.nul_end = True
+            self.add_many(values)
+            return
+        allowed = {"bool": {bool}, "int": {int}, "float": {int, float}}[self.kind]
+        if types - allowed:
+            raise self.type_error(json.dumps(next(x for x in flat if type(x) not in allowed)).encode())
+        if self.kind == "bool":
+            self.add_many(flat)
+            return
+        try:
+            arr = np.array(flat, dtype=np.int64 if self.kind == "int" else np.float64)
+        except OverflowError:
+            if self.kind != "int":
+                raise _bad(f"input '{self.name}': a value is out of range for {_dtype_name(self.dtype_enum)}") from None
+            arr = np.array(flat, dtype=object)
+        self.add_chunk(self._cast(arr))
+
     def add_chunk(self, arr: np.ndarray) -> None:
         self._flush()
         self.chunks.append(arr)
         self.count += len(arr)
-
-    def add_one(self, value) -> None:
-        self.pending.append(value)
-        self.count += 1
-        if len(self.pending) >= _RUN:
-            self._flush()
 
     def _cast(self, arr: np.ndarray) -> np.ndarray:
         """float64 / int64 / Python-int values -> the target dtype, rejecting what does not fit."""
@@ -223,8 +319,10 @@ class _Parser:
         return _bad(f"JSON Parse error: {what} at offset {self.pos} (near {near!r})")
 
     def peek(self) -> bytes:
-        self.pos = _WS.match(self.s, self.pos).end()
-        return self.s[self.pos:self.pos + 1]
+        pos = self.pos
+        if pos < self.n and self.s[pos] in _WS_CODES:
+            self.pos = pos = _WS.match(self.s, pos).end()
+        return self.s[pos:pos + 1]
 
     def expect(self, ch: bytes) -> None:
         if self.peek() != ch:
@@ -336,7 +434,12 @@ class _Parser:
             self.pos += 1
         else:
             while True:
-                if self.peek() == b"[":
+                rows = self.fast_rows(_LISTS_RUN) if depth == 0 and self.peek() == b"[" else None
+                if rows:
+                    self.counted(sum(len(r) for r in rows))
+                    t.add_rows(rows, 1, self.nul)
+                    count += len(rows)
+                elif self.peek() == b"[":
                     self.tensor(t, depth + 1)
                     count += 1
                 else:
@@ -365,7 +468,7 @@ class _Parser:
                 items = _STR_ITEM.findall(s, pos, m.end())
                 self.pos = m.end()
                 self.counted(len(items))
-                t.add_chunk(np.array(items, dtype="S") if any(items) else np.zeros(len(items), "S1"))
+                t.add_many(items)
                 return len(items)
             if c == b'"':
                 t.add_one(self.string())
@@ -379,16 +482,8 @@ class _Parser:
                 span = s[pos:m.end()]
                 n = span.count(b",") + 1
                 self.counted(n)
-                if t.kind == "int" and (b"." in span or b"e" in span or b"E" in span):
-                    raise t.type_error(next(x for x in span.split(b",") if re.search(rb"[.eE]", x)).strip())
-                if t.kind == "int" and _LONG_INT.search(span):
-                    arr = np.array([int(x) for x in span.split(b",")], dtype=object)
-                else:
-                    arr = np.fromstring(span, dtype=np.int64 if t.kind == "int" else np.float64, sep=",")
-                    if len(arr) != n:
-                        raise self.error("invalid number")
                 self.pos = m.end()
-                t.add_chunk(t._cast(arr))
+                t.add_span(span, n)
                 return n
             tok = self._token()
             if t.kind == "float" and tok in _SPECIAL_FLOAT:
@@ -406,7 +501,7 @@ class _Parser:
                 vals = [x.strip() == b"true" for x in s[pos:m.end()].split(b",")]
                 self.pos = m.end()
                 self.counted(len(vals))
-                t.add_chunk(np.array(vals, dtype=np.bool_))
+                t.add_many(vals)
                 return len(vals)
             tok = self._token()
             if tok not in (b"true", b"false"):
@@ -415,6 +510,20 @@ class _Parser:
             self.pos += len(tok)
         self.counted(1)
         return 1
+
+    def fast_rows(self, run: "re.Pattern") -> Optional[list]:
+        """Up to _CHUNK flat rows (objects or lists) at pos, parsed by json.loads; None when none match."""
+        m = run.match(self.s, self.pos)
+        if not m:
+            return None
+        span = self.s[self.pos:m.end()]
+        try:
+            rows = json.loads(b"[" + span + b"]")
+        except ValueError:
+            return None  # let the per-value path report the error with its offset
+        self.pos = m.end()
+        self.nul = b"\\u0000" in span
+        return rows
 
     def _token(self) -> bytes:
         m = _LITERAL.match(self.s, self.pos) or _ANY_STR.match(self.s, self.pos)
@@ -518,6 +627,25 @@ def parse_predict(body: bytes, signature_inputs: Callable[[str], SignatureInputs
     return fmt, signature_name, inputs
 
 
+def _row_chunk(p: _Parser, rows: list, sig: SignatureInputs, tensors: Dict[str, Optional[_Tensor]],
+               keys: Optional[set], count: int) -> set:
+    """A chunk of row objects from ``json.loads`` into the tensors (same checks as the per-value path)."""
+    for i, r in enumerate(rows):
+        if keys is None:
+            keys = set(r)
+            for name in r:
+                tensors.setdefault(name, _tensor(sig, name))
+        elif r.keys() != keys:
+            raise _bad(f"instance {count + i} has keys {sorted(r)}; expected the same keys as instance 0: "
+                       f"{sorted(keys)}")
+    p.counted(sum(len(v) if type(v) is list else 1 for r in rows for v in r.values()))
+    for name in keys:
+        t = tensors[name]
+        if t is not None:
+            t.add_rows([r[name] for r in rows], 1, p.nul)
+    return keys
+
+
 def _tensor(sig: SignatureInputs, name: str) -> Optional[_Tensor]:
     return _Tensor(name, sig[name][0]) if name in sig else None
 
@@ -582,10 +710,14 @@ def _rows(p: _Parser, sig: SignatureInputs) -> Dict[str, np.ndarray]:
     keys: Optional[set] = None
     count = 0
     while True:
-        is_object = p.peek() == b"{" and not p.is_b64_object()
+        rows = p.fast_rows(_OBJECTS_RUN) if named and p.peek() == b"{" else None
+        is_object = rows is not None or (p.peek() == b"{" and not p.is_b64_object())
         if is_object != named:
             raise _bad(f"'instances' mixes objects and plain values (item {count})")
-        if named:
+        if rows:
+            keys = _row_chunk(p, rows, sig, tensors, keys, count)
+            count += len(rows) - 1
+        elif named:
             p.pos += 1
             seen = set()
             if p.peek() != b"}":

@@ -103,7 +103,7 @@ def write_warmup(version_dir: str, model_name: str, example: Dict[str, np.ndarra
 
 def save_atomically(module: tf.Module, signatures: Dict, base: str, name: str, version: int,
                     warmup: Optional[Dict[str, np.ndarray]] = None, namespace_whitelist=None) -> str:
-    """Saves into ``<base>/<name>/.tmp-<version>`` then renames to ``<base>/<name>/<version>``."""
+    """Saves into ``<base>/<name>/.tmp-<version>-<pid>``, then publishes it (``trainer/publish.py``)."""
     model_dir = os.path.join(base, name)
     final = os.path.join(model_dir, str(version))
     if os.path.exists(final):
@@ -115,8 +115,9 @@ def save_atomically(module: tf.Module, signatures: Dict, base: str, name: str, v
     tf.saved_model.save(module, tmp, signatures=signatures, options=options)
     if warmup is not None:
         write_warmup(tmp, name, warmup)
-    os.rename(tmp, final)
-    return final
+    from trainer import publish  # completion marker last, then the rename (with its export set, if any)
+
+    return publish.publish_version(base, tmp, final)
 
 
 def export_retrieval(tft_output, query_tower, item_ids: np.ndarray, item_vectors: np.ndarray, base: str,
