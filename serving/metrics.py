@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 disable_created_metrics()  # no *_created series: TF Serving doesn't export them either
 
 PREFIX = ":tensorflow:serving:"
+MAX_CACHED_LABEL_SETS = 4096
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
@@ -23,6 +24,7 @@ class Metrics:
 
     def __init__(self):
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict = {}  # (model, api, entrypoint, code) -> metric children (request path cache)
         r = self.registry
         self.requests = Counter(PREFIX + "request_count", "Requests by model, API, entrypoint and status.",
                                 ["model_name", "API", "entrypoint", "status"], registry=r)
@@ -63,11 +65,19 @@ class Metrics:
             self.record(model, api, entrypoint, outcome["code"], time.perf_counter() - t0)
 
     def record(self, model: str, api: str, entrypoint: str, code: str, seconds: float) -> None:
-        model = model or "<none>"
-        self.requests.labels(model, api, entrypoint, code).inc()
-        self.latency.labels(model, api, entrypoint).observe(seconds)
-        if code != "OK":
-            self.errors.labels(model, api, entrypoint, code).inc()
+        key = (model, api, entrypoint, code)
+        children = self._children.get(key)
+        if children is None:  # label lookups cost more than the updates: once per label set
+            name = model or "<none>"
+            children = (self.requests.labels(name, api, entrypoint, code), self.latency.labels(name, api, entrypoint),
+                        self.errors.labels(name, api, entrypoint, code) if code != "OK" else None)
+            if len(self._children) >= MAX_CACHED_LABEL_SETS:
+                self._children.clear()
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+        if children[2] is not None:
+            children[2].inc()
 
     # callbacks used by the model manager
     def model_loaded(self, model: str, version: int, ok: bool, seconds: float, warmup_requests: int) -> None:

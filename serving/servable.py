@@ -3,7 +3,8 @@
 Input names and dtypes are checked here, before TensorFlow runs, with TF Serving's
 messages; shapes are left to the graph, and TensorFlow's own errors keep their code
 (INVALID_ARGUMENT for a shape the graph can't take). TF1 SavedModels run in a session
-(serving/tf1_loader.py), TF2 ones through their signature functions. Inference is
+(serving/tf1_loader.py), and so do TF2 ones by default, as TF Serving runs them
+(``RECSYS_TF2_LOADER=function`` calls their tf.function signatures instead). Inference is
 transport-free (numpy in, numpy out) so gRPC, REST, warmup and the benchmark's
 in-process baseline all run the same code.
 """
@@ -246,11 +247,21 @@ class Servable:
         self.signature_defs = self.meta_graph.signature_def
         self._bundle = None
         self._loaded = None
-        if tf1_loader.is_tf1_saved_model(self.meta_graph):
-            # TF1 export: a session over the graph, as TF Serving loads it (reference variables,
-            # init ops, signatures whose declared shapes don't match their ops all work)
-            self.kind = "tf1-session"
-            self._bundle = tf1_loader.SessionBundle(path, tags)
+        tf1 = tf1_loader.is_tf1_saved_model(self.meta_graph)
+        self.kind = ""
+        if tf1 or tf1_loader.tf2_loader() == "session":
+            # a session over the MetaGraph, as TF Serving loads every SavedModel: reference variables,
+            # init ops and signatures whose declared shapes don't match their ops all work, and a call
+            # is one Session callable (no per-call Python signature binding)
+            try:
+                self._bundle = tf1_loader.SessionBundle(path, tags)
+                self.kind = "tf1-session" if tf1 else "tf2-session"
+            except Exception as e:  # noqa: BLE001
+                if tf1:
+                    raise
+                log.warning("session load of %s failed (%s: %s); loading it with tf.saved_model.load",
+                            path, type(e).__name__, str(e)[:300])
+        if self._bundle is not None:
             self.signatures: Dict[str, Signature] = {
                 key: Signature(key, sd, tf1_loader.signature_runner(self._bundle, sd))
                 for key, sd in self.signature_defs.items()}

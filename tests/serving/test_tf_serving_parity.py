@@ -98,7 +98,7 @@ def test_tf1_and_tf2_models_load_as_tf_serving_loads_them(tfs):
         assert set(states.values()) == {get_model_status_pb2.ModelVersionStatus.AVAILABLE}, (name, states)
         with srv.manager.acquire(name) as s:
             kinds[name] = s.kind
-    assert kinds == {"hp1": "tf1-session", "hp2": "tf2-function", "counter": "tf1-session"}
+    assert kinds == {"hp1": "tf1-session", "hp2": "tf2-session", "counter": "tf1-session"}
 
 
 def test_two_versions_served_side_by_side(tfs):
@@ -387,3 +387,18 @@ def test_version_flag(capsys):
 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("TensorFlow ModelServer: ")
+
+
+def test_tf2_function_loader_gives_the_same_answers(tfs_models, monkeypatch):
+    """RECSYS_TF2_LOADER=function (tf.saved_model.load) is the fallback; it must agree with the session."""
+    from serving.servable import Servable
+
+    path = str(tfs_models / "hp2" / "1")
+    session = Servable("hp2", 1, path)
+    monkeypatch.setenv("RECSYS_TF2_LOADER", "function")
+    function = Servable("hp2", 1, path)
+    assert (session.kind, function.kind) == ("tf2-session", "tf2-function")
+    for x in (np.array([1.0, 2.0, 5.0], np.float32), np.array(3.0, np.float32), np.array([[1.0], [2.0]], np.float32)):
+        np.testing.assert_array_equal(session.predict({"x": x})["y"], function.predict({"x": x})["y"])
+    ex = [_example(2.0).SerializeToString()]
+    assert function.regression_signature("regress_x_to_y").regress(ex).tolist() == [3.0]
