@@ -166,7 +166,7 @@ class RestApi:
 
     def classify(self, name, version, label, req: dict) -> dict:
         with self.manager.acquire(name, version, label) as s:
-            sig = s.signature(_signature_name(req))
+            sig = s.classification_signature(_signature_name(req))
             classes, scores = sig.classify(codec.examples_from_json(req.get("examples"), req.get("context")))
             ref = classes if classes is not None else scores
             results = []
@@ -180,7 +180,7 @@ class RestApi:
 
     def regress(self, name, version, label, req: dict) -> dict:
         with self.manager.acquire(name, version, label) as s:
-            sig = s.signature(_signature_name(req))
+            sig = s.regression_signature(_signature_name(req))
             values = sig.regress(codec.examples_from_json(req.get("examples"), req.get("context")))
             return {"results": [float(v) for v in values]}
 
@@ -194,6 +194,8 @@ class RestApi:
                 if m is None or method not in ("GET", "POST") or (method == "GET") == bool(verb):
                     raise ServingError(INVALID_ARGUMENT, f"Malformed request: {method} {path}")
                 version = int(version) if version else None
+                if version is not None and version >= 1 << 63:  # TF Serving parses into int64
+                    raise ServingError(INVALID_ARGUMENT, f"Failed to convert version: {version} to numeric.")
                 if method == "GET":
                     payload = self.metadata(name, version, label or "") if metadata else \
                         self.status(name, version, label or "")

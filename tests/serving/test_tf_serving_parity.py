@@ -221,6 +221,10 @@ def test_classify_regress_error_codes_and_messages(tfs):
 
 def test_rest_regress_empty_examples(tfs):
     srv, _, _ = tfs
+    assert _rest(srv, "/v1/models/hp1:classify", {"signature_name": "nope", "examples": [{"x": 1.0}]}) == \
+        (400, {"error": "No signature was found with the name: nope"})
+    assert _rest(srv, "/v1/models/hp1/versions/99999999999999999999") == \
+        (400, {"error": "Failed to convert version: 99999999999999999999 to numeric."})
     assert _rest(srv, "/v1/models/hp1:regress", {"signature_name": "regress_x_to_y", "examples": []}) == \
         (400, {"error": "Input is empty."})
     assert _rest(srv, "/v1/models/hp1:regress", {"signature_name": "regress_x_to_y",
