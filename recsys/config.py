@@ -270,6 +270,8 @@ CHOICES = {
     "retrieval.history_encoder": ("mean", "gru", "transformer"),
     "ranking.dcn_structure": ("stacked", "parallel"),
     "ranking.engagement_label": ("consumed", "click"),
+    "train.optimizer": ("sparse_adam", "adam", "adagrad"),                 # trainer/optimizers.py
+    "train.strategy": ("auto", "multi_worker", "parameter_server", "none"),  # trainer/distribute.py
 }
 PORTS = {"serving.grpc_port", "serving.rest_port"}
 
