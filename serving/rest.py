@@ -403,6 +403,11 @@ class RestServer:
                                                                 f"{self.limits.timeout_s:g} s"}).encode(), close=True)
                 except _BodyTooLarge as e:
                     return self._too_large(path, e.size)
+                except (asyncio.CancelledError, ConnectionError):
+                    raise  # the client went away: nothing to answer
+                except Exception as e:  # noqa: BLE001  (malformed chunked framing, a payload error)
+                    return _json_response(400, _dumps({"error": f"cannot read the request body: "
+                                                                f"{type(e).__name__}: {e}"}).encode(), close=True)
                 status, data = await asyncio.get_running_loop().run_in_executor(
                     self._pool, self.api.dispatch, request.method, path, body, self.metrics)
                 del body

@@ -185,6 +185,11 @@ def test_chunked_transfer_encoding(srv):
                  encode_chunked=True)
     resp = conn.getresponse()
     assert resp.status == 429 and b"exceeds the limit" in resp.read()
+    bad = connect(srv.rest_port)  # broken chunk framing: a clean 400, not a dropped connection
+    bad.sendall(b"POST /v1/models/toy:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"zz\r\n{}\r\n0\r\n\r\n")
+    closed, reply = closed_within(bad, 5)
+    assert reply.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request"), reply[:200]
     assert predict_ok(srv.rest_url)
 
 
