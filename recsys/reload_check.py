@@ -30,9 +30,11 @@ def main(argv=None) -> int:
         request = json.load(f)
     inputs = {}
     for name, spec in fn.structured_input_signature[1].items():
-        inputs[name] = tf.constant(np.array(request[name]), dtype=spec.dtype)
+        inputs[name] = tf.constant(np.array(request[name], dtype=object if spec.dtype == tf.string else None),
+                                   dtype=spec.dtype)
     out = fn(**inputs)
-    result = {k: (np.char.decode(v.numpy().astype(bytes)).tolist() if v.dtype == tf.string else v.numpy().tolist())
+    decode = np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])  # string outputs are UTF-8 bytes
+    result = {k: (decode(v.numpy()).tolist() if v.dtype == tf.string else v.numpy().tolist())
               for k, v in out.items()}
     print(json.dumps(result))
     return 0

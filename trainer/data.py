@@ -8,13 +8,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from preprocessing import schema
+from preprocessing.utf8 import to_str
 from preprocessing.schema import T
 
 ITEMS_FILE = "items.jsonl"
@@ -32,21 +33,38 @@ def files(version_dir: str, split: str) -> List[str]:
 
 
 def dataset(version_dir: str, split: str, batch_size: int, spec: Optional[Dict] = None, shuffle: bool = False,
-            seed: int = 0, shuffle_buffer: int = 10000, keep: Optional[str] = None) -> tf.data.Dataset:
+            seed: int = 0, shuffle_buffer: int = 10000, keep: Optional[str] = None,
+            time_range: Optional[Tuple[Optional[int], Optional[int]]] = None) -> tf.data.Dataset:
     """Batches of transformed features (dicts of dense tensors).
 
     ``keep`` = "train" / "valid" splits the train files at event level (5% valid,
     by a stable hash of user and time) so early stopping never looks at the eval split.
+    ``time_range`` = (start, end) keeps events with start <= timestamp < end (None = open):
+    how the ranker's out-of-fold retriever is trained on the earlier part of the train split.
     """
     spec = spec or transform_output(version_dir).transformed_feature_spec()
     ds = tf.data.TFRecordDataset(files(version_dir, split), compression_type="GZIP")
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(lambda x: tf.io.parse_example(x, spec), num_parallel_calls=tf.data.AUTOTUNE)
-    if keep is not None:
-        ds = ds.unbatch().filter(lambda f: _is_valid(f) if keep == "valid" else tf.logical_not(_is_valid(f)))
+    if keep is not None or time_range is not None:
+        ds = ds.unbatch()
+        if keep is not None:
+            ds = ds.filter(lambda f: _is_valid(f) if keep == "valid" else tf.logical_not(_is_valid(f)))
+        if time_range is not None:
+            lo, hi = time_range
+            ds = ds.filter(lambda f: _in_range(f[T.TIMESTAMP], lo, hi))
         ds = ds.batch(batch_size)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _in_range(ts: tf.Tensor, lo: Optional[int], hi: Optional[int]) -> tf.Tensor:
+    ok = tf.constant(True)
+    if lo is not None:
+        ok = tf.logical_and(ok, ts >= lo)
+    if hi is not None:
+        ok = tf.logical_and(ok, ts < hi)
+    return ok
 
 
 def _is_valid(f) -> tf.Tensor:
@@ -91,7 +109,7 @@ def load_catalogue(version_dir: str) -> Catalogue:
         col = schema.COLUMNS[name]
         dtype = {"string": object, "int64": np.int64, "float32": np.float32}[col.dtype]
         raw[name] = np.array([r.get(name, col.default) for r in rows], dtype=dtype)
-    raw["item_id"] = raw["item_id"].astype(str)
+    raw["item_id"] = to_str(raw["item_id"])
     return Catalogue(item_ids=raw["item_id"], raw=raw)
 
 
@@ -102,22 +120,29 @@ class TrainStats:
     item_idx_counts: np.ndarray           # by TFT item index (vocab + OOV)
     seen: Dict[str, np.ndarray]           # user_id -> catalogue indices seen in train
     n_examples: int
+    users: np.ndarray = None              # [n] user id of every train event (for the classic baselines)
+    items: np.ndarray = None              # [n] catalogue index of every train event (-1 = not in catalogue)
+    times: np.ndarray = None              # [n] event time
+    item_index: np.ndarray = None         # [n] TFT item index of every train event (co-visitation tables)
 
 
-def train_stats(version_dir: str, catalogue: Catalogue, n_item_idx: int) -> TrainStats:
-    """One pass over the train split: item popularity and each user's seen items."""
+def train_stats(version_dir: str, catalogue: Catalogue, n_item_idx: int, before_ts: Optional[int] = None) -> TrainStats:
+    """One pass over the train split (events before ``before_ts`` if given): popularity and seen items."""
     spec = {k: tf.io.FixedLenFeature([], tf.string if k in ("user_id", "item_id") else tf.int64)
-            for k in ("user_id", "item_id", T.ITEM_IDX)}
+            for k in ("user_id", "item_id", T.ITEM_IDX, T.TIMESTAMP)}
     ds = tf.data.TFRecordDataset(files(version_dir, "train"), compression_type="GZIP").batch(8192)
     ds = ds.map(lambda x: tf.io.parse_example(x, spec))
+    if before_ts is not None:
+        ds = ds.unbatch().filter(lambda f: f[T.TIMESTAMP] < before_ts).batch(8192)
     index = catalogue.index()
-    users, items, idx = [], [], []
+    users, items, idx, times = [], [], [], []
     for b in ds:
         users.append(b["user_id"].numpy())
         items.append(b["item_id"].numpy())
         idx.append(b[T.ITEM_IDX].numpy())
-    users_a = np.concatenate(users).astype(str)
-    items_a = np.array([index.get(i, -1) for i in np.concatenate(items).astype(str)], dtype=np.int64)
+        times.append(b[T.TIMESTAMP].numpy())
+    users_a = to_str(np.concatenate(users))
+    items_a = np.array([index.get(i, -1) for i in to_str(np.concatenate(items))], dtype=np.int64)
     idx_a = np.concatenate(idx)
     item_counts = np.bincount(items_a[items_a >= 0], minlength=catalogue.size).astype(np.float64)
     idx_counts = np.bincount(idx_a, minlength=n_item_idx).astype(np.float64)
@@ -128,4 +153,5 @@ def train_stats(version_dir: str, catalogue: Catalogue, n_item_idx: int) -> Trai
         bounds = np.flatnonzero(su[1:] != su[:-1]) + 1
         for u, chunk in zip(np.split(su, bounds), np.split(si, bounds)):
             seen[u[0]] = np.unique(chunk[chunk >= 0])
-    return TrainStats(item_counts=item_counts, item_idx_counts=idx_counts, seen=seen, n_examples=len(users_a))
+    return TrainStats(item_counts=item_counts, item_idx_counts=idx_counts, seen=seen, n_examples=len(users_a),
+                      users=users_a, items=items_a, times=np.concatenate(times).astype(np.int64), item_index=idx_a)

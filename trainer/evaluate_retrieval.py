@@ -1,74 +1,143 @@
-"""Full-ranking evaluation of a retrieval model beside the popularity baseline, same split and protocol.
+"""Full-ranking evaluation of a retrieval model beside popularity and the classic baselines.
 
-Protocol ``time_split_full``: every eval event (the latest events by time) is a
-query carrying its own context and history; its item is ranked against the whole
-catalogue. Items the user already interacted with (train split + the event's
-history) are excluded for both the model and the baseline, when configured.
+Protocol ``time_split_full``: every eval event (the latest events by time) is a query
+carrying its own context and history; its item is ranked against the whole catalogue.
+**Seen items excluded**: every item the user interacted with strictly before the event
+(train split *and* earlier eval events, not only the last 20 in its history) is removed
+from every model's ranking, and events whose item the user already had (re-consumption)
+are left out, since no model that excludes seen items can get them right. Popularity,
+EASE, item-kNN and implicit ALS score the same queries from that same prior item set.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import time
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
 
-from trainer import data, evaluation
+from preprocessing.schema import T
+from preprocessing.utf8 import to_str
+from trainer import baselines, data, evaluation
 
 PROTOCOL = "time_split_full"
+RULE = "seen = every item the user had strictly before the event (train + eval period), excluded for every model"
+
+
+@dataclasses.dataclass
+class EvalQueries:
+    """The eval split as queries: vectors (if a model was given), targets, prior items, users, times."""
+
+    vectors: Optional[np.ndarray]   # [n, d]
+    targets: np.ndarray             # [n] catalogue index; -1 = not rankable (unknown item or re-consumption)
+    prior: List[np.ndarray]         # per query: catalogue indices the user had strictly before the event
+    users: np.ndarray               # [n] str
+    times: np.ndarray               # [n] int64
+    n_repeat: int = 0               # queries left out because the user already had the item
+    items: Optional[np.ndarray] = None  # [n] the logged item of every query (repeats included)
+
+
+def load_queries(version_dir: str, query_fn: Optional[Callable], catalogue: data.Catalogue,
+                 stats: data.TrainStats, max_queries: int = 0, batch_size: int = 1024) -> EvalQueries:
+    """Reads every eval event (for exact prior sets) and embeds the first ``max_queries`` (0 = all)."""
+    index = catalogue.index()
+    vecs: List[np.ndarray] = []
+    items: List[np.ndarray] = []
+    users: List[np.ndarray] = []
+    times: List[np.ndarray] = []
+    n = 0
+    for batch in data.dataset(version_dir, "eval", batch_size):
+        if query_fn is not None and (not max_queries or n < max_queries):
+            vecs.append(np.asarray(query_fn(batch)))
+        items.append(np.array([index.get(i, -1) for i in to_str(batch["item_id"])], np.int64))
+        users.append(to_str(batch["user_id"]))
+        times.append(batch[T.TIMESTAMP].numpy().astype(np.int64))
+        n += len(items[-1])
+    all_items, all_users, all_times = (np.concatenate(items), np.concatenate(users), np.concatenate(times))
+    m = min(max_queries, len(all_items)) if max_queries else len(all_items)
+    # prior items: train events plus eval events strictly earlier than each query
+    pool_u = np.concatenate([stats.users, all_users]) if stats.users is not None else all_users
+    pool_i = np.concatenate([stats.items, all_items]) if stats.items is not None else all_items
+    pool_t = np.concatenate([stats.times, all_times]) if stats.times is not None else all_times
+    prior = baselines.prior_items(pool_u, pool_i, pool_t, all_users[:m], all_times[:m])
+    if stats.users is None:  # stats without event arrays: fall back to the train item sets
+        prior = [np.union1d(p, stats.seen.get(u, np.empty(0, np.int64))) for p, u in zip(prior, all_users[:m])]
+    targets = all_items[:m].copy()
+    repeat = np.array([t >= 0 and t in p for t, p in zip(targets, prior)], bool)
+    targets[repeat] = -1
+    q = np.concatenate(vecs)[:m] if vecs else None
+    return EvalQueries(q, targets, prior, all_users[:m], all_times[:m], int(repeat.sum()), all_items[:m])
 
 
 def eval_queries(version_dir: str, query_fn: Callable, catalogue: data.Catalogue, stats: data.TrainStats,
                  exclude_seen: bool = True, max_queries: int = 0, batch_size: int = 1024):
-    """Query vectors, target catalogue indices and per-query exclusions for the eval split."""
-    index = catalogue.index()
-    vecs: List[np.ndarray] = []
-    targets: List[int] = []
-    exclude: List[np.ndarray] = []
-    users: List[str] = []
-    n = 0
-    for batch in data.dataset(version_dir, "eval", batch_size):
-        vecs.append(np.asarray(query_fn(batch)))
-        item_ids = batch["item_id"].numpy().astype(str)
-        user_ids = batch["user_id"].numpy().astype(str)
-        hist = batch["history_item_ids"].numpy().astype(str)
-        for u, item, h in zip(user_ids, item_ids, hist):
-            targets.append(index.get(item, -1))
-            users.append(u)
-            if exclude_seen:
-                recent = np.array([index[i] for i in h if i and i in index], dtype=np.int64)
-                exclude.append(np.union1d(stats.seen.get(u, np.empty(0, np.int64)), recent))
-        n += len(item_ids)
-        if max_queries and n >= max_queries:
-            break
-    q = np.concatenate(vecs)[: max_queries or None]
-    t = np.asarray(targets[: len(q)], np.int64)
-    ex = exclude[: len(q)] if exclude_seen else None
-    if ex is not None:  # the target itself is never excluded (re-consumption would otherwise be unrankable)
-        ex = [e[e != tt] for e, tt in zip(ex, t)]
-    return q, t, ex, np.asarray(users[: len(q)])
+    """(query vectors, targets, per-query exclusions or None, users): the protocol's queries for one model."""
+    eq = load_queries(version_dir, query_fn, catalogue, stats, max_queries, batch_size)
+    return eq.vectors, eq.targets, (eq.prior if exclude_seen else None), eq.users
 
 
 def evaluate(version_dir: str, query_fn: Callable, item_vectors: np.ndarray, catalogue: data.Catalogue,
-             stats: data.TrainStats, cfg, name: str = "two_tower") -> Dict[str, Dict[str, float]]:
-    """Metrics of the model and of popularity; returns {name: metrics, "popularity": metrics}."""
+             stats: data.TrainStats, cfg, name: str = "two_tower", with_baselines: Optional[bool] = None,
+             details: Optional[Dict] = None) -> Dict[str, Dict[str, float]]:
+    """Metrics of the model, popularity and the classic baselines (``cfg.eval.baselines``) on the same queries.
+
+    ``details`` (a dict) receives per-query values, tuning records and the bootstrap leads.
+    """
     ks = tuple(cfg.eval.ks)
     kmax = max(ks)
-    q, targets, exclude, _ = eval_queries(version_dir, query_fn, catalogue, stats, cfg.eval.exclude_seen,
-                                          cfg.eval.max_queries)
+    eq = load_queries(version_dir, query_fn, catalogue, stats, cfg.eval.max_queries)
+    exclude = eq.prior if cfg.eval.exclude_seen else None
     genre_vectors = genre_matrix(catalogue)
+    tops = {name: evaluation.full_ranking_topk(eq.vectors, item_vectors, kmax, exclude),
+            "popularity": evaluation.popularity_topk(stats.item_counts, len(eq.targets), kmax, exclude)}
+    tuning = {}
+    use = cfg.eval.baselines if (with_baselines is None or with_baselines) else ()
+    if use and stats.users is not None:
+        split = baselines.Split(stats.users, stats.items, stats.times)
+        for kind in use:
+            t0 = time.time()
+            model, rec = baselines.fit_tuned(kind, split, catalogue.size, tune_first=cfg.eval.tune_baselines)
+            tops[kind] = model.topk(eq.prior, kmax, exclude, catalogue.size, order_key=eq.users)
+            rec["seconds_total"] = round(time.time() - t0, 1)
+            tuning[kind] = rec
+            print(f"[evaluate] {kind}: {rec.get('param') or 'param'}={rec.get('best')} "
+                  f"({rec['seconds_total']:.1f}s)", flush=True)
     results = {}
-    for label, topk in ((name, evaluation.full_ranking_topk(q, item_vectors, kmax, exclude)),
-                        ("popularity", evaluation.popularity_topk(stats.item_counts, len(q), kmax, exclude))):
-        results[label] = evaluation.evaluate_topk(topk, targets, ks, n_items=catalogue.size,
+    for label, topk in tops.items():
+        results[label] = evaluation.evaluate_topk(topk, eq.targets, ks, n_items=catalogue.size,
                                                   item_popularity=stats.item_counts, item_vectors=genre_vectors)
+    leads = leads_over_best(tops, eq, name, cfg) if len(tops) > 2 else {}
+    if leads:
+        results[name]["lead_over_best"] = leads
+    if details is not None:
+        details.update({"tuning": tuning, "leads": leads, "n_repeat_left_out": eq.n_repeat,
+                        "n_eval_events": len(eq.targets)})
     return results
+
+
+LEAD_METRICS = ("recall@50", "ndcg@10")
+
+
+def leads_over_best(tops: Dict[str, np.ndarray], eq: EvalQueries, name: str, cfg) -> Dict[str, Dict]:
+    """The model's relative lead over the best other row, per metric, with a 95% user-bootstrap interval."""
+    out = {}
+    for metric in LEAD_METRICS:
+        kind, k = metric.split("@")
+        per = {label: evaluation.per_query(kind, topk, eq.targets, int(k)) for label, topk in tops.items()}
+        others = {label: float(np.nanmean(v)) for label, v in per.items() if label != name}
+        best = max(others, key=others.get)
+        r = baselines.bootstrap_lead(per[name], per[best], eq.users, n_boot=cfg.eval.bootstrap, seed=cfg.train.seed)
+        r["versus"] = best
+        out[metric] = r
+    return out
 
 
 def genre_matrix(catalogue: data.Catalogue) -> np.ndarray:
     """Multi-hot genre vectors per item (for intra-list diversity)."""
-    genres = [g.split("|") if g else [] for g in catalogue.raw["item_genres"].astype(str)]
+    genres = [g.split("|") if g else [] for g in to_str(catalogue.raw["item_genres"])]
     names = sorted({x for gs in genres for x in gs})
     col = {g: i for i, g in enumerate(names)}
     m = np.zeros((catalogue.size, max(len(names), 1)), np.float32)
@@ -79,17 +148,24 @@ def genre_matrix(catalogue: data.Catalogue) -> np.ndarray:
 
 def report(results: Dict[str, Dict[str, float]], ks=(10, 50, 100), title: str = "") -> str:
     cols = ["model"] + [f"recall@{k}" for k in ks] + ["ndcg@10", "mrr", "coverage@10", "n_queries"]
-    rows = [dict(model=name, **m) for name, m in results.items()]
+    rows = [dict(model=name, **{k: v for k, v in m.items() if not isinstance(v, dict)}) for name, m in results.items()]
     base = results.get("popularity", {})
     for row in rows:
         if row["model"] != "popularity" and base.get("recall@50"):
             row["x_pop@50"] = row.get("recall@50", 0.0) / base["recall@50"]
-    return evaluation.format_table(rows, cols + ["x_pop@50"], title=title or f"retrieval ({PROTOCOL})")
+    text = evaluation.format_table(rows, cols + ["x_pop@50"],
+                                   title=title or f"retrieval ({PROTOCOL}; {RULE})")
+    for name, m in results.items():
+        for metric, r in (m.get("lead_over_best") or {}).items():
+            text += (f"\n{name} vs best other ({r['versus']}) on {metric}: {baselines.format_lead(r)} "
+                     f"(95% bootstrap over {r['n_users']} users)")
+    return text
 
 
 def write_metrics(results: Dict, path: str, extra: Optional[Dict] = None) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    payload = {"protocol": PROTOCOL, "protocol_description": evaluation.PROTOCOLS[PROTOCOL], "results": results}
+    payload = {"protocol": PROTOCOL, "protocol_description": evaluation.PROTOCOLS[PROTOCOL], "rule": RULE,
+               "results": results}
     payload.update(extra or {})
     with open(path, "w") as f:
         json.dump(payload, f, indent=2, sort_keys=True)

@@ -17,9 +17,13 @@ import numpy as np
 
 PROTOCOLS = {
     "time_split_full": "time split: the latest events (by time) are the test set; each is ranked "
-                       "against the full catalog with the user's earlier items excluded",
+                       "against the full catalog with every item the user had strictly before the event "
+                       "(train and eval period) excluded; re-consumption events are left out",
     "leave_one_out_full": "leave-one-out: each user's latest interaction is the test item, ranked "
                           "against the full catalog with the user's training items excluded",
+    "tfrs_random_80_20": "the TensorFlow Recommenders tutorials' protocol: ratings split at random 80/20 "
+                         "(seed 42); each test rating's item ranked against the full catalog with nothing "
+                         "excluded (FactorizedTopK top-10/top-100 accuracy = recall@10/@100 here)",
     "sampled_1_99": "sampled: the test item is ranked among 99 sampled unseen negatives "
                     "(NCF, He et al. 2017) — for comparison with published numbers only",
 }
@@ -168,6 +172,15 @@ def _nanmean(v: np.ndarray) -> float:
     return float(v.mean()) if v.size else float("nan")
 
 
+def per_query(name: str, topk, relevant, k: int) -> np.ndarray:
+    """Per-query values of one metric (recall, ndcg, precision, hr, map, mrr); nan = no relevant item.
+
+    The unit a bootstrap over users resamples (``trainer.baselines.bootstrap_lead``).
+    """
+    t = _as_topk(topk)
+    return _per_query(name, *_hits(t, relevant), _check_k(k))
+
+
 def _metric(name: str, topk, relevant, k: int) -> float:
     t = _as_topk(topk)
     return _nanmean(_per_query(name, *_hits(t, relevant), _check_k(k)))
@@ -292,6 +305,16 @@ def evaluate_topk(topk, relevant, ks: Sequence[int] = (10, 50, 100), n_items: Op
 
 
 # ---------------------------------------------------------------- protocols
+def random_split(n: int, test_fraction: float = 0.2, seed: int = 42) -> np.ndarray:
+    """Test mask of the TFRS tutorials' random split (``tfrs_random_80_20``): deterministic for a seed."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    rng = np.random.default_rng(seed)
+    test = np.zeros(n, bool)
+    test[rng.permutation(n)[: int(round(n * test_fraction))]] = True
+    return test
+
+
 def leave_one_out(user_ids, item_ids, timestamps) -> Tuple[np.ndarray, np.ndarray]:
     """(train_mask, test_mask): each user's latest row is test; equal times -> the later row is latest."""
     users, ts = np.asarray(user_ids), np.asarray(timestamps)

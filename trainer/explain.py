@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from preprocessing.utf8 import to_str
 from trainer.models import ranking as ranking_models
 
 
@@ -119,7 +120,7 @@ def recommend_in_process(trained, item_vectors: np.ndarray, ranker, request: Dic
     raw = {k_: tf.constant(request[k_]) for k_ in QUERY_RAW}
     q = np.asarray(trained.model.query_tower(tft_layer(raw), training=False))[:1]
     index = trained.catalogue.index()
-    history = [index[h] for h in np.asarray(request["history_item_ids"])[0].astype(str) if h in index]
+    history = [index[h] for h in to_str(np.asarray(request["history_item_ids"])[0]) if h in index]
     scores = (q @ item_vectors.T).astype(np.float32)
     scores[0, history] = -np.inf
     n = min(n, trained.catalogue.size - len(set(history)))
@@ -192,7 +193,7 @@ def explain_request(cfg, trained, item_vectors: np.ndarray, ranker, request: Dic
 
 
 def _text(v) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
+    return v.decode("utf-8") if isinstance(v, bytes) else str(v)
 
 
 def format_explanation(result: Dict, items: Optional[Dict[str, Dict]] = None) -> str:

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from preprocessing import schema
+from preprocessing.utf8 import to_bytes
 from trainer import data
 from trainer.export import _dummy, save_atomically
 from trainer.models.ranking import TRANSFORMED_INPUTS
@@ -105,10 +106,11 @@ class RecommendModule(tf.Module):
         self.tft_layer, self.query_tower, self.index, self.ranker = tft_layer, query_tower, index, ranker
         self.max_candidates, self.max_fetch = int(max_candidates), int(max_fetch)
         self.default_candidates, self.default_k = int(default_candidates), int(default_k)
+        self.source = "scann"  # the retriever named in the `source` output ("brute_force": exact variant)
         # the catalogue's raw item features, by catalogue index (= the index's row order)
-        self.item_ids = tf.Variable(catalogue.item_ids.astype(object).astype(bytes), trainable=False, name="item_ids")
-        self.item_title = tf.Variable(catalogue.raw["item_title"].astype(bytes), trainable=False)
-        self.item_genres = tf.Variable(catalogue.raw["item_genres"].astype(bytes), trainable=False)
+        self.item_ids = tf.Variable(to_bytes(catalogue.item_ids), trainable=False, name="item_ids", dtype=tf.string)
+        self.item_title = tf.Variable(to_bytes(catalogue.raw["item_title"]), trainable=False, dtype=tf.string)
+        self.item_genres = tf.Variable(to_bytes(catalogue.raw["item_genres"]), trainable=False, dtype=tf.string)
         self.item_price = tf.Variable(catalogue.raw["item_price"].astype(np.float32), trainable=False)
         self.item_release_ts = tf.Variable(catalogue.raw["item_release_ts"].astype(np.int64), trainable=False)
 
@@ -157,7 +159,7 @@ class RecommendModule(tf.Module):
             "ratings": tf.where(ok, take(rating), 0.0),
             "retrieval_scores": tf.where(ok, take(c_scores), 0.0),
             "retrieval_ranks": tf.where(ok, r_rank, 0),
-            "source": tf.where(ok, tf.fill(tf.shape(ids), "scann"), ""),
+            "source": tf.where(ok, tf.fill(tf.shape(ids), self.source), ""),
             "stage": tf.where(ok, tf.where(r_rank <= tf.expand_dims(k_row, 1), "retrieval", "ranking"), ""),
         }
 
@@ -212,6 +214,7 @@ def export_recommend(tft_output, query_tower, item_vectors: np.ndarray, catalogu
     index = index_by_position(kind, item_vectors, max_fetch, ecfg)
     module = RecommendModule(tft_output.transform_features_layer(), query_tower, index, ranker, catalogue, max_n,
                              max_n, min(rcfg.recommend_k, max_n), max_fetch)
+    module.source = kind
     specs = query_specs()
     serve = tf.function(module.serve).get_concrete_function(**specs)
     options = dict(specs, exclude_item_ids=tf.TensorSpec([None, None], tf.string, name="exclude_item_ids"),
@@ -223,6 +226,15 @@ def export_recommend(tft_output, query_tower, item_vectors: np.ndarray, catalogu
     _call(serve, request)  # ScaNN builds its searcher lazily: call once before saving
     return save_atomically(module, {"serving_default": serve, "recommend": serve_options}, base, name, version,
                            warmup, namespace_whitelist=["Scann"] if kind == "scann" else None)
+
+
+def export_recommend_exact(tft_output, query_tower, item_vectors: np.ndarray, catalogue: data.Catalogue, ranker,
+                           base: str, version: int, ecfg, rcfg, warmup: Optional[Dict[str, np.ndarray]] = None) -> str:
+    """``<base>/recommend_exact/<version>``: recommend with exact retrieval (a catalogue matmul + top-k, no ScaNN
+    ops), for the GPU serving tier, which runs stock TF Serving (k8s/base/config/models-gpu.config serves it
+    under the name ``recommend``, so clients switch tiers by address only)."""
+    return export_recommend(tft_output, query_tower, item_vectors, catalogue, ranker, base, version, ecfg, rcfg,
+                            kind="brute_force", warmup=warmup, name="recommend_exact")
 
 
 def index_by_position(kind: str, item_vectors: np.ndarray, k: int, ecfg) -> tf.keras.layers.Layer:

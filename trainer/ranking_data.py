@@ -1,11 +1,18 @@
-"""Ranking data: (query, candidate) pairs drawn from the retrieval stage's own candidates.
+"""Ranking data: (query, candidate) pairs drawn from the retrieval stage's candidates.
 
-A re-ranker only ever sees what retrieval hands it, so it is trained on exactly that:
-for every train event the trained two-tower retrieves its top-N (items the user
-consumed in train are excluded, except the event's own item, as in the retrieval
-evaluation). Events whose logged item is in that list give one positive row (the
-logged item) and ``negatives`` rows sampled from the rest of the list, each with the
-retrieval features the ranker gets at serving time (source, 1-based rank, score).
+A re-ranker only ever sees what retrieval hands it, so it is trained on exactly that --
+and on candidates that look like serving time. A retriever scoring events it was trained
+on ranks their items far too well (the logged item is in its top-100 for most train events
+but far fewer eval events), and a ranker trained on such lists learns "trust retrieval".
+So by default (``ranking.candidates = "out_of_fold"``, see ``trainer.train_ranking``) the
+candidates for the ranker's train events (the latest slice of the train split) come from a
+retriever trained only on the events before that slice.
+
+For every such event the retriever returns its top-N with the protocol's exclusions (every
+item the user had strictly before the event; re-consumption events are skipped). Events
+whose logged item is in that list give one positive row (the logged item) and ``negatives``
+rows sampled from the rest of the list, each with the retrieval features the ranker gets at
+serving time (source, 1-based rank, score).
 
 Every row is a raw request (the event's raw query features, which TFT passes through,
 plus the candidate's raw item features from the catalogue) pushed through the same TFT
@@ -27,7 +34,9 @@ import numpy as np
 import tensorflow as tf
 
 from preprocessing import schema
-from trainer import data, evaluation
+from preprocessing.schema import T
+from preprocessing.utf8 import to_str
+from trainer import baselines, data, evaluation
 from trainer import evaluate_retrieval as er
 from trainer.models.ranking import MODEL_INPUTS, TRANSFORMED_INPUTS
 
@@ -156,8 +165,12 @@ def _masked_scores(q: np.ndarray, item_vectors: np.ndarray, exclude: List[np.nda
 
 # ---------------------------------------------------------------- training pairs
 def build_train_pairs(version_dir: str, query_fn: Callable, item_vectors: np.ndarray, catalogue: data.Catalogue,
-                      stats: data.TrainStats, tft_layer, rcfg, seed: int = 0) -> Tuple[Pairs, Pairs, Dict]:
+                      stats: data.TrainStats, tft_layer, rcfg, seed: int = 0, since_ts: Optional[int] = None,
+                      ) -> Tuple[Pairs, Pairs, Dict]:
     """(train pairs, valid pairs, info) from the train split; valid = the train slice held out for early stopping.
+
+    ``stats`` must hold every train event (the exclusions are the user's items strictly before
+    each event); ``since_ts`` keeps only events at or after that time (the out-of-fold slice).
 
     ``query_fn`` maps a batch of transformed features to query vectors (as in evaluate_retrieval).
     Negatives are drawn without replacement from the retrieved list with probability ~
@@ -177,21 +190,30 @@ def build_train_pairs(version_dir: str, query_fn: Callable, item_vectors: np.nda
     valid_event: List[np.ndarray] = []
     n_events = n_seen = n_listed = 0
     position_weight = (np.arange(1, n_cand + 1, dtype=np.float64)) ** -power
+    priors = baselines.PriorIndex(stats.users, stats.items, stats.times)
+    if since_ts is not None:  # sample among the slice's events only
+        keep_p = min(1.0, rcfg.max_train_events / max(int((stats.times >= since_ts).sum()), 1)) \
+            if rcfg.max_train_events else 1.0
+    n_repeat = 0
     for b in read_events(version_dir, "train"):
         take = rng.random(len(b["item_id"])) < keep_p
+        if since_ts is not None:
+            take &= b[T.TIMESTAMP] >= since_ts
         if not take.any():
             continue
         transformed = {k: tf.boolean_mask(v, take) for k, v in b.pop("_batch").items()}
         b = {k: v[take] for k, v in b.items()}
         n_seen += int(take.sum())
-        users = b["user_id"].astype(str)
-        target = np.array([index.get(i, -1) for i in b["item_id"].astype(str)], np.int64)
+        users = to_str(b["user_id"])
+        target = np.array([index.get(i, -1) for i in to_str(b["item_id"])], np.int64)
         q = np.asarray(query_fn(transformed))
-        exclude = [np.setdiff1d(stats.seen.get(u, np.empty(0, np.int64)), [t]) for u, t in zip(users, target)]
+        exclude = priors.before(users, b[T.TIMESTAMP])
+        repeat = np.array([t >= 0 and t in e for t, e in zip(target, exclude)], bool)
+        n_repeat += int(repeat.sum())
         s = _masked_scores(q, item_vectors, exclude)
         t_score = s[np.arange(len(s)), np.maximum(target, 0)]
         rank = (s > t_score[:, None]).sum(1) + 1
-        known = (target >= 0) & np.isfinite(t_score)
+        known = (target >= 0) & np.isfinite(t_score) & ~repeat
         listed = known & (rank <= n_cand)
         rated = known & ~listed & (b["rating"] > 0)            # rating-only rows
         ev_ok = listed | rated
@@ -241,7 +263,7 @@ def build_train_pairs(version_dir: str, query_fn: Callable, item_vectors: np.nda
     pairs = Pairs(feats, _engagement(r["pos"], r["click"], rcfg.engagement_label), r["in_list"].astype(np.float32),
                   rating, ((rating > 0) & r["pos"]).astype(np.float32), r["event"], r["item"], r["pos"])
     is_valid = np.concatenate(valid_event)[r["event"]]
-    info = {"train_events_read": n_seen, "events_with_positive_in_top_n": n_listed,
+    info = {"train_events_read": n_seen, "events_with_positive_in_top_n": n_listed, "repeat_events_skipped": n_repeat,
             "positive_in_top_n_rate": n_listed / max(n_seen, 1), "rating_only_rows": n_events - n_listed,
             "rows": len(pairs), "candidates": n_cand, "negatives": n_neg, "negative_rank_power": power,
             "seconds": round(time.time() - t0, 1)}
@@ -269,7 +291,7 @@ def build_eval_set(version_dir: str, query_fn: Callable, item_vectors: np.ndarra
         if n >= len(q):
             break
     raw = {k: v[:len(q)] for k, v in _concat_dicts(raw_parts).items()}
-    assert (raw["user_id"].astype(str) == users).all(), "eval events out of order"
+    assert (to_str(raw["user_id"]) == users).all(), "eval events out of order"
     exclude = exclude if exclude is not None else [np.empty(0, np.int64)] * len(q)
     cands, cscores, t_rank, t_score = [], [], [], []
     for s0 in range(0, len(q), 1024):

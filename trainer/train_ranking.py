@@ -24,8 +24,11 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from trainer import data, evaluation
+from preprocessing.schema import T
+from trainer import baselines, covisit, data, evaluation
+from trainer import evaluate_retrieval as er
 from trainer.features import FeatureSizes
+from trainer.progress import EpochProgress
 from trainer.models import ranking as ranking_models
 from trainer.ranking_data import EvalSet, Pairs, build_eval_set, build_train_pairs, log, rating_mean
 
@@ -61,17 +64,6 @@ class TrainedRanker:
     out_dir: str
 
 
-class _Progress(tf.keras.callbacks.Callback):
-    def __init__(self, name: str, epochs: int):
-        super().__init__()
-        self.name, self.epochs, self.t0 = name, epochs, time.time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        keep = ("loss", "val_loss", "val_engagement_auc", "val_rating_rmse")
-        shown = {k: round(float(v), 4) for k, v in (logs or {}).items() if k in keep}
-        log(f"[ranking] {self.name} epoch {epoch + 1}/{self.epochs} {time.time() - self.t0:6.1f}s {shown}")
-
-
 def sample_batch(pairs: Pairs, n: int = 2) -> Dict[str, tf.Tensor]:
     return {k: tf.constant(v[:n]) for k, v in pairs.features.items()}
 
@@ -95,18 +87,64 @@ def build_ranker(name: str, sizes: FeatureSizes, rcfg, mean_rating: float = 3.5,
     return model
 
 
+def train_ratings(version_dir: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user index, item index, rating) of every train event with an observed rating."""
+    spec = {T.USER_IDX: tf.io.FixedLenFeature([], tf.int64), T.ITEM_IDX: tf.io.FixedLenFeature([], tf.int64),
+            T.RATING: tf.io.FixedLenFeature([], tf.float32)}
+    ds = tf.data.TFRecordDataset(data.files(version_dir, "train"), compression_type="GZIP").batch(8192)
+    parts = [tf.io.parse_example(b, spec) for b in ds]
+    u, i, r = (np.concatenate([p[k].numpy() for p in parts]) for k in (T.USER_IDX, T.ITEM_IDX, T.RATING))
+    ok = r > 0
+    return u[ok], i[ok], r[ok]
+
+
+def fit_bias_model(version_dir: str) -> Optional[baselines.BiasModel]:
+    """The regularised user + item bias model on every rated train event (None without ratings)."""
+    u, i, r = train_ratings(version_dir)
+    return baselines.BiasModel().fit(u, i, r) if len(r) else None
+
+
+def init_rating_head(model: ranking_models.RankingModel, bias: baselines.BiasModel) -> None:
+    """Starts the rating head at the bias model: mean + user bias + item bias, zero residual.
+
+    The ranker's rating rows are a sample of train events; the bias model saw every rating, so
+    the head starts where that yardstick ends and learns only what the features add.
+    """
+    for layer, ids, values in ((model.user_rating_bias, bias.user_ids, bias.bu),
+                               (model.item_rating_bias, bias.item_ids, bias.bi)):
+        table = np.zeros((layer.num + 1, 1), np.float32)
+        rows = np.asarray(ids, np.int64) + 1
+        ok = (rows >= 1) & (rows <= layer.num)
+        table[rows[ok], 0] = values[ok]
+        layer.embedding.embeddings.assign(table)
+    kernel, b = model.rating_head.kernel, model.rating_head.bias
+    kernel.assign(tf.zeros_like(kernel))
+    b.assign(tf.fill(b.shape, float(bias.mu)))
+
+
 def train_ranker(name: str, train: Pairs, valid: Pairs, sizes: FeatureSizes, cfg, out_dir: str,
-                 epochs: Optional[int] = None, steps_per_epoch: Optional[int] = None, tables=None) -> TrainedRanker:
-    """Fits one ranker with early stopping on the valid pairs' loss; keeps the best weights."""
+                 epochs: Optional[int] = None, steps_per_epoch: Optional[int] = None, tables=None,
+                 bias: Optional[baselines.BiasModel] = None, covisit_tables=None) -> TrainedRanker:
+    """Fits one ranker with early stopping on the valid pairs' loss; keeps the best weights.
+
+    ``covisit_tables`` = (table the training pairs may see, table of the final model): the first is
+    built from events before the ranker's training slice (no leak), the second from the whole train
+    split; the saved weights carry the second.
+    """
     rcfg = cfg.ranking
     os.makedirs(out_dir, exist_ok=True)
     tf.keras.utils.set_random_seed(cfg.train.seed)
-    mean = rating_mean(train)
-    model = build_ranker(name, sizes, rcfg, mean, tables=tables)
+    mean = rating_mean(train) if bias is None else bias.mu
+    model = build_ranker(name, sizes, rcfg, mean, example=sample_batch(train), tables=tables)
+    if bias is not None:
+        init_rating_head(model, bias)
+    if covisit_tables is not None:
+        model.set_covisit(*covisit_tables[0])
     model.compile(optimizer=tf.keras.optimizers.Adam(rcfg.learning_rate))
     epochs = epochs or rcfg.epochs
     ckpt = os.path.join(out_dir, "checkpoints", "best.weights")
-    callbacks = [_Progress(name, epochs),
+    keep = ("loss", "val_loss", "val_engagement_auc", "val_rating_rmse")
+    callbacks = [EpochProgress(f"ranking {name}", epochs, keep=lambda k: k in keep),
                  tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=rcfg.early_stopping_patience,
                                                   restore_best_weights=True),
                  tf.keras.callbacks.ModelCheckpoint(ckpt, monitor="val_loss", save_best_only=True,
@@ -118,6 +156,11 @@ def train_ranker(name: str, train: Pairs, valid: Pairs, sizes: FeatureSizes, cfg
     hist = model.fit(train_ds, validation_data=valid.dataset(4096), epochs=epochs, callbacks=callbacks, verbose=0,
                      steps_per_epoch=steps_per_epoch)
     seconds = time.time() - t0
+    if tf.io.gfile.exists(ckpt + ".index"):
+        model.load_weights(ckpt)  # the best epoch, whether or not early stopping fired
+    if covisit_tables is not None:  # the final model reads the table of the whole train split
+        model.set_covisit(*covisit_tables[1])
+        model.save_weights(ckpt)
     history = {k: [float(x) for x in v] for k, v in hist.history.items()}
     with open(os.path.join(out_dir, "history.json"), "w") as f:
         json.dump(history, f, indent=2)
@@ -188,38 +231,80 @@ def rerank_metrics(eval_set: EvalSet, scores: np.ndarray, ratings: Optional[np.n
 
 
 def evaluate_rankers(eval_set: EvalSet, scorers: Dict[str, Callable[[Pairs], Tuple[np.ndarray, np.ndarray]]],
-                     train_rating_mean: float, n_items: Optional[int] = None, ks=(10,)) -> Dict[str, Dict]:
-    """retrieval_only + every scorer (pairs -> (engagement score, rating)) on the same candidates."""
+                     train_rating_mean: float, n_items: Optional[int] = None, ks=(10,),
+                     bias: Optional[baselines.BiasModel] = None, n_boot: int = 1000) -> Dict[str, Dict]:
+    """retrieval_only + every scorer (pairs -> (engagement score, rating)) on the same candidates.
+
+    Each ranker's nDCG@10 gain over retrieval-only carries a 95% bootstrap interval over users;
+    the rating yardsticks (global mean, user + item bias model) are scored on the same rows.
+    """
     results = {}
     base = eval_set.retrieval_scores[eval_set.pairs.event, eval_set.position]
-    results["retrieval_only"] = rerank_metrics(eval_set, base, np.full(len(eval_set.target_pairs), train_rating_mean),
-                                               ks, n_items)
+    results["retrieval_only"] = rerank_metrics(eval_set, base, None, ks, n_items)
+    base_ndcg = evaluation.per_query("ndcg", eval_set.rerank(base), eval_set.targets, 10)
+    target_rows = eval_set.target_pairs
+    results["global_mean"] = {"rmse": rmse(np.full(len(target_rows), train_rating_mean), target_rows.rating)}
+    if bias is not None:
+        pred = bias.predict(target_rows.features[T.USER_IDX], target_rows.features[T.ITEM_IDX])
+        results["bias_model"] = {"rmse": rmse(pred, target_rows.rating)}
     for name, scorer in scorers.items():
         t0 = time.time()
         scores, _ = scorer(eval_set.pairs)
-        _, ratings = scorer(eval_set.target_pairs)
+        _, ratings = scorer(target_rows)
         results[name] = rerank_metrics(eval_set, scores, ratings, ks, n_items)
+        ndcg = evaluation.per_query("ndcg", eval_set.rerank(scores), eval_set.targets, 10)
+        results[name]["ndcg_gain"] = baselines.bootstrap_lead(ndcg, base_ndcg, eval_set.users, n_boot=n_boot)
         results[name]["score_seconds"] = round(time.time() - t0, 1)
     return results
 
 
-TABLE_COLUMNS = ["model", "ndcg@10", "recall@10", "mrr", "auc", "rmse", "d_ndcg@10", "train_s", "n_queries"]
+TABLE_COLUMNS = ["model", "ndcg@10", "recall@10", "mrr", "auc", "rmse", "d_ndcg@10 [95% CI]", "train_s",
+                 "n_queries"]
 
 
 def report(results: Dict[str, Dict], title: str = "") -> str:
-    base = results.get("retrieval_only", {}).get("ndcg@10")
     rows = []
     for name, m in results.items():
-        row = dict(model=name, **m)
-        if base and name != "retrieval_only":
-            row["d_ndcg@10"] = f"{100.0 * (m['ndcg@10'] / base - 1.0):+.1f}%"
+        row = dict(model=name, **{k: v for k, v in m.items() if not isinstance(v, dict)})
+        if m.get("ndcg_gain"):
+            row["d_ndcg@10 [95% CI]"] = baselines.format_lead(m["ndcg_gain"])
         rows.append(row)
-    return evaluation.format_table(rows, TABLE_COLUMNS, title=title or "re-ranking retrieval's top-N (same candidates)")
+    n_users = next((m["ndcg_gain"]["n_users"] for m in results.values() if m.get("ndcg_gain")), 0)
+    title = title or (f"re-ranking retrieval's top-N (same candidates; interval: bootstrap over {n_users} users; "
+                      f"rmse on the logged rated items)")
+    return evaluation.format_table(rows, TABLE_COLUMNS, title=title)
 
 
 # ---------------------------------------------------------------- the whole stage
 def ranking_dir(cfg, *parts: str) -> str:
     return cfg.path("training", "ranking", *parts)
+
+
+def candidate_retriever(cfg, version_dir: str, trained, item_vectors: np.ndarray, out_dir: str):
+    """(query_fn, item vectors, first event time of the ranker's slice, info) for the ranker's train candidates.
+
+    ``ranking.candidates = "out_of_fold"``: a retriever trained on the train events before the
+    latest ``ranking.oof_fraction`` of them proposes candidates for that slice, so the ranker
+    learns from lists shaped like serving-time lists (retrieval's scores on unseen events).
+    ``"in_sample"``: the final retriever on the events it was trained on (cheaper, optimistic).
+    """
+    rcfg = cfg.ranking
+    if rcfg.candidates == "in_sample":
+        return (lambda b: trained.model.query_tower(b)), item_vectors, None, {"candidates_from": "in_sample"}
+    if rcfg.candidates != "out_of_fold":
+        raise ValueError(f"ranking.candidates must be 'out_of_fold' or 'in_sample', got {rcfg.candidates!r}")
+    from trainer.train import train_retrieval
+
+    cut = int(np.quantile(trained.stats.times, 1.0 - rcfg.oof_fraction))
+    log(f"[ranking] out-of-fold candidates: retriever on train events before {cut} "
+        f"({(trained.stats.times < cut).mean():.0%} of train), ranker on the rest")
+    t0 = time.time()
+    fold = train_retrieval(version_dir, cfg, out_dir=os.path.join(out_dir, "fold_retrieval"), before_ts=cut,
+                           epochs=rcfg.oof_epochs or None)
+    vectors = er.item_vectors(fold.model.candidate_tower,
+                              fold.catalogue.transformed(fold.tft_output.transform_features_layer()))
+    info = {"candidates_from": "out_of_fold", "fold_cutoff_ts": cut, "fold_seconds": round(time.time() - t0, 1)}
+    return (lambda b: fold.model.query_tower(b)), vectors, cut, info
 
 
 def train_and_evaluate(cfg, version_dir: str, trained, item_vectors: np.ndarray, rankers: Sequence[str] = (),
@@ -231,16 +316,23 @@ def train_and_evaluate(cfg, version_dir: str, trained, item_vectors: np.ndarray,
     rankers = list(rankers) or [cfg.ranking.model]
     tft_layer = trained.tft_output.transform_features_layer()
     query_fn = lambda b: trained.model.query_tower(b)  # noqa: E731
-    train, valid, info = build_train_pairs(version_dir, query_fn, item_vectors, trained.catalogue, trained.stats,
-                                           tft_layer, cfg.ranking, seed=cfg.train.seed)
+    cand_fn, cand_vectors, since_ts, fold_info = candidate_retriever(cfg, version_dir, trained, item_vectors, out_dir)
+    train, valid, info = build_train_pairs(version_dir, cand_fn, cand_vectors, trained.catalogue, trained.stats,
+                                           tft_layer, cfg.ranking, seed=cfg.train.seed, since_ts=since_ts)
+    info.update(fold_info)
     eval_set = build_eval_set(version_dir, query_fn, item_vectors, trained.catalogue, trained.stats, tft_layer, cfg)
     tables = item_tables(trained.catalogue, tft_layer)
+    bias = fit_bias_model(version_dir) if cfg.ranking.rating_init == "bias_model" else None
+    st, k = trained.stats, cfg.ranking.covisit_neighbours
+    full_table = covisit.table(st.users, st.item_index, st.times, trained.sizes.items, k)
+    covisit_tables = (covisit.table(st.users, st.item_index, st.times, trained.sizes.items, k, before_ts=since_ts)
+                      if since_ts is not None else full_table, full_table)
     trained_rankers: Dict[str, TrainedRanker] = {}
     scorers: Dict[str, Callable] = {}
     seconds: Dict[str, float] = {}
     for name in rankers:
         r = train_ranker(name, train, valid, trained.sizes, cfg, os.path.join(out_dir, name), epochs, steps_per_epoch,
-                         tables)
+                         tables, bias, covisit_tables)
         trained_rankers[name] = r
         seconds[name] = r.train_seconds
         scorers[name] = (lambda m: lambda p: predict(m, p))(r.model)
@@ -256,7 +348,9 @@ def train_and_evaluate(cfg, version_dir: str, trained, item_vectors: np.ndarray,
             seconds["gbdt"] = gbdt_model.train_seconds
         except ImportError as e:
             log(f"[ranking] GBDT baseline skipped: {e}")
-    results = evaluate_rankers(eval_set, scorers, rating_mean(train), n_items=trained.catalogue.size)
+    results = evaluate_rankers(eval_set, scorers, rating_mean(train), n_items=trained.catalogue.size,
+                               bias=bias if bias is not None else fit_bias_model(version_dir),
+                               n_boot=cfg.eval.bootstrap)
     for name, s in seconds.items():
         results[name]["train_s"] = round(s, 1)
     log(report(results))

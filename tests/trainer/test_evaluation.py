@@ -257,7 +257,9 @@ def test_sampled_protocol_ties_and_oracle():
 
 
 def test_protocol_labels():
-    assert set(ev.PROTOCOLS) == {"time_split_full", "leave_one_out_full", "sampled_1_99"}
+    assert set(ev.PROTOCOLS) == {"time_split_full", "leave_one_out_full", "sampled_1_99", "tfrs_random_80_20"}
+    assert "strictly before" in ev.PROTOCOLS["time_split_full"]
+    assert "nothing excluded" in ev.PROTOCOLS["tfrs_random_80_20"]
     assert "He et al. 2017" in ev.PROTOCOLS["sampled_1_99"]
 
 

@@ -73,6 +73,8 @@ FIELD_DOCS = collections.OrderedDict([
     ("title_match_last", "title words shared with the user's last item"),
     ("title_match_history", "most title words shared with any history item"),
     ("genre_match_history", "share of history items with the candidate's primary genre"),
+    ("covisit_history", "co-visitation: summed similarity of the candidate to the history items"),
+    ("covisit_last", "co-visitation: similarity of the candidate to the user's last item"),
     ("country_x_genre", "cross: user country x primary genre"),
     ("last_item_x_item", "cross: the user's last item x candidate (hashed)"),
     ("candidate_source", "which retriever proposed the candidate"),
@@ -160,6 +162,22 @@ def history_matches(history_idx, title_idx, genre_idx, item_titles, item_genres)
     }
 
 
+def covisit_match(history_idx, item_idx, neighbour_ids, neighbour_weights) -> Dict[str, tf.Tensor]:
+    """Similarity of each candidate to the history through a co-visitation table (``trainer.covisit``).
+
+    Rows of the table are item index + 1 (row 0 = padding); the candidate's weight in each history
+    item's neighbour list is summed over the history and read for the last item.
+    """
+    rows = tf.clip_by_value(tf.cast(history_idx, tf.int64) + 1, 0,
+                            tf.cast(tf.shape(neighbour_ids)[0] - 1, tf.int64))
+    ids = tf.gather(neighbour_ids, rows)                                         # [B, H, K]
+    w = tf.gather(neighbour_weights, rows)
+    hit = tf.equal(ids, tf.reshape(tf.cast(item_idx, tf.int64), [-1, 1, 1])) & (ids >= 0)
+    per_item = tf.reduce_sum(tf.where(hit, w, tf.zeros_like(w)), -1)              # [B, H]
+    per_item = per_item * tf.cast(history_idx >= 0, tf.float32)
+    return {"covisit_history": tf.reduce_sum(per_item, 1), "covisit_last": per_item[:, -1]}
+
+
 class RankingFeatures(tf.keras.layers.Layer):
     """The shared feature-input layer: one [B, dim] tensor per field of ``FIELDS``.
 
@@ -169,7 +187,7 @@ class RankingFeatures(tf.keras.layers.Layer):
     genres, set once from the catalogue by ``set_item_tables`` and saved with the weights).
     """
 
-    def __init__(self, sizes: FeatureSizes, dim: int, l2: float = 0.0, **kwargs):
+    def __init__(self, sizes: FeatureSizes, dim: int, l2: float = 0.0, covisit_neighbours: int = 50, **kwargs):
         super().__init__(**kwargs)
         self.sizes, self.dim = sizes, dim
         e = lambda n, name: IndexEmbedding(n, dim, l2, name=name)  # noqa: E731
@@ -190,11 +208,16 @@ class RankingFeatures(tf.keras.layers.Layer):
                                            initializer=tf.keras.initializers.Constant(-1), trainable=False)
         self.item_genres = self.add_weight("item_genres", shape=[sizes.items + 1, schema.MAX_GENRES], dtype=tf.int64,
                                            initializer=tf.keras.initializers.Constant(-1), trainable=False)
+        k = max(int(covisit_neighbours), 1)
+        self.covisit_ids = self.add_weight("covisit_ids", shape=[sizes.items + 1, k], dtype=tf.int64,
+                                           initializer=tf.keras.initializers.Constant(-1), trainable=False)
+        self.covisit_weights = self.add_weight("covisit_weights", shape=[sizes.items + 1, k], dtype=tf.float32,
+                                               initializer="zeros", trainable=False)
         self.source = e(len(schema.CANDIDATE_SOURCES) + 1, "source_emb")
         self.numeric = {name: ScaledNumeric(dim, name=f"{name}_num") for name in (
             "user_tenure", "time", "price", "freshness", "release", "history_len", "history_gap",
             "retrieval_rank", "retrieval_score", "title_match_last", "title_match_history",
-            "genre_match_history")}
+            "genre_match_history", "covisit_history", "covisit_last")}
 
     def set_item_tables(self, item_idx, title_idx, genre_idx) -> None:
         """Item index -> title tokens / genres (from the transformed catalogue)."""
@@ -202,11 +225,22 @@ class RankingFeatures(tf.keras.layers.Layer):
         self.item_titles.assign(titles)
         self.item_genres.assign(genres)
 
+    def set_covisit(self, ids: np.ndarray, weights: np.ndarray) -> None:
+        """Co-visitation table (``trainer.covisit.table``) the covisit_* fields read."""
+        k = self.covisit_ids.shape[1]
+        fit_ids = np.full((self.sizes.items + 1, k), -1, np.int64)
+        fit_w = np.zeros((self.sizes.items + 1, k), np.float32)
+        n, kk = min(len(ids), fit_ids.shape[0]), min(ids.shape[1], k)
+        fit_ids[:n, :kk], fit_w[:n, :kk] = ids[:n, :kk], weights[:n, :kk]
+        self.covisit_ids.assign(fit_ids)
+        self.covisit_weights.assign(fit_w)
+
     def call(self, x: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         hist = x[T.HISTORY_IDX]
         hist_emb = self.item(hist)
         n = self.numeric
         match = history_matches(hist, x[T.TITLE_IDX], x[T.GENRE_IDX], self.item_titles, self.item_genres)
+        match.update(covisit_match(hist, x[T.ITEM_IDX], self.covisit_ids, self.covisit_weights))
         f = {
             "user_id": self.user(x[T.USER_IDX]),
             "user_age": self.age(x[T.USER_AGE_IDX]),
@@ -232,6 +266,8 @@ class RankingFeatures(tf.keras.layers.Layer):
             "title_match_last": n["title_match_last"](match["title_match_last"]),
             "title_match_history": n["title_match_history"](match["title_match_history"]),
             "genre_match_history": n["genre_match_history"](match["genre_match_history"]),
+            "covisit_history": n["covisit_history"](tf.math.log1p(match["covisit_history"])),
+            "covisit_last": n["covisit_last"](match["covisit_last"]),
             "country_x_genre": self.cross(x[T.COUNTRY_X_GENRE]),
             "last_item_x_item": self.last_x_item(last_item_x_item(hist, x[T.ITEM_IDX])),
             "candidate_source": self.source(source_index(x["candidate_source"])),
@@ -372,7 +408,8 @@ class RankingModel(tfrs.models.Model):
         if kind not in MODEL_KINDS:
             raise ValueError(f"unknown ranking model {kind!r}; choose one of {MODEL_KINDS}")
         self.kind, self.cfg, self.sizes = kind, cfg, sizes
-        self.features = RankingFeatures(sizes, cfg.embedding_dim, cfg.l2, name="features")
+        self.features = RankingFeatures(sizes, cfg.embedding_dim, cfg.l2,
+                                        covisit_neighbours=getattr(cfg, "covisit_neighbours", 50), name="features")
         self.wide = WideFeatures(sizes, cfg.l2, crosses=(kind == "wide_deep"), name="wide") \
             if kind in ("wide_deep", "deepfm") else None
         self.interaction = {"dcn": DCNInteraction, "wide_deep": WideDeepInteraction,
@@ -427,6 +464,9 @@ class RankingModel(tfrs.models.Model):
 
     def set_item_tables(self, item_idx, title_idx, genre_idx) -> None:
         self.features.set_item_tables(item_idx, title_idx, genre_idx)
+
+    def set_covisit(self, ids: np.ndarray, weights: np.ndarray) -> None:
+        self.features.set_covisit(ids, weights)
 
     def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
         features, labels = inputs

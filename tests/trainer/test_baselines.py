@@ -1,0 +1,140 @@
+"""Classic baselines on tiny hand-checkable matrices, the prior-item rule, and the user bootstrap."""
+import numpy as np
+import pytest
+
+from trainer import baselines, evaluation
+
+X = np.array([[1, 1, 0, 0],
+              [1, 1, 1, 0],
+              [0, 1, 1, 1],
+              [0, 0, 1, 1],
+              [1, 0, 0, 1]], np.float32)
+
+
+def test_ease_equals_its_closed_form():
+    lam = 2.0
+    m = baselines.EASE(lam=lam, min_count=1).fit(X)
+    g = X.T.astype(np.float64) @ X + lam * np.eye(4)
+    p = np.linalg.inv(g)
+    b = np.eye(4) - p / np.diag(p)  # Steck (2019), eq. 8
+    np.testing.assert_allclose(m.b, b, atol=1e-5)
+    assert np.allclose(np.diag(m.b), 0.0)
+    np.testing.assert_allclose(m.score_matrix(X[:1]), X[:1] @ b, atol=1e-5)
+
+
+def test_ease_sweep_matches_direct_fits():
+    lams = [1.0, 5.0, 50.0]
+    for lam, swept in zip(lams, baselines.EASE(min_count=1).sweep(X, lams)):
+        np.testing.assert_allclose(swept.b, baselines.EASE(lam, min_count=1).fit(X).b, atol=1e-4)
+
+
+def test_ease_never_recommends_items_below_min_count():
+    x = X.copy()
+    x[:, 3] = 0
+    x[0, 3] = 1  # item 3 seen once
+    m = baselines.EASE(lam=1.0, min_count=2).fit(x)
+    assert 3 not in m.active
+    assert np.isneginf(m.score_matrix(x[:2])[:, 3]).all()
+
+
+def test_item_knn_cosine_on_4x4():
+    x = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 1]], np.float32)
+    m = baselines.ItemKNN(neighbours=0).fit(x)
+    # item0 x item1: co-occur 2, |0| = sqrt(3), |1| = sqrt(2) -> 2 / sqrt(6); item0 x item2: 1 / sqrt(3)
+    assert m.sim[0, 1] == pytest.approx(2 / np.sqrt(6), abs=1e-6)
+    assert m.sim[0, 2] == pytest.approx(1 / np.sqrt(3), abs=1e-6)
+    assert m.sim[1, 2] == 0.0 and m.sim[3].sum() == 0.0 and np.diag(m.sim).sum() == 0.0
+    # a user who had item 1 gets item 0 first, then nothing else related
+    top = m.topk([np.array([1])], 2, [np.array([1])])
+    assert top[0, 0] == 0
+    # keeping one neighbour per item drops the weaker 0-2 link for target 0
+    m1 = baselines.ItemKNN(neighbours=1).fit(x)
+    assert m1.sim[1, 0] > 0 and m1.sim[2, 0] == 0.0
+
+
+def test_als_reconstructs_block_structure():
+    x = np.zeros((20, 10), np.float32)
+    x[:10, :5] = 1
+    x[10:, 5:] = 1
+    x[0, 4] = 0  # user 0 should get item 4 back first
+    m = baselines.ImplicitALS(factors=4, reg=0.1, alpha=5.0, iterations=8).fit(x)
+    top = m.topk([np.flatnonzero(x[0])], 1, [np.flatnonzero(x[0])])
+    assert top[0, 0] == 4
+
+
+def test_prior_items_hand_built_case():
+    # user a: train item 0 at t=1; eval: item 1 at t=10, items 2 and 3 both at t=20, item 1 again at t=30
+    users = np.array(["a", "a", "a", "a", "a", "b"])
+    items = np.array([0, 1, 2, 3, 1, 5])
+    times = np.array([1, 10, 20, 20, 30, 5])
+    q = baselines.prior_items(users, items, times, np.array(["a", "a", "a", "a", "b", "c"]),
+                              np.array([10, 20, 20, 30, 5, 100]))
+    assert [p.tolist() for p in q] == [[0], [0, 1], [0, 1], [0, 1, 2, 3], [], []]
+
+
+def test_bias_model_beats_global_mean_and_handles_unknown_ids():
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 50, 4000)
+    items = rng.integers(0, 80, 4000)
+    truth = 3.5 + rng.normal(0, 0.6, 50)[users] + rng.normal(0, 0.6, 80)[items]
+    ratings = truth + rng.normal(0, 0.3, 4000)
+    m = baselines.BiasModel().fit(users[:3000], items[:3000], ratings[:3000])
+    rmse_bias = np.sqrt(np.mean((m.predict(users[3000:], items[3000:]) - ratings[3000:]) ** 2))
+    rmse_mean = np.sqrt(np.mean((ratings[:3000].mean() - ratings[3000:]) ** 2))
+    assert rmse_bias < 0.7 * rmse_mean
+    assert m.predict(np.array([999]), np.array([999]))[0] == pytest.approx(m.mu)
+
+
+def test_bootstrap_resamples_users_and_brackets_the_lead():
+    rng = np.random.default_rng(1)
+    users = np.repeat(np.arange(200), 5).astype(str)
+    b = rng.random(1000) < 0.2
+    a = b | (rng.random(1000) < 0.1)  # a finds everything b finds plus more
+    r = baselines.bootstrap_lead(a.astype(float), b.astype(float), users, n_boot=400)
+    assert r["low"] > 0 and r["low"] <= r["lead"] <= r["high"] and r["n_users"] == 200
+    same = baselines.bootstrap_lead(b.astype(float), b.astype(float), users, n_boot=200)
+    assert same["lead"] == 0 and same["low"] == 0 and same["high"] == 0
+
+
+def test_per_query_matches_the_mean_metric():
+    topk = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    rel = np.array([2, 9, -1])
+    v = evaluation.per_query("recall", topk, rel, 2)
+    assert v[0] == 1.0 and v[1] == 0.0 and np.isnan(v[2])
+    assert np.nanmean(v) == evaluation.recall_at_k(topk, rel, 2)
+
+
+def test_tfrs_random_split_is_deterministic():
+    a, b = evaluation.random_split(1000, 0.2, seed=42), evaluation.random_split(1000, 0.2, seed=42)
+    assert (a == b).all() and a.sum() == 200
+    assert not (a == evaluation.random_split(1000, 0.2, seed=43)).all()
+
+
+def test_tune_picks_from_the_grid_on_train_only():
+    rng = np.random.default_rng(0)
+    n_users, n_items = 60, 30
+    users, items, times = [], [], []
+    for u in range(n_users):  # two taste groups; each user's items arrive over time
+        pool = np.arange(15) if u % 2 else np.arange(15, 30)
+        for t, i in enumerate(rng.choice(pool, 8, replace=False)):
+            users.append(str(u)), items.append(int(i)), times.append(t * 100 + u)
+    split = baselines.Split(np.array(users), np.array(items), np.array(times))
+    model, rec = baselines.fit_tuned("ease", split, n_items, grid=(1.0, 10.0), metric="recall@5")
+    assert rec["best"] in (1.0, 10.0) and rec["valid_queries"] > 0 and model.lam == rec["best"]
+    assert max(rec["grid"].values()) > 0.3  # random is ~0.2: the taste groups must be found
+
+
+@pytest.mark.parametrize("kind", ["ease", "item_knn"])
+def test_incremental_scoring_equals_direct_scoring(kind):
+    rng = np.random.default_rng(3)
+    x = (rng.random((40, 25)) < 0.3).astype(np.float32)
+    model = baselines.BASELINES[kind]().fit(x) if kind == "item_knn" else baselines.EASE(10.0, 1).fit(x)
+    users = np.repeat(np.arange(10), 4)
+    sets = []
+    for u in range(10):  # each user's queries: a growing history (a time split's shape)
+        items = rng.permutation(25)
+        sets += [items[:n] for n in (2, 5, 6, 9)]
+    fast = model.topk(sets, 5, sets, order_key=users)
+    direct = np.concatenate([evaluation.top_k_from_scores(model.score_matrix(baselines.input_matrix(sets, 25, [i])),
+                                                          5, [sets[i]]) for i in range(len(sets))])
+    assert (fast == direct).all()

@@ -1,0 +1,44 @@
+"""The time-split protocol's exclusion rule and the baseline rows, on the session's synthetic run."""
+import numpy as np
+import tensorflow as tf
+
+from preprocessing.utf8 import to_str
+from trainer import data
+from trainer import evaluate_retrieval as er
+
+
+def _events(version_dir, split):
+    spec = {k: tf.io.FixedLenFeature([], tf.string) for k in ("user_id", "item_id")}
+    spec["timestamp"] = tf.io.FixedLenFeature([], tf.int64)
+    ds = tf.data.TFRecordDataset(data.files(version_dir, split), compression_type="GZIP").batch(4096)
+    parts = [tf.io.parse_example(b, spec) for b in ds]
+    return (np.concatenate([to_str(p["user_id"]) for p in parts]), np.concatenate([to_str(p["item_id"]) for p in parts]),
+            np.concatenate([p["timestamp"].numpy() for p in parts]))
+
+
+def test_every_item_the_user_had_before_the_event_is_excluded(preprocessed, trained):
+    tr = trained["trained"]
+    eq = er.load_queries(preprocessed, None, tr.catalogue, tr.stats)
+    index = tr.catalogue.index()
+    ev_users, _, ev_times = _events(preprocessed, "eval")
+    users, items, times = (np.concatenate(a) for a in zip(_events(preprocessed, "train"), _events(preprocessed, "eval")))
+    rng = np.random.default_rng(0)
+    with_eval_prior = 0
+    for q in rng.choice(len(eq.targets), 200, replace=False):
+        mine = (users == eq.users[q]) & (times < eq.times[q])  # strictly before: train and eval period
+        assert eq.prior[q].tolist() == sorted({index[i] for i in items[mine] if i in index})
+        with_eval_prior += int(((ev_users == eq.users[q]) & (ev_times < eq.times[q])).any())
+    assert with_eval_prior > 0, "some queries must have earlier eval-period items (the case the old rule missed)"
+
+
+def test_baselines_score_the_same_queries_as_the_model(trained):
+    res = trained["results"]
+    n = res["two_tower"]["n_queries"]
+    for row in ("popularity", "ease", "item_knn", "als"):
+        assert res[row]["n_queries"] == n, row
+        assert res[row]["recall@50"] > 0.0, row
+    assert res["ease"]["recall@50"] > res["popularity"]["recall@50"]
+    lead = res["two_tower"]["lead_over_best"]["recall@50"]
+    assert lead["versus"] in ("popularity", "ease", "item_knn", "als")
+    assert lead["low"] <= lead["lead"] <= lead["high"]
+    assert lead["n_users"] > 100  # the interval resamples users, not queries
