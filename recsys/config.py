@@ -161,6 +161,7 @@ class RankingConfig:
     oof_fraction: float = 0.25       # the latest share of train events the ranker learns from
     oof_epochs: int = 0              # epochs of the out-of-fold retriever (0 = train.epochs)
     rating_init: str = "bias_model"  # bias_model = start the rating head at the user + item bias model | none
+    covisit_neighbours: int = 50     # co-visitation table width (trainer/covisit.py); the ranker's covisit_* fields
     train_candidates: int = 100      # N retrieved per train event to draw negatives from
     negatives: int = 8               # sampled negatives per positive
     negative_rank_power: float = 0.0  # P(negative) ~ rank^-power in the retrieved list (0 = uniform)

@@ -54,9 +54,12 @@ def latest_preprocessed(cfg: Config) -> str:
 
 # ---------------------------------------------------------------- train + evaluate
 def train(cfg: Config, version_dir: Optional[str] = None):
+    from trainer import preflight
     from trainer import train as trainer_train
 
-    return trainer_train.train_retrieval(version_dir or latest_preprocessed(cfg), cfg)
+    version_dir = version_dir or latest_preprocessed(cfg)
+    preflight.check(version_dir)  # fail in seconds, not after training, on what the exports cannot hold
+    return trainer_train.train_retrieval(version_dir, cfg)
 
 
 def load_trained(cfg: Config, version_dir: Optional[str] = None):
@@ -78,12 +81,15 @@ def evaluate(cfg: Config, trained, version_dir: Optional[str] = None) -> Dict:
     t0 = time.time()
     candidates = trained.catalogue.transformed(trained.tft_output.transform_features_layer())
     item_vectors = er.item_vectors(trained.model.candidate_tower, candidates)
+    details: Dict = {}
     results = er.evaluate(version_dir, lambda b: trained.model.query_tower(b), item_vectors, trained.catalogue,
-                          trained.stats, cfg)
+                          trained.stats, cfg, details=details)
     log(er.report(results, tuple(cfg.eval.ks)))
     path = os.path.join(trained.out_dir, "metrics.json")
     er.write_metrics(results, path, {"eval_seconds": time.time() - t0, "train_seconds": trained.train_seconds,
-                                     "exclude_seen": cfg.eval.exclude_seen})
+                                     "exclude_seen": cfg.eval.exclude_seen, "baseline_tuning": details.get("tuning"),
+                                     "repeat_events_left_out": details.get("n_repeat_left_out"),
+                                     "eval_events": details.get("n_eval_events")})
     log(f"[evaluate] metrics -> {path}")
     return {"results": results, "item_vectors": item_vectors}
 
@@ -106,7 +112,16 @@ def sample_request(cfg: Config, version_dir: str, user_id: Optional[str] = None)
         user_id = max(both or events, key=lambda u: (len(events[u]), u))
     evs = events.get(user_id, [])
     device = next((e.get("device") or "unknown" for e in evs if e["timestamp"] >= cutoff), "unknown")
-    return requests.query_request(users.get(user_id, {"user_id": user_id}), evs, cutoff, device)
+    return requests.query_request(users.get(user_id, {"user_id": user_id}), evs, cutoff, device,
+                                  history_length=_history_length(version_dir))
+
+
+def _history_length(version_dir: str) -> int:
+    """The history length a preprocessing version was written with (preprocess.history_length then)."""
+    from preprocessing import schema
+    from trainer import data
+
+    return schema.history_length_of(data.transform_output(version_dir).transformed_feature_spec())
 
 
 def export(cfg: Config, trained, item_vectors: np.ndarray, request: Dict[str, np.ndarray]) -> Dict[str, str]:
@@ -147,9 +162,13 @@ def in_process(model_dir: str, request: Dict[str, np.ndarray]) -> Dict:
     from recsys.scann_ops import load_scann_ops
 
     load_scann_ops()
+    from preprocessing.utf8 import to_bytes, to_str
+
     fn = tf.saved_model.load(model_dir).signatures["serving_default"]
-    out = fn(**{k: tf.constant(v) for k, v in request.items()})
-    return {k: v.numpy() for k, v in out.items()}
+    specs = fn.structured_input_signature[1]
+    out = fn(**{k: tf.constant(to_bytes(v) if specs[k].dtype == tf.string else v, specs[k].dtype)
+                for k, v in request.items()})
+    return {k: to_str(v) if v.dtype == tf.string else v.numpy() for k, v in out.items()}
 
 
 # ---------------------------------------------------------------- ranking (second stage) + recommend
@@ -204,3 +223,36 @@ def explain(cfg: Config, trained, item_vectors: np.ndarray, ranker, request: Dic
     from trainer import explain as ex
 
     return ex.explain_request(cfg, trained, item_vectors, ranker, request, item_id, out_dir or cfg.path("explain"))
+
+
+# ---------------------------------------------------------------- item-to-item: item2vec -> similar_items
+def train_similar(cfg: Config, version_dir: Optional[str] = None) -> Dict:
+    """item2vec (Meta-Prod2Vec with ``item2vec.side_information``) on the train split -> ``similar_items`` export.
+
+    Writes ``<run>/training/item2vec/`` (item_vectors.npy, item_ids.json, history.json, config.json) and
+    ``<model_base_path>/similar_items/<version>``; returns paths, the embeddings and an example item.
+    """
+    from trainer import data, export as trainer_export, export_similar
+    from trainer.models import item2vec
+
+    version_dir = version_dir or latest_preprocessed(cfg)
+    catalogue = data.load_catalogue(version_dir)
+    sequences = item2vec.user_sequences(version_dir, catalogue)
+    log(f"[item2vec] {len(sequences)} user histories, {catalogue.size} items, "
+        f"side information {'on' if cfg.item2vec.side_information else 'off'}")
+    emb = item2vec.train_item2vec(list(sequences.values()), catalogue, cfg.item2vec, seed=cfg.train.seed, log=log)
+    out_dir = cfg.path("training", "item2vec")
+    os.makedirs(out_dir, exist_ok=True)
+    np.save(os.path.join(out_dir, "item_vectors.npy"), emb.vectors, allow_pickle=False)
+    with open(os.path.join(out_dir, "item_ids.json"), "w") as f:
+        json.dump(emb.item_ids.tolist(), f)
+    with open(os.path.join(out_dir, "history.json"), "w") as f:
+        json.dump({"loss": emb.history, "train_seconds": emb.train_seconds}, f, indent=2)
+    cfg.save(os.path.join(out_dir, "config.json"))
+    example = str(catalogue.item_ids[int(np.argmax(emb.train_counts))])
+    t0 = time.time()
+    path = export_similar.export_similar_items(catalogue.item_ids, emb.vectors, cfg.model_base_path,
+                                               trainer_export.new_version(cfg.export.version), cfg.export,
+                                               k=cfg.item2vec.top_k, warmup_ids=[example])
+    log(f"[export] similar_items: {path} ({time.time() - t0:.1f}s)")
+    return {"path": path, "out_dir": out_dir, "embeddings": emb, "example": example, "catalogue": catalogue}

@@ -19,6 +19,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from preprocessing import schema
+from preprocessing.utf8 import to_bytes
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 
@@ -27,8 +28,13 @@ def new_version(cfg_version: int = 0) -> int:
     return int(cfg_version) or int(time.time())
 
 
-def query_signature_specs() -> Dict[str, tf.TensorSpec]:
-    return schema.serving_signature([schema.USER, schema.CONTEXT, schema.HISTORY])
+def query_signature_specs(history_length: Optional[int] = None) -> Dict[str, tf.TensorSpec]:
+    return schema.serving_signature([schema.USER, schema.CONTEXT, schema.HISTORY], history_length)
+
+
+def history_length(tft_output) -> int:
+    """The history length the preprocessing behind ``tft_output`` wrote (the serving inputs' [batch, L])."""
+    return schema.history_length_of(tft_output.transformed_feature_spec())
 
 
 def _kwargs_function(fn, specs: Dict[str, tf.TensorSpec]):
@@ -79,7 +85,7 @@ def build_index(kind: str, item_ids: np.ndarray, item_vectors: np.ndarray, k: in
         index = tfrs.layers.factorized_top_k.BruteForce(k=k)
     else:
         raise ValueError(f"unknown index kind {kind!r}")
-    index.index(tf.constant(item_vectors, tf.float32), tf.constant(item_ids.astype(str)))
+    index.index(tf.constant(item_vectors, tf.float32), tf.constant(to_bytes(item_ids), tf.string))
     return index
 
 
@@ -128,7 +134,7 @@ def export_retrieval(tft_output, query_tower, item_ids: np.ndarray, item_vectors
     k = min(ecfg.top_k, len(item_ids))
     index = build_index(kind, item_ids, item_vectors, k, ecfg)
     module = RetrievalModule(tft_output.transform_features_layer(), query_tower, index, k)
-    specs = query_signature_specs()
+    specs = query_signature_specs(history_length(tft_output))
     serve = _kwargs_function(module.retrieve, specs)
     if kind == "scann":  # ScaNN builds its searcher lazily: call once before saving
         serve(**{k_: tf.constant(v) for k_, v in (warmup or _dummy(specs)).items()})
@@ -141,6 +147,6 @@ def _dummy(specs: Dict[str, tf.TensorSpec]) -> Dict[str, np.ndarray]:
     out = {}
     for key, spec in specs.items():
         col = schema.COLUMNS[key]
-        shape = [1] + col.shape
+        shape = [1] + spec.shape.as_list()[1:]  # the signature's own length (history length is a setting)
         out[key] = np.full(shape, col.pad_value(), dtype=object if col.dtype == "string" else col.dtype)
     return out

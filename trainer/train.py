@@ -12,8 +12,9 @@ from typing import Optional
 
 import tensorflow as tf
 
-from trainer import data
+from trainer import data, distribute, optimizers
 from trainer.features import FeatureSizes
+from trainer.progress import EpochProgress
 from trainer.models.retrieval import TwoTowerModel
 
 
@@ -29,26 +30,18 @@ class TrainedRetrieval:
     out_dir: str
 
 
-class _Progress(tf.keras.callbacks.Callback):
-    """One line per epoch with wall time (Keras' own bar floods non-interactive logs)."""
-
-    def __init__(self, epochs: int):
-        super().__init__()
-        self.epochs, self.t0 = epochs, time.time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        shown = {k.replace("factorized_top_k/", "").replace("_categorical_accuracy", ""): round(float(v), 4)
-                 for k, v in logs.items() if k in ("loss", "val_loss") or k.startswith("val_factorized")}
-        print(f"[train] epoch {epoch + 1}/{self.epochs} {time.time() - self.t0:6.1f}s {shown}", flush=True)
+def _progress(epochs: int) -> EpochProgress:
+    return EpochProgress("train", epochs, keep=lambda k: k in ("loss", "val_loss") or k.startswith("val_factorized"),
+                         rename=lambda k: k.replace("factorized_top_k/", "").replace("_categorical_accuracy", ""))
 
 
-def build_retrieval(version_dir: str, cfg, with_metrics: bool = True):
+def build_retrieval(version_dir: str, cfg, with_metrics: bool = True, before_ts: Optional[int] = None):
+    """Model + catalogue + train statistics; ``before_ts`` restricts the statistics to earlier train events."""
     tft_output = data.transform_output(version_dir)
     sizes = FeatureSizes.from_transform_output(tft_output, cfg.preprocess.num_price_buckets,
                                                cfg.preprocess.num_age_buckets)
     catalogue = data.load_catalogue(version_dir)
-    stats = data.train_stats(version_dir, catalogue, sizes.items)
+    stats = data.train_stats(version_dir, catalogue, sizes.items, before_ts=before_ts)
     candidates = catalogue.transformed(tft_output.transform_features_layer()) if with_metrics else None
     if candidates is not None:
         candidates = {k: v for k, v in candidates.items() if v.dtype != tf.string}
@@ -57,33 +50,45 @@ def build_retrieval(version_dir: str, cfg, with_metrics: bool = True):
     return model, sizes, catalogue, stats, tft_output
 
 
-def train_retrieval(version_dir: str, cfg, out_dir: Optional[str] = None) -> TrainedRetrieval:
-    out_dir = out_dir or cfg.path("training", "retrieval")
-    os.makedirs(out_dir, exist_ok=True)
-    model, sizes, catalogue, stats, tft_output = build_retrieval(version_dir, cfg)
+def train_retrieval(version_dir: str, cfg, out_dir: Optional[str] = None, before_ts: Optional[int] = None,
+                    epochs: Optional[int] = None) -> TrainedRetrieval:
+    """Fits the two-tower on the train split (only events before ``before_ts`` when given)."""
+    # tf.distribute from TF_CONFIG / an Indexed Job (trainer/distribute.py), before any TF op
+    role = distribute.resolve(cfg.train)
+    if role.serves_only:  # a parameter-server task: host variables for the coordinator, never return
+        distribute.serve_forever(role)
+    out_dir = role.out_dir(out_dir or cfg.path("training", "retrieval"))  # non-chief workers: scratch
+    tf.io.gfile.makedirs(out_dir)
     t = cfg.train
-    model.compile(optimizer=tf.keras.optimizers.Adam(t.learning_rate))
+    with role.strategy.scope():
+        model, sizes, catalogue, stats, tft_output = build_retrieval(
+            version_dir, cfg, with_metrics=role.kind == "none", before_ts=before_ts)
+        model.compile(optimizer=optimizers.build(t))  # train.optimizer: row-sparse embedding updates
     spec = tft_output.transformed_feature_spec()
+    window = None if before_ts is None else (None, before_ts)
+    epochs = epochs or t.epochs
     train_ds = data.dataset(version_dir, "train", t.batch_size, spec, shuffle=True, seed=t.seed,
-                            shuffle_buffer=t.shuffle_buffer, keep="train")
-    valid_ds = data.dataset(version_dir, "train", 1024, spec, keep="valid")
+                            shuffle_buffer=t.shuffle_buffer, keep="train", time_range=window)
+    valid_ds = data.dataset(version_dir, "train", 1024, spec, keep="valid", time_range=window)
     ckpt = os.path.join(out_dir, "checkpoints", "best.weights")
     callbacks = [
-        _Progress(t.epochs),
+        _progress(epochs),
         tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=t.early_stopping_patience,
                                          restore_best_weights=True),
         tf.keras.callbacks.ModelCheckpoint(ckpt, monitor="val_loss", save_best_only=True, save_weights_only=True),
     ]
+    if role.kind == "parameter_server":  # the coordinator runs no validation pass: keep the last weights
+        callbacks = [callbacks[0], tf.keras.callbacks.ModelCheckpoint(ckpt, save_weights_only=True)]
     print(f"[train] retrieval: {stats.n_examples} train examples, {catalogue.size} items, "
-          f"batch {t.batch_size}, up to {t.epochs} epochs", flush=True)
+          f"batch {t.batch_size}, up to {epochs} epochs", flush=True)
     t0 = time.time()
-    hist = model.fit(train_ds, validation_data=valid_ds, epochs=t.epochs, callbacks=callbacks,
-                     verbose=0 if t.verbose == 2 else t.verbose, steps_per_epoch=t.steps_per_epoch)
+    inputs = role.fit_inputs(train_ds, valid_ds, stats.n_examples, t.batch_size, t.steps_per_epoch)
+    hist = model.fit(epochs=epochs, callbacks=callbacks, verbose=0 if t.verbose == 2 else t.verbose, **inputs)
     seconds = time.time() - t0
     history = {k: [float(x) for x in v] for k, v in hist.history.items()}
-    with open(os.path.join(out_dir, "history.json"), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(out_dir, "history.json"), "w") as f:  # local or gs://
         json.dump(history, f, indent=2)
-    with open(os.path.join(out_dir, "feature_sizes.json"), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(out_dir, "feature_sizes.json"), "w") as f:
         json.dump(sizes.to_dict(), f, indent=2)
     cfg.save(os.path.join(out_dir, "config.json"))
     return TrainedRetrieval(model, sizes, catalogue, stats, tft_output, history, seconds, out_dir)
