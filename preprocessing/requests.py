@@ -13,11 +13,12 @@ from preprocessing import schema
 
 
 def query_request(user: Dict[str, Any], events: Iterable[Dict[str, Any]], at_ts: int,
-                  device: str = "unknown") -> Dict[str, np.ndarray]:
+                  device: str = "unknown", history_length: Optional[int] = None) -> Dict[str, np.ndarray]:
     """Batch-of-one raw query features for ``user`` at time ``at_ts``: history = events strictly before."""
+    length = int(history_length or schema.HISTORY_LENGTH)
     past = sorted((e for e in events if e["timestamp"] < at_ts), key=lambda e: (e["timestamp"], e["item_id"]))
-    past = past[-schema.HISTORY_LENGTH:]
-    pad = schema.HISTORY_LENGTH - len(past)
+    past = past[-length:]
+    pad = length - len(past)
     row = {
         "user_id": user.get("user_id", ""),
         "user_age_bucket": user.get("user_age_bucket") or "unknown",

@@ -11,10 +11,13 @@ them by name.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 # Defaults for fixed-length list features. Changing them changes the serving
 # contract, so they live here and are written into every artifact's config.
+# The history length is a setting (``preprocess.history_length``): preprocessing writes
+# histories of that length, and training and export read it back from the transformed data
+# (``history_length_of``); HISTORY_LENGTH is its default.
 HISTORY_LENGTH = 20
 TITLE_TOKENS = 8
 MAX_GENRES = 4
@@ -108,27 +111,42 @@ CANDIDATE_FEATURES = names(ITEM)                # what the item catalogue carrie
 LABEL_FEATURES = names(LABEL)
 
 
-def raw_feature_spec(roles: Sequence[str] = (USER, ITEM, CONTEXT, HISTORY, LABEL)):
+def raw_columns(history_length: Optional[int] = None) -> Sequence[Column]:
+    """RAW_COLUMNS with the history columns ``history_length`` long (None = HISTORY_LENGTH)."""
+    if history_length is None or int(history_length) == HISTORY_LENGTH:
+        return RAW_COLUMNS
+    if int(history_length) < 1:
+        raise ValueError(f"history length must be >= 1, got {history_length}")
+    return tuple(dataclasses.replace(c, length=int(history_length)) if c.role == HISTORY else c for c in RAW_COLUMNS)
+
+
+def history_length_of(transformed_feature_spec) -> int:
+    """The history length a preprocessing output was written with (from its transformed feature spec)."""
+    return int(transformed_feature_spec[T.HISTORY_IDX].shape[0])
+
+
+def raw_feature_spec(roles: Sequence[str] = (USER, ITEM, CONTEXT, HISTORY, LABEL),
+                     history_length: Optional[int] = None):
     """tf.io feature spec of raw tf.Examples (TFT trap: we write the raw schema ourselves)."""
     import tensorflow as tf
 
     return {c.name: tf.io.FixedLenFeature(c.shape, c.tf_dtype())
-            for c in (*RAW_COLUMNS, *RETRIEVAL_COLUMNS) if c.role in roles}
+            for c in (*raw_columns(history_length), *RETRIEVAL_COLUMNS) if c.role in roles}
 
 
-def raw_schema():
+def raw_schema(history_length: Optional[int] = None):
     """tensorflow_metadata Schema proto for the raw feature spec (for TFXIO)."""
     from tensorflow_transform.tf_metadata import schema_utils
 
-    return schema_utils.schema_from_feature_spec(raw_feature_spec())
+    return schema_utils.schema_from_feature_spec(raw_feature_spec(history_length=history_length))
 
 
-def serving_signature(roles: Sequence[str]):
+def serving_signature(roles: Sequence[str], history_length: Optional[int] = None):
     """TensorSpecs (batch-first) for a serving signature taking raw features of ``roles``."""
     import tensorflow as tf
 
     return {c.name: tf.TensorSpec([None] + c.shape, c.tf_dtype(), name=c.name)
-            for c in (*RAW_COLUMNS, *RETRIEVAL_COLUMNS) if c.role in roles}
+            for c in (*raw_columns(history_length), *RETRIEVAL_COLUMNS) if c.role in roles}
 
 
 RANKING_ROLES = (USER, ITEM, CONTEXT, HISTORY, RETRIEVAL)  # what a ranking request carries per candidate

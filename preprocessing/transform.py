@@ -50,6 +50,12 @@ def _log_days(later, earlier):
     return tf.where(earlier > 0, tf.math.log1p(days), tf.zeros_like(days))
 
 
+def history_gaps(ts, hist_ts, real):
+    """[B, L] log1p(hours from each history event to the event time ``ts``); 0 at padded positions."""
+    gaps = tf.math.log1p(tf.cast(tf.maximum(tf.expand_dims(ts, 1) - hist_ts, 0), tf.float32) / HOUR)
+    return tf.where(real, gaps, tf.zeros_like(gaps))
+
+
 def preprocessing_fn(inputs, custom_config=None):
     """TFX-style entry point: dict of raw dense tensors -> dict of transformed tensors."""
     opts = dict(DEFAULT_OPTIONS, **(custom_config or {}))
@@ -99,8 +105,7 @@ def preprocessing_fn(inputs, custom_config=None):
     hist_ts = inputs["history_ts"]
     real = tf.not_equal(history, "")
     out[T.HISTORY_LEN] = tf.reduce_sum(tf.cast(real, tf.int64), axis=1)
-    gaps = tf.math.log1p(tf.cast(tf.maximum(tf.expand_dims(ts, 1) - hist_ts, 0), tf.float32) / HOUR)
-    gaps = tf.where(real, gaps, tf.zeros_like(gaps))
+    gaps = history_gaps(ts, hist_ts, real)
     out[T.HISTORY_GAPS] = gaps
     last_gap = tf.where(out[T.HISTORY_LEN] > 0, gaps[:, -1], tf.fill(tf.shape(ts), 12.0))  # none: ~18 years
     out[T.HISTORY_GAP_Z] = tft.scale_to_z_score(last_gap)

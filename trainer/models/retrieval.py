@@ -16,6 +16,7 @@ import tensorflow_recommenders as tfrs
 
 from preprocessing.schema import T
 from trainer.features import FeatureSizes, IndexEmbedding, masked_mean, mlp, scalar
+from trainer.models import sequence
 
 
 class QueryTower(tf.keras.Model):
@@ -34,6 +35,8 @@ class QueryTower(tf.keras.Model):
         self.item_embedding = item_embedding
         # "what comes after item X" differs from "item X": the most recent items get their own table
         self.next_item = IndexEmbedding(sizes.items, cfg.id_dim, l2, name="next_item_embedding")
+        # retrieval.history_encoder: None = mean pooling below; gru / transformer read order and time gaps
+        self.history_encoder = sequence.build_encoder(cfg, item_embedding, self.next_item)
         self.head = mlp(cfg.hidden, cfg.embedding_dim, cfg.dropout, cfg.batch_norm, l2, name="query_mlp")
 
     def call(self, x: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
@@ -42,10 +45,13 @@ class QueryTower(tf.keras.Model):
                  scalar(x[T.USER_TENURE_Z]), scalar(x[T.TIME_Z])]
         if self.cfg.use_history:
             hist = x[T.HISTORY_IDX]
-            emb = self.item_embedding(hist)
-            recent = self.next_item(hist[:, -3:])
-            parts += [masked_mean(emb, hist), recent[:, -1, :], masked_mean(recent, hist[:, -3:]),
-                      tf.math.log1p(scalar(x[T.HISTORY_LEN])), scalar(x[T.HISTORY_GAP_Z])]
+            if self.history_encoder is None:
+                emb = self.item_embedding(hist)
+                recent = self.next_item(hist[:, -3:])
+                parts += [masked_mean(emb, hist), recent[:, -1, :], masked_mean(recent, hist[:, -3:])]
+            else:
+                parts.append(sequence.encode(self.history_encoder, x, training=training))
+            parts += [tf.math.log1p(scalar(x[T.HISTORY_LEN])), scalar(x[T.HISTORY_GAP_Z])]
         x = tf.concat([p for p in parts if p is not None], axis=1)
         q = tf.math.l2_normalize(self.head(x, training=training), axis=1)
         if self.cfg.item_bias:  # pairs with the candidate's bias slot: score = <q, c> + bias(item)
