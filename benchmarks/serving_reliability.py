@@ -119,9 +119,14 @@ class ServerProcess:
         out["cpu_s"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return out
 
-    def reset_peak(self) -> None:
-        with open(f"/proc/{self.proc.pid}/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM to the current RSS
+    def reset_peak(self) -> bool:
+        """Resets VmHWM to the current RSS; False where /proc does not allow it (then RSS is sampled)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/clear_refs", "w") as f:
+                f.write("5")
+            return True
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -148,12 +153,24 @@ def memory_for(server: ServerProcess, data: bytes) -> Dict[str, float]:
     post(server.url, body(2))  # warm: the signature is traced and its first allocations made
     time.sleep(0.2)
     before = server.status()
-    server.reset_peak()
+    exact = server.reset_peak()
+    peak, done = [before["VmRSS"]], threading.Event()
+
+    def sample():  # fallback where VmHWM cannot be reset: RSS every 2 ms
+        while not done.wait(0.002):
+            peak.append(server.status()["VmRSS"])
+
+    sampler = None if exact else threading.Thread(target=sample, daemon=True)
+    if sampler:
+        sampler.start()
     t0 = time.perf_counter()
     status, raw = post(server.url, data)
     wall = time.perf_counter() - t0
+    done.set()
+    if sampler:
+        sampler.join()
     after = server.status()
-    growth = max(0, after["VmHWM"] - before["VmRSS"])
+    growth = max(0, (after["VmHWM"] if exact else max(peak + [after["VmRSS"]])) - before["VmRSS"])
     return {"body_mb": round(len(data) / 2**20, 1), "status": status, "peak_growth_mb": round(growth / 2**20, 1),
             "x_body": round(growth / len(data), 1), "cpu_s": round(after["cpu_s"] - before["cpu_s"], 2),
             "wall_s": round(wall, 2)}
