@@ -22,9 +22,11 @@ per 9 rows, ratings 1..5 on positives): step cost does not depend on the values.
 
 It also sweeps the *vocabulary* size at one batch size: the same two-tower step with the
 item table (and, separately, the user table) resized to 10K..1M ids and the ids in the
-batch remapped uniformly into the larger range. TF-Keras' Adam updates the whole embedding
-table (and its two slots) on every step even when the gradient is sparse, so step time grows
-with the catalogue: this is the measured basis of the "100M items" discussion in
+batch remapped uniformly into the larger range, once per optimizer (``--optimizers``, timed
+interleaved): TF-Keras' Adam (``adam``) updates the whole embedding table and its two slots on
+every step even when the gradient is sparse, so its step time grows with the catalogue;
+``sparse_adam`` (trainer/optimizers.py, the default ``train.optimizer``) updates only the rows
+the batch looked up. This is the measured basis of the "100M items" discussion in
 ``benchmarks.scale``.
 
 Run ``python -m benchmarks.training --help``.
@@ -52,6 +54,7 @@ QUICK_ROWS = 2_000
 DEFAULT_RANKERS = "dcn,wide_deep,deepfm"
 DEFAULT_ITEM_SWEEP = "10000,100000,1000000"
 DEFAULT_USER_SWEEP = "100000,1000000"
+DEFAULT_OPTIMIZERS = "adam,sparse_adam"
 # Peak memory of the two-tower step per in-batch logit (B x B), measured here at B = 16384 (~18 GB):
 # the logits, their softmax, gradients and the accidental-hit masks. Used to skip a batch that cannot fit.
 TWO_TOWER_BYTES_PER_LOGIT = 72
@@ -251,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user-sweep", default=None,
                    help=f"comma-separated user-table sizes for the sweep, besides the dataset's own "
                         f"(default {DEFAULT_USER_SWEEP}; --quick: 5000; 'none' to skip)")
+    p.add_argument("--optimizers", default=DEFAULT_OPTIMIZERS,
+                   help="comma-separated train.optimizer values the vocabulary sweep times side by side "
+                        "(trainer/optimizers.OPTIMIZERS)")
     p.add_argument("--threads", type=int, default=None,
                    help="TensorFlow intra/inter-op threads (default: TensorFlow's default, all usable cores)")
     p.add_argument("--cache", default=None, help="data cache directory (default <out>/cache)")
@@ -277,6 +283,7 @@ def resolve_args(argv) -> argparse.Namespace:
     a.round_seconds = a.round_seconds or (0.05 if q else 1.0)
     a.item_sweep_list = _ints(a.item_sweep if a.item_sweep is not None else ("5000" if q else DEFAULT_ITEM_SWEEP))
     a.user_sweep_list = _ints(a.user_sweep if a.user_sweep is not None else ("5000" if q else DEFAULT_USER_SWEEP))
+    a.optimizer_list = [o.strip() for o in a.optimizers.split(",") if o.strip()]
     a.ranker_list = [] if a.rankers.strip().lower() == "none" else [r.strip() for r in a.rankers.split(",") if r.strip()]
     return a
 
@@ -320,6 +327,7 @@ def remap_ids(kind: str, batches: Dict[str, np.ndarray], n: int, own: int, count
 
 def vocab_sweep(kind: str, sizes_list: Sequence[int], arrays, sizes, cfg, stats, args) -> List[Dict[str, Any]]:
     """Two-tower step time with the item (or user) table resized; ids remapped uniformly into the new range."""
+    from trainer import optimizers
     from trainer.models.retrieval import TwoTowerModel
     import tensorflow as tf
 
@@ -333,24 +341,24 @@ def vocab_sweep(kind: str, sizes_list: Sequence[int], arrays, sizes, cfg, stats,
         rng = np.random.default_rng(args.seed + n)
         new_sizes = dataclasses.replace(sizes, **{kind: n})
         b, counts = remap_ids(kind, base, n, own, np.asarray(stats.item_idx_counts, np.float64), rng)
+        for opt in args.optimizer_list:
+            def build(new_sizes=new_sizes, counts=counts, opt=opt):
+                tf.keras.utils.set_random_seed(args.seed)
+                m = TwoTowerModel(new_sizes, cfg.retrieval, counts, None)
+                m.compile(optimizer=optimizers.build(dataclasses.replace(cfg.train, optimizer=opt)))
+                return m
 
-        def build(new_sizes=new_sizes, counts=counts):
-            tf.keras.utils.set_random_seed(args.seed)
-            m = TwoTowerModel(new_sizes, cfg.retrieval, counts, None)
-            m.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
-            return m
-
-        entries.append({"name": "two_tower", "build": build, "batches": b, "batch": batch, "sweep": kind,
-                        "vocab": n, "own": n == own})
-    sizes_text = ", ".join(f"{e['vocab']:,}" for e in entries)
+            entries.append({"name": "two_tower", "build": build, "batches": b, "batch": batch, "sweep": kind,
+                            "vocab": n, "own": n == own, "optimizer": opt})
+    sizes_text = ", ".join(dict.fromkeys(f"{e['vocab']:,}" for e in entries))
     print(f"[sweep] two-tower, {kind} table = {sizes_text} (first = the dataset's own), batch {batch}, "
-          "interleaved ...", flush=True)
+          f"optimizers {', '.join(args.optimizer_list)}, interleaved ...", flush=True)
     for res in measure_group(entries, args):
         res["model"] = res.pop("name")
         if "error" in res:
             continue
-        print(f"[sweep]   {kind} {res['vocab']:,}: step {res['step_s_median'] * 1e3:,.1f} ms, {res['params']:,} params",
-              flush=True)
+        print(f"[sweep]   {kind} {res['vocab']:,}, {res['optimizer']}: step {res['step_s_median'] * 1e3:,.1f} ms, "
+              f"{res['params']:,} params", flush=True)
         rows.append(res)
     return rows
 
@@ -373,15 +381,18 @@ def plot(results: List[Dict[str, Any]], sweep: List[Dict[str, Any]], path: str) 
     axes[0].set_ylabel("training examples/s (CPU)")
     axes[0].set_title("train-step throughput by batch size", fontsize=10)
     for kind, marker in (("items", "o"), ("users", "s")):
-        rs = sorted((r for r in sweep if r["sweep"] == kind), key=lambda r: r["vocab"])
-        if rs:
-            axes[1].plot([r["vocab"] for r in rs], [r["step_s_median"] * 1e3 for r in rs], marker=marker,
-                         label=f"two-tower, {kind} table resized (batch {rs[0]['batch']})")
+        for opt in dict.fromkeys(r.get("optimizer", "adam") for r in sweep):
+            rs = sorted((r for r in sweep if r["sweep"] == kind and r.get("optimizer", "adam") == opt),
+                        key=lambda r: r["vocab"])
+            if rs:
+                axes[1].plot([r["vocab"] for r in rs], [r["step_s_median"] * 1e3 for r in rs], marker=marker,
+                             label=f"{kind} table resized, {opt} (batch {rs[0]['batch']})")
     axes[1].set_xscale("log")
     axes[1].set_yscale("log")
     axes[1].set_xlabel("embedding table rows")
     axes[1].set_ylabel("median step time (ms)")
-    axes[1].set_title("two-tower step time vs vocabulary (Adam updates whole tables)", fontsize=10)
+    axes[1].set_title("two-tower step time vs vocabulary: adam (whole tables) vs sparse_adam (rows used)",
+                      fontsize=10)
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
@@ -404,6 +415,7 @@ COLUMNS = [
 SWEEP_COLUMNS = [
     common.Column("sweep", "table"),
     common.Column("vocab", "rows", ",d"),
+    common.Column("optimizer", "optimizer"),
     common.Column("batch", "batch", ",d"),
     common.Column("steps", "timed steps", "d"),
     common.Column("step_ms", "step ms (median)", ",.1f"),
@@ -424,6 +436,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     from recsys.config import Config
     from trainer import data
+    from trainer import optimizers
     from trainer.features import FeatureSizes
     from trainer.models.retrieval import TwoTowerModel
 
@@ -472,7 +485,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         def build_two_tower():
             tf.keras.utils.set_random_seed(args.seed)
             m = TwoTowerModel(sizes, cfg.retrieval, stats.item_idx_counts, None)
-            m.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
+            m.compile(optimizer=optimizers.build(cfg.train))
             return m
 
         entries = [{"name": "two_tower", "build": build_two_tower, "batches": batches, "batch": batch}]
@@ -539,11 +552,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print()
         print(sweep_table)
         for kind in ("items", "users"):
-            pts = [r for r in sweep if r["sweep"] == kind]
-            fit = common.fit_power_law([r["vocab"] for r in pts], [r["step_s_median"] for r in pts])
-            if fit:
-                print(f"  step time ~ {kind}^{fit['b']:.2f} over {pts[0]['vocab']:,}..{pts[-1]['vocab']:,} "
-                      f"(log-log fit of {fit['n']} points)")
+            for opt in args.optimizer_list:
+                pts = sorted((r for r in sweep if r["sweep"] == kind and r["optimizer"] == opt), key=lambda r: r["vocab"])
+                fit = common.fit_power_law([r["vocab"] for r in pts], [r["step_s_median"] for r in pts])
+                if fit:
+                    print(f"  {opt}: step time ~ {kind}^{fit['b']:.2f} over {pts[0]['vocab']:,}..{pts[-1]['vocab']:,} "
+                          f"(log-log fit of {fit['n']} points); largest / smallest table: "
+                          f"{pts[-1]['step_s_median'] / pts[0]['step_s_median']:.2f}x")
     try:
         machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         print(f"Load average at end: {machine['load_average_at_end']}")
@@ -562,7 +577,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "dataset": dataset_info,
         "method": {
             "step": "model.make_train_function() (the function Keras' fit runs per step) on an iterator over "
-                    "pre-built in-memory batches; Adam; TF-Keras 2 (TF_USE_LEGACY_KERAS=1)",
+                    "pre-built in-memory batches; the two-tower with train.optimizer (default sparse_adam), "
+                    "rankers with Adam; TF-Keras 2 (TF_USE_LEGACY_KERAS=1)",
             "interleaving": "the models of one batch size (and the sizes of one vocabulary sweep) are warmed up, then "
                             "timed round-robin, so a change in machine load affects all of them alike",
             "peak_rss_mb": "peak RSS of this process during the model's build and warm-up steps (the step's "
@@ -574,7 +590,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "ranking": "trainer.train_ranking.build_ranker(variant) with the default RankingConfig; inputs = the "
                        "transformed rows + synthetic candidate-source fields and labels",
             "vocab_sweep": "the two-tower step with FeatureSizes.items (or .users) replaced and ids in the batch "
-                           "remapped uniformly into the new range; logQ counts Zipf-distributed",
+                           "remapped uniformly into the new range; logQ counts Zipf-distributed; once per "
+                           "optimizer in --optimizers (adam = TF-Keras dense table updates, sparse_adam = "
+                           "trainer/optimizers.SparseAdam, looked-up rows only), timed interleaved",
         },
         "ranking_status": status,
         "results": results,
