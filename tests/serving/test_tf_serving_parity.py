@@ -6,7 +6,6 @@ counter model (reference variable, stateful signatures without inputs). Expected
 messages are TF Serving's (model_servers/, servables/tensorflow/ in tensorflow/serving).
 """
 import json
-import os
 import urllib.error
 import urllib.request
 
