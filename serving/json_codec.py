@@ -773,3 +773,73 @@ def _rows(p: _Parser, sig: SignatureInputs) -> Dict[str, np.ndarray]:
         t.close_list(0, count)
         out[name] = t.finish()
     return out
+
+
+# ---------------------------------------------------------------- Classify / Regress bodies
+def parse_examples(body: bytes, max_values: int = DEFAULT_MAX_VALUES):
+    """``{"signature_name"?, "context"?, "examples": [...]}`` -> (signature_name, context, chunks).
+
+    ``chunks`` yields lists of example objects (up to _CHUNK at a time, parsed by ``json.loads``), so
+    a caller that serializes each chunk holds one chunk of Python objects at a time, not the body's.
+    """
+    if not body.strip():
+        raise _bad("JSON Parse error: The document is empty")
+    check_utf8(body)
+    p = _Parser(body, max_values)
+    spans: Dict[bytes, Tuple[int, int]] = {}
+    p.pos = 0
+    if p.peek() != b"{":
+        raise _bad("request body must be a JSON object")
+    p.pos += 1
+    if p.peek() != b"}":
+        while True:
+            key = p.string()
+            p.expect(b":")
+            start = p.pos = _WS.match(p.s, p.pos).end()
+            p.skip_value(1)  # nesting beyond MAX_DEPTH is refused here, before any json.loads
+            spans[key] = (start, p.pos)
+            c = p.peek()
+            if c == b",":
+                p.pos += 1
+            elif c == b"}":
+                break
+            else:
+                raise p.error("expected ',' or '}'")
+    p.pos += 1
+    p.end()
+    signature_name = ""
+    if b"signature_name" in spans:
+        value = json.loads(body[slice(*spans[b"signature_name"])])
+        if not isinstance(value, str):
+            raise _bad("'signature_name' must be a string value")
+        signature_name = value
+    context = json.loads(body[slice(*spans[b"context"])]) if b"context" in spans else None
+    if context is not None and not isinstance(context, dict):
+        raise _bad("'context' must be a JSON object")
+    start, end = spans.get(b"examples", (0, 0))
+    if body[start:start + 1] != b"[" or b"examples" not in spans:
+        raise _bad("'examples' must be a list of JSON objects")
+    p.pos = start + 1
+    if p.peek() == b"]":
+        return signature_name, context, iter(())  # the signature reports "Input is empty."
+    return signature_name, context, _example_chunks(p, end)
+
+
+def _example_chunks(p: _Parser, end: int):
+    while True:
+        rows = p.fast_rows(_OBJECTS_RUN) if p.peek() == b"{" else None
+        if rows is None:  # one example the fast path could not take (b64 values, nesting): on its own
+            start = p.pos
+            p.skip_value(2)
+            rows = [json.loads(p.s[start:p.pos])]
+        if not all(isinstance(r, dict) for r in rows):
+            raise _bad("'examples' must be a list of JSON objects")
+        p.counted(sum(len(v) if type(v) is list else 1 for r in rows for v in r.values()))
+        yield rows
+        c = p.peek()
+        if c == b",":
+            p.pos += 1
+        elif c == b"]" and p.pos + 1 == end:
+            return
+        else:
+            raise p.error("expected ',' or ']'")

@@ -164,10 +164,19 @@ class RestApi:
                 return ('{"predictions":' + encode_rows(outputs) + "}").encode("utf-8")
             return ('{"outputs":' + encode_columns(outputs) + "}").encode("utf-8")
 
-    def classify(self, name, version, label, req: dict) -> dict:
+    def _examples(self, body: bytes) -> Tuple[str, list]:
+        """Serialized tf.Examples of a Classify/Regress body, built a chunk of examples at a time."""
+        signature_name, context, chunks = json_codec.parse_examples(body, self.max_values)
+        serialized = []
+        for chunk in chunks:
+            serialized.extend(codec.examples_from_json(chunk, context))
+        return signature_name, serialized
+
+    def classify(self, name, version, label, body: bytes) -> dict:
         with self.manager.acquire(name, version, label) as s:
-            sig = s.classification_signature(_signature_name(req))
-            classes, scores = sig.classify(codec.examples_from_json(req.get("examples"), req.get("context")))
+            signature_name, examples = self._examples(body)
+            sig = s.classification_signature(signature_name)
+            classes, scores = sig.classify(examples)
             ref = classes if classes is not None else scores
             results = []
             for i in range(ref.shape[0]):
@@ -178,10 +187,11 @@ class RestApi:
                 results.append(row)
             return {"results": results}
 
-    def regress(self, name, version, label, req: dict) -> dict:
+    def regress(self, name, version, label, body: bytes) -> dict:
         with self.manager.acquire(name, version, label) as s:
-            sig = s.regression_signature(_signature_name(req))
-            values = sig.regress(codec.examples_from_json(req.get("examples"), req.get("context")))
+            signature_name, examples = self._examples(body)
+            sig = s.regression_signature(signature_name)
+            values = sig.regress(examples)
             return {"results": [float(v) for v in values]}
 
     def dispatch(self, method: str, path: str, body: bytes, metrics: Metrics) -> Tuple[int, bytes]:
@@ -202,7 +212,7 @@ class RestApi:
                 elif verb == "predict":
                     return 200, self.predict(name, version, label or "", body)
                 else:
-                    payload = getattr(self, verb)(name, version, label or "", _json_object(body))
+                    payload = getattr(self, verb)(name, version, label or "", body)
                 return 200, _dumps(payload).encode("utf-8")
             except Exception as e:  # noqa: BLE001  (bad input must never crash the server)
                 err = as_serving_error(e)
@@ -210,28 +220,6 @@ class RestApi:
                     log.exception("REST %s %s failed", method, path)
                 outcome["code"] = err.code_name
                 return err.http_status, _dumps({"error": err.message}).encode("utf-8")
-
-
-def _json_object(body: bytes) -> dict:
-    """Classify/Regress bodies (small by nature): parsed whole, nesting errors are INVALID_ARGUMENT."""
-    if not body.strip():
-        raise ServingError(INVALID_ARGUMENT, "JSON Parse error: The document is empty")
-    try:
-        req = json.loads(body)
-    except RecursionError:
-        raise ServingError(INVALID_ARGUMENT, "JSON Parse error: nesting too deep") from None
-    except ValueError as e:
-        raise ServingError(INVALID_ARGUMENT, f"JSON Parse error: {e}") from None
-    if not isinstance(req, dict):
-        raise ServingError(INVALID_ARGUMENT, "request body must be a JSON object")
-    return req
-
-
-def _signature_name(req: dict) -> str:
-    name = req.get("signature_name", "")
-    if not isinstance(name, str):
-        raise ServingError(INVALID_ARGUMENT, "'signature_name' must be a string")
-    return name
 
 
 # ---------------------------------------------------------------- transport

@@ -72,3 +72,20 @@ def test_value_cap_is_resource_exhausted_and_stops_early():
     with pytest.raises(ServingError) as e:
         parse({"inputs": {"ts": [[1, 2, 3]] * 100}}, max_values=50)
     assert e.value.code_name == "RESOURCE_EXHAUSTED" and "more than 50 values" in e.value.message
+
+
+def test_classify_regress_examples_are_parsed_a_chunk_at_a_time():
+    examples = [{"x": float(i), "tags": ["a", "b"]} for i in range(2500)]
+    examples[1700] = {"x": 1700.0, "tags": [{"b64": base64.b64encode(b"\xff").decode()}]}  # per-example path
+    body = json.dumps({"examples": examples, "context": {"c": 1}, "signature_name": "regress"}).encode()
+    name, context, chunks = jc.parse_examples(body)
+    chunks = list(chunks)
+    assert name == "regress" and context == {"c": 1}
+    assert len(chunks) > 2 and max(len(c) for c in chunks) <= 1024           # never the whole list at once
+    flat = [e for c in chunks for e in c]
+    assert len(flat) == 2500 and flat[1699]["x"] == 1699.0 and "b64" in flat[1700]["tags"][0]
+    with pytest.raises(ServingError) as e:
+        list(jc.parse_examples(b'{"examples": ' + b"[" * 10000 + b"]" * 10000 + b"}")[2])
+    assert "nesting deeper" in e.value.message
+    with pytest.raises(ServingError):
+        jc.parse_examples(b'{"examples": {"x": 1}}')
