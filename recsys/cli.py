@@ -9,8 +9,10 @@
   recsys export                    SavedModels (ScaNN + brute force; + ranking and recommend once a ranker is trained)
   recsys train-ranking             train rankers re-ranking retrieval's top-N (+ GBDT) and compare them
   recsys explain [--user U]        why an item is recommended: top features, "because you watched", DCN plot
+  recsys train-similar             item2vec / Meta-Prod2Vec on the train split -> the similar_items model
   recsys serve ...                 TF-Serving-compatible gRPC/REST server (see `recsys serve --help`)
   recsys query ...                 query a running server (local or real TF Serving)
+  recsys query --similar ITEM      the items most similar to ITEM from a served similar_items model
   recsys bench NAME ...            benchmarks: ann, serving, quality, ranking, preprocessing, training, scale
 
 Every step takes `--config FILE` (YAML/JSON) and `--set section.key=value` overrides, e.g.
@@ -62,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     expl.add_argument("--user", help="user id (default: the demo's example user)")
     expl.add_argument("--item", help="item id (default: the user's top recommendation)")
     expl.add_argument("--out", help="directory for the JSON and the DCN plot (default: <run>/explain)")
+    sub.add_parser("train-similar", help="item2vec (+ genres: Meta-Prod2Vec) on the train split, export "
+                                         "similar_items (settings: item2vec.*)")
     for name in PASSTHROUGH:
         sub.add_parser(name, help=f"see `recsys {name} --help`", add_help=False)
     bench = sub.add_parser("bench", help=f"run a benchmark: {', '.join(BENCHMARKS)}", add_help=False)
@@ -160,6 +164,8 @@ def _main(argv: List[str]) -> int:
                 module, rest = BENCHMARKS[argv[i + 1]], argv[i + 2:]
             else:
                 module, rest = PASSTHROUGH[tok], argv[i + 1:]
+                if tok == "query" and any(a == "--similar" or a.startswith("--similar=") for a in rest):
+                    return query_similar(rest)
             import importlib
 
             return int(importlib.import_module(module).main(rest) or 0)
@@ -203,6 +209,75 @@ def _main(argv: List[str]) -> int:
                             gbdt=args.gbdt)
     elif args.command == "explain":
         return explain(cfg, args.user, args.item, args.out)
+    elif args.command == "train-similar":
+        steps.latest_preprocessed(cfg)   # a clear error when `recsys preprocess` has not run
+        return train_similar(cfg)
+    return 0
+
+
+def train_similar(cfg: Config) -> int:
+    """Trains item2vec, exports similar_items, prints the neighbours of the most popular item from the export."""
+    import numpy as np
+
+    from preprocessing.sources import tables
+    from recsys import steps
+
+    out = steps.train_similar(cfg)
+    result = steps.reload_in_subprocess(out["path"], {"item_ids": np.array([out["example"]], dtype=object)})
+    version_dir = steps.latest_preprocessed(cfg)
+    items = tables.read_table(os.path.join(version_dir, tables.ITEMS_FILE))
+    title = lambda i: items.get(i, {}).get("item_title", "?")[:40]  # noqa: E731
+    print(f"\nItems most similar to {out['example']} ({title(out['example'])}), exported model, fresh process:")
+    for rank, (i, s) in enumerate(zip(result["item_ids"][0][:10], result["scores"][0][:10]), start=1):
+        print(f"  {rank:2d}. {i:>7}  {title(i):40}  cosine={s:.3f}")
+    print(f"\nserve it: recsys serve --model_name similar_items --model_base_path {os.path.dirname(out['path'])}\n"
+          f"query it: recsys query --similar {out['example']}")
+    return 0
+
+
+def query_similar(argv: List[str]) -> int:
+    """`recsys query --similar ITEM[,ITEM...]`: calls a served similar_items model (local server or TF Serving)."""
+    import numpy as np
+
+    from serving.client import ServingClient
+    from serving.errors import ServingError
+
+    p = argparse.ArgumentParser(prog="recsys query --similar", description=query_similar.__doc__)
+    p.add_argument("--similar", required=True, help="item id(s), comma-separated")
+    p.add_argument("--k", type=int, default=10, help="neighbours to show per item")
+    p.add_argument("--model", default="similar_items", help="served model name")
+    p.add_argument("--version", default=None, help="model version number or label (default: latest)")
+    p.add_argument("--address", default=os.environ.get("RECSYS_SERVING_ADDRESS", "localhost:8500"),
+                   help="gRPC host:port")
+    p.add_argument("--rest", default=None, help="use REST at this base URL instead, e.g. http://localhost:8501")
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--json", action="store_true", help="print the outputs as JSON")
+    args = p.parse_args(argv)
+    queries = [q.strip() for q in args.similar.split(",") if q.strip()]
+    if not queries:
+        p.error("--similar needs at least one item id")
+    where = f"rest {args.rest}" if args.rest else f"grpc {args.address}"
+    client = ServingClient(None if args.rest else args.address, args.rest, timeout=args.timeout)
+    try:
+        result = client.predict(args.model, {"item_ids": np.array(queries, dtype=object)}, version=args.version)
+    except (ServingError, ValueError, OSError) as e:
+        print(f"error ({where}): {e}", file=sys.stderr)
+        return EXIT_INPUT
+    finally:
+        client.close()
+    text = lambda v: v.decode("utf-8") if isinstance(v, bytes) else str(v)  # noqa: E731
+    ids = [[text(v) for v in row[:args.k]] for row in np.asarray(result["item_ids"])]
+    scores = np.asarray(result["scores"])[:, :args.k].tolist()
+    if args.json:
+        print(json.dumps({"item_ids": ids, "scores": scores}))
+        return 0
+    for q, row, sc in zip(queries, ids, scores):
+        if not any(row):
+            print(f"{q}: unknown to model {args.model}")
+            continue
+        print(f"items similar to {q} (model={args.model}, {where}):")
+        for rank, (i, s) in enumerate(zip(row, sc), start=1):
+            print(f"  {rank:2d}. {i}  {s:.4f}")
     return 0
 
 
