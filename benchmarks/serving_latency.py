@@ -383,8 +383,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.tf_threads:  # same thread pools in-process as in the server, for a fair comparison
             import tensorflow as tf
 
+            from serving import tf1_loader
+
             tf.config.threading.set_intra_op_parallelism_threads(args.tf_threads)
             tf.config.threading.set_inter_op_parallelism_threads(args.tf_threads)
+            tf1_loader.SESSION_THREADS.update(intra_op=args.tf_threads, inter_op=args.tf_threads)
         # in-process: the same SavedModel signature, loaded by the same code the server uses
         loaded = {m: Servable(m, max(v), v[max(v)]) for m, v in present.items()}
         candidates = _candidates(loaded, args.rank_candidates)

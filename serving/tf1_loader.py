@@ -23,7 +23,8 @@ import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 
 # TF Serving builds the session's ConfigProto from its thread flags; the server sets these
-# before loading (process-wide, like the flags). 0 = TensorFlow's default.
+# before loading (process-wide, like the flags). intra_op 0 = TensorFlow's default; inter_op 0 =
+# each request runs its graph in its own (caller) thread, N > 0 = a pool of N threads.
 SESSION_THREADS = {"intra_op": 0, "inter_op": 0}
 
 
@@ -73,6 +74,11 @@ class SessionBundle:
                 fn = self._callables.get(key)
                 if fn is None:
                     options = config_pb2.CallableOptions(feed=list(feeds), fetch=list(fetches))
+                    if not SESSION_THREADS["inter_op"]:
+                        # run the graph in the calling (gRPC worker) thread: no hand-off to the
+                        # inter-op pool and back, which on a busy 2-core host cost more than small
+                        # graphs take to run (retrieval p50 1.7 vs 5.7 ms in-process under load)
+                        options.run_options.inter_op_thread_pool = -1
                     fn = self.session._make_callable_from_options(options)  # noqa: SLF001 (public API has no options form)
                     self._callables[key] = fn
         return fn
