@@ -652,7 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
                    help="threads for one op (0 = all cores)")
     p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
-                   help="threads running independent ops (0 = all cores)")
+                   help="threads running independent ops (0 = each request runs its graph in its own gRPC "
+                        "thread, no hand-off)")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     types = {bool: b, int: dict(type=int), float: dict(type=float), str: dict(type=str)}
     for name, (kind, why) in NO_EFFECT_FLAGS.items():
