@@ -109,11 +109,20 @@ def worker(args: argparse.Namespace) -> int:
     cfg.preprocess.direct_running_mode = args.mode
     cfg.preprocess.direct_num_workers = args.workers
     rss_ready = common.rss_bytes()
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile(time.process_time)   # CPU time: meaningful on a shared machine too
+        profiler.enable()
     cpu0 = _rusage_cpu()
     t0 = time.perf_counter()
     version_dir = pipeline.run(cfg, args.raw, os.path.join(args.work, "preprocessed"))
     wall = time.perf_counter() - t0
     cpu = _rusage_cpu() - cpu0
+    if profiler is not None:
+        profiler.disable()
+        write_profile(profiler, args.profile)
     stats = pipeline.load_stats(version_dir)
     out = {"wall_s": wall, "cpu_s": cpu, "rss_after_imports_mb": round(rss_ready / common.MiB, 1),
            "version_dir": version_dir, "stats": stats,
@@ -123,8 +132,22 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_profile(profiler, path: str, top: int = 40) -> None:
+    """The run's profile as text: top functions by own CPU time, then by cumulative CPU time."""
+    import io
+    import pstats
+
+    buf = io.StringIO()
+    stats = pstats.Stats(profiler, stream=buf)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    with open(path, "w") as f:
+        f.write(buf.getvalue())
+    profiler.dump_stats(path.replace(".txt", ".prof"))
+
+
 def run_one(raw_dir: str, rows: int, mode: str, workers: int, work: str, timeout: float,
-            log_path: str) -> Dict[str, Any]:
+            log_path: str, profile: str = "") -> Dict[str, Any]:
     """Runs one (size, mode) in a fresh process, sampling the memory of its whole process tree."""
     os.makedirs(work, exist_ok=True)
     result_path = os.path.join(work, "result.json")
@@ -132,6 +155,7 @@ def run_one(raw_dir: str, rows: int, mode: str, workers: int, work: str, timeout
         os.remove(result_path)
     cmd = [sys.executable, "-m", "benchmarks.preprocessing", "--_worker", "--raw", raw_dir, "--mode", mode,
            "--workers", str(workers), "--work", work, "--result", result_path]
+    cmd += ["--profile", profile] if profile else []
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     t0 = time.perf_counter()
     with open(log_path, "ab") as log:
@@ -310,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep each run's preprocessed output (<out>/work/...); default: delete after measuring")
     p.add_argument("--seed", type=int, default=42, help="synthetic data seed")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
+    p.add_argument("--profile", nargs="?", const=True, default=False,
+                   help="cProfile each run in CPU time (in_memory runs everything in one process) and write "
+                        "<out>/profile-<rows>-<mode>.txt (top functions) and .prof (pstats)")
     # internal: one measured run in a fresh process
     p.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--raw", help=argparse.SUPPRESS)
@@ -379,7 +406,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"[run] {info['rows']:,} rows, {mode} x{workers}"
                   + (f" (estimated {est:,.0f} s)" if est else "") + " ...", flush=True)
             timeout = max(60.0, left + 120.0)
-            res = run_one(raw_dir, info["rows"], mode, workers, work, timeout, log_path)
+            profile = os.path.abspath(os.path.join(out_dir, f"profile-{rows}-{mode}.txt")) if args.profile else ""
+            res = run_one(raw_dir, info["rows"], mode, workers, work, timeout, log_path, profile)
+            if profile:
+                res["profile"] = profile
             res.update({"n_users": info["n_users"], "n_items": info["n_items"]})
             results.append(res)
             if "error" in res:

@@ -1,22 +1,28 @@
 """The Beam pipeline: read raw -> validate (dead letters) -> join -> history -> split -> TFT -> write.
 
 One pipeline, any runner: DirectRunner locally, Dataflow/Flink/Spark with
-``preprocess.runner`` and ``preprocess.beam_args``. Raw examples reach TF-Transform
-as serialized tf.Examples through tfx-bsl's TFXIO (the production input path; the
-legacy instance-dict path crashes at interpreter exit on this stack).
+``preprocess.runner`` and ``preprocess.beam_args``. Beam moves chunks of lines, users and
+record batches, not single rows: interaction lines are read and validated a chunk at a time,
+grouped by user, given their history with numpy, and handed to TF-Transform as Arrow record
+batches in TFXIO's raw layout (what ``TFExampleBeamRecord`` would decode from tf.Examples,
+without encoding and decoding every row; the legacy instance-dict input crashes at exit on
+this stack).
 
 Output, in a fresh version directory ``<run>/preprocessed/v<N>/`` (written under a
-temporary name and renamed, with ``LATEST`` updated last):
+temporary name ``v<N>.tmp-<time>-<pid>`` and renamed, with ``LATEST`` updated last):
   transformed/train-*.tfrecord.gz, transformed/eval-*.tfrecord.gz
   transform_fn/ (+ transformed_metadata/)     TF-Transform output
   raw_schema.json                             raw feature spec (TFXIO writes none)
-  dead_letter/interactions-*.jsonl             rows that failed validation, with why
-  items.jsonl                                  the raw item catalogue (candidates)
-  stats.json                                   counts, split cutoff
+  dead_letter/{interactions,items,users}-*.jsonl  rows that failed validation, with why
+  items.jsonl                                  the raw item catalogue (valid rows, byte for byte)
+  stats.json                                   counts (rows, dead letters), split cutoff
+A run that fails (too many bad rows, no usable rows) publishes nothing and leaves
+``v<N>.failed-<time>/`` with its dead letters and stats until the operator removes it.
 """
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import os
 import time
@@ -30,65 +36,218 @@ from preprocessing import schema
 from preprocessing.sources import tables
 
 DEAD = "dead"
+EVAL = "eval"
 TRANSFORMED = "transformed"
 TRANSFORM_FN = "transform_fn"
 
 
-# ---------------------------------------------------------------- parse and validate
-class ParseInteraction(beam.DoFn):
-    """JSON line -> interaction dict joined with user/item features; bad rows -> DEAD output."""
-
-    def process(self, line: str, items: Dict[str, Dict], users: Dict[str, Dict]):
-        try:
-            row = json.loads(line)
-        except ValueError as e:
-            yield beam.pvalue.TaggedOutput(DEAD, {"reason": f"invalid JSON: {e}", "text": line[:500]})
-            return
-        why = tables.validate_interaction(row)
-        if why is None and row["item_id"] not in items:
-            why = f"unknown item_id {row['item_id']!r} (not in items table)"
-        if why is not None:
-            yield beam.pvalue.TaggedOutput(DEAD, {"reason": why, "text": line[:500]})
-            return
-        out = tables.with_defaults(row, schema.INTERACTION_FIELDS)
-        out.update(tables.with_defaults(users.get(row["user_id"], {"user_id": row["user_id"]}), schema.USER_FIELDS))
-        out.update(tables.with_defaults(items[row["item_id"]], schema.ITEM_FIELDS))
-        yield out
+# ---------------------------------------------------------------- read + parse (chunks of lines)
+# The per-row work is plain Python over chunks of lines (JSON parsing and validation), then
+# per-user numpy (history) and Arrow record batches straight into TF-Transform: Beam moves
+# chunks, users and batches, not rows (profile: benchmarks/preprocessing.py --profile).
+LINES_PER_CHUNK = 10_000
+ROWS_PER_BATCH = 2_048
+TIMES = "times"
+EVENT_FIELDS = ("timestamp", "item_id", "rating", "click", "device")   # an event in a user's list, in order
 
 
-def parse_table_line(line: str, key: str) -> Iterable[Tuple[str, Dict[str, Any]]]:
-    row = json.loads(line)
-    yield row[key], row
+def input_files(pattern: str) -> List[str]:
+    """The files matching ``pattern`` (local or bucket), sorted; an empty list when none."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
 
 
-# ---------------------------------------------------------------- history (no leakage)
-def add_history(user_events: Tuple[str, Iterable[Dict[str, Any]]], length: int) -> Iterable[Dict[str, Any]]:
-    """For each event of one user: the last ``length`` items with a strictly earlier timestamp.
+def read_line_chunks(path: str, lines_per_chunk: int = LINES_PER_CHUNK) -> Iterable[List[bytes]]:
+    """The lines of one (gzipped or plain) file as bytes, ``lines_per_chunk`` at a time, without line ends.
 
-    Events that share a timestamp never see each other (MovieLens rates in bursts),
-    so no event's features can contain its own future.
+    Bytes, so that each row is decoded strictly on its own: bad UTF-8 is a dead letter, never a crash
+    of the whole read and never replacement characters.
     """
-    _, events = user_events
-    events = sorted(events, key=lambda e: (e["timestamp"], e["item_id"]))
-    ids: List[str] = []
-    times: List[int] = []
-    visible = 0  # number of events strictly before the current timestamp
-    for i, event in enumerate(events):
-        while visible < i and events[visible]["timestamp"] < event["timestamp"]:
-            ids.append(events[visible]["item_id"])
-            times.append(events[visible]["timestamp"])
-            visible += 1
-        h_ids, h_ts = ids[-length:], times[-length:]
-        pad = length - len(h_ids)
-        out = dict(event)
-        out["history_item_ids"] = [""] * pad + h_ids
-        out["history_ts"] = [0] * pad + h_ts
-        yield out
+    from apache_beam.io.filesystems import CompressionTypes, FileSystems
+
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        f = gzip.GzipFile(fileobj=raw, mode="rb") if path.endswith(".gz") else raw
+        chunk: List[bytes] = []
+        for line in f:
+            chunk.append(line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line)
+            if len(chunk) >= lines_per_chunk:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+
+class ParseInteractions(beam.DoFn):
+    """A chunk of raw interaction lines -> (user_id, [event tuples]) per user in the chunk, plus the
+    chunk's valid timestamps (TIMES, for the split); bad rows -> DEAD with a reason.
+
+    Bad rows are dead letters, never a crash or silent damage: invalid UTF-8, invalid JSON,
+    missing/mistyped fields, non-finite or out-of-range numbers, event times in the future or
+    beyond int64, unknown item ids.
+    """
+
+    def process(self, lines: List[bytes], items: Dict[str, Any], max_ts: int):
+        by_user: Dict[str, List[Tuple]] = {}
+        times: List[int] = []
+        for line in lines:
+            row, why = tables.parse_json_line(line)
+            if why is None:
+                why = tables.validate_interaction(row, max_ts)
+            if why is None and row["item_id"] not in items:
+                why = f"unknown item_id {row['item_id']!r} (not in items table)"
+            if why is not None:
+                yield beam.pvalue.TaggedOutput(DEAD, {"reason": why, "text": tables.printable(line)})
+                continue
+            device = row.get("device")
+            event = (row["timestamp"], row["item_id"], row["rating"], row["click"],
+                     "unknown" if device is None else device)
+            events = by_user.get(row["user_id"])
+            if events is None:
+                by_user[row["user_id"]] = [event]
+            else:
+                events.append(event)
+            times.append(event[0])
+        yield from by_user.items()
+        if times:
+            yield beam.pvalue.TaggedOutput(TIMES, np.asarray(times, dtype=np.int64))
+
+
+class ParseTableRow(beam.DoFn):
+    """items.jsonl / users.jsonl line -> (id, row); bad lines -> DEAD output (their id is then unknown)."""
+
+    def __init__(self, key: str):
+        self.key = key
+        self.validate = tables.validate_item if key == "item_id" else tables.validate_user
+
+    def process(self, line: bytes):
+        row, why = tables.parse_json_line(line)
+        if why is None:
+            why = self.validate(row)
+        if why is not None:
+            yield beam.pvalue.TaggedOutput(DEAD, {"reason": why, "text": tables.printable(line)})
+            return
+        yield row[self.key], row
+
+
+# ---------------------------------------------------------------- history (no leakage), per user, vectorised
+def history_positions(ts: np.ndarray, length: int) -> Tuple[np.ndarray, np.ndarray]:
+    """For events sorted by time: [n, length] indices of each event's history and a mask of real entries.
+
+    The history of event i is the last ``length`` events with a strictly earlier timestamp, oldest
+    first and left-padded; events that share a timestamp never see each other (MovieLens rates in
+    bursts), so no event's features can contain its own future.
+    """
+    visible = np.searchsorted(ts, ts, side="left")              # events strictly before each one
+    pos = visible[:, None] - length + np.arange(length)[None, :]
+    real = pos >= 0
+    return np.where(real, pos, 0), real
+
+
+class BuildExamples(beam.DoFn):
+    """One user's events -> raw examples as columns (joined with the user and item tables, with
+    their history), split at the time cutoff into the main output (train) and EVAL."""
+
+    def __init__(self, history_length: int):
+        self.length = history_length
+
+    def setup(self):
+        self._items: Dict[str, Tuple] = {}
+
+    def _item(self, item_id: str, items: Dict[str, Any]) -> Tuple:
+        cached = self._items.get(item_id)
+        if cached is None:
+            row = tables.with_defaults(items[item_id], schema.ITEM_FIELDS)
+            cached = (item_id.encode(), row["item_title"].encode(), row["item_genres"].encode(),
+                      row["item_price"], row["item_release_ts"])
+            self._items[item_id] = cached
+        return cached
+
+    def process(self, user_events: Tuple[str, Iterable[List[Tuple]]], items: Dict[str, Any],
+                users: Dict[str, Any], cutoff: int):
+        user_id, parts = user_events
+        events = sorted((e for part in parts for e in part), key=lambda e: (e[0], e[1]))
+        n = len(events)
+        ts = np.fromiter((e[0] for e in events), dtype=np.int64, count=n)
+        item_rows = [self._item(e[1], items) for e in events]
+        item_b = np.empty(n + 1, dtype=object)
+        item_b[:n] = [r[0] for r in item_rows]
+        item_b[n] = b""
+        pos, real = history_positions(ts, self.length)
+        user = tables.with_defaults(users.get(user_id, {"user_id": user_id}), schema.USER_FIELDS)
+        cols = {
+            "user_id": np.full(n, user_id.encode(), dtype=object),
+            "user_age_bucket": np.full(n, user["user_age_bucket"].encode(), dtype=object),
+            "user_country": np.full(n, user["user_country"].encode(), dtype=object),
+            "user_signup_ts": np.full(n, user["user_signup_ts"], dtype=np.int64),
+            "item_id": item_b[:n],
+            "item_title": _objects([r[1] for r in item_rows]),
+            "item_genres": _objects([r[2] for r in item_rows]),
+            "item_price": np.array([r[3] for r in item_rows], dtype=np.float32),
+            "item_release_ts": np.array([r[4] for r in item_rows], dtype=np.int64),
+            "timestamp": ts,
+            "device": _objects([e[4].encode() for e in events]),
+            "history_item_ids": item_b[np.where(real, pos, n)],
+            "history_ts": np.where(real, ts[pos], 0),
+            "rating": np.array([e[2] for e in events], dtype=np.float32),
+            "click": np.array([e[3] for e in events], dtype=np.float32),
+        }
+        n_train = int(np.searchsorted(ts, cutoff, side="left"))  # sorted by time: train = ts < cutoff
+        if n_train:
+            yield {k: v[:n_train] for k, v in cols.items()} if n_train < n else cols
+        if n_train < n:
+            yield beam.pvalue.TaggedOutput(EVAL, {k: v[n_train:] for k, v in cols.items()})
+
+
+def _objects(values: List[Any]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+class ToRecordBatches(beam.DoFn):
+    """Column chunks (one per user) -> Arrow record batches of about ``rows`` rows in the raw
+    TFXIO layout (every column a large_list), which TF-Transform reads directly."""
+
+    def __init__(self, arrow_schema, rows: int = ROWS_PER_BATCH):
+        self.arrow_schema = arrow_schema
+        self.rows = rows
+
+    def start_bundle(self):
+        self._chunks: List[Dict[str, np.ndarray]] = []
+        self._n = 0
+
+    def process(self, chunk: Dict[str, np.ndarray]):
+        self._chunks.append(chunk)
+        self._n += len(chunk["timestamp"])
+        if self._n >= self.rows:
+            yield self._flush()
+
+    def finish_bundle(self):
+        if self._chunks:
+            from apache_beam.transforms import window
+            from apache_beam.utils.windowed_value import WindowedValue
+
+            yield WindowedValue(self._flush(), window.GlobalWindow().max_timestamp(), (window.GlobalWindow(),))
+
+    def _flush(self):
+        import pyarrow as pa
+
+        chunks, n = self._chunks, self._n
+        self._chunks, self._n = [], 0
+        arrays = []
+        for field in self.arrow_schema:
+            values = np.concatenate([c[field.name] for c in chunks]).ravel() if len(chunks) > 1 else \
+                chunks[0][field.name].ravel()
+            width = len(values) // n
+            offsets = pa.array(np.arange(0, n * width + 1, width, dtype=np.int64))
+            arrays.append(pa.LargeListArray.from_arrays(offsets, pa.array(values, type=field.type.value_type)))
+        return pa.RecordBatch.from_arrays(arrays, schema=self.arrow_schema)
 
 
 # ---------------------------------------------------------------- time split
 class ExactQuantile(beam.CombineFn):
-    """Exact quantile of int timestamps (8 bytes a row: fine up to ~100M rows on one worker)."""
+    """Exact quantile of int timestamps, fed as arrays (8 bytes a row: fine up to ~100M rows on one worker)."""
 
     def __init__(self, q: float):
         self.q = q
@@ -97,44 +256,19 @@ class ExactQuantile(beam.CombineFn):
         return []
 
     def add_input(self, acc, x):
-        acc.append(x)
+        acc.append(np.asarray(x, dtype=np.int64).ravel())
         return acc
 
     def merge_accumulators(self, accs):
         return [x for a in accs for x in a]
 
     def extract_output(self, acc):
-        if not acc:
+        if not acc or not sum(len(a) for a in acc):
             return 0
-        return int(np.quantile(np.asarray(acc, dtype=np.int64), self.q, method="lower"))
+        return int(np.quantile(np.concatenate(acc), self.q, method="lower"))
 
 
-def split_fn(example: Dict[str, Any], n: int, cutoff: int) -> int:
-    return 1 if example["timestamp"] >= cutoff else 0
-
-
-# ---------------------------------------------------------------- tf.Example encoding
-class EncodeExample(beam.DoFn):
-    def setup(self):
-        import tensorflow as tf
-
-        self._tf = tf
-
-    def process(self, ex: Dict[str, Any]):
-        tf = self._tf
-        feats = {}
-        for col in schema.RAW_COLUMNS:
-            v = ex[col.name]
-            values = v if col.length else [v]
-            if col.dtype == "string":
-                feats[col.name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[s.encode() for s in values]))
-            elif col.dtype == "int64":
-                feats[col.name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(x) for x in values]))
-            else:
-                feats[col.name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(x) for x in values]))
-        yield tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
-
-
+# ---------------------------------------------------------------- output
 def _records_to_examples(record_batch_and_props, schema_proto):
     from tfx_bsl.coders import example_coder
 
@@ -167,80 +301,77 @@ def latest(base: str) -> str:
         return os.path.join(base, f.read().strip())
 
 
+def _require_rows(raw_dir: str) -> None:
+    """Fails before any work when an input table is missing or holds no rows (nothing gets published)."""
+    for name in (tables.INTERACTIONS_FILE, tables.ITEMS_FILE, tables.USERS_FILE):
+        path = os.path.join(raw_dir, name)
+        if not gfile.exists(path):
+            raise FileNotFoundError(f"no raw table {path}: write the raw data first (`recsys data synth` or "
+                                    f"`recsys data movielens --path DIR`)")
+    path = os.path.join(raw_dir, tables.INTERACTIONS_FILE)
+    with gfile.GFile(path, "rb") as raw:
+        f = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
+        try:
+            if not any(line.strip() for line in f):
+                raise tables.DataError(f"{path} holds no interactions; nothing to preprocess")
+        except (OSError, EOFError) as e:
+            raise tables.DataError(f"{path} is not a readable gzip file: {e}") from e
+
+
+def _work_dir(final: str) -> str:
+    """Where a version is written before it is published. Local: a fresh name beside ``final``, renamed
+    when complete (never an earlier run's leftover, so a failed run's dead letters survive). Buckets
+    have no directory rename: write in place; either way only the LATEST pointer, written last, publishes."""
+    if "://" in final:
+        return final
+    return f"{final}.tmp-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}"
+
+
+def _keep_failed(work: str, final: str) -> str:
+    """After a failed run: drop the bulky partial outputs, keep dead letters and stats for the operator."""
+    for sub in ("tmp", TRANSFORMED, TRANSFORM_FN):
+        if gfile.exists(os.path.join(work, sub)):
+            gfile.rmtree(os.path.join(work, sub))
+    if work == final:
+        return work
+    failed = work.replace(".tmp-", ".failed-", 1)
+    gfile.rename(work, failed)
+    return failed
+
+
 def run(cfg, raw_dir: str, out_base: str) -> str:
-    """Runs preprocessing for ``raw_dir`` into a new version under ``out_base``; returns its path."""
-    import tensorflow_transform.beam as tft_beam
-    from tfx_bsl.public import tfxio
+    """Runs preprocessing for ``raw_dir`` into a new version under ``out_base``; returns its path.
 
-    from preprocessing.transform import preprocessing_fn
-
+    Raises ``DataError`` (nothing published; the run's dead letters are kept under
+    ``<out_base>/v<N>.failed-<time>/dead_letter/``) when too many rows are bad or none are usable.
+    """
+    _require_rows(raw_dir)
     final = next_version_dir(out_base)
-    # Local: write beside and rename (atomic). Buckets have no directory rename: write in place;
-    # either way the version is published only by the LATEST pointer, written last.
-    work = final if "://" in final else final + ".tmp"
-    if gfile.exists(work):
-        gfile.rmtree(work)
+    work = _work_dir(final)
     gfile.makedirs(work)
-    raw_schema = schema.raw_schema()
-    options = {"title_vocab_size": cfg.preprocess.title_vocab_size,
-               "num_price_buckets": cfg.preprocess.num_price_buckets,
-               "num_age_buckets": cfg.preprocess.num_age_buckets}
     t0 = time.time()
     print(f"[preprocess] {cfg.preprocess.runner}: {raw_dir} -> {final}", flush=True)
-    with beam.Pipeline(options=beam_options(cfg)) as p:
-        with tft_beam.Context(temp_dir=os.path.join(work, "tmp"), desired_batch_size=1024):
-            items = (p | "ReadItems" >> beam.io.ReadFromText(os.path.join(raw_dir, tables.ITEMS_FILE))
-                     | "KeyItems" >> beam.FlatMap(parse_table_line, "item_id"))
-            users = (p | "ReadUsers" >> beam.io.ReadFromText(os.path.join(raw_dir, tables.USERS_FILE))
-                     | "KeyUsers" >> beam.FlatMap(parse_table_line, "user_id"))
-            parsed = (p | "ReadInteractions" >> beam.io.ReadFromText(os.path.join(raw_dir, tables.INTERACTIONS_FILE))
-                      | "Parse" >> beam.ParDo(ParseInteraction(), beam.pvalue.AsDict(items),
-                                              beam.pvalue.AsDict(users)).with_outputs(DEAD, main="ok"))
-            _ = (parsed[DEAD] | "DeadJson" >> beam.Map(json.dumps, sort_keys=True)
-                 | "WriteDead" >> beam.io.WriteToText(os.path.join(work, "dead_letter", "interactions"),
-                                                      file_name_suffix=".jsonl"))
-            examples = (parsed.ok | "ByUser" >> beam.Map(lambda e: (e["user_id"], e))
-                        | "GroupUser" >> beam.GroupByKey()
-                        | "History" >> beam.FlatMap(add_history, schema.HISTORY_LENGTH))
-            cutoff = (examples | "Times" >> beam.Map(lambda e: e["timestamp"])
-                      | "Cutoff" >> beam.CombineGlobally(ExactQuantile(1.0 - cfg.preprocess.eval_fraction)))
-            train, evals = (examples | "Split" >> beam.Partition(
-                lambda e, n, c: split_fn(e, n, c), 2, beam.pvalue.AsSingleton(cutoff)))
-
-            source = tfxio.TFExampleBeamRecord(physical_format="inmem", telemetry_descriptors=["recsys"],
-                                               schema=raw_schema)
-            train_rb = train | "EncodeTrain" >> beam.ParDo(EncodeExample()) | "TrainRB" >> source.BeamSource()
-            eval_rb = evals | "EncodeEval" >> beam.ParDo(EncodeExample()) | "EvalRB" >> source.BeamSource()
-            fn = functools.partial(preprocessing_fn, custom_config=options)
-            transform_fn = (train_rb, source.TensorAdapterConfig()) | "Analyze" >> tft_beam.AnalyzeDataset(fn)
-            _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(os.path.join(work, TRANSFORM_FN))
-            for name, rb in (("train", train_rb), ("eval", eval_rb)):
-                (out_rb, meta) = (((rb, source.TensorAdapterConfig()), transform_fn)
-                                  | f"Transform{name}" >> tft_beam.TransformDataset(output_record_batches=True))
-                schema_side = beam.pvalue.AsSingleton(
-                    meta.deferred_metadata | f"Schema{name}" >> beam.Map(lambda m: m.schema))
-                _ = (out_rb | f"ToExamples{name}" >> beam.FlatMap(_records_to_examples, schema_side)
-                     | f"Write{name}" >> beam.io.WriteToTFRecord(
-                         os.path.join(work, TRANSFORMED, name), file_name_suffix=".tfrecord.gz"))
-            counts = {
-                "train": train | "CountTrain" >> beam.combiners.Count.Globally(),
-                "eval": evals | "CountEval" >> beam.combiners.Count.Globally(),
-                "dead_letters": parsed[DEAD] | "CountDead" >> beam.combiners.Count.Globally(),
-                "split_cutoff_ts": cutoff,
-            }
-            _ = (p | "StatsSeed" >> beam.Create([None])
-                 | "Stats" >> beam.Map(_write_stats, work, **{k: beam.pvalue.AsSingleton(v) for k, v in counts.items()}))
-
-    stats = load_stats(work)
-    total = stats["train"] + stats["eval"] + stats["dead_letters"]
-    if total and stats["dead_letters"] / total > cfg.data.max_bad_fraction:
-        raise tables.DataError(
-            f"{stats['dead_letters']} of {total} interaction rows failed validation "
-            f"(> max_bad_fraction={cfg.data.max_bad_fraction:.1%}); see {os.path.join(work, 'dead_letter')}")
-    gfile.copy(os.path.join(raw_dir, tables.ITEMS_FILE), os.path.join(work, tables.ITEMS_FILE), overwrite=True)
-    with gfile.GFile(os.path.join(work, "raw_schema.json"), "w") as f:
-        json.dump({c.name: {"dtype": c.dtype, "shape": c.shape, "role": c.role} for c in schema.RAW_COLUMNS}, f,
-                  indent=2)
+    try:
+        _run_beam(cfg, raw_dir, work)
+        stats = load_stats(work)
+        total = stats["train"] + stats["eval"] + stats["dead_letters"]
+        dead_dir = os.path.join(final if work == final else work.replace(".tmp-", ".failed-", 1), "dead_letter")
+        if total and stats["dead_letters"] / total > cfg.data.max_bad_fraction:
+            raise tables.DataError(
+                f"{stats['dead_letters']} of {total} interaction rows failed validation "
+                f"(> max_bad_fraction={cfg.data.max_bad_fraction:.1%}); see {dead_dir}")
+        if stats["train"] == 0:
+            raise tables.DataError(
+                f"no usable training events in {raw_dir} ({stats['eval']} eval, {stats['dead_letters']} dead "
+                f"letters; see {dead_dir}): nothing published")
+        _write_items(os.path.join(raw_dir, tables.ITEMS_FILE), os.path.join(work, tables.ITEMS_FILE))
+        with gfile.GFile(os.path.join(work, "raw_schema.json"), "w") as f:
+            json.dump({c.name: {"dtype": c.dtype, "shape": c.shape, "role": c.role}
+                       for c in schema.raw_columns(int(cfg.preprocess.history_length))}, f, indent=2)
+    except BaseException:
+        if gfile.exists(work):
+            _keep_failed(work, final)
+        raise
     if gfile.exists(os.path.join(work, "tmp")):
         gfile.rmtree(os.path.join(work, "tmp"))
     if work != final:
@@ -252,6 +383,82 @@ def run(cfg, raw_dir: str, out_base: str) -> str:
     print(f"[preprocess] done in {time.time() - t0:.1f}s: train={stats['train']} eval={stats['eval']} "
           f"dead_letters={stats['dead_letters']} cutoff_ts={stats['split_cutoff_ts']}", flush=True)
     return final
+
+
+def _write_items(src: str, dst: str) -> None:
+    """The version's item catalogue: the raw items file's valid lines, byte for byte."""
+    with gfile.GFile(src, "rb") as fin, gfile.GFile(dst, "wb") as fout:
+        for line in fin:
+            row, why = tables.parse_json_line(line)
+            if why is None and tables.validate_item(row) is None:
+                fout.write(line if line.endswith(b"\n") else line + b"\n")
+
+
+def _run_beam(cfg, raw_dir: str, work: str) -> None:
+    import tensorflow_transform.beam as tft_beam
+    from tfx_bsl.public import tfxio
+
+    from preprocessing.transform import preprocessing_fn
+
+    history_length = int(cfg.preprocess.history_length)
+    source = tfxio.TFExampleBeamRecord(physical_format="inmem", telemetry_descriptors=["recsys"],
+                                       schema=schema.raw_schema(history_length))
+    adapter = source.TensorAdapterConfig()   # raw columns as TFXIO lays them out; our batches match it
+    options = {"title_vocab_size": cfg.preprocess.title_vocab_size,
+               "num_price_buckets": cfg.preprocess.num_price_buckets,
+               "num_age_buckets": cfg.preprocess.num_age_buckets}
+    max_ts = tables.latest_valid_timestamp()
+    as_bytes = beam.coders.BytesCoder()   # decoded (strictly) per row: bad UTF-8 is a dead letter
+    dead_dir = os.path.join(work, "dead_letter")
+    count = beam.combiners.Count.Globally
+    with beam.Pipeline(options=beam_options(cfg)) as p:
+        with tft_beam.Context(temp_dir=os.path.join(work, "tmp"), desired_batch_size=ROWS_PER_BATCH):
+            side, dead_counts = {}, {}
+            for name, key, path in (("Items", "item_id", tables.ITEMS_FILE), ("Users", "user_id", tables.USERS_FILE)):
+                parsed_table = (p | f"Read{name}" >> beam.io.ReadFromText(os.path.join(raw_dir, path), coder=as_bytes)
+                                | f"Parse{name}" >> beam.ParDo(ParseTableRow(key)).with_outputs(DEAD, main="ok"))
+                _ = (parsed_table[DEAD] | f"Dead{name}Json" >> beam.Map(json.dumps, sort_keys=True)
+                     | f"WriteDead{name}" >> beam.io.WriteToText(os.path.join(dead_dir, name.lower()),
+                                                                 file_name_suffix=".jsonl"))
+                side[name] = beam.pvalue.AsDict(parsed_table.ok)
+                dead_counts[f"dead_{name.lower()}"] = parsed_table[DEAD] | f"CountDead{name}" >> count()
+            files = input_files(os.path.join(raw_dir, tables.INTERACTIONS_FILE))
+            parsed = (p | "InteractionFiles" >> beam.Create(files)
+                      | "ReadChunks" >> beam.FlatMap(read_line_chunks)
+                      | "Parse" >> beam.ParDo(ParseInteractions(), side["Items"], max_ts).with_outputs(
+                          DEAD, TIMES, main="by_user"))
+            _ = (parsed[DEAD] | "DeadJson" >> beam.Map(json.dumps, sort_keys=True)
+                 | "WriteDead" >> beam.io.WriteToText(os.path.join(dead_dir, "interactions"),
+                                                      file_name_suffix=".jsonl"))
+            cutoff = parsed[TIMES] | "Cutoff" >> beam.CombineGlobally(ExactQuantile(1.0 - cfg.preprocess.eval_fraction))
+            examples = (parsed.by_user | "GroupUser" >> beam.GroupByKey()
+                        | "History" >> beam.ParDo(BuildExamples(history_length), side["Items"], side["Users"],
+                                                  beam.pvalue.AsSingleton(cutoff)).with_outputs(EVAL, main="train"))
+            batches = {split: examples[split] | f"Batch{split}" >> beam.ParDo(ToRecordBatches(adapter.arrow_schema))
+                       for split in ("train", EVAL)}
+
+            fn = functools.partial(preprocessing_fn, custom_config=options)
+            transform_fn = (batches["train"], adapter) | "Analyze" >> tft_beam.AnalyzeDataset(fn)
+            _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(os.path.join(work, TRANSFORM_FN))
+            for name, rb in batches.items():
+                (out_rb, meta) = (((rb, adapter), transform_fn)
+                                  | f"Transform{name}" >> tft_beam.TransformDataset(output_record_batches=True))
+                schema_side = beam.pvalue.AsSingleton(
+                    meta.deferred_metadata | f"Schema{name}" >> beam.Map(lambda m: m.schema))
+                _ = (out_rb | f"ToExamples{name}" >> beam.FlatMap(_records_to_examples, schema_side)
+                     | f"Write{name}" >> beam.io.WriteToTFRecord(
+                         os.path.join(work, TRANSFORMED, name), file_name_suffix=".tfrecord.gz"))
+            rows = {name: (rb | f"Rows{name}" >> beam.Map(lambda b: b.num_rows)
+                           | f"Count{name}" >> beam.CombineGlobally(sum)) for name, rb in batches.items()}
+            counts = {
+                "train": rows["train"],
+                "eval": rows[EVAL],
+                "dead_letters": parsed[DEAD] | "CountDead" >> count(),
+                **dead_counts,
+                "split_cutoff_ts": cutoff,
+            }
+            _ = (p | "StatsSeed" >> beam.Create([None])
+                 | "Stats" >> beam.Map(_write_stats, work, **{k: beam.pvalue.AsSingleton(v) for k, v in counts.items()}))
 
 
 def _write_stats(_, work, **stats):

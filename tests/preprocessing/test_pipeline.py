@@ -1,15 +1,10 @@
 """The Beam + TF-Transform pipeline on real DirectRunner runs (no mocks)."""
-import gzip
-import json
 import os
 
 import numpy as np
-import pytest
-import tensorflow as tf
 
 from preprocessing import pipeline, schema
-from preprocessing.sources import synthetic, tables
-from recsys.config import Config
+from preprocessing.sources import tables
 from trainer import data
 
 
@@ -94,34 +89,4 @@ def test_rerun_gives_identical_output(run_cfg, preprocessed):
     assert os.path.basename(again) == "v1" and os.path.exists(os.path.join(os.path.dirname(again), "LATEST"))
 
 
-def _raw_with_bad_rows(raw_dir):
-    t = synthetic.generate(n_users=30, n_items=40, events_per_user=6, seed=5)
-    tables.write_raw(t, raw_dir)
-    path = os.path.join(raw_dir, tables.INTERACTIONS_FILE)
-    with gzip.open(path, "rt") as f:
-        lines = f.readlines()
-    lines += ["{not json\n", json.dumps({"user_id": "u1", "item_id": "nope", "timestamp": 5, "rating": 1.0,
-                                         "click": 0.0}) + "\n",
-              json.dumps({"user_id": "u1", "item_id": "i1", "rating": 1.0, "click": 0.0}) + "\n"]
-    with gzip.open(path, "wt") as f:
-        f.writelines(lines)
-    return len(lines) - 3
-
-
-def test_bad_rows_go_to_dead_letters_and_too_many_fail(tmp_path):
-    raw = str(tmp_path / "raw")
-    n_good = _raw_with_bad_rows(raw)
-    cfg = Config(workdir=str(tmp_path))
-    cfg.data.max_bad_fraction = 0.5
-    out = pipeline.run(cfg, raw, str(tmp_path / "pre"))
-    stats = pipeline.load_stats(out)
-    assert stats["dead_letters"] == 3 and stats["train"] + stats["eval"] == n_good
-    dead = [json.loads(line) for f in tf.io.gfile.glob(os.path.join(out, "dead_letter", "*.jsonl")) for line in open(f)]
-    reasons = sorted(d["reason"] for d in dead)
-    assert any("invalid JSON" in r for r in reasons) and any("unknown item_id" in r for r in reasons)
-    assert any("missing field 'timestamp'" in r for r in reasons)
-
-    cfg.data.max_bad_fraction = 0.001
-    with pytest.raises(tables.DataError, match="failed validation"):
-        pipeline.run(cfg, raw, str(tmp_path / "pre_strict"))
-    assert not os.path.exists(os.path.join(tmp_path, "pre_strict", "LATEST")), "no version published"
+# Bad rows, dead letters and failed runs: tests/preprocessing/test_bad_input.py
