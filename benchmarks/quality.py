@@ -352,6 +352,16 @@ def run_dataset(name: str, args, out_dir: str, log: Callable[[str], None]) -> Di
         genres = er.genre_matrix(trained.catalogue)
         topks = dict(ev["topk"])
         extras: Dict[str, Dict[str, Any]] = {}
+        if args.model_list:  # sequence towers, item2vec, Mult-VAE: benchmarks/quality_models.py
+            from benchmarks import quality_models
+
+            more = quality_models.extra_topks(protocol, version_dir, trained, ev, cfg, args.model_list, work, log,
+                                              f"{name}/{protocol}", max(KS))
+            topks.update(more["topk"])
+            extras.update(more["extra"])
+            timings.update(more["timings"])
+            if more["errors"]:
+                info.setdefault("model_errors", {})[protocol] = more["errors"]
         if why_not is None and protocol not in args.ranker_protocol_list:
             ranker_status[protocol] = {"status": "not run", "reason": "not in --ranker-protocols"}
         elif why_not is None:
@@ -403,6 +413,8 @@ TABLE_COLUMNS = [
     common.Column("novelty@10", "novelty@10", ".2f"),
     common.Column("popularity_bias@10", "pop-bias@10", ".3f"),
     common.Column("n_queries", "queries", ",d"),
+    common.Column("train_s", "train s", ".0f"),
+    common.Column("serving_ms", "serve ms", ".2f"),
 ]
 REF_COLUMNS = [
     common.Column("model", "model (published)"),
@@ -519,6 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranker-max-train-events", type=int, default=None,
                    help="train events the ranking pairs are built from (default 30000; --quick: 2000; 0 = all)")
     p.add_argument("--sampled-negatives", type=int, default=99, help="negatives per test item in sampled_1_99")
+    p.add_argument("--models", default="gru,transformer,item2vec,mult_vae",
+                   help="extra models on the full-ranking protocols (benchmarks/quality_models.py): gru, transformer "
+                        "(two-tower with that history encoder), item2vec (Meta-Prod2Vec neighbours of the history), "
+                        "mult_vae; or 'none'")
     p.add_argument("--seed", type=int, default=42, help="data and sampling seed")
     p.add_argument("--keep-work", action="store_true", help="keep <out>/work (raw data, preprocessing, models)")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
@@ -541,6 +557,9 @@ def resolve_args(argv) -> argparse.Namespace:
     for x in a.ranker_protocol_list:
         if x not in ("time_split_full", "leave_one_out_full"):
             raise SystemExit(f"--ranker-protocols: {x!r} is not a full-ranking protocol")
+    from benchmarks import quality_models
+
+    a.model_list = quality_models.model_list(a.models)
     a.dataset_list = [d.strip() for d in a.datasets.split(",") if d.strip()]
     for d in a.dataset_list:
         if d not in ("synthetic", "movielens"):
