@@ -531,10 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranker-max-train-events", type=int, default=None,
                    help="train events the ranking pairs are built from (default 30000; --quick: 2000; 0 = all)")
     p.add_argument("--sampled-negatives", type=int, default=99, help="negatives per test item in sampled_1_99")
-    p.add_argument("--models", default="gru,transformer,item2vec,mult_vae",
+    p.add_argument("--models", default=None,
                    help="extra models on the full-ranking protocols (benchmarks/quality_models.py): gru, transformer "
                         "(two-tower with that history encoder), item2vec (Meta-Prod2Vec neighbours of the history), "
-                        "mult_vae; or 'none'")
+                        "mult_vae; or 'none' (default: all four; --quick: none, each costs a training per protocol)")
     p.add_argument("--seed", type=int, default=42, help="data and sampling seed")
     p.add_argument("--keep-work", action="store_true", help="keep <out>/work (raw data, preprocessing, models)")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
@@ -559,7 +559,8 @@ def resolve_args(argv) -> argparse.Namespace:
             raise SystemExit(f"--ranker-protocols: {x!r} is not a full-ranking protocol")
     from benchmarks import quality_models
 
-    a.model_list = quality_models.model_list(a.models)
+    a.model_list = quality_models.model_list(a.models if a.models is not None else
+                                             ("none" if a.quick else ",".join(quality_models.MODELS)))
     a.dataset_list = [d.strip() for d in a.datasets.split(",") if d.strip()]
     for d in a.dataset_list:
         if d not in ("synthetic", "movielens"):
