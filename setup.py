@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "apache-beam[gcp,dill]==2.72.0",
     "tensorflow-serving-api==2.16.1",
     "grpcio",
+    "aiohttp",                       # serving/rest.py (REST on asyncio); pinned by the lock
     "kfp==2.13.0",
     "pyyaml",
     "numpy",

@@ -51,7 +51,7 @@ from benchmarks import common
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MOVIELENS = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data", "ml-latest-small"))
-PROTOCOLS = ("time_split_full", "leave_one_out_full", "sampled_1_99")
+PROTOCOLS = ("time_split_full", "leave_one_out_full", "sampled_1_99", "tfrs_random_80_20")
 KS = (10, 50, 100)
 
 # Published figures, quoted with their source. None of them is a measurement of this project.
@@ -127,10 +127,22 @@ def write_tables(name: str, args, raw_dir: str) -> Dict[str, Any]:
         from preprocessing.sources import movielens
 
         tables = movielens.load(args.movielens)
-        desc = f"movielens.load({args.movielens!r}) (layout {movielens.detect_layout(args.movielens)})"
+        layout = movielens.detect_layout(args.movielens)
+        desc = f"movielens.load({args.movielens!r}) (layout {layout})"
     write_raw(tables, raw_dir)
-    return {"description": desc, "interactions": tables.num_interactions, "users": len(tables.users["user_id"]),
-            "items": len(tables.items["item_id"])}
+    label = dataset_label(name, args)
+    return {"description": desc, "label": label, "interactions": tables.num_interactions,
+            "users": len(tables.users["user_id"]), "items": len(tables.items["item_id"])}
+
+
+def dataset_label(name: str, args) -> str:
+    """What was actually loaded: 'synthetic' or 'MovieLens <layout> (<directory name>)', never a guess."""
+    if name == "synthetic":
+        return f"synthetic ({args.synthetic_users} users, {args.synthetic_items} items)"
+    from preprocessing.sources import movielens
+
+    layout = movielens.detect_layout(args.movielens)
+    return f"MovieLens {layout} ({os.path.basename(os.path.normpath(args.movielens))})"
 
 
 def make_config(args, workdir: str):
@@ -152,10 +164,18 @@ def derive_leave_one_out(source_dir: str, out_base: str, seed: int = 0) -> str:
     features, history and the transform graph are the pipeline's own. Ties in time are broken
     by item id (as the pipeline's history does). Returns the new version directory.
     """
+    from trainer import evaluation
+
+    return _rewrite_split(source_dir, out_base, "leave_one_out",
+                          lambda u, it, t: evaluation.leave_one_out(u, it, t)[1])
+
+
+def _rewrite_split(source_dir: str, out_base: str, split_name: str, test_of: Callable) -> str:
+    """Re-partitions a version dir's records: ``test_of(users, items, times)`` (sorted by user, time, item) -> mask."""
     import tensorflow as tf
 
     from preprocessing import pipeline
-    from trainer import data, evaluation
+    from trainer import data
 
     files = data.files(source_dir, "train")
     try:
@@ -177,7 +197,7 @@ def derive_leave_one_out(source_dir: str, out_base: str, seed: int = 0) -> str:
     rec = np.concatenate(records)
     u, it, t = np.concatenate(users), np.concatenate(items), np.concatenate(ts)
     order = np.lexsort((it, t, u))                       # by user, time, item id
-    train_sorted, test_sorted = evaluation.leave_one_out(u[order], it[order], t[order])
+    test_sorted = np.asarray(test_of(u[order], it[order], t[order]), bool)
     test = np.zeros(len(rec), bool)
     test[order[test_sorted]] = True
 
@@ -196,7 +216,7 @@ def derive_leave_one_out(source_dir: str, out_base: str, seed: int = 0) -> str:
             shutil.copy(os.path.join(source_dir, name), os.path.join(work, name))
     with open(os.path.join(work, "stats.json"), "w") as f:
         json.dump({"train": int((~test).sum()), "eval": int(test.sum()), "dead_letters": 0,
-                   "split": "leave_one_out", "split_cutoff_ts": 0, "source": source_dir}, f, indent=2)
+                   "split": split_name, "split_cutoff_ts": 0, "source": source_dir}, f, indent=2)
     os.rename(work, final)
     with open(os.path.join(out_base, "LATEST"), "w") as f:
         f.write(os.path.basename(final))
@@ -231,17 +251,50 @@ def full_ranking(version_dir: str, trained, vectors: np.ndarray, cfg) -> Dict[st
     from trainer import evaluate_retrieval as er
     from trainer import evaluation
 
-    q, targets, exclude, users = er.eval_queries(version_dir, lambda b: trained.model.query_tower(b),
-                                                 trained.catalogue, trained.stats, cfg.eval.exclude_seen,
-                                                 cfg.eval.max_queries)
+    eq = er.load_queries(version_dir, lambda b: trained.model.query_tower(b), trained.catalogue, trained.stats,
+                         cfg.eval.max_queries)
+    exclude = eq.prior if cfg.eval.exclude_seen else None
     kmax = max(KS)
-    return {"q": q, "targets": targets, "exclude": exclude, "users": users,
-            "topk": {"popularity": evaluation.popularity_topk(trained.stats.item_counts, len(q), kmax, exclude),
-                     "two_tower": evaluation.full_ranking_topk(q, vectors, kmax, exclude)}}
+    return {"q": eq.vectors, "targets": eq.targets, "exclude": exclude, "users": eq.users, "prior": eq.prior,
+            "topk": {"popularity": evaluation.popularity_topk(trained.stats.item_counts, len(eq.targets), kmax,
+                                                              exclude),
+                     "two_tower": evaluation.full_ranking_topk(eq.vectors, vectors, kmax, exclude)}}
 
 
-def sampled(ev: Dict[str, Any], trained, vectors: np.ndarray, n_negatives: int, seed: int) -> Dict[str, np.ndarray]:
-    from trainer import evaluation
+def fit_baselines(trained, kinds: Sequence[str], log: Callable[[str], None], tag: str) -> Dict[str, Any]:
+    """Each classic baseline tuned on the latest 10% of the split's train events, then fit on all of them."""
+    from trainer import baselines
+
+    split = baselines.Split(trained.stats.users, trained.stats.items, trained.stats.times)
+    out = {}
+    for kind in kinds:
+        model, rec = baselines.fit_tuned(kind, split, trained.catalogue.size)
+        log(f"[{tag}] {kind}: {rec.get('param')}={rec.get('best')} (tuned in {rec.get('seconds', 0):.0f} s, "
+            f"fit {rec['fit_seconds']:.0f} s)")
+        out[kind] = (model, rec)
+    return out
+
+
+def lead_over_best(topks: Dict[str, np.ndarray], targets: np.ndarray, users: np.ndarray, model: str = "two_tower",
+                   metric: str = "recall@50", seed: int = 0) -> Optional[Dict[str, Any]]:
+    """``model``'s relative lead over the best other non-ranker row, 95% bootstrap interval over users."""
+    from trainer import baselines, evaluation
+
+    kind, k = metric.split("@")
+    per = {m: evaluation.per_query(kind, t, targets, int(k)) for m, t in topks.items()
+           if m == model or "+" not in m}
+    others = {m: float(np.nanmean(v)) for m, v in per.items() if m != model}
+    if model not in per or not others:
+        return None
+    best = max(others, key=others.get)
+    r = baselines.bootstrap_lead(per[model], per[best], users, seed=seed)
+    r.update({"model": model, "versus": best, "metric": metric})
+    return r
+
+
+def sampled(ev: Dict[str, Any], trained, vectors: np.ndarray, n_negatives: int, seed: int,
+            fitted: Optional[Dict[str, Any]] = None) -> Dict[str, np.ndarray]:
+    from trainer import baselines, evaluation
 
     q, targets, exclude = ev["q"], ev["targets"], ev["exclude"]
     n_items = trained.catalogue.size
@@ -253,8 +306,16 @@ def sampled(ev: Dict[str, Any], trained, vectors: np.ndarray, n_negatives: int, 
     def popularity(rows, cand):
         return counts[cand]
 
+    def baseline(model):
+        def score(rows, cand):
+            full = model.score_matrix(baselines.input_matrix(ev["prior"], n_items, rows))
+            return np.take_along_axis(full, cand, 1)
+        return score
+
+    fns = [("popularity", popularity), ("two_tower", two_tower)]
+    fns += [(kind, baseline(model)) for kind, (model, _) in (fitted or {}).items()]
     return {name: evaluation.sampled_negatives_topk(fn, targets, n_items, n_negatives, seed=seed, exclude=exclude)
-            for name, fn in (("popularity", popularity), ("two_tower", two_tower))}
+            for name, fn in fns}
 
 
 def rankers_available() -> Optional[str]:
@@ -351,6 +412,12 @@ def run_dataset(name: str, args, out_dir: str, log: Callable[[str], None]) -> Di
         popularity = np.asarray(trained.stats.item_counts, np.float64)
         genres = er.genre_matrix(trained.catalogue)
         topks = dict(ev["topk"])
+        t1 = time.perf_counter()
+        fitted = fit_baselines(trained, args.baseline_list, log, f"{name}/{protocol}")
+        for kind, (model, rec) in fitted.items():
+            topks[kind] = model.topk(ev["prior"], max(KS), ev["exclude"], n_items, order_key=ev["users"])
+            info.setdefault("baseline_tuning", {}).setdefault(protocol, {})[kind] = rec
+        timings[f"baselines_{protocol}_s"] = time.perf_counter() - t1
         extras: Dict[str, Dict[str, Any]] = {}
         if args.model_list:  # sequence towers, item2vec, Mult-VAE: benchmarks/quality_models.py
             from benchmarks import quality_models
@@ -384,17 +451,72 @@ def run_dataset(name: str, args, out_dir: str, log: Callable[[str], None]) -> Di
             row.update(metrics_row(topk, ev["targets"], n_items, popularity, genres))
             row.update(extras.get(model, {}))
             rows.append(row)
+        for metric in ("recall@50", "ndcg@10"):
+            lead = lead_over_best(topks, ev["targets"], ev["users"], metric=metric, seed=args.seed)
+            if lead:
+                info.setdefault("leads", []).append(dict(lead, protocol=protocol))
         if protocol == "leave_one_out_full":
             t1 = time.perf_counter()
-            for model, topk in sampled(ev, trained, vectors, args.sampled_negatives, args.seed).items():
+            s_topks = sampled(ev, trained, vectors, args.sampled_negatives, args.seed, fitted)
+            for model, topk in s_topks.items():
                 row = {"dataset": name, "protocol": "sampled_1_99", "model": model}
                 row.update(metrics_row(topk, ev["targets"], n_items, popularity, genres))
                 rows.append(row)
+            lead = lead_over_best(s_topks, ev["targets"], ev["users"], metric="recall@10", seed=args.seed)
+            if lead:
+                info.setdefault("leads", []).append(dict(lead, protocol="sampled_1_99"))
             timings["sampled_eval_s"] = time.perf_counter() - t1
         timings[f"{protocol}_total_s"] = time.perf_counter() - t0
+    if "tfrs_random_80_20" in args.protocol_list:
+        t0 = time.perf_counter()
+        rows += tfrs_protocol(name, args, full_dir, work, info, log)
+        timings["tfrs_random_80_20_total_s"] = time.perf_counter() - t0
     info.update({"rows": rows, "rankers": ranker_status, "timings_s": {k: round(v, 1) for k, v in timings.items()},
                  "n_items": n_items})
     return info
+
+
+def derive_random_split(source_dir: str, out_base: str, test_fraction: float = 0.2, seed: int = 42) -> str:
+    """A version dir whose eval split is a uniformly random 20% of all events (the TFRS tutorials' split).
+
+    Same record copying as ``derive_leave_one_out`` (features, history, transform graph unchanged);
+    records are put in a canonical order (user, time, item) first, so the split is deterministic.
+    """
+    from trainer import evaluation
+
+    return _rewrite_split(source_dir, out_base, "random_80_20",
+                          lambda u, it, t: evaluation.random_split(len(u), test_fraction, seed))
+
+
+def tfrs_protocol(name: str, args, full_dir: str, work: str, info: Dict[str, Any],
+                  log: Callable[[str], None]) -> List[Dict[str, Any]]:
+    """TFRS tutorial protocol: random 80/20 split (seed 42), full catalogue, nothing excluded."""
+    from trainer import evaluate_retrieval as er
+    from trainer import evaluation
+
+    split_dir = derive_random_split(full_dir, os.path.join(work, "random_80_20"))
+    cfg = make_config(args, work)
+    trained, vectors, train_s = train_two_tower(split_dir, cfg, os.path.join(work, "train_tfrs_random_80_20"))
+    log(f"[{name}] tfrs_random_80_20: two-tower trained in {train_s:.0f} s")
+    eq = er.load_queries(split_dir, lambda b: trained.model.query_tower(b), trained.catalogue, trained.stats)
+    targets, n_items, kmax = eq.items, trained.catalogue.size, max(KS)
+    train_sets = [trained.stats.seen.get(u, np.empty(0, np.int64)) for u in eq.users]  # the user's 80%
+    topks = {"popularity": evaluation.popularity_topk(trained.stats.item_counts, len(targets), kmax),
+             "two_tower": evaluation.full_ranking_topk(eq.vectors, vectors, kmax)}
+    for kind, (model, rec) in fit_baselines(trained, args.baseline_list, log, f"{name}/tfrs_random_80_20").items():
+        topks[kind] = model.topk(train_sets, kmax, None, n_items, order_key=eq.users)
+        info.setdefault("baseline_tuning", {}).setdefault("tfrs_random_80_20", {})[kind] = rec
+    popularity = np.asarray(trained.stats.item_counts, np.float64)
+    genres = er.genre_matrix(trained.catalogue)
+    rows = []
+    for model, topk in topks.items():
+        row = {"dataset": name, "protocol": "tfrs_random_80_20", "model": model}
+        row.update(metrics_row(topk, targets, n_items, popularity, genres))
+        rows.append(row)
+    lead = lead_over_best(topks, targets, eq.users, metric="recall@100", seed=args.seed)
+    if lead:
+        info.setdefault("leads", []).append(dict(lead, protocol="tfrs_random_80_20"))
+    return rows
 
 
 # --------------------------------------------------------------------------- output
@@ -535,6 +657,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra models on the full-ranking protocols (benchmarks/quality_models.py): gru, transformer "
                         "(two-tower with that history encoder), item2vec (Meta-Prod2Vec neighbours of the history), "
                         "mult_vae; or 'none' (default: all four; --quick: none, each costs a training per protocol)")
+    p.add_argument("--baselines", default="ease,item_knn,als",
+                   help="comma-separated classic baselines (trainer.baselines) on every protocol, or 'none'")
+    p.add_argument("--tfrs-protocol", choices=("on", "off"), default="on",
+                   help="also run the TFRS tutorials' protocol (tfrs_random_80_20; one more two-tower training)")
     p.add_argument("--seed", type=int, default=42, help="data and sampling seed")
     p.add_argument("--keep-work", action="store_true", help="keep <out>/work (raw data, preprocessing, models)")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
@@ -557,6 +683,9 @@ def resolve_args(argv) -> argparse.Namespace:
     for x in a.ranker_protocol_list:
         if x not in ("time_split_full", "leave_one_out_full"):
             raise SystemExit(f"--ranker-protocols: {x!r} is not a full-ranking protocol")
+    a.baseline_list = [] if a.baselines.strip().lower() == "none" else [
+        b.strip() for b in a.baselines.split(",") if b.strip()]
+    a.protocol_list = list(PROTOCOLS) if a.tfrs_protocol == "on" else [p for p in PROTOCOLS if p != "tfrs_random_80_20"]
     from benchmarks import quality_models
 
     a.model_list = quality_models.model_list(a.models if a.models is not None else
@@ -583,10 +712,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(msg, flush=True)
 
     machine = common.machine_info()
-    print("Quality benchmark: popularity, two-tower" + (f", two-tower + {', '.join(args.ranker_list)} (re-ranking "
+    print("Quality benchmark: popularity, " + ", ".join(args.baseline_list + ["two-tower"]) + (f", two-tower + {', '.join(args.ranker_list)} (re-ranking "
                                                        f"top-100)" if args.ranker_list else "")
-          + f" on {', '.join(args.dataset_list)}; protocols {', '.join(PROTOCOLS)}")
-    for p in PROTOCOLS:
+          + f" on {', '.join(args.dataset_list)}; protocols {', '.join(args.protocol_list)}")
+    for p in args.protocol_list:
         from trainer import evaluation
 
         print(f"  {p}: {evaluation.PROTOCOLS[p]}")
@@ -620,12 +749,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not d.get("rows"):
             continue
         data = d.get("data", {})
-        title = f"{d['name']}: " + (f"{data.get('interactions', 0):,} interactions, {data.get('users', 0):,} users, "
+        title = f"{data.get('label', d['name'])}: " + (f"{data.get('interactions', 0):,} interactions, {data.get('users', 0):,} users, "
                                    f"{data.get('items', d.get('n_items', 0)):,} items" if "interactions" in data
                                    else data.get("description", ""))
         t = common.format_table(d["rows"], TABLE_COLUMNS, title=title)
         tables.append(t)
         print(t)
+        for lead in d.get("leads", []):
+            print(f"  {lead['protocol']}: {lead['model']} vs best other ({lead['versus']}) on {lead['metric']}: "
+                  f"{100 * lead['lead']:+.1f}% [95% CI {100 * lead['low']:+.1f}%, {100 * lead['high']:+.1f}%] "
+                  f"(bootstrap over {lead['n_users']} users)")
         for protocol, st in d.get("rankers", {}).items():
             if st.get("status") != "measured":
                 print(f"  rankers on {protocol}: {st.get('status')}: {st.get('reason') or st.get('error')}")
@@ -634,8 +767,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if d.get("skipped") or d.get("error"):
             print(f"{d['name']}: {d.get('skipped') or 'FAILED: ' + d['error']}")
     ref_table = common.format_table(reference_rows(), REF_COLUMNS,
-                                    title="Published reference figures (quoted, NOT measured here; ML-1M, not "
-                                          "ml-latest-small)")
+                                    title="Published reference figures (quoted, NOT measured here; on ML-1M, "
+                                          "not on the data sets above)")
     print()
     print(ref_table)
     for ref in REFERENCES:

@@ -80,6 +80,16 @@ def _config(args) -> Config:
     return cfg
 
 
+def _quiet_python() -> None:
+    """Library noise off (deprecation/future warnings, Beam's optional-package notices); --verbose keeps it."""
+    import logging
+    import warnings
+
+    for category in (DeprecationWarning, FutureWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
+    logging.getLogger().setLevel(logging.ERROR)
+
+
 def _quiet_tf() -> None:
     import logging
 
@@ -121,8 +131,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     """`recsys ...`; returns the exit code (see EXIT_*)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = any(a in ("-v", "--verbose") for a in argv[:_command_index(argv)])
-    if not verbose:  # TensorFlow's C++ start-up notices would bury the one-line error messages
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if not verbose:  # TensorFlow's C++ start-up notices (CUDA probes) would bury progress and errors
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        _quiet_python()
+    else:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
     try:
         return _main(argv)
     except KeyboardInterrupt:
@@ -197,10 +210,14 @@ def _main(argv: List[str]) -> int:
         version_dir = steps.latest_preprocessed(cfg)
         ev = steps.evaluate(cfg, trained, version_dir)
         request = steps.sample_request(cfg, version_dir)
-        paths = steps.export(cfg, trained, ev["item_vectors"], request)
-        if steps.has_ranker(cfg):
-            version = int(os.path.basename(paths["scann"]))
-            steps.export_ranking(cfg, trained, ev["item_vectors"], steps.load_ranker(cfg, trained), request, version)
+        from trainer import publish
+
+        with publish.export_set(cfg.model_base_path):  # every model of this export becomes visible together
+            paths = steps.export(cfg, trained, ev["item_vectors"], request)
+            if steps.has_ranker(cfg):
+                version = int(os.path.basename(paths["scann"]))
+                steps.export_ranking(cfg, trained, ev["item_vectors"], steps.load_ranker(cfg, trained), request,
+                                     version)
     elif args.command == "train-ranking":
         _require_trained(cfg)
         trained = steps.load_trained(cfg)

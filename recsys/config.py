@@ -132,6 +132,7 @@ class ExportConfig:
     scann_leaves_to_search: int = 0  # 0 = 10% of leaves, at least ~5000 items' worth (trainer/export.py)
     scann_reordering: int = 200
     version: int = 0                 # 0 = unix time
+    recommend_exact: bool = False    # also export recommend_exact (exact retrieval, no custom ops): the GPU tier's
 
 
 @dataclasses.dataclass

@@ -214,6 +214,12 @@ def export_ranking(cfg: Config, trained, item_vectors: np.ndarray, ranker, reque
                                                  trained.catalogue, ranker, cfg.model_base_path, version,
                                                  cfg.export, cfg.ranking, warmup=request)
         log(f"[export] recommend: {paths['recommend']} ({time.time() - t0:.1f}s)")
+        if cfg.export.recommend_exact:  # stock TF Serving (GPU tier, k8s/): exact retrieval, no ScaNN ops
+            t0 = time.time()
+            paths["recommend_exact"] = xr.export_recommend_exact(
+                trained.tft_output, trained.model.query_tower, item_vectors, trained.catalogue, ranker,
+                cfg.model_base_path, version, cfg.export, cfg.ranking, warmup=request)
+            log(f"[export] recommend_exact: {paths['recommend_exact']} ({time.time() - t0:.1f}s)")
     return paths
 
 

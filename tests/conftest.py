@@ -11,9 +11,14 @@ SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "dat
 
 
 def small_config(workdir: str) -> Config:
-    """The demo's default sizes (~50K events): big enough for the planted structure, ~2 min on 2 cores."""
+    """The demo's default sizes (~50K events): big enough for the planted structure, ~2 min on 2 cores.
+
+    Ids and titles are non-ASCII and non-Latin (``data.unicode_text``), so every test built on this
+    run -- preprocessing, training, every export, serving and queries -- runs on UTF-8 beyond ASCII.
+    """
     cfg = Config(workdir=workdir)
     cfg.export.version = 1
+    cfg.data.unicode_text = True
     return cfg
 
 

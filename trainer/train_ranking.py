@@ -108,7 +108,8 @@ def init_rating_head(model: ranking_models.RankingModel, bias: baselines.BiasMod
     """Starts the rating head at the bias model: mean + user bias + item bias, zero residual.
 
     The ranker's rating rows are a sample of train events; the bias model saw every rating, so
-    the head starts where that yardstick ends and learns only what the features add.
+    the biases stay fixed at its (regularised) estimates and the head learns only what the
+    features add on top.
     """
     for layer, ids, values in ((model.user_rating_bias, bias.user_ids, bias.bu),
                                (model.item_rating_bias, bias.item_ids, bias.bi)):
@@ -117,6 +118,7 @@ def init_rating_head(model: ranking_models.RankingModel, bias: baselines.BiasMod
         ok = (rows >= 1) & (rows <= layer.num)
         table[rows[ok], 0] = values[ok]
         layer.embedding.embeddings.assign(table)
+        layer.trainable = False
     kernel, b = model.rating_head.kernel, model.rating_head.bias
     kernel.assign(tf.zeros_like(kernel))
     b.assign(tf.fill(b.shape, float(bias.mu)))
@@ -182,7 +184,11 @@ def load_ranker(out_dir: str, cfg, example: Dict[str, tf.Tensor]) -> ranking_mod
 
 def predict(model, pairs: Pairs, batch_size: int = 8192) -> Tuple[np.ndarray, np.ndarray]:
     """(engagement logits, predicted ratings) for every row."""
-    call = tf.function(lambda x: model(x, training=False))
+
+    @tf.function
+    def call(x):
+        return model(x, training=False)
+
     logits, ratings = [], []
     for batch in pairs.batches(batch_size):
         out = call(batch)

@@ -102,13 +102,14 @@ INT64_MAX = 2 ** 63 - 1
 FUTURE_SLACK_S = 86400          # event times up to a day ahead of the clock are accepted (clock skew)
 MAX_RATING = 5.0                # explicit ratings: 0 = none, else 0.5..5 (MovieLens half stars, synthetic 1..5)
 MIN_RATING = 0.5
+RELEASE_MIN_TS = -5_364_662_400  # 1800-01-01: older "release dates" are data errors
 # Inclusive ranges of numeric raw fields (None: no bound). Event times are further bounded by "now".
 RANGES = {
     "timestamp": (1, INT64_MAX),
     "rating": (0.0, MAX_RATING),
     "click": (0.0, 1.0),
     "user_signup_ts": (0, INT64_MAX),
-    "item_release_ts": (0, INT64_MAX),
+    "item_release_ts": (RELEASE_MIN_TS, INT64_MAX),   # films predate 1970: MovieLens has releases from 1902
     "item_price": (0.0, None),
 }
 
