@@ -87,7 +87,8 @@ def _quiet_python() -> None:
 
     for category in (DeprecationWarning, FutureWarning, UserWarning):
         warnings.filterwarnings("ignore", category=category)
-    logging.getLogger().setLevel(logging.ERROR)
+    for name in ("", "absl", "apache_beam", "tensorflow"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _quiet_tf() -> None:
@@ -96,7 +97,6 @@ def _quiet_tf() -> None:
     import tensorflow as tf
 
     tf.get_logger().setLevel(logging.ERROR)
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
 
 
 # Exit codes: user errors are one line on stderr (problem + fix), distinct from crashes (which print
