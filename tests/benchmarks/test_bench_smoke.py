@@ -136,10 +136,14 @@ def test_quality_json(quality):
     loo = syn["splits"]["leave_one_out"]
     assert loo["eval"] > 0 and loo["train"] > loo["eval"]
     rows = syn["rows"]
-    assert {r["protocol"] for r in rows} == {"time_split_full", "leave_one_out_full", "sampled_1_99"}
-    for protocol in ("time_split_full", "leave_one_out_full", "sampled_1_99"):
+    protocols = ("time_split_full", "leave_one_out_full", "sampled_1_99", "tfrs_random_80_20")
+    assert {r["protocol"] for r in rows} == set(protocols)
+    for protocol in protocols:  # the classic baselines stand in every table, on the same queries
         models = {r["model"] for r in rows if r["protocol"] == protocol}
-        assert {"popularity", "two_tower"} <= models, protocol
+        assert {"popularity", "two_tower", "ease", "item_knn", "als"} <= models, protocol
+        assert len({r["n_queries"] for r in rows if r["protocol"] == protocol}) == 1, protocol
+    leads = {lead["protocol"] for lead in syn["leads"]}
+    assert leads == set(protocols) and all(lead["low"] <= lead["lead"] <= lead["high"] for lead in syn["leads"])
     for r in rows:
         for key in ("recall@10", "recall@50", "recall@100", "ndcg@10", "mrr", "mrr@10", "coverage@10",
                     "novelty@10", "popularity_bias@10", "n_queries"):
@@ -148,7 +152,7 @@ def test_quality_json(quality):
         assert r["n_queries"] > 0
     sampled = [r for r in rows if r["protocol"] == "sampled_1_99"]
     assert all(r["recall@100"] == 1.0 for r in sampled)  # 1 + 99 candidates: the target is always in the list
-    n_loo = {r["n_queries"] for r in rows if r["protocol"] != "time_split_full"}
+    n_loo = {r["n_queries"] for r in rows if r["protocol"] in ("leave_one_out_full", "sampled_1_99")}
     assert n_loo == {loo["eval"]}  # one query per user, same queries for every model and both LOO protocols
     assert syn["rankers"]["leave_one_out_full"]["status"] == "not run"
     ranking_ready = quality_mod.rankers_available() is None
