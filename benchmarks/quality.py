@@ -309,7 +309,8 @@ def sampled(ev: Dict[str, Any], trained, vectors: np.ndarray, n_negatives: int, 
     def baseline(model):
         def score(rows, cand):
             full = model.score_matrix(baselines.input_matrix(ev["prior"], n_items, rows))
-            return np.take_along_axis(full, cand, 1)
+            s = np.take_along_axis(full, cand, 1)
+            return np.where(np.isfinite(s), s, -1e30)  # items a model cannot score rank last, still listed
         return score
 
     fns = [("popularity", popularity), ("two_tower", two_tower)]
