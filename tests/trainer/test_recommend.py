@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from preprocessing.utf8 import to_str
 from trainer import export_recommend as xr
 
 K, N = 10, 50
@@ -94,7 +95,7 @@ def test_per_row_k_and_n_options(exported_stages):
     fn = tf.saved_model.load(exported_stages["paths"]["recommend"]).signatures["recommend"]
     out = fn(**{k: tf.constant(v) for k, v in request.items()}, exclude_item_ids=tf.zeros([2, 0], tf.string),
              num_candidates=tf.constant([5, 30]), k=tf.constant([3, 8]))
-    ids = out["item_ids"].numpy().astype(str)
+    ids = to_str(out["item_ids"])
     assert ids.shape == (2, 8)
     assert (ids[0, :3] != "").all() and (ids[0, 3:] == "").all()  # row 0: k=3, padded to the batch's k
     assert (out["retrieval_ranks"].numpy()[0, :3] <= 5).all()      # row 0 re-ranks only its top-5
@@ -111,7 +112,7 @@ def test_recommend_scores_equal_the_ranking_model(exported_stages, trained):
     out = {k: v.numpy() for k, v in rec(**{k: tf.constant(v) for k, v in request.items()}).items()}
     catalogue = trained["trained"].catalogue
     index = catalogue.index()
-    items = [index[i] for i in out["item_ids"][0].astype(str)]
+    items = [index[i] for i in to_str(out["item_ids"][0])]
     rows = xr.ranking_request(request, catalogue, items, out["retrieval_ranks"][0], out["retrieval_scores"][0])
     ranking = tf.saved_model.load(exported_stages["paths"]["ranking"]).signatures["serving_default"]
     scores = ranking(**{k: tf.constant(v) for k, v in rows.items()})["score"].numpy()
@@ -186,7 +187,7 @@ def test_one_grpc_predict_call_gives_final_recommendations(exported_stages):
                                                                                          dtype=object),
                                                       num_candidates=np.array([20, 20], np.int32),
                                                       k=np.array([5, 5], np.int32)), signature_name="recommend")
-    ids = np.asarray(out["item_ids"]).astype(str)
+    ids = to_str(np.asarray(out["item_ids"]))
     assert ids.shape == (2, K) and all(len(set(r)) == K for r in ids)
     assert np.asarray(mixed["item_ids"]).shape == (2, 5)
     assert out.model_version == 3
