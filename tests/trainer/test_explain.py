@@ -47,5 +47,5 @@ def test_cli_lists_ranking_commands_and_explain_needs_a_ranker(tmp_path):
                                     timeout=300)
     out = run("--help")
     assert "train-ranking" in out.stdout and "explain" in out.stdout
-    out = run("--workdir", str(tmp_path), "explain")
-    assert out.returncode == 2 and "recsys train-ranking" in out.stderr
+    out = run("--workdir", str(tmp_path), "explain")  # nothing run yet: one line naming the missing step
+    assert out.returncode == 4 and "first" in out.stderr and len(out.stderr.strip().splitlines()) == 1
