@@ -27,7 +27,6 @@ import itertools
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -85,13 +84,7 @@ class ServerProcess:
                 self.address = line.split()[1]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        common.stop_process(self.proc, 30)
         self.log.close()
 
     def __enter__(self):

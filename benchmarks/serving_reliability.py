@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import queue
-import signal
 import socket
 import statistics
 import subprocess
@@ -27,6 +26,8 @@ import time
 import urllib.error
 import urllib.request
 from typing import Dict, List, Optional
+
+from benchmarks import common
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HISTORY = 20
@@ -129,13 +130,7 @@ class ServerProcess:
             return False
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        common.stop_process(self.proc, 20)
 
 
 def post(url: str, data: bytes, timeout: float = 300.0):

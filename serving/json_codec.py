@@ -23,7 +23,7 @@ import binascii
 import codecs
 import json
 import re
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 from tensorflow.core.framework import types_pb2
@@ -395,29 +395,40 @@ class _Parser:
                 raise self.error("expected a JSON value")
             self.pos = m.end()
 
+    def members(self) -> Iterator[bytes]:
+        """Keys of the JSON object at ``pos`` ('{' consumed here); the caller consumes each value.
+
+        When the loop ends, ``pos`` is past the closing '}'.
+        """
+        self.expect(b"{")
+        if self.peek() == b"}":
+            self.pos += 1
+            return
+        while True:
+            key = self.string()
+            self.expect(b":")
+            yield key
+            c = self.peek()
+            if c == b",":
+                self.pos += 1
+            elif c == b"}":
+                self.pos += 1
+                return
+            else:
+                raise self.error("expected ',' or '}'")
+
     def top_level_string(self, key: bytes) -> Optional[str]:
         """Value of a top-level string key, found without building anything else."""
         self.pos = 0
         if self.peek() != b"{":
             return None
-        self.pos += 1
-        if self.peek() == b"}":
-            return None
-        while True:
-            k = self.string()
-            self.expect(b":")
+        for k in self.members():
             if k == key:
                 if self.peek() != b'"':
                     raise _bad(f"'{key.decode()}' must be a string value")
                 return self.string().decode("utf-8", "replace")
             self.skip_value(1)
-            c = self.peek()
-            if c == b",":
-                self.pos += 1
-            elif c == b"}":
-                return None
-            else:
-                raise self.error("expected ',' or '}'")
+        return None
 
     # tensors ------------------------------------------------------------
     def tensor(self, t: _Tensor, depth: int) -> None:
@@ -599,27 +610,15 @@ def parse_predict(body: bytes, signature_inputs: Callable[[str], SignatureInputs
     p.pos = 0
     if p.peek() != b"{":
         raise _bad("request body must be a JSON object")
-    p.pos += 1
     fmt, inputs = None, None
-    if p.peek() != b"}":
-        while True:
-            key = p.string()
-            p.expect(b":")
-            if key in (b"instances", b"inputs"):
-                if fmt is not None:
-                    raise _bad("Only one of 'instances' or 'inputs' may be given")
-                fmt = "row" if key == b"instances" else "columnar"
-                inputs = _rows(p, sig) if fmt == "row" else _columns(p, sig)
-            else:
-                p.skip_value(1)
-            c = p.peek()
-            if c == b",":
-                p.pos += 1
-            elif c == b"}":
-                break
-            else:
-                raise p.error("expected ',' or '}'")
-    p.pos += 1
+    for key in p.members():
+        if key in (b"instances", b"inputs"):
+            if fmt is not None:
+                raise _bad("Only one of 'instances' or 'inputs' may be given")
+            fmt = "row" if key == b"instances" else "columnar"
+            inputs = _rows(p, sig) if fmt == "row" else _columns(p, sig)
+        else:
+            p.skip_value(1)
     p.end()
     if fmt is None:
         raise _bad("Missing 'inputs' or 'instances' key")
@@ -660,16 +659,11 @@ def _columns(p: _Parser, sig: SignatureInputs) -> Dict[str, np.ndarray]:
         t = _Tensor(name, sig[name][0])
         p.tensor(t, 0)
         return {name: t.finish()}
-    p.pos += 1
     out: Dict[str, np.ndarray] = {}
     rows: Optional[int] = None
     batch_first = _batch_first(sig)
-    if p.peek() == b"}":
-        p.pos += 1
-        return out
-    while True:
-        name = p.string().decode("utf-8", "replace")
-        p.expect(b":")
+    for key in p.members():
+        name = key.decode("utf-8", "replace")
         if name in out:
             raise _bad(f"input '{name}' is given twice")
         t = _tensor(sig, name)
@@ -682,14 +676,7 @@ def _columns(p: _Parser, sig: SignatureInputs) -> Dict[str, np.ndarray]:
             out[name] = t.finish()
             if batch_first and rows is None and out[name].ndim >= 1:
                 rows = out[name].shape[0]
-        c = p.peek()
-        if c == b",":
-            p.pos += 1
-        elif c == b"}":
-            p.pos += 1
-            return out
-        else:
-            raise p.error("expected ',' or '}'")
+    return out
 
 
 def _rows(p: _Parser, sig: SignatureInputs) -> Dict[str, np.ndarray]:
@@ -718,33 +705,22 @@ def _rows(p: _Parser, sig: SignatureInputs) -> Dict[str, np.ndarray]:
             keys = _row_chunk(p, rows, sig, tensors, keys, count)
             count += len(rows) - 1
         elif named:
-            p.pos += 1
             seen = set()
-            if p.peek() != b"}":
-                while True:
-                    name = p.string().decode("utf-8", "replace")
-                    p.expect(b":")
-                    if name in seen:
-                        raise _bad(f"instance {count} gives '{name}' twice")
-                    seen.add(name)
-                    if keys is None:
-                        tensors.setdefault(name, _tensor(sig, name))
-                    elif name not in keys:
-                        raise _bad(f"instance {count} has keys {sorted(seen | {name})}; expected the same keys as "
-                                   f"instance 0: {sorted(keys)}")
-                    t = tensors[name]
-                    if t is None:
-                        p.skip_value(3)
-                    else:
-                        p.tensor(t, 1)
-                    c = p.peek()
-                    if c == b",":
-                        p.pos += 1
-                    elif c == b"}":
-                        break
-                    else:
-                        raise p.error("expected ',' or '}'")
-            p.pos += 1
+            for key in p.members():
+                name = key.decode("utf-8", "replace")
+                if name in seen:
+                    raise _bad(f"instance {count} gives '{name}' twice")
+                seen.add(name)
+                if keys is None:
+                    tensors.setdefault(name, _tensor(sig, name))
+                elif name not in keys:
+                    raise _bad(f"instance {count} has keys {sorted(seen | {name})}; expected the same keys as "
+                               f"instance 0: {sorted(keys)}")
+                t = tensors[name]
+                if t is None:
+                    p.skip_value(3)
+                else:
+                    p.tensor(t, 1)
             if keys is None:
                 keys = seen
             elif seen != keys:
@@ -790,22 +766,10 @@ def parse_examples(body: bytes, max_values: int = DEFAULT_MAX_VALUES):
     p.pos = 0
     if p.peek() != b"{":
         raise _bad("request body must be a JSON object")
-    p.pos += 1
-    if p.peek() != b"}":
-        while True:
-            key = p.string()
-            p.expect(b":")
-            start = p.pos = _WS.match(p.s, p.pos).end()
-            p.skip_value(1)  # nesting beyond MAX_DEPTH is refused here, before any json.loads
-            spans[key] = (start, p.pos)
-            c = p.peek()
-            if c == b",":
-                p.pos += 1
-            elif c == b"}":
-                break
-            else:
-                raise p.error("expected ',' or '}'")
-    p.pos += 1
+    for key in p.members():
+        start = p.pos = _WS.match(p.s, p.pos).end()
+        p.skip_value(1)  # nesting beyond MAX_DEPTH is refused here, before any json.loads
+        spans[key] = (start, p.pos)
     p.end()
     signature_name = ""
     if b"signature_name" in spans:

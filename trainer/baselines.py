@@ -119,20 +119,13 @@ class EASE(Baseline):
 
     def item_rows(self, items: np.ndarray) -> np.ndarray:
         """Rows of B for the given catalogue items (inactive items add nothing)."""
-        pos = self._pos[items]
+        pos = self.row_of[items]
         return self.b[pos[pos >= 0]]
 
     def finish(self, vec: np.ndarray) -> np.ndarray:
         out = np.full(self.n_items, -np.inf, np.float32)
         out[self.active] = vec
         return out
-
-    @property
-    def _pos(self) -> np.ndarray:
-        if getattr(self, "_pos_cache", None) is None:
-            self._pos_cache = np.full(self.n_items, -1, np.int64)
-            self._pos_cache[self.active] = np.arange(len(self.active))
-        return self._pos_cache
 
     def sweep(self, x: np.ndarray, lams: Sequence[float]) -> List["EASE"]:
         """One fit per lambda sharing the Gram matrix (float32 LU inverse: 2n^3 flops each, not eigh's ~9n^3)."""
@@ -149,6 +142,8 @@ class EASE(Baseline):
             b[diag] = 0.0
             m = EASE(lam, self.min_count)
             m.n_items, m.active, m.b = x.shape[1], active, b.astype(np.float32)
+            m.row_of = np.full(x.shape[1], -1, np.int64)  # catalogue index -> row of B (-1: inactive)
+            m.row_of[active] = np.arange(len(active))
             models.append(m)
         return models
 

@@ -5,6 +5,7 @@ on the training/export code; each test that mutates a model directory gets its o
 """
 import os
 import shutil
+import time
 
 import recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np
@@ -54,6 +55,16 @@ def grpc_client(server):
 @pytest.fixture(scope="session")
 def rest_client(server):
     return ServingClient(rest=server.rest_url)
+
+
+def wait_for(predicate, timeout=20.0, interval=0.05):
+    """Polls ``predicate`` until it holds or ``timeout`` seconds pass; returns whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
 
 
 def query(users=("u1", "u2")):

@@ -9,16 +9,7 @@ import pytest
 from serving.client import ServingClient
 from serving.testing import start_server
 
-from .conftest import install_version, query
-
-
-def wait_for(predicate, timeout=20.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
+from .conftest import install_version, query, wait_for
 
 
 class RequestLoop:
