@@ -345,8 +345,17 @@ def run(cfg, raw_dir: str, out_base: str) -> str:
     Raises ``DataError`` (nothing published; the run's dead letters are kept under
     ``<out_base>/v<N>.failed-<time>/dead_letter/``) when too many rows are bad or none are usable.
     """
+    _require_rows(raw_dir)  # before a version number is taken
+    final = write(cfg, raw_dir, next_version_dir(out_base))
+    with gfile.GFile(os.path.join(out_base, "LATEST.tmp"), "w") as f:
+        f.write(os.path.basename(final))
+    gfile.rename(os.path.join(out_base, "LATEST.tmp"), os.path.join(out_base, "LATEST"), overwrite=True)
+    return final
+
+
+def write(cfg, raw_dir: str, final: str) -> str:
+    """Preprocesses ``raw_dir`` into exactly ``final`` (the artifact API's entry; ``run`` adds versions)."""
     _require_rows(raw_dir)
-    final = next_version_dir(out_base)
     work = _work_dir(final)
     gfile.makedirs(work)
     t0 = time.time()
@@ -376,9 +385,6 @@ def run(cfg, raw_dir: str, out_base: str) -> str:
         gfile.rmtree(os.path.join(work, "tmp"))
     if work != final:
         gfile.rename(work, final)
-    with gfile.GFile(os.path.join(out_base, "LATEST.tmp"), "w") as f:
-        f.write(os.path.basename(final))
-    gfile.rename(os.path.join(out_base, "LATEST.tmp"), os.path.join(out_base, "LATEST"), overwrite=True)
     stats = load_stats(final)
     print(f"[preprocess] done in {time.time() - t0:.1f}s: train={stats['train']} eval={stats['eval']} "
           f"dead_letters={stats['dead_letters']} cutoff_ts={stats['split_cutoff_ts']}", flush=True)
