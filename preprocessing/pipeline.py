@@ -34,6 +34,7 @@ from tensorflow.io import gfile
 
 from preprocessing import schema
 from preprocessing.sources import tables
+from recsys import fileio
 
 DEAD = "dead"
 EVAL = "eval"
@@ -278,17 +279,25 @@ def _records_to_examples(record_batch_and_props, schema_proto):
 
 
 # ---------------------------------------------------------------- the pipeline
-def beam_options(cfg) -> beam.options.pipeline_options.PipelineOptions:
+def beam_options(cfg, paths=()) -> beam.options.pipeline_options.PipelineOptions:
     args = [f"--runner={cfg.preprocess.runner}"] + list(cfg.preprocess.beam_args)
+    in_ram = any(str(p).startswith("ram://") for p in paths)
+    if in_ram:   # TensorFlow's in-memory filesystem exists only in this process: Beam must run here too
+        from preprocessing import ram_filesystem  # noqa: F401  (registers ram:// with Beam)
+
+        if cfg.preprocess.runner != "DirectRunner":
+            raise ValueError(f"ram:// paths live in this process's memory; preprocess.runner="
+                             f"{cfg.preprocess.runner} cannot reach them (use DirectRunner)")
     if cfg.preprocess.runner == "DirectRunner":
-        args += [f"--direct_num_workers={cfg.preprocess.direct_num_workers}",
-                 f"--direct_running_mode={cfg.preprocess.direct_running_mode}"]
+        workers, mode = (1, "in_memory") if in_ram else (cfg.preprocess.direct_num_workers,
+                                                          cfg.preprocess.direct_running_mode)
+        args += [f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"]
     return beam.options.pipeline_options.PipelineOptions(args)
 
 
 def next_version_dir(base: str) -> str:
     gfile.makedirs(base)
-    used = [int(d.strip("/")[1:]) for d in gfile.listdir(base) if d.startswith("v") and d.strip("/")[1:].isdigit()]
+    used = [int(d[1:]) for d in fileio.listdir(base) if d.startswith("v") and d[1:].isdigit()]
     return os.path.join(base, f"v{max(used, default=0) + 1}")
 
 
@@ -330,8 +339,7 @@ def _work_dir(final: str) -> str:
 def _keep_failed(work: str, final: str) -> str:
     """After a failed run: drop the bulky partial outputs, keep dead letters and stats for the operator."""
     for sub in ("tmp", TRANSFORMED, TRANSFORM_FN):
-        if gfile.exists(os.path.join(work, sub)):
-            gfile.rmtree(os.path.join(work, sub))
+        fileio.rmtree(os.path.join(work, sub))
     if work == final:
         return work
     failed = work.replace(".tmp-", ".failed-", 1)
@@ -381,8 +389,7 @@ def write(cfg, raw_dir: str, final: str) -> str:
         if gfile.exists(work):
             _keep_failed(work, final)
         raise
-    if gfile.exists(os.path.join(work, "tmp")):
-        gfile.rmtree(os.path.join(work, "tmp"))
+    fileio.rmtree(os.path.join(work, "tmp"))
     if work != final:
         gfile.rename(work, final)
     stats = load_stats(final)
@@ -393,7 +400,7 @@ def write(cfg, raw_dir: str, final: str) -> str:
 
 def _write_items(src: str, dst: str) -> None:
     """The version's item catalogue: the raw items file's valid lines, byte for byte."""
-    with gfile.GFile(src, "rb") as fin, gfile.GFile(dst, "wb") as fout:
+    with fileio.open_read(src) as fin, fileio.open_write(dst) as fout:
         for line in fin:
             row, why = tables.parse_json_line(line)
             if why is None and tables.validate_item(row) is None:
@@ -417,7 +424,7 @@ def _run_beam(cfg, raw_dir: str, work: str) -> None:
     as_bytes = beam.coders.BytesCoder()   # decoded (strictly) per row: bad UTF-8 is a dead letter
     dead_dir = os.path.join(work, "dead_letter")
     count = beam.combiners.Count.Globally
-    with beam.Pipeline(options=beam_options(cfg)) as p:
+    with beam.Pipeline(options=beam_options(cfg, (raw_dir, work))) as p:
         with tft_beam.Context(temp_dir=os.path.join(work, "tmp"), desired_batch_size=ROWS_PER_BATCH):
             side, dead_counts = {}, {}
             for name, key, path in (("Items", "item_id", tables.ITEMS_FILE), ("Users", "user_id", tables.USERS_FILE)):

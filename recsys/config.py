@@ -31,6 +31,7 @@ class PreprocessConfig:
     runner: str = "DirectRunner"
     direct_num_workers: int = 1
     direct_running_mode: str = "in_memory"   # in_memory | multi_threading | multi_processing
+    # (ram:// paths always run in_memory with 1 worker: that filesystem lives in this process)
     beam_args: List[str] = dataclasses.field(default_factory=list)  # e.g. ["--project=...", "--region=..."]
     title_vocab_size: int = 5000
     num_price_buckets: int = 10
@@ -218,14 +219,12 @@ class Config:
 
     def save(self, path: str) -> None:
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
-        if "://" in path:  # bucket URIs go through TensorFlow's filesystems
-            import tensorflow as tf
+        if "://" in path:  # bucket URIs (gs://, s3://, ram://...) go through tf.io.gfile
+            from recsys import fileio
 
-            tf.io.gfile.makedirs(os.path.dirname(path))
-            with tf.io.gfile.GFile(path, "w") as f:
-                f.write(text)
+            fileio.write_text(path, text)
             return
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)  # local: no TensorFlow import for this
         with open(path, "w") as f:
             f.write(text)
 
@@ -406,13 +405,26 @@ def _fields(obj) -> List[str]:
     return [f.name for f in dataclasses.fields(obj)]
 
 
+def _read_text(path: str) -> str:
+    """A config file's text: URIs through tf.io.gfile, local files without importing TensorFlow (CLI start-up)."""
+    if "://" not in path:
+        with open(path) as f:
+            return f.read()
+    from recsys import fileio
+
+    try:
+        return fileio.read_text(path)
+    except Exception as e:  # noqa: BLE001  (tf.errors.NotFoundError etc. are not OSErrors)
+        detail = getattr(e, "message", "") or str(e)
+        raise OSError(type(e).__name__ + (f": {detail}" if detail else "")) from None
+
+
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
     """Defaults <- file (YAML or JSON) <- ``key=value`` overrides; raises ConfigError on any bad input."""
     cfg = Config()
     if path:
         try:
-            with open(path) as f:
-                text = f.read()
+            text = _read_text(path)
         except OSError as e:
             raise ConfigError(f"cannot read config file {path!r}: {e.strerror or e}; check --config") from None
         try:

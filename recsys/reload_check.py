@@ -26,8 +26,9 @@ def main(argv=None) -> int:
     model = tf.saved_model.load(argv[0])
     signature = argv[2] if len(argv) > 2 else "serving_default"
     fn = model.signatures[signature]
-    with open(argv[1]) as f:
-        request = json.load(f)
+    from recsys import fileio
+
+    request = fileio.read_json(argv[1])   # the model and the request may be on any filesystem (gs://, ...)
     inputs = {}
     for name, spec in fn.structured_input_signature[1].items():
         inputs[name] = tf.constant(np.array(request[name], dtype=object if spec.dtype == tf.string else None),

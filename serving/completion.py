@@ -6,69 +6,42 @@ writes ``assets.extra/recsys_complete.json`` LAST: the size of every other file 
 The server loads a marked version only when every listed file is present with that size (so a
 marker copied early by ``cp -r`` just waits for the rest), and loads an unmarked version (written
 by other tools, e.g. TF Serving's own test models) only once its files have stopped changing.
-TF Serving and ``tf.saved_model.load`` ignore the file.
+TF Serving and ``tf.saved_model.load`` ignore the file. Any filesystem tf.io.gfile reads (``recsys.fileio``).
 """
 from __future__ import annotations
 
 import json
-import os
 from typing import Dict, Tuple
+
+from recsys import fileio
 
 MARKER = "assets.extra/recsys_complete.json"
 FORMAT = 1
-
-
-def _fs():
-    """Local paths use ``os`` (no TensorFlow import for exporters and tools); URIs use tf.io.gfile."""
-    import tensorflow as tf
-
-    return tf.io.gfile
+# <model base path>/.publishing-<version>: the version is still being copied into an object store
+# (trainer/publish.py); readers do not list it until the file is gone (serving/models.list_versions).
+PUBLISHING = ".publishing-"
 
 
 def file_sizes(version_dir: str) -> Dict[str, int]:
-    """{relative path: size} of every file under a version directory, the marker excluded."""
-    remote = "://" in version_dir
-    walk = _fs().walk if remote else os.walk
-    out = {}
-    for root, _, files in walk(version_dir):
-        for f in files:
-            full = os.path.join(root, f)
-            rel = os.path.relpath(full, version_dir).replace(os.sep, "/")
-            if rel != MARKER:
-                out[rel] = _fs().stat(full).length if remote else os.path.getsize(full)
-    return out
+    """{relative path: size} of every file under a version directory, the marker excluded (any filesystem)."""
+    return {rel: fileio.size(fileio.join(version_dir, rel))
+            for rel in fileio.files_under(version_dir) if rel != MARKER}
 
 
 def write_marker(version_dir: str) -> str:
     """Writes the marker listing the version's files; call it after the last file is written."""
-    path = os.path.join(version_dir, MARKER)
+    path = fileio.join(version_dir, MARKER)
     payload = json.dumps({"format": FORMAT, "files": file_sizes(version_dir)}, sort_keys=True)
-    tmp = path + ".tmp"
-    if "://" in version_dir:
-        gfile = _fs()
-        gfile.makedirs(os.path.dirname(path))
-        with gfile.GFile(tmp, "w") as f:
-            f.write(payload)
-        gfile.rename(tmp, path, overwrite=True)
-        return path
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(tmp, "w") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return fileio.write_text(path, payload, atomic=True)
 
 
 def check(version_dir: str, sizes: Dict[str, int]) -> Tuple[str, str]:
     """("complete" | "incomplete" | "unmarked", detail) given the version's current ``file_sizes``."""
-    path = os.path.join(version_dir, MARKER)
-    remote = "://" in version_dir
-    if not (_fs().exists(path) if remote else os.path.exists(path)):
+    path = fileio.join(version_dir, MARKER)
+    if not fileio.exists(path):
         return "unmarked", ""
     try:
-        with (_fs().GFile(path, "r") if remote else open(path)) as f:
-            listed = json.loads(f.read())["files"]
+        listed = json.loads(fileio.read_text(path))["files"]
     except Exception as e:  # noqa: BLE001  (a marker still being copied reads as incomplete)
         return "incomplete", f"completion marker {MARKER} is unreadable ({type(e).__name__})"
     missing = [k for k in listed if k not in sizes]

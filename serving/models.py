@@ -23,6 +23,7 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from recsys import fileio
 from serving import completion
 from serving.batching import Batcher
 from serving.config_validation import validate_config
@@ -129,18 +130,21 @@ def parse_version(name: str) -> Optional[int]:
 def list_versions(base_path: str) -> Dict[int, str]:
     """Version-named subdirectories of a model's base path (``.tmp-*`` and other names are ignored).
 
+    A version with a ``.publishing-<version>`` sibling is skipped: on object stores the publisher
+    copies it into place file by file and deletes that file when the copy is whole.
     Raises when the path can't be listed: a listing hiccup must not look like "all versions gone".
     One odd entry never stops the listing.
     """
-    names = tf.io.gfile.listdir(base_path)
+    names = fileio.listdir(base_path)
+    publishing = {parse_version(n[len(completion.PUBLISHING):]) for n in names if n.startswith(completion.PUBLISHING)}
     out = {}
-    for name in sorted(n.rstrip("/") for n in names):
+    for name in names:
         v = parse_version(name)
-        if v is None or v in out:
+        if v is None or v in out or v in publishing:
             continue  # "007" and "7" are one version: the first name (sorted) wins
-        path = os.path.join(base_path, name)
+        path = fileio.join(base_path, name)
         try:
-            if tf.io.gfile.isdir(path):
+            if fileio.isdir(path):
                 out[v] = path
         except Exception as e:  # noqa: BLE001
             log.warning("ignoring %s: %s", path, e)
@@ -175,7 +179,7 @@ def fingerprint(path: str) -> tuple:
     """(file, size, mtime) of every file under a version dir: a failed load is retried when this changes."""
     entries = []
     try:
-        for root, _, files in tf.io.gfile.walk(path):
+        for root, _, files in fileio.walk(path):
             for f in files:
                 st = tf.io.gfile.stat(os.path.join(root, f))
                 entries.append((os.path.relpath(os.path.join(root, f), path), st.length, st.mtime_nsec))
@@ -305,7 +309,7 @@ class ModelManager:
     def _poll_model(self, model: _Model) -> None:
         cfg = model.config
         try:
-            exists = tf.io.gfile.isdir(cfg.base_path)
+            exists = fileio.isdir(cfg.base_path)
             disk = list_versions(cfg.base_path) if exists else None
         except Exception as e:  # noqa: BLE001  (unreadable: keep serving what is loaded, and say so)
             exists, disk = True, None

@@ -2,15 +2,15 @@
 
 The transform graph (TFT layer) is tracked inside every export, so serving takes
 the raw features of ``preprocessing.schema`` and never re-implements a vocabulary.
-Each version is written to a hidden temporary sibling and renamed into place:
-TF Serving (and our server) only load integer directories, so a reader never
-sees a half-written version. ScaNN indexes need ``namespace_whitelist=["Scann"]``
-and the ScaNN ops at load time (``serving.ops.load_scann_ops``).
+Each version is written to a hidden temporary sibling and moved into place
+(``trainer/publish.py``: a rename locally, copy + marker on object stores): TF Serving
+(and our server) only load integer directories, so a reader never sees a half-written
+version. Any filesystem tf.io.gfile supports (``recsys.fileio``). ScaNN indexes need
+``namespace_whitelist=["Scann"]`` and the ScaNN ops at load time (``serving.ops.load_scann_ops``).
 """
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from typing import Dict, Optional
 
@@ -20,6 +20,7 @@ import tensorflow_recommenders as tfrs
 
 from preprocessing import schema
 from preprocessing.utf8 import to_bytes
+from recsys import fileio
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 
@@ -100,7 +101,7 @@ def write_warmup(version_dir: str, model_name: str, example: Dict[str, np.ndarra
     for key, value in example.items():
         request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
     path = os.path.join(version_dir, "assets.extra", WARMUP_FILE)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fileio.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path) as w:
         log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
         w.write(log.SerializeToString())
@@ -110,19 +111,19 @@ def write_warmup(version_dir: str, model_name: str, example: Dict[str, np.ndarra
 def save_atomically(module: tf.Module, signatures: Dict, base: str, name: str, version: int,
                     warmup: Optional[Dict[str, np.ndarray]] = None, namespace_whitelist=None) -> str:
     """Saves into ``<base>/<name>/.tmp-<version>-<pid>``, then publishes it (``trainer/publish.py``)."""
-    model_dir = os.path.join(base, name)
-    final = os.path.join(model_dir, str(version))
-    if os.path.exists(final):
+    from trainer import publish  # completion marker last, then the move (with its export set, if any)
+
+    model_dir = fileio.join(base, name)
+    final = fileio.join(model_dir, str(version))
+    if fileio.exists(final):
         raise FileExistsError(f"{final} already exists; versions are immutable")
-    tmp = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(model_dir, exist_ok=True)
+    tmp = fileio.join(model_dir, publish.tmp_name(version, base))
+    fileio.rmtree(tmp)
+    fileio.makedirs(model_dir)
     options = tf.saved_model.SaveOptions(namespace_whitelist=namespace_whitelist) if namespace_whitelist else None
     tf.saved_model.save(module, tmp, signatures=signatures, options=options)
     if warmup is not None:
         write_warmup(tmp, name, warmup)
-    from trainer import publish  # completion marker last, then the rename (with its export set, if any)
-
     return publish.publish_version(base, tmp, final)
 
 

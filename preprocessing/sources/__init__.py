@@ -1,9 +1,8 @@
 """Data sources: each returns ``RawTables`` on the project schema."""
 from __future__ import annotations
 
-import os
-
 from preprocessing.sources.tables import DataError, RawTables, write_raw  # noqa: F401
+from recsys import fileio
 
 
 def load_source(data_cfg, dead_letter_path: str = "") -> RawTables:
@@ -21,7 +20,7 @@ def load_source(data_cfg, dead_letter_path: str = "") -> RawTables:
     if data_cfg.source == "movielens":
         from preprocessing.sources import movielens
 
-        if not data_cfg.path or not os.path.isdir(data_cfg.path):
+        if not data_cfg.path or not fileio.isdir(data_cfg.path):
             raise DataError(f"data.path={data_cfg.path!r} is not a directory of MovieLens files; "
                             f"give one with --path DIR (recsys data movielens), --data DIR (recsys demo) "
                             f"or --set data.path=DIR")

@@ -19,6 +19,7 @@ import re
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from preprocessing.sources.tables import MAX_RATING, MIN_RATING, DataError, RawTables, latest_valid_timestamp
+from recsys import fileio
 
 ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary",
                  "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
@@ -32,7 +33,7 @@ _YEAR = re.compile(r"\((\d{4})\)\s*$")
 
 def detect_layout(path: str) -> str:
     for layout, marker in (("100k", "u.data"), ("1m", "ratings.dat"), ("latest", "ratings.csv")):
-        if os.path.exists(os.path.join(path, marker)):
+        if fileio.exists(fileio.join(path, marker)):
             return layout
     raise DataError(f"{path!r} holds no MovieLens ratings file (expected u.data, ratings.dat or ratings.csv)")
 
@@ -64,7 +65,7 @@ class _Reader:
         """(line number, fields) of each good line. ``header``: the layout's column names; line 1 is
         skipped only when its content is that header, so a file without one keeps its first row.
         Lines that are not valid ``encoding`` are dead letters (never replacement characters)."""
-        with open(path, "rb") as f:
+        with fileio.open_read(path) as f:
             for lineno, raw in enumerate(f, start=1):
                 try:
                     line = raw.decode(encoding)
@@ -105,14 +106,14 @@ def load(path: str, max_bad_fraction: float = 0.01, dead_letter_path: Optional[s
     items: Dict[str, Dict] = {}
     users: Dict[str, Dict] = {}
     ratings: List[Tuple[str, str, float, int, int, str]] = []   # user, item, rating, ts, lineno, file
-    j = lambda *p: os.path.join(path, *p)  # noqa: E731
+    j = lambda *p: fileio.join(path, *p)  # noqa: E731
 
     if layout == "100k":
         for _, f in reader.rows(j("u.item"), lambda s: s.split("|"), 24, encoding="latin-1"):
             title, ts = _year_ts(f[1])
             genres = [g for g, flag in zip(ML100K_GENRES, f[5:]) if flag == "1"]
             items[f[0]] = {"item_title": title, "item_genres": "|".join(genres), "item_release_ts": ts}
-        if os.path.exists(j("u.user")):
+        if fileio.exists(j("u.user")):
             for _, f in reader.rows(j("u.user"), lambda s: s.split("|"), 5):
                 age = int(f[1]) if f[1].isdigit() else 0
                 users[f[0]] = {"user_age_bucket": _age_bucket(age) if age else "unknown", "user_country": "US"}
@@ -121,7 +122,7 @@ def load(path: str, max_bad_fraction: float = 0.01, dead_letter_path: Optional[s
         for _, f in reader.rows(j("movies.dat"), lambda s: s.split("::"), 3, encoding="latin-1"):
             title, ts = _year_ts(f[1])
             items[f[0]] = {"item_title": title, "item_genres": f[2], "item_release_ts": ts}
-        if os.path.exists(j("users.dat")):
+        if fileio.exists(j("users.dat")):
             for _, f in reader.rows(j("users.dat"), lambda s: s.split("::"), 5, encoding="latin-1"):
                 users[f[0]] = {"user_age_bucket": ML1M_AGES.get(f[2], "unknown"), "user_country": "US"}
         source = (j("ratings.dat"), lambda s: s.split("::"), 4, (), "latin-1")
@@ -130,7 +131,7 @@ def load(path: str, max_bad_fraction: float = 0.01, dead_letter_path: Optional[s
             title, ts = _year_ts(f[1])
             genres = "" if f[2] == "(no genres listed)" else f[2]
             items[f[0]] = {"item_title": title, "item_genres": genres, "item_release_ts": ts}
-        if os.path.exists(j("tags.csv")):   # free-text tags enrich the item text
+        if fileio.exists(j("tags.csv")):   # free-text tags enrich the item text
             tags: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
             for _, f in reader.rows(j("tags.csv"), _csv_split, 4, header=TAGS_CSV_HEADER):
                 tags[f[1]][f[2].strip().lower()] += 1
@@ -195,7 +196,4 @@ def load(path: str, max_bad_fraction: float = 0.01, dead_letter_path: Optional[s
 def _write_dead(dead: List[Dict], path: str) -> None:
     import json
 
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        for row in dead:
-            f.write(json.dumps(row) + "\n")
+    fileio.write_text(path, "".join(json.dumps(row) + "\n" for row in dead))

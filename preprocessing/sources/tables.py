@@ -16,6 +16,7 @@ import time
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from preprocessing import schema
+from recsys import fileio
 
 INTERACTIONS_FILE = "interactions.jsonl.gz"
 ITEMS_FILE = "items.jsonl"
@@ -48,29 +49,38 @@ def _rows(table: Dict[str, List[Any]]) -> Iterator[Dict[str, Any]]:
         yield dict(zip(keys, values))
 
 
+ROWS_PER_WRITE = 10_000   # one filesystem write per chunk of lines (a bucket write per row would crawl)
+
+
+def _write_jsonl(f, rows: Iterator[Dict[str, Any]]) -> None:
+    chunk: List[str] = []
+    for row in rows:
+        chunk.append(json.dumps(row, sort_keys=True) + "\n")
+        if len(chunk) >= ROWS_PER_WRITE:
+            f.write("".join(chunk).encode())
+            chunk = []
+    if chunk:
+        f.write("".join(chunk).encode())
+
+
 def write_raw(tables: RawTables, raw_dir: str) -> Dict[str, str]:
-    """Writes the tables (and any dead letters) under ``raw_dir``; returns the file paths."""
-    os.makedirs(raw_dir, exist_ok=True)
+    """Writes the tables (and any dead letters) under ``raw_dir`` (any filesystem); returns the file paths."""
+    fileio.makedirs(raw_dir)
     paths = {
-        "interactions": os.path.join(raw_dir, INTERACTIONS_FILE),
-        "items": os.path.join(raw_dir, ITEMS_FILE),
-        "users": os.path.join(raw_dir, USERS_FILE),
+        "interactions": fileio.join(raw_dir, INTERACTIONS_FILE),
+        "items": fileio.join(raw_dir, ITEMS_FILE),
+        "users": fileio.join(raw_dir, USERS_FILE),
     }
     # mtime=0: identical input gives byte-identical files.
-    with open(paths["interactions"], "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
-        for row in _rows(tables.interactions):
-            f.write((json.dumps(row, sort_keys=True) + "\n").encode())
+    with fileio.open_write(paths["interactions"]) as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+        _write_jsonl(f, _rows(tables.interactions))
     for name, table in (("items", tables.items), ("users", tables.users)):
-        with open(paths[name], "w") as f:
-            for row in _rows(table):
-                f.write(json.dumps(row, sort_keys=True) + "\n")
+        with fileio.open_write(paths[name]) as f:
+            _write_jsonl(f, _rows(table))
     if tables.dead_letters:
-        dl_dir = os.path.join(raw_dir, DEAD_LETTER_DIR)
-        os.makedirs(dl_dir, exist_ok=True)
-        paths["dead_letter"] = os.path.join(dl_dir, "source.jsonl")
-        with open(paths["dead_letter"], "w") as f:
-            for row in tables.dead_letters:
-                f.write(json.dumps(row, sort_keys=True) + "\n")
+        paths["dead_letter"] = fileio.join(raw_dir, DEAD_LETTER_DIR, "source.jsonl")
+        with fileio.open_write(paths["dead_letter"]) as f:
+            _write_jsonl(f, iter(tables.dead_letters))
     return paths
 
 
@@ -79,7 +89,7 @@ def read_table(path: str) -> Dict[str, Dict[str, Any]]:
     out = {}
     is_items = os.path.basename(path).startswith("items")
     key, validate = ("item_id", validate_item) if is_items else ("user_id", validate_user)
-    with open(path, "rb") as f:
+    with fileio.open_read(path) as f:
         for line in f:
             row, why = parse_json_line(line)
             if why is None and validate(row) is None:
@@ -89,7 +99,7 @@ def read_table(path: str) -> Dict[str, Dict[str, Any]]:
 
 def read_interactions(path: str) -> Iterator[Dict[str, Any]]:
     """Valid interaction rows of a raw interactions file (the rows the pipeline does not dead-letter)."""
-    with gzip.open(path, "rb") as f:
+    with fileio.open_read(path) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as f:
         for line in f:
             row, why = parse_json_line(line)
             if why is None and validate_interaction(row) is None:
