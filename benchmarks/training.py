@@ -111,11 +111,11 @@ def make_batches(arrays: Dict[str, np.ndarray], batch: int, n_batches: int, seed
 
 def ranking_inputs(arrays: Dict[str, np.ndarray], seed: int):
     """(features, labels) for the rankers from transformed rows plus synthetic retrieval fields and labels."""
-    from trainer.models import ranking as ranking_models
+    from preprocessing import schema
 
     rng = np.random.default_rng(seed)
     n = len(next(iter(arrays.values())))
-    feats = {k: arrays[k] for k in ranking_models.TRANSFORMED_INPUTS}
+    feats = {k: arrays[k] for k in schema.RANKER_TRANSFORMED_INPUTS}
     feats["candidate_source"] = np.full(n, b"scann", dtype=object)
     feats["retrieval_rank"] = rng.integers(1, 101, n).astype(np.int64)
     feats["retrieval_score"] = rng.normal(0.3, 0.2, n).astype(np.float32)

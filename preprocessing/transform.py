@@ -114,15 +114,19 @@ def preprocessing_fn(inputs, custom_config=None):
     cross = tf.strings.join([inputs["user_country"], genres[:, 0]], separator="_x_")
     out[T.COUNTRY_X_GENRE] = tf.strings.to_hash_bucket_fast(cross, schema.CROSS_BUCKETS)
 
-    # labels and pass-through keys (evaluation needs raw ids and times)
-    out[T.RATING] = inputs["rating"]
-    out[T.CLICK] = inputs["click"]
-    out[T.TIMESTAMP] = ts
-    out["user_id"] = inputs["user_id"]
-    out["item_id"] = inputs["item_id"]
-    out["history_item_ids"] = history
-    # every raw query feature passes through too, so a raw request can be rebuilt from a
-    # transformed row (the ranking stage re-runs this graph on query x candidate pairs)
-    for name in schema.QUERY_FEATURES:
-        out.setdefault(name, inputs[name])
+    # labels, keys (evaluation needs raw ids and times) and every raw query column (so a raw request
+    # can be rebuilt from a transformed row) pass through unchanged, as schema.TRANSFORMED_FEATURES declares
+    for name in schema.passthrough_names():
+        out[name] = inputs[name]
+    check_outputs(out)
     return out
+
+
+def check_outputs(out) -> None:
+    """ValueError unless the outputs are exactly the features declared in schema.TRANSFORMED_FEATURES."""
+    declared = schema.transformed_names()
+    undeclared = [k for k in out if k not in declared]
+    missing = [k for k in declared if k not in out]
+    if undeclared or missing:
+        raise ValueError(f"preprocessing_fn outputs disagree with schema.TRANSFORMED_FEATURES: "
+                         f"undeclared {undeclared}, declared but not computed {missing}")

@@ -34,7 +34,6 @@ from preprocessing import schema
 from preprocessing.utf8 import to_bytes
 from trainer import data
 from trainer.export import _dummy, save_atomically
-from trainer.models.ranking import TRANSFORMED_INPUTS
 
 MAX_EXCLUDE = 200  # exclusions (history + exclude_item_ids) the candidate fetch makes room for
 
@@ -73,7 +72,7 @@ def check_request(request: Dict[str, np.ndarray], specs: Dict[str, tf.TensorSpec
 
 
 def _model_inputs(tft_out: Dict[str, tf.Tensor], raw: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    feats = {k: tft_out[k] for k in TRANSFORMED_INPUTS}
+    feats = {k: tft_out[k] for k in schema.RANKER_TRANSFORMED_INPUTS}
     feats.update({k: raw[k] for k in schema.RETRIEVAL_FEATURES})
     return feats
 
@@ -97,6 +96,22 @@ class RankingModule(tf.Module):
         return self.rank(**parsed)
 
 
+def _item_attr(name: str) -> str:
+    """RecommendModule attribute holding a catalogue column (``item_ids`` for ``item_id``, else the column name)."""
+    return "item_ids" if name == "item_id" else name
+
+
+def _catalogue_variable(catalogue: data.Catalogue, name: str) -> tf.Variable:
+    """One raw catalogue column as a constant variable of its schema dtype (ids: named ``item_ids``)."""
+    col = schema.COLUMNS[name]
+    if name == "item_id":
+        return tf.Variable(to_bytes(catalogue.item_ids), trainable=False, name="item_ids", dtype=tf.string)
+    if col.dtype == "string":
+        return tf.Variable(to_bytes(catalogue.raw[name]), trainable=False, dtype=tf.string)
+    return tf.Variable(catalogue.raw[name].astype({"int64": np.int64, "float32": np.float32}[col.dtype]),
+                       trainable=False)
+
+
 class RecommendModule(tf.Module):
     """Retrieval (ScaNN) -> exclusions -> ranking -> top-k, in one graph."""
 
@@ -107,17 +122,12 @@ class RecommendModule(tf.Module):
         self.max_candidates, self.max_fetch = int(max_candidates), int(max_fetch)
         self.default_candidates, self.default_k = int(default_candidates), int(default_k)
         self.source = "scann"  # the retriever named in the `source` output ("brute_force": exact variant)
-        # the catalogue's raw item features, by catalogue index (= the index's row order)
-        self.item_ids = tf.Variable(to_bytes(catalogue.item_ids), trainable=False, name="item_ids", dtype=tf.string)
-        self.item_title = tf.Variable(to_bytes(catalogue.raw["item_title"]), trainable=False, dtype=tf.string)
-        self.item_genres = tf.Variable(to_bytes(catalogue.raw["item_genres"]), trainable=False, dtype=tf.string)
-        self.item_price = tf.Variable(catalogue.raw["item_price"].astype(np.float32), trainable=False)
-        self.item_release_ts = tf.Variable(catalogue.raw["item_release_ts"].astype(np.int64), trainable=False)
+        # the catalogue's raw item features (schema.CANDIDATE_FEATURES), by catalogue index (= the index's row order)
+        for name in schema.CANDIDATE_FEATURES:
+            setattr(self, _item_attr(name), _catalogue_variable(catalogue, name))
 
     def _item_raw(self, idx: tf.Tensor) -> Dict[str, tf.Tensor]:
-        return {"item_id": tf.gather(self.item_ids, idx), "item_title": tf.gather(self.item_title, idx),
-                "item_genres": tf.gather(self.item_genres, idx), "item_price": tf.gather(self.item_price, idx),
-                "item_release_ts": tf.gather(self.item_release_ts, idx)}
+        return {name: tf.gather(getattr(self, _item_attr(name)), idx) for name in schema.CANDIDATE_FEATURES}
 
     def run(self, raw: Dict[str, tf.Tensor], exclude: tf.Tensor, num_candidates: tf.Tensor, k: tf.Tensor):
         query = self.query_tower(self.tft_layer(raw), training=False)
@@ -184,9 +194,8 @@ def ranking_request(query: Dict[str, np.ndarray], catalogue: data.Catalogue, ite
     out = {k: np.repeat(np.asarray(v)[:1], n, axis=0) for k, v in query.items()}
     for k in schema.CANDIDATE_FEATURES:
         out[k] = np.asarray(catalogue.raw[k])[list(items)]
-    out["item_id"] = out["item_id"].astype(object)
-    out["item_title"] = out["item_title"].astype(object)
-    out["item_genres"] = out["item_genres"].astype(object)
+        if schema.COLUMNS[k].dtype == "string":
+            out[k] = out[k].astype(object)
     out["candidate_source"] = np.array([source] * n, dtype=object)
     out["retrieval_rank"] = np.asarray(ranks if ranks is not None else np.arange(1, n + 1), np.int64)
     out["retrieval_score"] = np.asarray(scores if scores is not None else np.zeros(n), np.float32)

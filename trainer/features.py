@@ -7,6 +7,7 @@ hard-codes a vocabulary size.
 from __future__ import annotations
 
 import dataclasses
+from typing import Dict, Sequence
 
 import tensorflow as tf
 
@@ -54,6 +55,11 @@ class IndexEmbedding(tf.keras.layers.Layer):
         safe = tf.clip_by_value(idx + 1, 0, self.num)  # unseen indices beyond the table -> last (OOV) row
         emb = self.embedding(safe)
         return emb * tf.cast(tf.expand_dims(idx >= 0, -1), emb.dtype)
+
+
+def select(x: Dict[str, tf.Tensor], names: Sequence[str]) -> Dict[str, tf.Tensor]:
+    """The features of ``x`` named in ``names`` (a schema view such as ``schema.QUERY_TOWER_INPUTS``)."""
+    return {k: x[k] for k in names if k in x}
 
 
 def masked_mean(emb: tf.Tensor, idx: tf.Tensor) -> tf.Tensor:

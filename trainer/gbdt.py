@@ -23,6 +23,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from preprocessing import schema
 from preprocessing.schema import T
 from trainer.models import ranking as ranking_models
 from trainer.ranking_data import Pairs, log
@@ -31,18 +32,14 @@ INSTALL_HINT = ("the GBDT baseline needs TensorFlow Decision Forests: pip instal
                 "'tensorflow-decision-forests==1.9.2' 'ydf==0.9.0' 'wurlitzer==3.1.1' (the TF-DF release built for "
                 "tensorflow==2.16.2), or at least 'ydf==0.9.0'")
 
-NUMERIC = (T.USER_TENURE_Z, T.TIME_Z, T.PRICE_Z, T.ITEM_AGE_Z, T.ITEM_RELEASE_Z, T.HISTORY_LEN, T.HISTORY_GAP_Z,
-           T.HOUR, T.WEEKDAY, "retrieval_rank", "retrieval_score", "title_match_last", "title_match_history",
-           "genre_match_history")
-CATEGORICAL = (T.USER_AGE_IDX, T.USER_COUNTRY_IDX, T.DEVICE_IDX, "primary_genre", T.PRICE_BUCKET, T.ITEM_AGE_BUCKET,
-               "candidate_source_idx")
-# High-cardinality ids go in as plain integers: categorical splits over thousands of values made training
-# ~14x slower here (376 s vs 27 s on 110K rows) and early-stopped at a third of the trees (overfitting).
-IDS = (T.USER_IDX, T.ITEM_IDX, T.COUNTRY_X_GENRE, "last_item_idx")
+# Columns by kind, views of the ranker fields declared in preprocessing/schema.py (RANKER_FIELDS, each with its
+# GBDT column). High-cardinality ids go in as plain integers: categorical splits over thousands of values made
+# training ~14x slower here (376 s vs 27 s on 110K rows) and early-stopped at a third of the trees (overfitting).
+NUMERIC = schema.gbdt_columns(schema.GBDT_NUMERIC)
+CATEGORICAL = schema.gbdt_columns(schema.GBDT_CATEGORICAL)
+IDS = schema.gbdt_columns(schema.GBDT_ID)
 # ranker fields (ranking.features_off) -> the columns left out with them, so both see the same features
-FIELD_COLUMNS = {"user_id": (T.USER_IDX,), "item_id": (T.ITEM_IDX,), "retrieval_rank": ("retrieval_rank",),
-                 "retrieval_score": ("retrieval_score",), "country_x_genre": (T.COUNTRY_X_GENRE,),
-                 "last_item": ("last_item_idx",)}
+FIELD_COLUMNS = schema.gbdt_field_columns()
 
 
 def backend() -> str:

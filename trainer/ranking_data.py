@@ -34,11 +34,12 @@ import numpy as np
 import tensorflow as tf
 
 from preprocessing import schema
+from preprocessing.schema import RANKER_INPUTS as MODEL_INPUTS
+from preprocessing.schema import RANKER_TRANSFORMED_INPUTS as TRANSFORMED_INPUTS
 from preprocessing.schema import T
 from preprocessing.utf8 import to_str
 from trainer import baselines, data, evaluation
 from trainer import evaluate_retrieval as er
-from trainer.models.ranking import MODEL_INPUTS, TRANSFORMED_INPUTS
 
 SOURCE = "scann"  # what the serving retrieval stage calls itself (exact offline, ScaNN online)
 

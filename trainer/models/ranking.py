@@ -40,48 +40,19 @@ from trainer.features import FeatureSizes, IndexEmbedding, masked_mean, scalar
 
 MODEL_KINDS = ("dcn", "wide_deep", "deepfm")
 
-# Transformed (TFT) features the rankers read; the retrieval features come raw (schema.RETRIEVAL_FEATURES).
-TRANSFORMED_INPUTS = (T.USER_IDX, T.USER_AGE_IDX, T.USER_COUNTRY_IDX, T.USER_TENURE_Z, T.DEVICE_IDX, T.HOUR,
-                      T.WEEKDAY, T.TIME_Z, T.ITEM_IDX, T.GENRE_IDX, T.TITLE_IDX, T.PRICE_Z, T.PRICE_BUCKET,
-                      T.ITEM_AGE_Z, T.ITEM_AGE_BUCKET, T.ITEM_RELEASE_Z, T.HISTORY_IDX, T.HISTORY_LEN,
-                      T.HISTORY_GAP_Z, T.COUNTRY_X_GENRE)
-MODEL_INPUTS = TRANSFORMED_INPUTS + tuple(schema.RETRIEVAL_FEATURES)
-
-# Field name -> what it is (reported by `recsys explain`). Order = the concatenation order.
-FIELD_DOCS = collections.OrderedDict([
-    ("user_id", "user id embedding"),
-    ("user_age", "user age bucket"),
-    ("user_country", "user country"),
-    ("user_tenure", "days since signup (log, z)"),
-    ("device", "device / surface"),
-    ("hour", "hour of day"),
-    ("weekday", "day of week"),
-    ("time", "event time (z)"),
-    ("item_id", "candidate item id embedding"),
-    ("item_genres", "candidate genres"),
-    ("item_title", "candidate title tokens"),
-    ("price", "price (log, z)"),
-    ("price_bucket", "price bucket"),
-    ("freshness", "item age at event time (log days, z)"),
-    ("freshness_bucket", "item age bucket"),
-    ("release", "release date (z)"),
-    ("history_items", "mean of the user's recent items"),
-    ("last_item", "the user's last item"),
-    ("recent_items", "the user's last 3 items"),
-    ("history_len", "number of history items (log)"),
-    ("history_gap", "time since the user's last event (z)"),
-    ("title_match_last", "title words shared with the user's last item"),
-    ("title_match_history", "most title words shared with any history item"),
-    ("genre_match_history", "share of history items with the candidate's primary genre"),
-    ("covisit_history", "co-visitation: summed similarity of the candidate to the history items"),
-    ("covisit_last", "co-visitation: similarity of the candidate to the user's last item"),
-    ("country_x_genre", "cross: user country x primary genre"),
-    ("last_item_x_item", "cross: the user's last item x candidate (hashed)"),
-    ("candidate_source", "which retriever proposed the candidate"),
-    ("retrieval_rank", "candidate's rank in the retriever's list (log)"),
-    ("retrieval_score", "candidate's retrieval score"),
-])
-FIELDS = tuple(FIELD_DOCS)
+# Views of the schema's declarations (preprocessing/schema.py RANKER_FIELDS): the transformed (TFT)
+# features the rankers read, then the raw retrieval features (schema.RETRIEVAL_FEATURES); field name ->
+# what it is (reported by `recsys explain`), in concatenation order.
+TRANSFORMED_INPUTS = schema.RANKER_TRANSFORMED_INPUTS
+MODEL_INPUTS = schema.RANKER_INPUTS
+FIELD_DOCS = schema.FIELD_DOCS
+FIELDS = schema.FIELDS
+# Fields embedded as a number times a learned vector. Their layers are created direct numbers first, then the
+# history x candidate matches (fields computed from several inputs): the order their auto-named variables
+# have always had.
+_FIELD_BY_NAME = {f.name: f for f in schema.RANKER_FIELDS}
+NUMERIC_FIELDS = tuple(sorted(schema.field_names(schema.NUMERIC),
+                              key=lambda name: len(_FIELD_BY_NAME[name].inputs) > 1))
 WIDE_CROSS_BUCKETS = 100_003  # hashed last-item x candidate-item cross (wide part)
 
 
@@ -214,10 +185,7 @@ class RankingFeatures(tf.keras.layers.Layer):
         self.covisit_weights = self.add_weight("covisit_weights", shape=[sizes.items + 1, k], dtype=tf.float32,
                                                initializer="zeros", trainable=False)
         self.source = e(len(schema.CANDIDATE_SOURCES) + 1, "source_emb")
-        self.numeric = {name: ScaledNumeric(dim, name=f"{name}_num") for name in (
-            "user_tenure", "time", "price", "freshness", "release", "history_len", "history_gap",
-            "retrieval_rank", "retrieval_score", "title_match_last", "title_match_history",
-            "genre_match_history", "covisit_history", "covisit_last")}
+        self.numeric = {name: ScaledNumeric(dim, name=f"{name}_num") for name in NUMERIC_FIELDS}
 
     def set_item_tables(self, item_idx, title_idx, genre_idx) -> None:
         """Item index -> title tokens / genres (from the transformed catalogue)."""
@@ -274,6 +242,9 @@ class RankingFeatures(tf.keras.layers.Layer):
             "retrieval_rank": n["retrieval_rank"](rank_feature(x["retrieval_rank"])),
             "retrieval_score": n["retrieval_score"](x["retrieval_score"]),
         }
+        missing = [k for k in FIELDS if k not in f]
+        if missing:
+            raise ValueError(f"ranker fields {missing} are declared in schema.RANKER_FIELDS but not computed here")
         return collections.OrderedDict((k, f[k]) for k in FIELDS)
 
 
@@ -288,12 +259,10 @@ class WideFeatures(tf.keras.layers.Layer):
         super().__init__(**kwargs)
         self.sizes, self.crosses = sizes, crosses
         w = lambda n, name: IndexEmbedding(n, 1, l2, name=name)  # noqa: E731
-        self.keys = {"user_id": T.USER_IDX, "item_id": T.ITEM_IDX, "user_age": T.USER_AGE_IDX,
-                     "user_country": T.USER_COUNTRY_IDX, "device": T.DEVICE_IDX, "hour": T.HOUR,
-                     "weekday": T.WEEKDAY, "price_bucket": T.PRICE_BUCKET, "freshness_bucket": T.ITEM_AGE_BUCKET}
         counts = {"user_id": sizes.users, "item_id": sizes.items, "user_age": sizes.ages,
                   "user_country": sizes.countries, "device": sizes.devices, "hour": 24, "weekday": 7,
                   "price_bucket": sizes.price_buckets, "freshness_bucket": sizes.item_age_buckets}
+        self.keys = {name: _FIELD_BY_NAME[name].inputs[0] for name in counts}  # each id field's transformed input
         self.ids = {name: w(n, f"w_{name}") for name, n in counts.items()}
         self.genre = w(sizes.genres, "w_genre")
         self.source = w(len(schema.CANDIDATE_SOURCES) + 1, "w_source")

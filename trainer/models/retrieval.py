@@ -14,8 +14,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from preprocessing import schema
 from preprocessing.schema import T
-from trainer.features import FeatureSizes, IndexEmbedding, masked_mean, mlp, scalar
+from trainer.features import FeatureSizes, IndexEmbedding, masked_mean, mlp, scalar, select
 from trainer.models import sequence
 
 
@@ -40,6 +41,7 @@ class QueryTower(tf.keras.Model):
         self.head = mlp(cfg.hidden, cfg.embedding_dim, cfg.dropout, cfg.batch_norm, l2, name="query_mlp")
 
     def call(self, x: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        x = select(x, schema.QUERY_TOWER_INPUTS)  # the tower reads only what the schema declares for it
         parts = [self.user(x[T.USER_IDX]) if self.cfg.use_user_id else None, self.age(x[T.USER_AGE_IDX]), self.country(x[T.USER_COUNTRY_IDX]),
                  self.device(x[T.DEVICE_IDX]), self.hour(x[T.HOUR]), self.weekday(x[T.WEEKDAY]),
                  scalar(x[T.USER_TENURE_Z]), scalar(x[T.TIME_Z])]
@@ -75,6 +77,7 @@ class CandidateTower(tf.keras.Model):
         self.content_bias = tf.keras.layers.Dense(1, name="content_bias")
 
     def call(self, x: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        x = select(x, schema.CANDIDATE_TOWER_INPUTS)  # the tower reads only what the schema declares for it
         parts = [self.item_embedding(x[T.ITEM_IDX])]
         if self.cfg.use_item_features:
             parts += [masked_mean(self.genre(x[T.GENRE_IDX]), x[T.GENRE_IDX]),
