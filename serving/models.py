@@ -28,6 +28,7 @@ from serving import completion
 from serving.batching import Batcher
 from serving.config_validation import validate_config
 from serving.errors import INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, ServingError, as_serving_error
+from serving.request_logging import RequestLogger, RequestLogOptions
 from serving.servable import Servable
 
 log = logging.getLogger("serving")
@@ -195,7 +196,8 @@ class ModelManager:
     def __init__(self, config: model_server_config_pb2.ModelServerConfig, *, poll_seconds: float = 2.0,
                  config_path: Optional[str] = None, config_poll_seconds: float = 0.0,
                  tags: Sequence[str] = ("serve",), warmup: bool = True, warmup_iterations: int = 1,
-                 batching: Optional[BatchingOptions] = None, metrics=None):
+                 batching: Optional[BatchingOptions] = None, metrics=None,
+                 request_logging: Optional[RequestLogOptions] = None):
         self.poll_seconds = poll_seconds
         self.config_path, self.config_poll_seconds = config_path, config_poll_seconds
         self.tags, self.warmup, self.warmup_iterations = tuple(tags), warmup, warmup_iterations
@@ -208,6 +210,9 @@ class ModelManager:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._config_checked = time.monotonic()
+        # the models' logging_config (TF Serving's ServerRequestLogger); a bad one fails here, at startup
+        self.request_logger = RequestLogger(self.tags, request_logging, metrics)
+        self.request_logger.update(config)
         self._apply_config(config)
 
     # ------------------------------------------------------------ lifecycle
@@ -230,6 +235,7 @@ class ModelManager:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        self.request_logger.close()  # writes what is still queued
 
     def _loop(self) -> None:
         while not self._stop.wait(self.poll_seconds):
@@ -286,6 +292,7 @@ class ModelManager:
                             current_labels=lambda n: self._models[n].labels if n in self._models else {},
                             allow_unavailable_labels=self.allow_version_labels_for_unavailable_models,
                             from_file=from_file)
+            self.request_logger.update(config)  # validates logging_config; refused = nothing changes
             dropped = self._apply_config(config)
             self.poll()
             for model in dropped:

@@ -34,6 +34,8 @@ from serving import codec, json_codec
 from serving.errors import INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ServingError, as_serving_error
 from serving.metrics import Metrics
 from serving.models import ModelManager
+from serving.request_logging import check_request_id, fill_predict_from_arrays, new_request_id
+from serving.servable import DEFAULT_SIGNATURE
 
 log = logging.getLogger("serving.rest")
 
@@ -154,11 +156,22 @@ class RestApi:
             return {"model_spec": {"name": name, "signature_name": "", "version": str(s.version)},
                     "metadata": {"signature_def": _message_to_dict(s.signature_def_map())}}
 
-    def predict(self, name, version, label, body: bytes) -> bytes:
+    def request_id_for(self, path: str, sent: Optional[str]) -> Optional[str]:
+        """X-Request-Id of a predict on a model with logging_config (the client's, checked, or a new one)."""
+        m = _PATH.match(path)
+        if m is None or m.group(5) != "predict" or not self.manager.request_logger.enabled(m.group(1)):
+            return None
+        return check_request_id(sent) if sent is not None else new_request_id()
+
+    def predict(self, name, version, label, body: bytes, request_id: Optional[str] = None) -> bytes:
         with self.manager.acquire(name, version, label) as s:
             fmt, signature_name, inputs = json_codec.parse_predict(
                 body, lambda n: s.signature(n).inputs, self.max_values)
             outputs = s.signature(signature_name).run(inputs)
+            if request_id is not None:  # sampled and queued; converted to a PredictionLog on the writer thread
+                served = signature_name or DEFAULT_SIGNATURE
+                self.manager.request_logger.log(name, s.version, served, request_id, fill_predict_from_arrays(
+                    name, version, label, served, inputs, outputs, s.version))
             del inputs
             if fmt == "row":
                 return ('{"predictions":' + encode_rows(outputs) + "}").encode("utf-8")
@@ -194,7 +207,8 @@ class RestApi:
             values = sig.regress(examples)
             return {"results": [float(v) for v in values]}
 
-    def dispatch(self, method: str, path: str, body: bytes, metrics: Metrics) -> Tuple[int, bytes]:
+    def dispatch(self, method: str, path: str, body: bytes, metrics: Metrics,
+                 request_id: Optional[str] = None) -> Tuple[int, bytes]:
         """One /v1/ request -> (HTTP status, JSON bytes); every failure becomes TF Serving's code."""
         m = _PATH.match(path)
         name, version, label, metadata, verb = m.groups() if m else ("", None, None, None, None)
@@ -210,7 +224,7 @@ class RestApi:
                     payload = self.metadata(name, version, label or "") if metadata else \
                         self.status(name, version, label or "")
                 elif verb == "predict":
-                    return 200, self.predict(name, version, label or "", body)
+                    return 200, self.predict(name, version, label or "", body, request_id)
                 else:
                     payload = getattr(self, verb)(name, version, label or "", body)
                 return 200, _dumps(payload).encode("utf-8")
@@ -371,8 +385,13 @@ class RestServer:
             return _json_response(200 if ready else 503, _dumps(payload).encode())
         if not path.startswith("/v1/"):
             return _json_response(404, _dumps({"error": f"Not found: {request.method} {path}"}).encode())
-        body = b""
+        body, rid = b"", None
         if request.method == "POST":
+            try:
+                rid = self.api.request_id_for(path, request.headers.get("X-Request-Id"))
+            except ServingError as e:
+                self.metrics.record(_PATH.match(path).group(1), "Predict", "REST", e.code_name, 0.0)
+                return _json_response(e.http_status, _dumps({"error": e.message}).encode(), close=True)
             declared = request.content_length
             if declared is not None and declared > self.limits.max_request_bytes:
                 return self._too_large(path, str(declared))
@@ -397,14 +416,14 @@ class RestServer:
                     return _json_response(400, _dumps({"error": f"cannot read the request body: "
                                                                 f"{type(e).__name__}: {e}"}).encode(), close=True)
                 status, data = await asyncio.get_running_loop().run_in_executor(
-                    self._pool, self.api.dispatch, request.method, path, body, self.metrics)
+                    self._pool, self.api.dispatch, request.method, path, body, self.metrics, rid)
                 del body
             finally:
                 await self._budget.release(reserve)
         else:
             status, data = await asyncio.get_running_loop().run_in_executor(
                 self._pool, self.api.dispatch, request.method, path, body, self.metrics)
-        return _json_response(status, data)
+        return _json_response(status, data, headers={"X-Request-Id": rid} if rid is not None else None)
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
         if request.headers.get("Expect", "").lower() == "100-continue":
@@ -430,8 +449,8 @@ class RestServer:
         return _json_response(err.http_status, _dumps({"error": err.message}).encode(), close=True)
 
 
-def _json_response(status: int, data: bytes, close: bool = False) -> web.Response:
-    resp = web.Response(status=status, body=data, headers={"Content-Type": _JSON})
+def _json_response(status: int, data: bytes, close: bool = False, headers: Optional[dict] = None) -> web.Response:
+    resp = web.Response(status=status, body=data, headers={"Content-Type": _JSON, **(headers or {})})
     if close:  # the rest of the body is not read: end the connection after this reply
         resp.force_close()
     return resp

@@ -34,6 +34,8 @@ from serving.config_files import batching_from_file, read_monitoring_config, rea
 from serving.errors import INVALID_ARGUMENT, UNIMPLEMENTED, ServingError, as_serving_error
 from serving.metrics import Metrics
 from serving.models import BatchingOptions, ModelManager, read_model_config_file, single_model_config
+from serving.request_logging import (REQUEST_ID_HEADER, RequestLogOptions, check_request_id, fill_from_protos,
+                                     new_request_id)
 from serving.servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, METHOD_NAME_CHECK, REGRESS_METHOD
 
 log = logging.getLogger("serving")
@@ -122,6 +124,22 @@ class _Base:
         self.metrics.record(model, api, "GRPC", "OK", time.perf_counter() - t0)
         return result
 
+    def _request_id(self, model: str, context) -> Optional[str]:
+        """For a model with logging_config: the client's x-request-id (or a new one), sent back in the
+        response's initial metadata; None (and no metadata work) for other models."""
+        if not self.manager.request_logger.enabled(model):
+            return None
+        sent = next((v for k, v in context.invocation_metadata() if k == REQUEST_ID_HEADER), None)
+        rid = check_request_id(sent if isinstance(sent, str) else str(sent)) if sent is not None else new_request_id()
+        context.send_initial_metadata(((REQUEST_ID_HEADER, rid),))
+        return rid
+
+    def _log_request(self, rid: Optional[str], kind: str, model: str, version: int, signature_name: str,
+                     request, response) -> None:
+        if rid is not None:  # sampled and queued; written as a PredictionLog off the request path
+            self.manager.request_logger.log(model, version, signature_name, rid,
+                                            fill_from_protos(kind, request, response))
+
 
 class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict, GetModelMetadata, Classify, Regress and MultiInference over the model manager."""
@@ -131,6 +149,7 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
 
         def run():
             _require_spec(request)
+            rid = self._request_id(spec.name, context)
             with self.manager.acquire(spec.name, _version(spec), spec.version_label) as s:
                 signature_name = spec.signature_name or DEFAULT_SIGNATURE
                 sig = s.signature(signature_name)
@@ -141,6 +160,7 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
                 content = self.tensor_content
                 for k, v in outputs.items():
                     codec.ndarray_to_response_proto(v, resp.outputs[k], content)
+                self._log_request(rid, "predict_log", spec.name, s.version, signature_name, request, resp)
                 return resp
 
         return self._call("Predict", spec.name, context, run)
@@ -169,11 +189,13 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
 
         def run():
             _require_spec(request)
+            rid = self._request_id(spec.name, context)
             with self.manager.acquire(spec.name, _version(spec), spec.version_label) as s:
                 sig = s.classification_signature(spec.signature_name)
                 resp = classification_pb2.ClassificationResponse()
                 _fill_spec(resp.model_spec, spec.name, s.version, sig.name)
                 _fill_classifications(resp.result, *sig.classify(codec.examples_from_input(request.input)))
+                self._log_request(rid, "classify_log", spec.name, s.version, sig.name, request, resp)
                 return resp
 
         return self._call("Classify", spec.name, context, run)
@@ -183,11 +205,13 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
 
         def run():
             _require_spec(request)
+            rid = self._request_id(spec.name, context)
             with self.manager.acquire(spec.name, _version(spec), spec.version_label) as s:
                 sig = s.regression_signature(spec.signature_name)
                 resp = regression_pb2.RegressionResponse()
                 _fill_spec(resp.model_spec, spec.name, s.version, sig.name)
                 _fill_regressions(resp.result, sig.regress(codec.examples_from_input(request.input)))
+                self._log_request(rid, "regress_log", spec.name, s.version, sig.name, request, resp)
                 return resp
 
         return self._call("Regress", spec.name, context, run)
@@ -197,6 +221,7 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
         spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
 
         def run():
+            rid = self._request_id(spec.name, context) if spec.name else None
             with self.manager.acquire(spec.name, _version(spec), spec.version_label) as s:
                 plan, seen = [], set()
                 for task in request.tasks:
@@ -228,6 +253,7 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
                     else:
                         _fill_regressions(result.regression_result, sig.regress(examples))
                     _fill_spec(result.model_spec, task.model_spec.name, s.version, sig.name)
+                self._log_request(rid, "multi_inference_log", spec.name, s.version, "", request, resp)
                 return resp
 
         return self._call("MultiInference", spec.name, context, run)
@@ -326,6 +352,7 @@ class ServerOptions:
     monitoring_port: Optional[int] = None
     tensorflow_intra_op_parallelism: int = 0  # 0 = TensorFlow's default (all cores)
     tensorflow_inter_op_parallelism: int = 0
+    request_logging: RequestLogOptions = dataclasses.field(default_factory=RequestLogOptions)  # logging_config
 
 
 class ModelServer:
@@ -379,7 +406,8 @@ class ModelServer:
             config_path=o.model_config_file or None, config_poll_seconds=o.model_config_file_poll_wait_seconds,
             tags=[t for t in o.saved_model_tags.split(",") if t], warmup=o.enable_model_warmup,
             warmup_iterations=o.num_request_iterations_for_warmup,
-            batching=o.batching if o.enable_batching else None, metrics=self.metrics)
+            batching=o.batching if o.enable_batching else None, metrics=self.metrics,
+            request_logging=o.request_logging)
         self.manager.allow_version_labels_for_unavailable_models = o.allow_version_labels_for_unavailable_models
         self.manager.start()
         tls = self._tls()
@@ -654,6 +682,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
                    help="threads running independent ops (0 = each request runs its graph in its own gRPC "
                         "thread, no hand-off)")
+    p.add_argument("--request_log_queue_size", type=int, default=RequestLogOptions.queue_size,
+                   help="logged requests waiting to be written (models with logging_config); more are dropped "
+                        "and counted, never blocking a request")
+    p.add_argument("--request_log_max_file_mb", type=float, default=RequestLogOptions.max_file_bytes / 2**20,
+                   help="start a new request log file after this many MiB")
+    p.add_argument("--request_log_max_file_seconds", type=float, default=RequestLogOptions.max_file_seconds,
+                   help="start a new request log file when the current one is this old")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     types = {bool: b, int: dict(type=int), float: dict(type=float), str: dict(type=str)}
     for name, (kind, why) in NO_EFFECT_FLAGS.items():
@@ -713,7 +748,17 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         enable_grpc_healthcheck_service=bool(args.enable_grpc_healthcheck_service),
         ssl_cert=args.ssl_cert, ssl_key=args.ssl_key, ssl_ca=args.ssl_ca, ssl_config_file=args.ssl_config_file,
         monitoring_config_file=args.monitoring_config_file, monitoring_port=args.monitoring_port,
-        tensorflow_intra_op_parallelism=intra, tensorflow_inter_op_parallelism=inter)
+        tensorflow_intra_op_parallelism=intra, tensorflow_inter_op_parallelism=inter,
+        request_logging=_request_log_options(args))
+
+
+def _request_log_options(args: argparse.Namespace) -> RequestLogOptions:
+    if args.request_log_queue_size < 1 or args.request_log_max_file_mb <= 0 or args.request_log_max_file_seconds <= 0:
+        raise ValueError("--request_log_queue_size, --request_log_max_file_mb and --request_log_max_file_seconds "
+                         "must be positive")
+    return RequestLogOptions(queue_size=args.request_log_queue_size,
+                             max_file_bytes=int(args.request_log_max_file_mb * 2**20),
+                             max_file_seconds=args.request_log_max_file_seconds)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,0 +1,148 @@
+"""Reads request logs (TFRecords of ``tensorflow.serving.PredictionLog``) back into rows.
+
+This is the reader the continuous-training join uses: per logged request the request id,
+model name, served version, time, raw inputs (user id, ...) and, per example of the
+batch, the returned items with their rank (1 = shown first) and scores.
+
+    for served in read_served_lists("/logs/retrieval"):
+        served.request_id, served.user_id, [(i.rank, i.item_id, i.score) for i in served.items]
+
+Works on any PredictionLog TFRecords (e.g. written by a TF Serving build with a log
+collector); the request id and microsecond time are then empty/derived from
+``timestamp_secs``, since only ``recsys serve`` writes them (serving/request_logging.py).
+A file whose last record is cut short (a server killed mid-write) is read up to that record.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Dict, Iterable, Iterator, List, Optional, Union
+
+import recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
+
+from serving import codec
+from serving.request_logging import RECORD_SUFFIX, SIDECAR, file_base
+
+log = logging.getLogger("serving.request_log")
+
+
+@dataclasses.dataclass
+class LoggedRequest:
+    """One PredictionLog record, decoded."""
+
+    request_id: str
+    model_name: str
+    version: int
+    signature_name: str
+    kind: str                   # predict_log / classify_log / regress_log / multi_inference_log
+    timestamp: float            # seconds since the epoch (microseconds when written by recsys serve)
+    inputs: Dict[str, np.ndarray]   # Predict inputs (empty for the tf.Example APIs: see ``log``)
+    outputs: Dict[str, np.ndarray]  # Predict outputs
+    log: prediction_log_pb2.PredictionLog  # the whole record, for anything not decoded above
+    path: str
+
+
+@dataclasses.dataclass
+class ServedItem:
+    rank: int  # 1 = first in the returned list
+    item_id: str
+    score: Optional[float]
+
+
+@dataclasses.dataclass
+class ServedList:
+    """What one example of a logged Predict request was shown."""
+
+    request_id: str
+    example: int  # index in the request's batch
+    model_name: str
+    version: int
+    timestamp: float
+    user_id: Optional[str]
+    inputs: Dict[str, object]  # this example's raw inputs (bytes decoded as UTF-8)
+    items: List[ServedItem]
+
+
+def log_files(prefix_or_paths: Union[str, Iterable[str]]) -> List[str]:
+    """The TFRecord files a filename_prefix wrote (oldest first), or the given paths as they are."""
+    if not isinstance(prefix_or_paths, str):
+        return list(prefix_or_paths)
+    if prefix_or_paths.endswith(RECORD_SUFFIX) and tf.io.gfile.exists(prefix_or_paths):
+        return [prefix_or_paths]
+    return sorted(tf.io.gfile.glob(file_base(prefix_or_paths) + "-*" + RECORD_SUFFIX))
+
+
+def _records(path: str) -> Iterator[bytes]:
+    it = iter(tf.data.TFRecordDataset(path))
+    while True:
+        try:
+            yield next(it).numpy()
+        except StopIteration:
+            return
+        except tf.errors.DataLossError as e:  # truncated tail: everything before it is good
+            log.warning("request log %s: stopped at a damaged record: %s", path, str(e).splitlines()[0])
+            return
+
+
+def read_requests(prefix_or_paths: Union[str, Iterable[str]]) -> Iterator[LoggedRequest]:
+    """Every record of the files, in file order."""
+    for path in log_files(prefix_or_paths):
+        for raw in _records(path):
+            plog = prediction_log_pb2.PredictionLog.FromString(raw)
+            extras = SIDECAR.FromString(raw).log_metadata
+            md = plog.log_metadata
+            kind = plog.WhichOneof("log_type") or ""
+            inputs: Dict[str, np.ndarray] = {}
+            outputs: Dict[str, np.ndarray] = {}
+            if kind == "predict_log":
+                inputs = {k: codec.proto_to_ndarray(v) for k, v in plog.predict_log.request.inputs.items()}
+                outputs = {k: codec.proto_to_ndarray(v) for k, v in plog.predict_log.response.outputs.items()}
+            ts = extras.timestamp_micros / 1e6 if extras.timestamp_micros else float(md.timestamp_secs)
+            yield LoggedRequest(extras.request_id, md.model_spec.name, md.model_spec.version.value,
+                                md.model_spec.signature_name, kind, ts, inputs, outputs, plog, path)
+
+
+def _text(x) -> object:
+    if isinstance(x, bytes):
+        return x.decode("utf-8", "replace")
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def read_served_lists(prefix_or_paths: Union[str, Iterable[str]], *, ids_output: str = "item_ids",
+                      scores_output: Optional[str] = "scores", user_input: str = "user_id") -> Iterator[ServedList]:
+    """One ServedList per example of every logged Predict whose response has ``ids_output``.
+
+    The response tensors hold items in the order the server returned them, so rank is the
+    position along the last axis (+1). Other records (Classify, ...) are skipped.
+    """
+    for r in read_requests(prefix_or_paths):
+        ids = r.outputs.get(ids_output)
+        if ids is None:
+            continue
+        ids = ids.reshape(1, -1) if ids.ndim < 2 else ids.reshape(ids.shape[0], -1)
+        scores = r.outputs.get(scores_output) if scores_output else None
+        if scores is not None and scores.size == ids.size:
+            scores = scores.reshape(ids.shape)
+        else:
+            scores = None
+        batch = ids.shape[0]
+        for i in range(batch):
+            row_inputs = {k: _text(v[i]) if v.ndim >= 1 and v.shape[0] == batch else _text(v)
+                          for k, v in r.inputs.items()}
+            user = row_inputs.get(user_input)
+            items = [ServedItem(j + 1, _text(ids[i, j]),
+                                None if scores is None else float(scores[i, j])) for j in range(ids.shape[1])]
+            yield ServedList(r.request_id, i, r.model_name, r.version, r.timestamp,
+                             None if user is None else str(user), row_inputs, items)
+
+
+def served_item_rows(prefix_or_paths: Union[str, Iterable[str]], **kwargs) -> Iterator[dict]:
+    """Flat rows, one per shown item: what a join with events by (request_id, rank) wants."""
+    for s in read_served_lists(prefix_or_paths, **kwargs):
+        for item in s.items:
+            yield {"request_id": s.request_id, "example": s.example, "model_name": s.model_name,
+                   "version": s.version, "timestamp": s.timestamp, "user_id": s.user_id, "rank": item.rank,
+                   "item_id": item.item_id, "score": item.score}
