@@ -174,6 +174,7 @@ class _Sink:
         self._path = ""
         self._bytes = 0
         self._opened = 0.0
+        self._last_error = -60.0
         self._thread = threading.Thread(target=self._run, name=f"request-log-{os.path.basename(self.base)}",
                                         daemon=True)
         self._thread.start()
@@ -230,15 +231,22 @@ class _Sink:
                 self._bytes += len(record) + 16
                 self.counters.logged(name, "OK")
             except Exception as e:  # noqa: BLE001  (a bad record or a full disk must not stop the writer)
-                log.error("request log %s: cannot write a record of model %s: %s", self.base, name, e)
+                self._error("request log %s: cannot write a record of model %s: %s", self.base, name, e)
                 self.counters.logged(name, "INTERNAL")
                 self._close_file()
         if self._writer is not None:
             try:
                 self._writer.flush()
             except Exception as e:  # noqa: BLE001
-                log.error("request log %s: flush failed: %s", self._path, e)
+                self._error("request log %s: flush failed: %s", self._path, e)
                 self._close_file()
+
+    def _error(self, message: str, *args) -> None:
+        """At most one error line a minute: a full disk must not flood the server's log at request rate."""
+        now = time.monotonic()
+        if now - self._last_error >= 60.0:
+            self._last_error = now
+            log.error(message + " (further errors within a minute are not logged; see request_log_count)", *args)
 
     def _maybe_rotate(self, idle: bool = False) -> None:
         if self._writer is None:
@@ -259,7 +267,7 @@ class _Sink:
             try:
                 self._writer.close()
             except Exception as e:  # noqa: BLE001
-                log.error("request log %s: close failed: %s", self._path, e)
+                self._error("request log %s: close failed: %s", self._path, e)
             self._writer = None
 
 
@@ -403,17 +411,47 @@ def fill_predict_from_arrays(model: str, version: Optional[int], label: str, sig
     """REST predict: the PredictRequest a gRPC client would have sent, and the PredictResponse it would get."""
     def fill(plog: prediction_log_pb2.PredictionLog) -> None:
         req, resp = plog.predict_log.request, plog.predict_log.response
-        req.model_spec.name = model
-        if version is not None:
-            req.model_spec.version.value = version
-        elif label:
-            req.model_spec.version_label = label
-        req.model_spec.signature_name = signature_name
+        _specs(req.model_spec, resp.model_spec, model, version, label, signature_name, served_version)
         for k, v in inputs.items():
             codec.ndarray_to_proto(v, req.inputs[k])
-        resp.model_spec.name = model
-        resp.model_spec.version.value = served_version
-        resp.model_spec.signature_name = signature_name
         for k, v in outputs.items():
             codec.ndarray_to_response_proto(v, resp.outputs[k])
     return fill
+
+
+def fill_examples_from_arrays(kind: str, model: str, version: Optional[int], label: str, signature_name: str,
+                              examples: Sequence[bytes], served_version: int, *, classes=None, scores=None,
+                              values=None) -> Callable[[prediction_log_pb2.PredictionLog], None]:
+    """REST classify/regress: the Classification/RegressionRequest (serialized tf.Examples as an
+    example_list, context merged in) and the response a gRPC client would get."""
+    def fill(plog: prediction_log_pb2.PredictionLog) -> None:
+        part = getattr(plog, kind)
+        req, resp = part.request, part.response
+        _specs(req.model_spec, resp.model_spec, model, version, label, signature_name, served_version)
+        for e in examples:
+            req.input.example_list.examples.add().MergeFromString(e)
+        if kind == "regress_log":
+            for v in values.tolist():
+                resp.result.regressions.add().value = v
+            return
+        ref = classes if classes is not None else scores
+        for i in range(ref.shape[0]):
+            c = resp.result.classifications.add()
+            for j in range(ref.shape[1]):
+                cls = c.classes.add()
+                if classes is not None:
+                    cls.label = codec._as_bytes(classes[i, j]).decode("utf-8", "replace")
+                if scores is not None:
+                    cls.score = float(scores[i, j])
+    return fill
+
+
+def _specs(req_spec, resp_spec, model: str, version: Optional[int], label: str, signature_name: str,
+           served_version: int) -> None:
+    req_spec.name = resp_spec.name = model
+    if version is not None:
+        req_spec.version.value = version
+    elif label:
+        req_spec.version_label = label
+    req_spec.signature_name = resp_spec.signature_name = signature_name
+    resp_spec.version.value = served_version

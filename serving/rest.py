@@ -34,7 +34,8 @@ from serving import codec, json_codec
 from serving.errors import INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ServingError, as_serving_error
 from serving.metrics import Metrics
 from serving.models import ModelManager
-from serving.request_logging import check_request_id, fill_predict_from_arrays, new_request_id
+from serving.request_logging import (check_request_id, fill_examples_from_arrays, fill_predict_from_arrays,
+                                     new_request_id)
 from serving.servable import DEFAULT_SIGNATURE
 
 log = logging.getLogger("serving.rest")
@@ -157,9 +158,10 @@ class RestApi:
                     "metadata": {"signature_def": _message_to_dict(s.signature_def_map())}}
 
     def request_id_for(self, path: str, sent: Optional[str]) -> Optional[str]:
-        """X-Request-Id of a predict on a model with logging_config (the client's, checked, or a new one)."""
+        """X-Request-Id of a predict/classify/regress on a model with logging_config (the client's, checked,
+        or a new one)."""
         m = _PATH.match(path)
-        if m is None or m.group(5) != "predict" or not self.manager.request_logger.enabled(m.group(1)):
+        if m is None or m.group(5) is None or not self.manager.request_logger.enabled(m.group(1)):
             return None
         return check_request_id(sent) if sent is not None else new_request_id()
 
@@ -185,11 +187,15 @@ class RestApi:
             serialized.extend(codec.examples_from_json(chunk, context))
         return signature_name, serialized
 
-    def classify(self, name, version, label, body: bytes) -> dict:
+    def classify(self, name, version, label, body: bytes, request_id: Optional[str] = None) -> dict:
         with self.manager.acquire(name, version, label) as s:
             signature_name, examples = self._examples(body)
             sig = s.classification_signature(signature_name)
             classes, scores = sig.classify(examples)
+            if request_id is not None:
+                self.manager.request_logger.log(name, s.version, sig.name, request_id, fill_examples_from_arrays(
+                    "classify_log", name, version, label, sig.name, examples, s.version, classes=classes,
+                    scores=scores))
             ref = classes if classes is not None else scores
             results = []
             for i in range(ref.shape[0]):
@@ -200,11 +206,14 @@ class RestApi:
                 results.append(row)
             return {"results": results}
 
-    def regress(self, name, version, label, body: bytes) -> dict:
+    def regress(self, name, version, label, body: bytes, request_id: Optional[str] = None) -> dict:
         with self.manager.acquire(name, version, label) as s:
             signature_name, examples = self._examples(body)
             sig = s.regression_signature(signature_name)
             values = sig.regress(examples)
+            if request_id is not None:
+                self.manager.request_logger.log(name, s.version, sig.name, request_id, fill_examples_from_arrays(
+                    "regress_log", name, version, label, sig.name, examples, s.version, values=values))
             return {"results": [float(v) for v in values]}
 
     def dispatch(self, method: str, path: str, body: bytes, metrics: Metrics,
@@ -226,7 +235,7 @@ class RestApi:
                 elif verb == "predict":
                     return 200, self.predict(name, version, label or "", body, request_id)
                 else:
-                    payload = getattr(self, verb)(name, version, label or "", body)
+                    payload = getattr(self, verb)(name, version, label or "", body, request_id)
                 return 200, _dumps(payload).encode("utf-8")
             except Exception as e:  # noqa: BLE001  (bad input must never crash the server)
                 err = as_serving_error(e)
@@ -390,7 +399,8 @@ class RestServer:
             try:
                 rid = self.api.request_id_for(path, request.headers.get("X-Request-Id"))
             except ServingError as e:
-                self.metrics.record(_PATH.match(path).group(1), "Predict", "REST", e.code_name, 0.0)
+                m = _PATH.match(path)
+                self.metrics.record(m.group(1), _APIS[m.group(5)], "REST", e.code_name, 0.0)
                 return _json_response(e.http_status, _dumps({"error": e.message}).encode(), close=True)
             declared = request.content_length
             if declared is not None and declared > self.limits.max_request_bytes:

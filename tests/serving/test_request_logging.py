@@ -85,12 +85,22 @@ def test_every_predict_is_one_prediction_log_over_grpc_and_rest(base, tmp_path):
         creq.input.example_list.examples.add().features.feature["x"].float_list.value.append(1.0)
         with grpc.insecure_channel(srv.grpc_address) as ch:
             cresp = prediction_service_pb2_grpc.PredictionServiceStub(ch).Classify(creq, timeout=10)
-        assert wait_for(lambda: len(raw_records(prefix)) == 3)
+        for verb, signature in (("classify", "classify"), ("regress", "regress")):
+            r = urllib.request.Request(f"{srv.rest_url}/v1/models/toy:{verb}", json.dumps(
+                {"signature_name": signature, "examples": [{"x": 1.0}]}).encode(), method="POST")
+            with urllib.request.urlopen(r, timeout=10) as reply:
+                assert len(reply.headers["X-Request-Id"]) == 32
+        assert wait_for(lambda: len(raw_records(prefix)) == 5)
     records = raw_records(prefix)
-    assert len(records) == 3
-    classify = prediction_log_pb2.PredictionLog.FromString(records.pop())
-    assert classify.classify_log.request == creq and classify.classify_log.response == cresp
-    assert classify.log_metadata.model_spec.signature_name == "classify"
+    assert len(records) == 5
+    grpc_classify, rest_classify, rest_regress = [prediction_log_pb2.PredictionLog.FromString(r)
+                                                  for r in records[2:]]
+    del records[2:]
+    assert grpc_classify.classify_log.request == creq and grpc_classify.classify_log.response == cresp
+    assert grpc_classify.log_metadata.model_spec.signature_name == "classify"
+    assert rest_classify.classify_log.request == creq and rest_classify.classify_log.response == cresp
+    assert rest_regress.regress_log.request.input == creq.input
+    assert [r.value for r in rest_regress.regress_log.response.result.regressions] == [3.0]  # 2x + 1
 
     # A plain PredictionLog reader sees TF Serving's record...
     logs = [prediction_log_pb2.PredictionLog.FromString(r) for r in records]
@@ -235,3 +245,18 @@ def test_files_rotate_by_size_and_a_cut_last_record_loses_only_that_record(tmp_p
     with open(files[-1], "r+b") as f:  # a crash mid-write
         f.truncate(os.path.getsize(files[-1]) - 3)
     assert [r.request_id for r in request_log.read_requests(prefix)] == ["id0", "id1"]
+
+
+def test_an_idle_file_is_closed_once_it_is_old_and_the_next_record_starts_a_new_one(tmp_path):
+    prefix = str(tmp_path / "age" / "log")
+    logger = RequestLogger(options=RequestLogOptions(max_file_seconds=0.2))
+    logger.update(_config(prefix))
+    logger.log("m", 1, "", "early", lambda plog: None)
+    assert wait_for(lambda: len(request_log.log_files(prefix)) == 1 and logger.written("m") == 1)
+    first = request_log.log_files(prefix)[0]
+    assert wait_for(lambda: logger._sinks[request_log.file_base(prefix)]._writer is None, timeout=5)
+    assert [r.request_id for r in request_log.read_requests(first)] == ["early"]  # closed, whole, readable
+    logger.log("m", 1, "", "late", lambda plog: None)
+    logger.close()
+    assert len(request_log.log_files(prefix)) == 2
+    assert [r.request_id for r in request_log.read_requests(prefix)] == ["early", "late"]
