@@ -79,7 +79,7 @@ def run_dataset(name: str, args, log) -> Dict[str, Any]:
     t_pre = time.perf_counter() - t0
     t0 = time.perf_counter()
     trained = steps.train(cfg, version_dir)
-    ev = steps.evaluate(cfg, trained, version_dir)
+    ev = steps.evaluate(cfg, trained)
     t_ret = time.perf_counter() - t0
     t0 = time.perf_counter()
     out = train_ranking.train_and_evaluate(cfg, version_dir, trained, ev["item_vectors"], rankers=args.ranker_list,

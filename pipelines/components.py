@@ -1,87 +1,88 @@
-"""The pipeline's lightweight components: each calls ``recsys.steps`` (via pipelines.runtime).
+"""The pipeline's lightweight components: typed KFP artifacts in and out, one ``recsys.stages`` call each.
 
-Directories travel as string parameters (a shared volume path, or ``/gcs/<bucket>/...`` on Vertex
-AI, whose workers mount Cloud Storage there); metrics travel as artifacts. Components run in the
-project image (``RECSYS_IMAGE``, docker/Dockerfile.recsys), which already has kfp and the
-project installed, so ``install_kfp_package=False``: nothing is pip-installed at run time, and
+Every hand-off is a KFP artifact (``Dataset``, ``Model``, ``Artifact``, ``Metrics``) whose ``.uri`` is
+the stage's artifact (see ``recsys/artifacts.py``); the whole resolved config travels as one JSON
+parameter, so KFP's cache key changes with the config, and the image (set per task from the
+``image`` pipeline parameter) changes with the code. Components run in the project image
+(docker/Dockerfile.recsys) with kfp and the project installed, so ``install_kfp_package=False``;
 ``kfp.local.SubprocessRunner(use_venv=False)`` runs them in the current interpreter.
 """
 
 import os
-from typing import List, NamedTuple
+from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-RECSYS_IMAGE = os.environ.get("RECSYS_IMAGE", "registry.example.com/recsys/recsys:0.1.0")
+# the default for the `image` pipeline parameter; the compiled pipeline does not depend on it
+DEFAULT_IMAGE = os.environ.get("RECSYS_IMAGE", "registry.example.com/recsys/recsys:0.1.0")
 
 
-@dsl.component(base_image=RECSYS_IMAGE, install_kfp_package=False)
-def make_data(workdir: str, overrides: List[str], config_file: str) -> str:
-    """Raw tables of the configured source under <workdir>/<run>/raw; returns that directory."""
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def ingest(config: str, artifact_root: str, raw: Output[Dataset]):
+    """Raw tables of the configured source (synthetic generator or MovieLens files)."""
     from pipelines import runtime
 
-    return runtime.make_data(workdir, overrides, config_file)
+    runtime.ingest(config, artifact_root, raw)
 
 
-@dsl.component(base_image=RECSYS_IMAGE, install_kfp_package=False)
-def preprocess(workdir: str, overrides: List[str], config_file: str, raw_dir: str) -> str:
-    """Beam + TF-Transform; returns the new <run>/preprocessed/v<N> directory."""
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def preprocess(config: str, artifact_root: str, raw: Input[Dataset], preprocessed: Output[Dataset]):
+    """Beam + TF-Transform: tfrecords, the transform graph, the catalogue."""
     from pipelines import runtime
 
-    return runtime.preprocess(workdir, overrides, config_file, raw_dir)
+    runtime.preprocess(config, artifact_root, raw, preprocessed)
 
 
-@dsl.component(base_image=RECSYS_IMAGE, install_kfp_package=False)
-def train_evaluate(workdir: str, overrides: List[str], config_file: str, version_dir: str,
-                   metrics: Output[Metrics], metrics_json: Output[Artifact]
-                   ) -> NamedTuple("TrainOutputs", [("metrics_path", str), ("training_dir", str)]):
-    """Two-tower training + full-ranking evaluation beside popularity (<run>/training/retrieval/)."""
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def train_retrieval(config: str, artifact_root: str, preprocessed: Input[Dataset], model: Output[Model]):
+    """The TFRS two-tower on the train split."""
+    from pipelines import runtime
+
+    runtime.train_retrieval(config, artifact_root, preprocessed, model)
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def evaluate(config: str, artifact_root: str, model: Input[Model], evaluation: Output[Artifact],
+             metrics: Output[Metrics]):
+    """Full-ranking evaluation with honest exclusions, beside popularity, EASE, item-kNN and ALS."""
+    from pipelines import runtime
+
+    runtime.evaluate(config, artifact_root, model, evaluation, metrics)
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def train_ranker(config: str, artifact_root: str, model: Input[Model], ranker: Output[Model],
+                 evaluation: Output[Artifact], metrics: Output[Metrics]):
+    """The second-stage ranker (ranking.model) on out-of-fold retrieval candidates, with its re-ranking table."""
+    from pipelines import runtime
+
+    runtime.train_ranker(config, artifact_root, model, ranker, evaluation, metrics)
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def export(config: str, artifact_root: str, model: Input[Model], ranker: Input[Model], exported: Output[Model]):
+    """SavedModels staged for serving (retrieval, retrieval_brute_force, ranking, recommend); not served yet."""
+    from pipelines import runtime
+
+    runtime.export(config, artifact_root, model, ranker, exported)
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def bless(config: str, artifact_root: str, exported: Input[Model], evaluation: Input[Artifact],
+          serving_model_base_path: str, blessing: Output[Artifact]) -> NamedTuple("Blessed", [("blessed", bool)]):
+    """TFX Evaluator's blessing: the candidate vs popularity and vs the version being served, same fresh data."""
     from collections import namedtuple
 
     from pipelines import runtime
 
-    out = runtime.train_evaluate(workdir, overrides, config_file, version_dir)
-    for name, value in runtime.flat_metrics(out["results"]).items():
-        metrics.log_metric(name, value)
-    runtime.copy_file(out["metrics_path"], metrics_json.path)
-    metrics_json.metadata["source"] = out["metrics_path"]
-    return namedtuple("TrainOutputs", ["metrics_path", "training_dir"])(out["metrics_path"], out["training_dir"])
+    return namedtuple("Blessed", ["blessed"])(runtime.bless(config, artifact_root, exported, evaluation,
+                                                            serving_model_base_path, blessing))
 
 
-@dsl.component(base_image=RECSYS_IMAGE, install_kfp_package=False)
-def quality_gate(metrics_json: Input[Artifact], min_lift: float, k: int) -> str:
-    """Fails (and so blocks push) unless recall@k beats popularity's by more than min_lift times."""
-    from pipelines import gate
-
-    result = gate.enforce(metrics_json.path, min_lift=min_lift, k=k)  # raises QualityGateError on FAIL
-    print(result.message, flush=True)
-    return result.message
-
-
-@dsl.component(base_image=RECSYS_IMAGE, install_kfp_package=False)
-def train_ranking(workdir: str, overrides: List[str], config_file: str, version_dir: str, gate_report: str,
-                  metrics: Output[Metrics]) -> str:
-    """Second stage: the ranker re-ranking retrieval's top-N (<run>/training/ranking/); after the gate."""
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def push(exported: Input[Model], blessing: Input[Artifact], serving_model_base_path: str, pushed: Output[Model]):
+    """TFX's Pusher: publishes the staged models as one new version, only when the blessing says so."""
     from pipelines import runtime
 
-    print(f"training the ranker after: {gate_report}", flush=True)
-    out = runtime.train_ranking(workdir, overrides, config_file, version_dir)
-    for name, value in runtime.flat_metrics(out["results"]).items():
-        metrics.log_metric(name, value)
-    return out["ranker"]
-
-
-@dsl.component(base_image=RECSYS_IMAGE, install_kfp_package=False)
-def push(workdir: str, overrides: List[str], config_file: str, version_dir: str, model_base_path: str,
-         gate_report: str, ranker: str, model: Output[Model]) -> str:
-    """Exports the gated models into the serving model base path (<base>/<name>/<version>/)."""
-    import json
-
-    from pipelines import runtime
-
-    print(f"pushing (ranker {ranker}) after: {gate_report}", flush=True)
-    paths = runtime.push(workdir, overrides, config_file, version_dir, model_base_path)
-    runtime.write_json(model.path, {"exports": paths, "gate": gate_report})
-    model.metadata.update({"exports": paths, "gate": gate_report})
-    return json.dumps(paths, sort_keys=True)
+    runtime.push(exported, blessing, serving_model_base_path, pushed)

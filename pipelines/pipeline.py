@@ -1,55 +1,64 @@
-"""Kubeflow Pipelines v2 (kfp 2.13): data -> preprocess -> train+evaluate -> quality gate -> ranker -> push.
+"""Kubeflow Pipelines v2 / Vertex AI Pipelines: ingest -> preprocess -> train -> evaluate -> ranker ->
+export -> bless -> push, every hand-off a typed artifact.
 
-    python -m pipelines.pipeline compile --out pipeline.yaml
-    python -m pipelines.pipeline run-local --workdir /tmp/kfp-run [--set train.epochs=2] [--min-lift 1.1]
+    recsys pipeline compile --out pipeline.yaml
+    recsys pipeline run-local --workdir /tmp/kfp [--set train.epochs=2]
+    recsys pipeline submit --project P --region R --pipeline-root gs://B/root --image IMAGE \\
+        --service-account SA --serving-model-base-path gs://B/models [--dry-run]
 
-The same compiled YAML runs on Kubeflow Pipelines or Vertex AI Pipelines (pipelines/README.md).
-Each step is a lightweight component calling ``recsys.steps`` (pipelines/components.py); every
-hand-off is a directory, so the steps are the ones the `recsys` CLI and the k8s Jobs run. The
-quality gate raises when the retrieval model does not beat popularity's recall@K by ``min_lift``,
-which fails the run before the ranker is trained and before ``push`` writes anything into the
-serving model base path. ``push`` exports what `recsys export` does: retrieval (ScaNN),
-retrieval_brute_force, ranking and recommend, under one version number.
+Components (pipelines/components.py) call ``recsys.stages`` through pipelines/runtime.py, the same
+functions the `recsys` CLI composes, so both produce the same artifacts for the same config. Caching
+is on: KFP reuses a task whose inputs (the config JSON, the input artifacts) and image are unchanged;
+with an ``artifact_root`` the stages also reuse content-addressed artifacts themselves (this is what
+makes ``run-local`` re-runs skip unchanged steps). ``bless`` compares the candidate with the version
+being served under ``serving_model_base_path``; ``push`` publishes only a blessed candidate.
 """
 
 import argparse
+import io
+import json
 import os
+import re
 import sys
 import time
-from typing import List, Optional, Sequence
+import warnings
+from typing import Dict, List, Optional, Sequence
 
 from kfp import compiler, dsl
 
 from pipelines import components
-from pipelines.runtime import TINY_OVERRIDES
+from pipelines.runtime import TINY_OVERRIDES, config_json, resolve_config
 
-PIPELINE_NAME = "recsys-retrieval"
-STEPS = ("make-data", "preprocess", "train-evaluate", "quality-gate", "train-ranking", "push")  # IR tasks, in order
+PIPELINE_NAME = "recsys"
+STEPS = ("ingest", "preprocess", "train-retrieval", "evaluate", "train-ranker", "export", "bless", "push")
 
 
 @dsl.pipeline(name=PIPELINE_NAME,
-              description="Synthetic/MovieLens data -> Beam+TFT -> TFRS two-tower -> quality gate vs popularity "
-                          "-> ranker -> SavedModels (retrieval, ranking, recommend) in the TF Serving model base path")
-def recsys_pipeline(workdir: str, model_base_path: str = "", overrides: List[str] = [],  # noqa: B006
-                    config_file: str = "", min_lift: float = 1.1, gate_k: int = 50):
-    """``workdir``/``model_base_path``: directories every step can reach (shared volume; ``/gcs/...`` on
-    Vertex). ``overrides``: ``section.key=value`` strings as for ``recsys --set``. ``model_base_path``
-    empty = ``<workdir>/<run>/models``."""
-    common = dict(workdir=workdir, overrides=overrides, config_file=config_file)
-
-    data = components.make_data(**common).set_display_name("data")
-    pre = components.preprocess(raw_dir=data.output, **common).set_display_name("preprocess")
-    train = components.train_evaluate(version_dir=pre.output, **common).set_display_name("train + evaluate")
-    train.set_cpu_limit("4").set_memory_limit("16G")
-    gate = components.quality_gate(metrics_json=train.outputs["metrics_json"], min_lift=min_lift,
-                                   k=gate_k).set_display_name("quality gate")
-    rank = components.train_ranking(version_dir=pre.output, gate_report=gate.output,
-                                    **common).set_display_name("train ranker")
+              description="Raw interactions -> Beam+TFT -> TFRS two-tower -> evaluation beside classic baselines -> "
+                          "ranker -> staged SavedModels -> blessing against the served version -> push")
+def recsys_pipeline(config: str, serving_model_base_path: str, artifact_root: str = "",
+                    image: str = components.DEFAULT_IMAGE):
+    """``config``: the resolved config as JSON (`recsys pipeline` builds it from --config/--set).
+    ``serving_model_base_path``: what TF Serving loads (``<base>/<name>/<version>``). ``artifact_root``:
+    optional home of content-addressed stage artifacts (reused across runs); empty = KFP's own URIs.
+    ``image``: the project image every task runs in."""
+    common = dict(config=config, artifact_root=artifact_root)
+    ingest = components.ingest(**common).set_display_name("ingest")
+    pre = components.preprocess(raw=ingest.outputs["raw"], **common).set_display_name("preprocess")
+    train = components.train_retrieval(preprocessed=pre.outputs["preprocessed"], **common)
+    train.set_display_name("train retrieval").set_cpu_limit("4").set_memory_limit("16G")
+    ev = components.evaluate(model=train.outputs["model"], **common).set_display_name("evaluate")
+    rank = components.train_ranker(model=train.outputs["model"], **common).set_display_name("train ranker")
     rank.set_cpu_limit("4").set_memory_limit("16G")
-    push = components.push(version_dir=pre.output, model_base_path=model_base_path, gate_report=gate.output,
-                           ranker=rank.outputs["Output"], **common).set_display_name("push")
-    for task in (data, pre, train, gate, rank, push):
-        # Steps write into shared directories: a cached "success" must never stand in for a real run.
+    exp = components.export(model=train.outputs["model"], ranker=rank.outputs["ranker"],
+                            **common).set_display_name("export (staged)")
+    blessing = components.bless(exported=exp.outputs["exported"], evaluation=ev.outputs["evaluation"],
+                                serving_model_base_path=serving_model_base_path, **common).set_display_name("bless")
+    push = components.push(exported=exp.outputs["exported"], blessing=blessing.outputs["blessing"],
+                           serving_model_base_path=serving_model_base_path).set_display_name("push")
+    for task in (ingest, pre, train, ev, rank, exp, blessing, push):
+        task.set_container_image(image)
+    for task in (blessing, push):  # they read the serving base path, which changes outside the pipeline
         task.set_caching_options(False)
 
 
@@ -59,53 +68,141 @@ def compile_pipeline(out: str) -> str:
     return out
 
 
-def run_local(workdir: str, overrides: Sequence[str] = (), model_base_path: str = "", min_lift: float = 1.1,
-              gate_k: int = 50, config_file: str = "") -> dict:
+# what run-local shows on the terminal unless --verbose (everything goes to <workdir>/run-local.log)
+PROGRESS = re.compile(r"^\s*(\[(cache|data|preprocess|train|evaluate|ranking[^\]]*|export|bless|push)\]|"
+                      r".* vs best other |.*Task .* finished)")
+
+
+class _Progress(io.TextIOBase):
+    """stdout that keeps every line in a log file and shows only progress lines (kfp.local echoes each
+    task's whole executor input and library INFO logs)."""
+
+    def __init__(self, log, term):
+        self.log, self.term, self.pending = log, term, ""
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if PROGRESS.match(line):
+                self.term.write(re.sub(r"\x1b\[[0-9;]*m", "", line).strip() + "\n")
+                self.term.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+
+
+def run_local(workdir: str, overrides: Sequence[str] = (), serving_model_base_path: str = "",
+              config_file: str = "", artifact_root: Optional[str] = None, verbose: bool = False) -> Dict:
     """Runs the whole pipeline with kfp's local SubprocessRunner in this interpreter's environment.
 
-    Raises RuntimeError when a step (e.g. the quality gate) fails.
+    Artifacts are content-addressed under ``<workdir>/artifacts`` (so a second run reuses unchanged
+    stages); the serving base path defaults to ``<workdir>/models``. Raises RuntimeError when a step fails.
     """
+    import contextlib
+
     from kfp import local
 
     workdir = os.path.abspath(workdir)
-    pipeline_root = os.path.join(workdir, "kfp-local-root")
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root)
+    os.makedirs(workdir, exist_ok=True)
+    cfg = resolve_config(config_file, overrides)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=os.path.join(workdir, "kfp-local-root"))
+    base = os.path.abspath(serving_model_base_path) if serving_model_base_path else os.path.join(workdir, "models")
+    root = os.path.join(workdir, "artifacts") if artifact_root is None else artifact_root
+    log_path = os.path.join(workdir, "run-local.log")
     t0 = time.time()
-    recsys_pipeline(workdir=workdir, model_base_path=os.path.abspath(model_base_path) if model_base_path else "",
-                    overrides=list(overrides), config_file=config_file, min_lift=min_lift, gate_k=gate_k)
-    return {"wall_seconds": round(time.time() - t0, 1), "pipeline_root": pipeline_root, "workdir": workdir}
+    with open(log_path, "a") as log, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # kfp.local warns that the image is not used (by design here)
+        out = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(_Progress(log, sys.stdout))
+        with out:
+            recsys_pipeline(config=config_json(cfg), serving_model_base_path=base, artifact_root=root)
+    return {"wall_seconds": round(time.time() - t0, 1), "workdir": workdir, "serving_model_base_path": base,
+            "artifact_root": root, "log": log_path}
+
+
+def vertex_job(template: str, project: str, region: str, pipeline_root: str, image: str, config: str,
+               serving_model_base_path: str, artifact_root: str = "", display_name: str = PIPELINE_NAME,
+               labels: Optional[Dict[str, str]] = None, credentials=None):
+    """The Vertex AI ``PipelineJob`` for a compiled template (caching on); nothing is sent until ``submit``."""
+    from google.cloud import aiplatform
+
+    return aiplatform.PipelineJob(
+        display_name=display_name, template_path=template, pipeline_root=pipeline_root, project=project,
+        location=region, enable_caching=True, labels=labels or {"app": "recsys"}, credentials=credentials,
+        parameter_values={"config": config, "serving_model_base_path": serving_model_base_path,
+                          "artifact_root": artifact_root, "image": image})
+
+
+def vertex_request(job, service_account: str = "") -> Dict:
+    """The body of the ``projects.locations.pipelineJobs.create`` call ``job.submit`` would send."""
+    from google.protobuf import json_format
+
+    resource = type(job._gca_resource).pb(job._gca_resource)
+    body = json_format.MessageToDict(resource)
+    if service_account:
+        body["serviceAccount"] = service_account
+    return {"parent": f"projects/{job.project}/locations/{job.location}", "pipelineJob": body}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipelines.pipeline", description=__doc__,
+    p = argparse.ArgumentParser(prog="recsys pipeline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compile", help="write the pipeline's IR YAML (KFP v2 / Vertex AI Pipelines)")
     c.add_argument("--out", default="pipeline.yaml")
-    r = sub.add_parser("run-local", help="run every step locally (kfp.local SubprocessRunner, no containers)")
-    r.add_argument("--workdir", required=True, help="runs, models and kfp's local pipeline root go here")
-    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override (repeatable); applied after the tiny defaults: "
-                        + " ".join(TINY_OVERRIDES))
-    r.add_argument("--config", default="", help="YAML/JSON config file (applied before the overrides)")
-    r.add_argument("--model-base-path", default="", help="default: <workdir>/<run>/models")
-    r.add_argument("--min-lift", type=float, default=1.0,
-                   help="gate: recall@K must exceed popularity's times this (default 1.0 here: on the tiny "
-                        "150-item catalogue recall@50 covers a third of the items and popularity is hard to beat "
-                        "after one epoch; the pipeline's own default is 1.1)")
-    r.add_argument("--gate-k", type=int, default=50)
-    r.add_argument("--full-size", action="store_true", help="drop the tiny defaults (the config's own sizes)")
+    for name, helptext in (("run-local", "run every step locally (kfp.local SubprocessRunner, no containers)"),
+                           ("submit", "submit to Vertex AI Pipelines (or print the request with --dry-run)")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+        s.add_argument("--config", default="", help="YAML/JSON config file (applied before the overrides)")
+        s.add_argument("--serving-model-base-path", default="", help="what TF Serving loads")
+    r = sub.choices["run-local"]
+    r.add_argument("--workdir", required=True, help="artifacts, models and kfp's local pipeline root go here")
+    r.add_argument("-v", "--verbose", action="store_true", help="show every task's full output, not only progress")
+    r.add_argument("--full-size", action="store_true",
+                   help="the config's own sizes (default: tiny data, " + " ".join(TINY_OVERRIDES) + ")")
+    s = sub.choices["submit"]
+    for flag in ("--project", "--region", "--pipeline-root", "--image"):
+        s.add_argument(flag, required=True)
+    s.add_argument("--service-account", default="")
+    s.add_argument("--artifact-root", default="", help="content-addressed stage artifacts (gs://...), optional")
+    s.add_argument("--dry-run", action="store_true", help="print the request instead of sending it")
     args = p.parse_args(argv)
     if args.command == "compile":
         print(compile_pipeline(args.out))
         return 0
-    overrides = ([] if args.full_size else list(TINY_OVERRIDES)) + list(args.set)
-    try:
-        info = run_local(args.workdir, overrides, args.model_base_path, args.min_lift, args.gate_k, args.config)
-    except RuntimeError as e:
-        print(f"pipeline failed: {e}", file=sys.stderr)
-        return 1
-    print(f"pipeline succeeded in {info['wall_seconds']}s; outputs under {info['workdir']}")
+    if args.command == "run-local":
+        overrides = ([] if args.full_size else list(TINY_OVERRIDES)) + list(args.set)
+        try:
+            info = run_local(args.workdir, overrides, args.serving_model_base_path, args.config,
+                             verbose=args.verbose)
+        except RuntimeError as e:
+            print(f"pipeline failed: {' '.join(str(e).split())[:500]} (full log: "
+                  f"{os.path.join(os.path.abspath(args.workdir), 'run-local.log')})", file=sys.stderr)
+            return 1
+        print(f"pipeline finished in {info['wall_seconds']}s; artifacts under {info['artifact_root']}, "
+              f"models under {info['serving_model_base_path']}, full log {info['log']}")
+        return 0
+    import tempfile
+
+    cfg = resolve_config(args.config, args.set)
+    with tempfile.TemporaryDirectory() as tmp:
+        template = compile_pipeline(os.path.join(tmp, "pipeline.yaml"))
+        credentials = None
+        if args.dry_run:
+            from google.auth.credentials import AnonymousCredentials
+
+            credentials = AnonymousCredentials()
+        job = vertex_job(template, args.project, args.region, args.pipeline_root, args.image, config_json(cfg),
+                         args.serving_model_base_path or f"{args.pipeline_root.rstrip('/')}/models",
+                         args.artifact_root, credentials=credentials)
+        if args.dry_run:
+            print(json.dumps(vertex_request(job, args.service_account), indent=1, sort_keys=True))
+            return 0
+        job.submit(service_account=args.service_account or None)
+    print(f"submitted: {job.resource_name}")
     return 0
 
 

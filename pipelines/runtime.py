@@ -1,29 +1,42 @@
-"""Helpers the pipeline components call inside their containers (kept out of the components so
-that each component's serialized source stays a few lines and the logic is unit-testable)."""
+"""What each pipeline component runs inside its container: one ``recsys.stages`` call between KFP artifacts.
+
+Kept out of the components so each component's serialized source stays a few lines and this logic is
+unit-testable without KFP. A stage's artifact lives at the KFP output artifact's URI, or, when the
+pipeline has an ``artifact_root``, at ``<artifact_root>/<type>/<fingerprint>``: content-addressed, so a
+re-run whose stage inputs, config slice and code are unchanged finds the complete artifact there and
+reuses it (the cache that also works under ``run-local``, where KFP's own cache does not exist). The
+output KFP artifact then points at that URI, so lineage in the KFP/Vertex UI shows the real location.
+"""
 from __future__ import annotations
 
 import json
-import os
-import shutil
+import time
 from typing import Dict, List, Optional, Sequence
 
 import recsys  # noqa: F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow is imported)
-from recsys.config import Config, load_config
+from recsys import artifacts as af
+from recsys.config import Config, from_dict, load_config
 
 # Tiny synthetic sizes for `run-local` and tests: the whole pipeline in a few minutes on 2 cores.
+# In-sample ranker candidates: at this size the out-of-fold retriever would see too few events to matter.
 TINY_OVERRIDES = ("data.n_users=200", "data.n_items=150", "data.events_per_user=20", "train.epochs=1",
-                  "train.batch_size=256", "ranking.epochs=1")
+                  "train.batch_size=256", "ranking.epochs=1", "ranking.candidates=in_sample", "gate.min_lift=1.0")
 
 
-def config(workdir: str, overrides: Sequence[str] = (), config_file: str = "",
-           model_base_path: str = "") -> Config:
+def resolve_config(config_file: str = "", overrides: Sequence[str] = ()) -> Config:
     """The same resolution as the `recsys` CLI: defaults <- config file <- ``key=value`` overrides."""
-    cfg = load_config(config_file or None, list(overrides or ()))
-    if workdir:
-        cfg.workdir = workdir
-    if model_base_path:
-        cfg.export.model_base_path = model_base_path
-    return cfg
+    return load_config(config_file or None, list(overrides or ()))
+
+
+def config_json(cfg: Config) -> str:
+    """The pipeline parameter that carries the whole config (part of every task's cache key)."""
+    d = cfg.to_dict()
+    d.pop("workdir", None)
+    return json.dumps(d, sort_keys=True)
+
+
+def parse_config(text: str) -> Config:
+    return from_dict(json.loads(text) if text else {})
 
 
 def quiet_tf() -> None:
@@ -35,100 +48,131 @@ def quiet_tf() -> None:
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
 
 
-def make_data(workdir: str, overrides: Sequence[str], config_file: str = "") -> str:
-    from recsys import steps
-
-    return steps.make_raw(config(workdir, overrides, config_file))
+def _out_uri(kfp_artifact, kind, fingerprint: str, artifact_root: str) -> str:
+    return af.join(artifact_root, kind.TYPE, fingerprint) if artifact_root else kfp_artifact.uri
 
 
-def preprocess(workdir: str, overrides: Sequence[str], config_file: str, raw_dir: str) -> str:
-    from recsys import steps
-
-    quiet_tf()
-    return steps.preprocess(config(workdir, overrides, config_file), raw_dir)
-
-
-def train_evaluate(workdir: str, overrides: Sequence[str], config_file: str, version_dir: str) -> Dict:
-    """Trains retrieval, evaluates it beside popularity; returns the metrics.json path and its results."""
-    from recsys import steps
-
-    quiet_tf()
-    cfg = config(workdir, overrides, config_file)
-    trained = steps.train(cfg, version_dir)
-    ev = steps.evaluate(cfg, trained, version_dir)
-    return {"metrics_path": os.path.join(trained.out_dir, "metrics.json"), "results": ev["results"],
-            "training_dir": trained.out_dir}
+def _emit(kfp_artifact, art: af.Artifact, t0: float, reused: bool) -> None:
+    """Points the KFP artifact at the stage's artifact and attaches its record (lineage, fingerprint)."""
+    kfp_artifact.uri = art.uri
+    kfp_artifact.metadata.update(art.kfp_metadata())
+    kfp_artifact.metadata["reused"] = reused
+    kfp_artifact.metadata["seconds"] = round(time.time() - t0, 1)
 
 
-def flat_metrics(results: Dict, prefix: str = "") -> Dict[str, float]:
-    """{"two_tower": {"recall@50": x}} -> {"two_tower_recall_at_50": x} (names KFP/Vertex UIs accept)."""
-    out = {}
-    for key, value in results.items():
-        name = f"{prefix}_{key}" if prefix else str(key)
-        if isinstance(value, dict):
-            out.update(flat_metrics(value, name))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[name.replace("@", "_at_")] = float(value)
-    return out
+def _reused(kind, uri: str, fp: str) -> bool:
+    return kind.exists(uri) and kind.read(uri).fingerprint == fp
 
 
-def copy_file(src: str, dst: str) -> None:
-    os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
-    shutil.copyfile(src, dst)
+def _log_metrics(metrics, evaluation: af.Evaluation) -> None:
+    for name, value in evaluation.properties.items():
+        if isinstance(value, float):
+            metrics.log_metric(name, value)
 
 
-def _restore_retrieval(cfg: Config, version_dir: str):
-    """The retrieval model from its best checkpoint + item vectors (no re-evaluation, so the
-    metrics.json the gate read stays as it was)."""
-    from recsys import steps
-    from trainer import evaluate_retrieval as er
+def ingest(config: str, artifact_root: str, raw) -> None:
+    from recsys import stages
 
-    trained = steps.load_trained(cfg, version_dir)
-    candidates = trained.catalogue.transformed(trained.tft_output.transform_features_layer())
-    return trained, er.item_vectors(trained.model.candidate_tower, candidates)
-
-
-def _require_ranking_steps():
-    from recsys import steps
-
-    missing = [f for f in ("train_ranking", "has_ranker", "load_ranker", "export_ranking") if not hasattr(steps, f)]
-    if missing:
-        raise RuntimeError(f"recsys.steps lacks {missing}: this project version has no second-stage ranker")
-    return steps
+    cfg, t0 = parse_config(config), time.time()
+    fp = stages.plan("ingest", cfg)
+    uri = _out_uri(raw, af.RawData, fp, artifact_root)
+    hit = _reused(af.RawData, uri, fp)
+    _emit(raw, stages.ingest(cfg, uri, reuse=True), t0, hit)
 
 
-def train_ranking(workdir: str, overrides: Sequence[str], config_file: str, version_dir: str) -> Dict:
-    """The second-stage ranker (ranking.model) on retrieval's candidates, as `recsys train-ranking`."""
-    steps = _require_ranking_steps()
-    quiet_tf()
-    cfg = config(workdir, overrides, config_file)
-    trained, vectors = _restore_retrieval(cfg, version_dir)
-    out = steps.train_ranking(cfg, trained, vectors, version_dir)
-    return {"results": out["results"], "ranker": cfg.ranking.model}
-
-
-def push(workdir: str, overrides: Sequence[str], config_file: str, version_dir: str,
-         model_base_path: str = "") -> Dict[str, str]:
-    """Exports into ``<model_base_path>/<name>/<version>/`` exactly as `recsys export` does: retrieval
-    (ScaNN) and retrieval_brute_force, plus ranking and recommend when a ranker was trained; one
-    version number for all of them."""
-    from recsys import steps
+def preprocess(config: str, artifact_root: str, raw, preprocessed) -> None:
+    from recsys import stages
 
     quiet_tf()
-    cfg = config(workdir, overrides, config_file, model_base_path)
-    trained, vectors = _restore_retrieval(cfg, version_dir)
-    request = steps.sample_request(cfg, version_dir)
-    paths = steps.export(cfg, trained, vectors, request)
-    if hasattr(steps, "has_ranker") and steps.has_ranker(cfg):
-        version = int(os.path.basename(paths["scann"]))
-        paths.update(steps.export_ranking(cfg, trained, vectors, steps.load_ranker(cfg, trained), request, version))
-    return paths
+    cfg, t0 = parse_config(config), time.time()
+    inp = af.RawData.read(raw.uri)
+    fp = stages.plan("preprocess", cfg, inp)
+    uri = _out_uri(preprocessed, af.Preprocessed, fp, artifact_root)
+    hit = _reused(af.Preprocessed, uri, fp)
+    _emit(preprocessed, stages.preprocess(inp, cfg, uri, reuse=True), t0, hit)
 
 
-def write_json(path: str, payload) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
+def train_retrieval(config: str, artifact_root: str, preprocessed, model) -> None:
+    from recsys import stages
+
+    quiet_tf()
+    cfg, t0 = parse_config(config), time.time()
+    pre = af.Preprocessed.read(preprocessed.uri)
+    fp = stages.plan("train_retrieval", cfg, pre)
+    uri = _out_uri(model, af.RetrievalModel, fp, artifact_root)
+    hit = _reused(af.RetrievalModel, uri, fp)
+    art, _ = stages.train_retrieval(pre, cfg, uri, reuse=True)
+    _emit(model, art, t0, hit)
+
+
+def evaluate(config: str, artifact_root: str, model, evaluation, metrics) -> None:
+    from recsys import stages
+
+    quiet_tf()
+    cfg, t0 = parse_config(config), time.time()
+    m = af.RetrievalModel.read(model.uri)
+    fp = stages.plan("evaluate_retrieval", cfg, m)
+    uri = _out_uri(evaluation, af.Evaluation, fp, artifact_root)
+    hit = _reused(af.Evaluation, uri, fp)
+    ev = stages.evaluate_retrieval(m, cfg, uri, reuse=True)
+    _emit(evaluation, ev, t0, hit)
+    _log_metrics(metrics, ev)
+
+
+def train_ranker(config: str, artifact_root: str, model, ranker, evaluation, metrics) -> None:
+    from recsys import stages
+
+    quiet_tf()
+    cfg, t0 = parse_config(config), time.time()
+    m = af.RetrievalModel.read(model.uri)
+    fp = stages.plan("train_ranker", cfg, m, rankers=[cfg.ranking.model], gbdt=False)
+    uri = _out_uri(ranker, af.Ranker, fp, artifact_root)
+    eval_uri = af.join(uri, "evaluation") if artifact_root else evaluation.uri
+    hit = _reused(af.Ranker, uri, fp)
+    r, ev, _ = stages.train_ranker(m, cfg, uri, eval_uri, reuse=True)
+    _emit(ranker, r, t0, hit)
+    _emit(evaluation, ev, t0, hit)
+    _log_metrics(metrics, ev)
+
+
+def export(config: str, artifact_root: str, model, ranker, exported) -> None:
+    from recsys import stages
+
+    quiet_tf()
+    cfg, t0 = parse_config(config), time.time()
+    m, r = af.RetrievalModel.read(model.uri), af.Ranker.read(ranker.uri)
+    fp = stages.plan("export", cfg, m, r)
+    uri = _out_uri(exported, af.ExportedModels, fp, artifact_root)
+    hit = _reused(af.ExportedModels, uri, fp)
+    _emit(exported, stages.export(m, r, cfg, uri, reuse=True), t0, hit)
+
+
+def bless(config: str, artifact_root: str, exported, evaluation, serving_model_base_path: str, blessing) -> bool:
+    """Never cached across runs by content alone: the served version is part of its fingerprint."""
+    from recsys import blessing as bl, stages
+
+    quiet_tf()
+    cfg, t0 = parse_config(config), time.time()
+    ex, ev = af.ExportedModels.read(exported.uri), af.Evaluation.read(evaluation.uri)
+    served = bl.served_version(serving_model_base_path, ex.names)
+    fp = stages.plan("bless", cfg, ex, ev, served=served)
+    uri = _out_uri(blessing, af.Blessing, fp, artifact_root)
+    hit = _reused(af.Blessing, uri, fp)
+    b = stages.bless(ex, cfg, uri, serving_model_base_path, ev, reuse=True)
+    _emit(blessing, b, t0, hit)
+    return b.blessed
+
+
+def push(exported, blessing, serving_model_base_path: str, pushed) -> Dict:
+    """TFX's Pusher: copies the staged models into the serving base path only when blessed."""
+    from recsys import stages
+
+    t0 = time.time()
+    ex, b = af.ExportedModels.read(exported.uri), af.Blessing.read(blessing.uri)
+    out = pushed.uri
+    p = stages.push(ex, b, serving_model_base_path, out)
+    _emit(pushed, p, t0, False)
+    return dict(p.properties)
 
 
 def overrides_list(values: Optional[List[str]]) -> List[str]:

@@ -354,7 +354,11 @@ def run(cfg, raw_dir: str, out_base: str) -> str:
     ``<out_base>/v<N>.failed-<time>/dead_letter/``) when too many rows are bad or none are usable.
     """
     _require_rows(raw_dir)  # before a version number is taken
-    final = write(cfg, raw_dir, next_version_dir(out_base))
+    return point_latest(out_base, write(cfg, raw_dir, next_version_dir(out_base)))
+
+
+def point_latest(out_base: str, final: str) -> str:
+    """Makes ``final`` (a complete version under ``out_base``) the one ``latest`` returns."""
     with gfile.GFile(os.path.join(out_base, "LATEST.tmp"), "w") as f:
         f.write(os.path.basename(final))
     gfile.rename(os.path.join(out_base, "LATEST.tmp"), os.path.join(out_base, "LATEST"), overwrite=True)

@@ -6,13 +6,15 @@
   recsys preprocess                Beam + TF-Transform over the raw tables
   recsys train                     train (and evaluate) the two-tower retrieval model
   recsys evaluate                  re-evaluate the last trained model
-  recsys export                    SavedModels (ScaNN + brute force; + ranking and recommend once a ranker is trained)
+  recsys export [--force]          stage SavedModels (ScaNN + brute force; + ranking and recommend once a ranker
+                                   is trained), bless them against the served version, push only if blessed
   recsys train-ranking             train rankers re-ranking retrieval's top-N (+ GBDT) and compare them
   recsys explain [--user U]        why an item is recommended: top features, "because you watched", DCN plot
   recsys train-similar             item2vec / Meta-Prod2Vec on the train split -> the similar_items model
   recsys serve ...                 TF-Serving-compatible gRPC/REST server (see `recsys serve --help`)
   recsys query ...                 query a running server (local or real TF Serving)
   recsys query --similar ITEM      the items most similar to ITEM from a served similar_items model
+  recsys pipeline compile|run-local|submit   the same stages as a Kubeflow / Vertex AI pipeline
   recsys bench NAME ...            benchmarks: ann, serving, quality, ranking, preprocessing, training, scale
 
 Every step takes `--config FILE` (YAML/JSON) and `--set section.key=value` overrides, e.g.
@@ -31,10 +33,10 @@ from typing import List, Optional
 import recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from recsys.config import Config, load_config
 
-PASSTHROUGH = {"serve": "serving.server", "query": "serving.client"}
+PASSTHROUGH = {"serve": "serving.server", "query": "serving.client", "pipeline": "pipelines.pipeline"}
 BENCHMARKS = {"ann": "benchmarks.ann", "serving": "benchmarks.serving_latency", "quality": "benchmarks.quality",
               "preprocessing": "benchmarks.preprocessing", "training": "benchmarks.training",
-              "ranking": "benchmarks.ranking", "scale": "benchmarks.scale"}
+              "ranking": "benchmarks.ranking", "scale": "benchmarks.scale", "pipeline": "benchmarks.pipeline"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("preprocess", help="Beam + TF-Transform over <run>/raw into <run>/preprocessed/v<N>")
     sub.add_parser("train", help="train + evaluate retrieval on the latest preprocessed version")
     sub.add_parser("evaluate", help="evaluate the last trained retrieval model")
-    sub.add_parser("export", help="export the last trained model to <model_base_path>/<name>/<version>")
+    exp = sub.add_parser("export", help="stage SavedModels, bless them against the served version (gate.*), "
+                                        "push to <model_base_path>/<name>/<version> only if blessed")
+    exp.add_argument("--force", action="store_true", help="push without the blessing (recorded as forced)")
     rank = sub.add_parser("train-ranking", help="train + evaluate rankers on retrieval's top-N candidates")
     rank.add_argument("--rankers", default="", help="comma list of dcn, dcn_parallel, dcn_lowrank, wide_deep, "
                                                      "deepfm (default: ranking.model)")
@@ -105,6 +109,7 @@ EXIT_CRASH = 1        # a bug or an unexpected failure: traceback printed
 EXIT_USAGE = 2        # bad command line (argparse)
 EXIT_CONFIG = 3       # bad --config file, --set key or value
 EXIT_INPUT = 4        # bad or missing input data; a step run before the step that writes its inputs
+EXIT_BLOCKED = 5      # the blessing blocked the candidate: nothing was pushed
 EXIT_INTERRUPTED = 130
 
 
@@ -119,6 +124,13 @@ def _user_error(e: BaseException):
     except ImportError:  # pragma: no cover
         DataError = ()  # noqa: N806
     if DataError and isinstance(e, DataError):
+        return EXIT_INPUT, str(e)
+    from recsys.artifacts import ArtifactError
+    from recsys.steps import NotBlessed
+
+    if isinstance(e, NotBlessed):
+        return EXIT_BLOCKED, str(e)
+    if isinstance(e, ArtifactError):
         return EXIT_INPUT, str(e)
     if isinstance(e, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)):
         if e.filename and e.strerror:
@@ -188,6 +200,7 @@ def _main(argv: List[str]) -> int:
     cfg = _config(args)
     _quiet_tf()
     from recsys import steps
+    from recsys.layout import RunLayout
 
     if args.command == "demo":
         return demo(cfg, args.data, args.quick)
@@ -200,30 +213,19 @@ def _main(argv: List[str]) -> int:
     elif args.command == "train":
         steps.latest_preprocessed(cfg)   # a clear error when `recsys preprocess` has not run
         trained = steps.train(cfg)
-        steps.evaluate(cfg, trained)
+        if trained.out_dir == RunLayout(cfg).retrieval:  # workers other than the chief trained into scratch
+            steps.evaluate(cfg, trained)
     elif args.command == "evaluate":
         _require_trained(cfg)
-        steps.evaluate(cfg, steps.load_trained(cfg))
+        steps.evaluate(cfg)
     elif args.command == "export":
         _require_trained(cfg)
-        trained = steps.load_trained(cfg)
-        version_dir = steps.latest_preprocessed(cfg)
-        ev = steps.evaluate(cfg, trained, version_dir)
-        request = steps.sample_request(cfg, version_dir)
-        from trainer import publish
-
-        with publish.export_set(cfg.model_base_path):  # every model of this export becomes visible together
-            paths = steps.export(cfg, trained, ev["item_vectors"], request)
-            if steps.has_ranker(cfg):
-                version = int(os.path.basename(paths["scann"]))
-                steps.export_ranking(cfg, trained, ev["item_vectors"], steps.load_ranker(cfg, trained), request,
-                                     version)
+        paths = steps.export(cfg, force=args.force)
+        steps.log("[export] serving: " + ", ".join(f"{k}={v}" for k, v in sorted(paths.items())
+                                                   if k not in ("scann", "brute_force")))
     elif args.command == "train-ranking":
         _require_trained(cfg)
-        trained = steps.load_trained(cfg)
-        ev = steps.evaluate(cfg, trained)
-        steps.train_ranking(cfg, trained, ev["item_vectors"], rankers=[r for r in args.rankers.split(",") if r],
-                            gbdt=args.gbdt)
+        steps.train_ranking(cfg, rankers=[r for r in args.rankers.split(",") if r], gbdt=args.gbdt)
     elif args.command == "explain":
         return explain(cfg, args.user, args.item, args.out)
     elif args.command == "train-similar":
@@ -303,12 +305,7 @@ def _require_trained(cfg: Config) -> None:
     from recsys import steps
 
     steps.latest_preprocessed(cfg)
-    from tensorflow.io import gfile
-
-    ckpt = cfg.path("training", "retrieval", "checkpoints", "best.weights.index")
-    if not gfile.exists(ckpt):
-        raise FileNotFoundError(f"no trained retrieval model in {os.path.dirname(ckpt)}: run `recsys train` first "
-                                f"(same --workdir/--set data.* as the run you mean)")
+    steps.retrieval_artifact(cfg)
 
 
 def explain(cfg: Config, user: Optional[str], item: Optional[str], out_dir: Optional[str]) -> int:
@@ -321,7 +318,7 @@ def explain(cfg: Config, user: Optional[str], item: Optional[str], out_dir: Opti
         raise FileNotFoundError(f"no trained ranker {cfg.ranking.model!r} in {cfg.run_dir}: "
                                 f"run `recsys train-ranking` first")
     version_dir = steps.latest_preprocessed(cfg)
-    trained = steps.load_trained(cfg, version_dir)
+    trained = steps.load_trained(cfg)
     layer = trained.tft_output.transform_features_layer()
     item_vectors = er.item_vectors(trained.model.candidate_tower, trained.catalogue.transformed(layer))
     request = steps.sample_request(cfg, version_dir, user)
@@ -349,9 +346,12 @@ def demo(cfg: Config, data_dir: Optional[str] = None, is_quick: bool = False) ->
     steps.make_raw(cfg)
     version_dir = steps.preprocess(cfg)
     trained = steps.train(cfg, version_dir)
-    ev = steps.evaluate(cfg, trained, version_dir)
+    ev = steps.evaluate(cfg, trained)
+    # second stage: a ranker trained on retrieval candidates, then every model staged, blessed and pushed
+    ranking = steps.train_ranking(cfg, trained)
+    ranker = ranking["rankers"][cfg.ranking.model].model
+    paths = steps.export(cfg, trained)
     request = steps.sample_request(cfg, version_dir)
-    paths = steps.export(cfg, trained, ev["item_vectors"], request)
 
     user = str(request["user_id"][0])
     fresh = steps.reload_in_subprocess(paths["scann"], request)
@@ -359,12 +359,6 @@ def demo(cfg: Config, data_dir: Optional[str] = None, is_quick: bool = False) ->
     top10 = fresh["item_ids"][0][:10]
     overlap = len(set(top10) & set(exact["item_ids"][0][:10].astype(str))) / 10.0
     _print_example(cfg, version_dir, user, request, fresh)
-
-    # second stage: a ranker trained on retrieval's own candidates, then the one-call recommend model
-    ranking = steps.train_ranking(cfg, trained, ev["item_vectors"], version_dir)
-    ranker = ranking["rankers"][cfg.ranking.model].model
-    paths.update(steps.export_ranking(cfg, trained, ev["item_vectors"], ranker, request,
-                                      int(os.path.basename(paths["scann"]))))
     recommended = steps.reload_in_subprocess(paths["recommend"], request)
     _print_recommend(version_dir, user, recommended)
     explanation = steps.explain(cfg, trained, ev["item_vectors"], ranker, request)
@@ -378,8 +372,9 @@ def demo(cfg: Config, data_dir: Optional[str] = None, is_quick: bool = False) ->
                "scann_vs_brute_force_top10_overlap": overlap, "ranking_metrics": ranking["results"],
                "recommend_top10": recommended["item_ids"][0][:10],
                "explanation": {k: explanation[k] for k in ("item_id", "top_features", "because_you_watched")}}
-    with open(cfg.path("demo_summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    from recsys.artifacts import join, write_json
+
+    write_json(join(cfg.run_dir, "demo_summary.json"), summary)
     steps.log(f"[demo] ScaNN vs brute-force top-10 overlap for {user}: {overlap:.1f}")
     steps.log(f"[demo] done in {wall:.0f}s; models under {cfg.model_base_path}\n"
               f"       serve them: recsys serve --model_name retrieval "

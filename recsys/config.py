@@ -126,6 +126,16 @@ class EvalConfig:
 
 
 @dataclasses.dataclass
+class GateConfig:
+    """The blessing (recsys/blessing.py): what a candidate must show before it is pushed."""
+    k: int = 50                      # retrieval is judged on recall@k
+    min_lift: float = 1.1            # offline: two-tower recall@k > min_lift x popularity's (same queries)
+    tolerance: float = 0.02          # vs the served version: blocked if a key metric drops by more than this (relative)
+    max_events: int = 2000           # fresh eval events both versions answer (deterministic sample; 0 = all)
+    bootstrap: int = 500             # user-bootstrap replicates for the reported difference
+
+
+@dataclasses.dataclass
 class ExportConfig:
     model_base_path: str = ""        # default: <workdir>/models
     top_k: int = 100
@@ -197,6 +207,7 @@ class Config:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    gate: GateConfig = dataclasses.field(default_factory=GateConfig)
     ranking: RankingConfig = dataclasses.field(default_factory=RankingConfig)
     item2vec: Item2VecConfig = dataclasses.field(default_factory=Item2VecConfig)
     vae: VAEConfig = dataclasses.field(default_factory=VAEConfig)
@@ -250,7 +261,7 @@ POSITIVE = {
     "retrieval.embedding_dim", "retrieval.id_dim", "retrieval.feature_dim", "retrieval.hidden",
     "retrieval.temperature", "retrieval.seq_dim", "retrieval.seq_layers", "retrieval.seq_heads",
     "train.batch_size", "train.epochs", "train.learning_rate", "train.shuffle_buffer", "train.steps_per_epoch",
-    "eval.ks", "export.top_k",
+    "eval.ks", "export.top_k", "gate.k", "gate.min_lift", "gate.bootstrap",
     "ranking.embedding_dim", "ranking.hidden", "ranking.batch_size", "ranking.epochs", "ranking.learning_rate",
     "ranking.train_candidates", "ranking.eval_candidates", "ranking.gbdt_trees", "ranking.gbdt_max_depth",
     "ranking.recommend_candidates", "ranking.recommend_k",

@@ -163,11 +163,11 @@ def report(results: Dict[str, Dict[str, float]], ks=(10, 50, 100), title: str = 
 
 
 def write_metrics(results: Dict, path: str, extra: Optional[Dict] = None) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tf.io.gfile.makedirs(os.path.dirname(path))
     payload = {"protocol": PROTOCOL, "protocol_description": evaluation.PROTOCOLS[PROTOCOL], "rule": RULE,
                "results": results}
     payload.update(extra or {})
-    with open(path, "w") as f:
+    with tf.io.gfile.GFile(path, "w") as f:
         json.dump(payload, f, indent=2, sort_keys=True)
 
 

@@ -90,8 +90,13 @@ def plot_cross_importance(model: ranking_models.RankingModel, path: str) -> str:
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(f"DCN-v2 ({model.cfg.dcn_structure}) feature-interaction importance")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=110)
+    import io
+
+    buf = io.BytesIO()  # matplotlib writes local files only; gfile takes it anywhere (gs://, ...)
+    fig.savefig(buf, format="png", dpi=110)
+    tf.io.gfile.makedirs(os.path.dirname(path) or ".")
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(buf.getvalue())
     plt.close(fig)
     return path
 
@@ -181,12 +186,12 @@ def explain_request(cfg, trained, item_vectors: np.ndarray, ranker, request: Dic
                                                              "similarity": round(because[1], 4)},
     }
     if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
+        tf.io.gfile.makedirs(out_dir)
         if ranker.kind == "dcn":
             result["cross_importance_png"] = plot_cross_importance(ranker, os.path.join(out_dir,
                                                                                           "dcn_cross_importance.png"))
         path = os.path.join(out_dir, f"explanation-{result['user_id']}-{result['item_id']}.json")
-        with open(path, "w") as f:
+        with tf.io.gfile.GFile(path, "w") as f:
             json.dump(result, f, indent=2)
         result["json"] = path
     return result

@@ -1,6 +1,7 @@
 """Training entry (TFX ``run_fn`` style): preprocessed version dir in, trained model + metrics out.
 
-Writes ``<run>/training/retrieval/``: checkpoints/, history.json, config.json, feature_sizes.json.
+Writes ``out_dir`` (any gfile URI): checkpoints/, history.json, config.json, feature_sizes.json. Where that
+is belongs to the caller (``recsys.stages``); the trainer knows no run layout.
 """
 from __future__ import annotations
 
@@ -50,14 +51,14 @@ def build_retrieval(version_dir: str, cfg, with_metrics: bool = True, before_ts:
     return model, sizes, catalogue, stats, tft_output
 
 
-def train_retrieval(version_dir: str, cfg, out_dir: Optional[str] = None, before_ts: Optional[int] = None,
+def train_retrieval(version_dir: str, cfg, out_dir: str, before_ts: Optional[int] = None,
                     epochs: Optional[int] = None) -> TrainedRetrieval:
     """Fits the two-tower on the train split (only events before ``before_ts`` when given)."""
     # tf.distribute from TF_CONFIG / an Indexed Job (trainer/distribute.py), before any TF op
     role = distribute.resolve(cfg.train)
     if role.serves_only:  # a parameter-server task: host variables for the coordinator, never return
         distribute.serve_forever(role)
-    out_dir = role.out_dir(out_dir or cfg.path("training", "retrieval"))  # non-chief workers: scratch
+    out_dir = role.out_dir(out_dir)  # non-chief workers: scratch
     tf.io.gfile.makedirs(out_dir)
     t = cfg.train
     with role.strategy.scope():

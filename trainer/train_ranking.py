@@ -134,7 +134,7 @@ def train_ranker(name: str, train: Pairs, valid: Pairs, sizes: FeatureSizes, cfg
     split; the saved weights carry the second.
     """
     rcfg = cfg.ranking
-    os.makedirs(out_dir, exist_ok=True)
+    tf.io.gfile.makedirs(out_dir)
     tf.keras.utils.set_random_seed(cfg.train.seed)
     mean = rating_mean(train) if bias is None else bias.mu
     model = build_ranker(name, sizes, rcfg, mean, example=sample_batch(train), tables=tables)
@@ -164,9 +164,9 @@ def train_ranker(name: str, train: Pairs, valid: Pairs, sizes: FeatureSizes, cfg
         model.set_covisit(*covisit_tables[1])
         model.save_weights(ckpt)
     history = {k: [float(x) for x in v] for k, v in hist.history.items()}
-    with open(os.path.join(out_dir, "history.json"), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(out_dir, "history.json"), "w") as f:
         json.dump(history, f, indent=2)
-    with open(os.path.join(out_dir, "meta.json"), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(out_dir, "meta.json"), "w") as f:
         json.dump({"name": name, "kind": model.kind, "rating_mean": mean, "sizes": sizes.to_dict(),
                    "train_rows": len(train), "valid_rows": len(valid), "train_seconds": seconds}, f, indent=2)
     cfg.save(os.path.join(out_dir, "config.json"))
@@ -175,7 +175,7 @@ def train_ranker(name: str, train: Pairs, valid: Pairs, sizes: FeatureSizes, cfg
 
 def load_ranker(out_dir: str, cfg, example: Dict[str, tf.Tensor]) -> ranking_models.RankingModel:
     """Rebuilds a trained ranker from ``<run>/training/ranking/<variant>`` (meta.json + best weights)."""
-    with open(os.path.join(out_dir, "meta.json")) as f:
+    with tf.io.gfile.GFile(os.path.join(out_dir, "meta.json")) as f:
         meta = json.load(f)
     model = build_ranker(meta["name"], FeatureSizes(**meta["sizes"]), cfg.ranking, meta["rating_mean"], example)
     model.load_weights(os.path.join(out_dir, "checkpoints", "best.weights")).expect_partial()
@@ -282,10 +282,6 @@ def report(results: Dict[str, Dict], title: str = "") -> str:
 
 
 # ---------------------------------------------------------------- the whole stage
-def ranking_dir(cfg, *parts: str) -> str:
-    return cfg.path("training", "ranking", *parts)
-
-
 def candidate_retriever(cfg, version_dir: str, trained, item_vectors: np.ndarray, out_dir: str):
     """(query_fn, item vectors, first event time of the ranker's slice, info) for the ranker's train candidates.
 
@@ -315,10 +311,11 @@ def candidate_retriever(cfg, version_dir: str, trained, item_vectors: np.ndarray
 
 def train_and_evaluate(cfg, version_dir: str, trained, item_vectors: np.ndarray, rankers: Sequence[str] = (),
                        gbdt: bool = False, epochs: Optional[int] = None, steps_per_epoch: Optional[int] = None,
-                       out_dir: Optional[str] = None) -> Dict:
+                       out_dir: str = "") -> Dict:
     """Ranking pairs from ``trained`` (a TrainedRetrieval) -> rankers (+ GBDT) -> one comparison table."""
-    out_dir = out_dir or ranking_dir(cfg)
-    os.makedirs(out_dir, exist_ok=True)
+    if not out_dir:
+        raise ValueError("train_and_evaluate needs out_dir (the trainer knows no run layout; see recsys.layout)")
+    tf.io.gfile.makedirs(out_dir)
     rankers = list(rankers) or [cfg.ranking.model]
     tft_layer = trained.tft_output.transform_features_layer()
     query_fn = lambda b: trained.model.query_tower(b)  # noqa: E731
@@ -364,7 +361,7 @@ def train_and_evaluate(cfg, version_dir: str, trained, item_vectors: np.ndarray,
                "eval_candidates": int(eval_set.candidates.shape[1]),
                "protocol": "each eval event's retrieval top-N (retrieval evaluation's exclusions) re-ranked; "
                            "targets = the event's logged item"}
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(payload, f, indent=2, sort_keys=True, default=float)
     cfg.save(os.path.join(out_dir, "config.json"))
     return {"results": results, "rankers": trained_rankers, "gbdt": gbdt_model, "eval_set": eval_set,

@@ -37,10 +37,10 @@ CLUSTER_SCOPED = {"Namespace"}
 CRDS = {"ServiceMonitor", "PrometheusRule", "TFJob"}  # not in kubernetes-validate: schemas/ (see below)
 SCHEMAS = os.path.join(os.path.dirname(__file__), "schemas")
 # the pipeline, in order: (Job, recsys args, file the step writes last, relative to the run directory)
-PIPELINE = [("recsys-data", ["data", "movielens"], "raw/config.json"),
+PIPELINE = [("recsys-data", ["data", "movielens"], "raw/artifact.json"),
             ("recsys-preprocess", ["preprocess"], "preprocessed/LATEST"),
-            ("recsys-train", ["train"], "training/retrieval/metrics.json"),
-            ("recsys-train-ranking", ["train-ranking"], "training/ranking/{cfg.ranking.model}/meta.json"),
+            ("recsys-train", ["train"], "evaluation/retrieval/artifact.json"),
+            ("recsys-train-ranking", ["train-ranking"], "evaluation/ranking/artifact.json"),
             ("recsys-export", ["export"], None)]
 
 
@@ -590,8 +590,14 @@ def test_pipeline_jobs_run_in_order_from_raw_data(rendered, target):
             assert waits[0]["args"][-1] == previous, f"{name} must wait for {previous}"
             assert waits[0]["args"][:2] == ["--config", "/etc/recsys/job.yaml"]
         previous = marker
-    # the markers are what the steps write last (recsys.config paths; wait_for.py formats {cfg...})
-    assert PIPELINE[3][2].format(cfg=cfg) == f"training/ranking/{cfg.ranking.model}/meta.json"
+    # the markers are what the steps write last: each stage's artifact.json (recsys/layout.py)
+    from recsys.layout import RunLayout
+
+    layout = RunLayout(cfg)
+    assert [m for _, _, m in PIPELINE[:4]] == [
+        os.path.relpath(os.path.join(p, "artifact.json"), layout.run_dir) if i != 1 else "preprocessed/LATEST"
+        for i, p in enumerate((layout.raw, layout.preprocessed, layout.retrieval_evaluation,
+                               layout.ranking_evaluation))]
 
 
 @needs_kubectl

@@ -1,17 +1,15 @@
-"""pipelines/: the compiled IR, the quality gate, and (opt-in) a full local run.
-
-A local run of the whole pipeline on tiny data takes ~3-4 minutes on 2 cores, so it runs only
-with RECSYS_PIPELINE_LOCAL_RUN=1 (or `python -m pipelines.pipeline run-local --workdir DIR`).
-"""
+"""pipelines/: the compiled IR and its artifact types, the Vertex AI request, and two real local runs
+(the second reuses every unchanged stage), compared with the CLI's artifacts for the same config."""
+import gzip
 import json
 import os
 
 import pytest
 import yaml
 
-from pipelines import gate
 from pipelines import pipeline as pl
 from pipelines import runtime
+from recsys import artifacts as af
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +25,6 @@ def _tasks(ir):
 
 
 def _upstream(tasks, name, seen=None):
-    """Every task ``name`` transitively depends on."""
     seen = set() if seen is None else seen
     for dep in tasks[name].get("dependentTasks", []):
         if dep not in seen:
@@ -36,124 +33,152 @@ def _upstream(tasks, name, seen=None):
     return seen
 
 
-def test_compiles_to_kfp_v2_ir(ir):
-    assert ir["schemaVersion"].startswith("2.")
-    assert ir["sdkVersion"] == "kfp-2.13.0"
-    assert ir["pipelineInfo"]["name"] == pl.PIPELINE_NAME
+def test_compiles_to_kfp_v2_ir_with_typed_artifacts(ir):
+    assert ir["schemaVersion"].startswith("2.") and ir["sdkVersion"] == "kfp-2.13.0"
     params = ir["root"]["inputDefinitions"]["parameters"]
-    assert params["workdir"]["parameterType"] == "STRING" and not params["workdir"].get("isOptional")
-    assert params["min_lift"]["defaultValue"] == 1.1
-    assert params["overrides"]["parameterType"] == "LIST"
+    assert {"config", "serving_model_base_path", "artifact_root", "image"} <= set(params)
+    comps = ir["components"]
+    kinds = {}
+    for name, comp in comps.items():
+        for key, spec in comp.get("outputDefinitions", {}).get("artifacts", {}).items():
+            kinds[(name, key)] = spec["artifactType"]["schemaTitle"]
+    assert kinds[("comp-ingest", "raw")] == "system.Dataset"
+    assert kinds[("comp-preprocess", "preprocessed")] == "system.Dataset"
+    assert kinds[("comp-train-retrieval", "model")] == "system.Model"
+    assert kinds[("comp-evaluate", "metrics")] == "system.Metrics"
+    assert kinds[("comp-bless", "blessing")] == "system.Artifact"
+    assert kinds[("comp-push", "pushed")] == "system.Model"
+    # hand-offs are artifacts, not path strings
+    assert comps["comp-preprocess"]["inputDefinitions"]["artifacts"]["raw"]["artifactType"]["schemaTitle"] == \
+        "system.Dataset"
+    for comp in comps.values():
+        assert not {"workdir", "version_dir", "raw_dir"} & set(comp.get("inputDefinitions", {}).get("parameters", {}))
 
 
-def test_components_in_order_with_gate_before_push(ir):
+def test_dag_blessing_before_push_and_caching(ir):
     tasks = _tasks(ir)
     assert set(tasks) == set(pl.STEPS)
-    for i, name in enumerate(pl.STEPS):  # each step depends on every earlier one (a chain)
-        assert _upstream(tasks, name) == set(pl.STEPS[:i]), name
-    assert "quality-gate" in tasks["push"]["dependentTasks"]
-    assert "quality-gate" in tasks["train-ranking"]["dependentTasks"]
-    gate_in = tasks["quality-gate"]["inputs"]["artifacts"]["metrics_json"]["taskOutputArtifact"]
-    assert gate_in == {"outputArtifactKey": "metrics_json", "producerTask": "train-evaluate"}
-    assert tasks["push"]["inputs"]["parameters"]["gate_report"]["taskOutputParameter"]["producerTask"] == \
-        "quality-gate"
-    for name in tasks:  # side effects on shared directories: never served from cache
-        assert tasks[name]["cachingOptions"].get("enableCache", False) is False
+    assert _upstream(tasks, "push") == set(pl.STEPS) - {"push"}
+    push_in = tasks["push"]["inputs"]["artifacts"]
+    assert push_in["blessing"]["taskOutputArtifact"] == {"outputArtifactKey": "blessing", "producerTask": "bless"}
+    bless_in = tasks["bless"]["inputs"]["artifacts"]
+    assert bless_in["evaluation"]["taskOutputArtifact"]["producerTask"] == "evaluate"
+    assert bless_in["exported"]["taskOutputArtifact"]["producerTask"] == "export"
+    for name, task in tasks.items():  # deterministic stages cache; bless/push read the live serving path
+        assert task["cachingOptions"].get("enableCache", False) is (name not in ("bless", "push")), name
 
 
-def test_components_call_the_project_without_installing_anything(ir):
-    executors = ir["deploymentSpec"]["executors"]
-    assert len(executors) == len(pl.STEPS)
-    for name, ex in executors.items():
+def test_image_is_a_parameter_and_nothing_is_installed(ir):
+    for name, ex in ir["deploymentSpec"]["executors"].items():
         c = ex["container"]
-        script = " ".join(c["command"])
-        assert "pip install" not in script, f"{name}: install_kfp_package=False (the image has kfp)"
-        assert "from pipelines import" in script, name
-        assert c["image"].endswith("/recsys/recsys:0.1.0") or "RECSYS_IMAGE" in os.environ
+        assert "pipelinechannel--image" in c["image"], name   # set per run, not baked in at compile time
+        assert "pip install" not in " ".join(c["command"]), name
+        assert "from pipelines import runtime" in " ".join(c["command"]), name
 
 
-def _metrics(model, pop, k=50):
-    return {"protocol": "time_split_full",
-            "results": {"two_tower": {f"recall@{k}": model, "recall@10": 0.1},
-                        "popularity": {f"recall@{k}": pop, "recall@10": 0.05}}}
+def test_vertex_submit_request_is_well_formed(tmp_path, capsys):
+    from google.auth.credentials import AnonymousCredentials
+
+    template = pl.compile_pipeline(str(tmp_path / "p.yaml"))
+    cfg = runtime.resolve_config("", ["train.epochs=3"])
+    job = pl.vertex_job(template, "my-proj", "europe-west4", "gs://bkt/root", "eu.gcr.io/p/recsys:abc",
+                        runtime.config_json(cfg), "gs://bkt/models", "gs://bkt/artifacts",
+                        credentials=AnonymousCredentials())
+    req = pl.vertex_request(job, "trainer@my-proj.iam.gserviceaccount.com")
+    assert req["parent"] == "projects/my-proj/locations/europe-west4"
+    body = req["pipelineJob"]
+    assert body["serviceAccount"] == "trainer@my-proj.iam.gserviceaccount.com"
+    assert body["runtimeConfig"]["gcsOutputDirectory"] == "gs://bkt/root"
+    values = body["runtimeConfig"]["parameterValues"]
+    assert values["image"] == "eu.gcr.io/p/recsys:abc" and values["serving_model_base_path"] == "gs://bkt/models"
+    assert runtime.parse_config(values["config"]).train.epochs == 3
+    assert body["pipelineSpec"]["pipelineInfo"]["name"] == pl.PIPELINE_NAME
+    assert all(t.get("cachingOptions", {}).get("enableCache") for n, t in
+               body["pipelineSpec"]["root"]["dag"]["tasks"].items() if n not in ("bless", "push"))
+    # the CLI prints the same request without sending anything
+    assert pl.main(["submit", "--project", "my-proj", "--region", "europe-west4", "--pipeline-root", "gs://bkt/root",
+                    "--image", "eu.gcr.io/p/recsys:abc", "--dry-run"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["pipelineJob"]["runtimeConfig"]["parameterValues"]["image"] == "eu.gcr.io/p/recsys:abc"
 
 
-@pytest.mark.parametrize("model,pop,min_lift,passed", [
-    (0.18, 0.13, 1.1, True),    # 1.38x
-    (0.14, 0.13, 1.1, False),   # 1.08x
-    (0.13, 0.13, 1.0, False),   # a tie does not beat the baseline
-    (0.131, 0.13, 1.0, True),
-    (0.0, 0.0, 1.0, False),     # zero recall never passes
-    (0.01, 0.0, 5.0, True),     # any recall beats a zero baseline
-    (0.30, 0.13, 2.5, False),   # 2.31x < 2.5x
-])
-def test_gate_decision(model, pop, min_lift, passed):
-    r = gate.check(_metrics(model, pop), min_lift=min_lift)
-    assert r.passed is passed
-    assert ("PASS" if passed else "FAIL") in r.message
-    assert (r.model_recall, r.baseline_recall, r.k) == (model, pop, 50)
+def test_config_round_trips_through_the_pipeline_parameter():
+    cfg = runtime.resolve_config("", list(runtime.TINY_OVERRIDES) + ["eval.ks=[5,20]", "ranking.model=deepfm"])
+    back = runtime.parse_config(runtime.config_json(cfg))
+    assert back.to_dict() == dict(cfg.to_dict(), workdir=back.workdir)
 
 
-def test_gate_reads_metrics_json_and_blocks(tmp_path):
-    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
-    good.write_text(json.dumps(_metrics(0.2, 0.1)))
-    bad.write_text(json.dumps(_metrics(0.1, 0.1)))
-    assert gate.enforce(str(good), min_lift=1.5).lift == pytest.approx(2.0)
-    with pytest.raises(gate.QualityGateError, match="FAIL"):
-        gate.enforce(str(bad), min_lift=1.1)
-    k10 = gate.check_file(str(good), min_lift=1.5, k=10)
-    assert k10.k == 10 and k10.passed  # 0.1 vs 0.05
+# ---------------------------------------------------------------- runs (tiny data, on ram://)
+def test_in_process_runner_follows_the_compiled_dag(ir):
+    """tests/conftest.py runs the components in process; its wiring must be the compiled pipeline's."""
+    from tests.conftest import PIPELINE_TASKS
+
+    tasks, order = _tasks(ir), [t for t, *_ in PIPELINE_TASKS]
+    assert order == list(pl.STEPS)
+    for task, comp, inputs, outs in PIPELINE_TASKS:
+        spec = tasks[task]
+        assert spec["componentRef"]["name"] == "comp-" + comp.replace("_", "-")
+        wired = {name: (a["taskOutputArtifact"]["producerTask"], a["taskOutputArtifact"]["outputArtifactKey"])
+                 for name, a in spec["inputs"].get("artifacts", {}).items()}
+        assert wired == inputs, task
 
 
-@pytest.mark.parametrize("payload,match", [
-    ({}, "no 'results'"),
-    ({"results": {"two_tower": {"recall@50": 0.2}}}, "popularity"),
-    ({"results": {"two_tower": {"recall@10": 0.2}, "popularity": {"recall@50": 0.1}}}, "recall@50"),
-    ({"results": {"two_tower": {"recall@50": "n/a"}, "popularity": {"recall@50": 0.1}}}, "not a number"),
-    ({"results": {"two_tower": {"recall@50": float("nan")}, "popularity": {"recall@50": 0.1}}}, "not a valid"),
-])
-def test_gate_fails_closed_on_bad_metrics(payload, match):
-    with pytest.raises(gate.QualityGateError, match=match):
-        gate.check(payload)
+def _records(run, kind_by_output):
+    from recsys import artifacts as af
+
+    return {key: af.TYPES[kind].read(run[task][name].uri) for key, (task, name, kind) in kind_by_output.items()}
 
 
-def test_gate_rejects_bad_factor_and_bad_json(tmp_path):
-    with pytest.raises(ValueError):
-        gate.check(_metrics(0.2, 0.1), min_lift=0)
-    p = tmp_path / "m.json"
-    p.write_text("{not json")
-    with pytest.raises(gate.QualityGateError, match="not valid JSON"):
-        gate.check_file(str(p))
+STAGE_OUTPUTS = {"raw": ("ingest", "raw", "RawData"), "pre": ("preprocess", "preprocessed", "Preprocessed"),
+                 "model": ("train-retrieval", "model", "RetrievalModel"), "ev": ("evaluate", "evaluation", "Evaluation"),
+                 "ranker": ("train-ranker", "ranker", "Ranker"), "exported": ("export", "exported", "ExportedModels")}
 
 
-def test_gate_on_the_real_metrics_layout():
-    """The keys the gate reads are the ones trainer/evaluate_retrieval.write_metrics writes."""
-    from trainer import evaluate_retrieval as er
-
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "training", "retrieval", "metrics.json")
-        er.write_metrics({"two_tower": {"recall@50": 0.3}, "popularity": {"recall@50": 0.2}}, path,
-                         {"eval_seconds": 1.0})
-        assert gate.check_file(path, min_lift=1.4).passed
-        assert not gate.check_file(path, min_lift=1.6).passed
-
-
-def test_runtime_config_and_metric_names():
-    cfg = runtime.config("/w", list(runtime.TINY_OVERRIDES) + ["train.epochs=2"], "", "/models")
-    assert (cfg.workdir, cfg.data.n_users, cfg.data.n_items, cfg.train.epochs) == ("/w", 200, 150, 2)
-    assert cfg.model_base_path == "/models"
-    assert runtime.flat_metrics({"two_tower": {"recall@50": 0.2, "n_queries": 3, "name": "x"}}) == \
-        {"two_tower_recall_at_50": 0.2, "two_tower_n_queries": 3.0}
+def test_second_run_reuses_every_unchanged_stage_and_blesses_against_the_first(ram_pipeline):
+    first, second = ram_pipeline["first"], ram_pipeline["second"]
+    for key, (task, name, _) in STAGE_OUTPUTS.items():
+        assert first[task][name].metadata["reused"] is False, task
+        assert second[task][name].metadata["reused"] is True, task            # skipped: nothing ran
+        assert second[task][name].uri == first[task][name].uri, task          # the same content-addressed artifact
+    b1, b2 = (r["bless"]["blessing"].metadata for r in (first, second))
+    p1, p2 = (r["push"]["pushed"].metadata for r in (first, second))
+    assert first["bless"]["blessed"] and second["bless"]["blessed"]
+    assert b1["served_version"] == 0 and b2["served_version"] == p1["version"]   # judged against the first push
+    assert p2["pushed"] and p2["version"] > p1["version"]
+    assert second["evaluate"]["metrics"].metadata["two_tower_recall_at_50"] > 0   # figures on the KFP Metrics
 
 
-@pytest.mark.skipif(os.environ.get("RECSYS_PIPELINE_LOCAL_RUN") != "1",
-                    reason="full local pipeline run takes minutes; set RECSYS_PIPELINE_LOCAL_RUN=1")
-def test_run_local_end_to_end(tmp_path):
-    info = pl.run_local(str(tmp_path), list(runtime.TINY_OVERRIDES), min_lift=1.0)
-    models = tmp_path / "synthetic-u200-i150-s42" / "models"
-    for name in ("retrieval", "retrieval_brute_force", "ranking", "recommend"):
-        versions = [d for d in os.listdir(models / name) if d.isdigit()]
-        assert len(versions) == 1, name
-    assert info["wall_seconds"] > 0
+def test_changed_config_invalidates_only_what_depends_on_it(ram_pipeline):
+    from recsys import stages
+
+    recs = _records(ram_pipeline["first"], STAGE_OUTPUTS)
+    b = runtime.resolve_config("", list(runtime.TINY_OVERRIDES) + ["train.epochs=2"])
+    assert stages.plan("ingest", b) == recs["raw"].fingerprint
+    assert stages.plan("preprocess", b, recs["raw"]) == recs["pre"].fingerprint
+    assert stages.plan("train_retrieval", b, recs["pre"]) != recs["model"].fingerprint
+    c = runtime.resolve_config("", list(runtime.TINY_OVERRIDES) + ["preprocess.direct_num_workers=2"])
+    assert stages.plan("preprocess", c, recs["raw"]) == recs["pre"].fingerprint   # runner settings only
+
+
+def test_cli_and_pipeline_produce_the_same_artifacts(ram_pipeline):
+    """The CLI's steps on the same config (on ram:// too) give the pipeline's artifacts: the same
+    fingerprints, byte-identical preprocessed records, and the same plan for every later stage."""
+    import tensorflow as tf
+
+    from recsys import artifacts as af
+    from recsys import stages, steps
+
+    recs = _records(ram_pipeline["first"], STAGE_OUTPUTS)
+    cfg = runtime.resolve_config("", list(runtime.TINY_OVERRIDES))
+    cfg.workdir = f"{ram_pipeline['root']}/cli"
+    steps.make_raw(cfg)
+    mine = af.Preprocessed.read(steps.preprocess(cfg))
+    assert af.RawData.read(mine.inputs["raw"]).fingerprint == recs["raw"].fingerprint
+    assert mine.fingerprint == recs["pre"].fingerprint and dict(mine.properties) == dict(recs["pre"].properties)
+    a = sorted(tf.io.gfile.glob(mine.path("transformed", "*")))
+    b = sorted(tf.io.gfile.glob(recs["pre"].path("transformed", "*")))
+    assert a and [p.rsplit("/", 1)[1] for p in a] == [p.rsplit("/", 1)[1] for p in b]
+    for x, y in zip(a, b):  # gzip headers carry the temporary file's name: compare the records
+        with tf.io.gfile.GFile(x, "rb") as fx, tf.io.gfile.GFile(y, "rb") as fy:
+            assert gzip.decompress(fx.read()) == gzip.decompress(fy.read()), x
+    assert stages.plan("train_retrieval", cfg, mine) == recs["model"].fingerprint

@@ -30,8 +30,6 @@ def _requests(cfg, version_dir, n_users=6):
 
 @pytest.fixture(scope="module")
 def exported_stages(ranking_cfg, preprocessed, trained, dcn_ranker, tmp_path_factory):
-    from recsys import steps
-
     import copy
 
     cfg = copy.deepcopy(ranking_cfg)
@@ -39,8 +37,12 @@ def exported_stages(ranking_cfg, preprocessed, trained, dcn_ranker, tmp_path_fac
     base = str(tmp_path_factory.mktemp("models"))
     cfg.export.model_base_path = base
     request = _requests(cfg, preprocessed)
-    paths = steps.export_ranking(cfg, tr, trained["item_vectors"], dcn_ranker.model,
-                                 {k: v[:1] for k, v in request.items()}, version=3)
+    one = {k: v[:1] for k, v in request.items()}
+    paths = {"ranking": xr.export_ranking(tr.tft_output, dcn_ranker.model, base, 3,
+                                          warmup=xr.ranking_request(one, tr.catalogue, [0, 1, 2])),
+             "recommend": xr.export_recommend(tr.tft_output, tr.model.query_tower, trained["item_vectors"],
+                                              tr.catalogue, dcn_ranker.model, base, 3, cfg.export, cfg.ranking,
+                                              warmup=one)}
     return {"paths": paths, "request": request, "base": base}
 
 

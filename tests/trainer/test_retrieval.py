@@ -1,5 +1,6 @@
 """Two-tower retrieval on planted synthetic data: it must clearly beat popularity."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from preprocessing.schema import T
@@ -14,13 +15,21 @@ def test_beats_popularity_by_2x_recall_at_50(trained):
     assert model["ndcg@10"] > pop["ndcg@10"]
 
 
-def test_metrics_are_written_with_their_protocol(trained):
-    import json
-    import os
+def test_evaluation_is_an_artifact_with_its_protocol_and_lineage(run_cfg, trained):
+    from recsys import artifacts as af
+    from recsys.layout import RunLayout
 
-    path = os.path.join(trained["trained"].out_dir, "metrics.json")
-    payload = json.load(open(path))
+    layout = RunLayout(run_cfg)
+    ev = af.Evaluation.read(layout.retrieval_evaluation)
+    payload = ev.metrics()
     assert payload["protocol"] == "time_split_full" and "popularity" in payload["results"]
+    assert ev.get("two_tower_recall_at_50") == payload["results"]["two_tower"]["recall@50"]
+    model = af.RetrievalModel.read(ev.inputs["model"])
+    assert model.uri == trained["trained"].out_dir == layout.retrieval
+    pre = af.Preprocessed.read(model.inputs["preprocessed"])
+    assert af.RawData.read(pre.inputs["raw"]).uri == layout.raw
+    with pytest.raises(af.ArtifactError, match="not a Ranker"):
+        af.Ranker.read(model.uri)
 
 
 def test_index_embedding_masks_padding_and_clips_unknown():

@@ -1,0 +1,374 @@
+"""The stages as functions of input artifacts -> output artifacts (``recsys.artifacts``).
+
+    ingest(cfg)                         -> RawData
+    preprocess(raw)                     -> Preprocessed
+    train_retrieval(pre)                -> RetrievalModel
+    evaluate_retrieval(model)           -> Evaluation          (two-tower beside the classic baselines)
+    train_ranker(model)                 -> Ranker, Evaluation  (re-ranking gain, rating RMSE)
+    export(model, ranker)               -> ExportedModels      (staged SavedModels, not served)
+    bless(exported, serving base path)  -> Blessing            (candidate vs the served version)
+    push(exported, blessing)            -> PushedModel         (only a blessed candidate is published)
+
+Every stage takes the URI it writes to; nothing here knows a run directory (``recsys.layout``
+maps a config to the CLI's URIs, the pipeline lets KFP choose them). With ``reuse=True`` a
+stage whose output URI already holds a complete artifact with the same fingerprint returns it
+untouched: that is the pipeline's cache. The CLI, the KFP components and the k8s Jobs are thin
+compositions of these functions.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from recsys import artifacts as af
+from recsys import fileio
+from recsys.config import Config
+
+# the config sections each stage reads (its fingerprint covers them and nothing else)
+SECTIONS: Dict[str, Tuple[str, ...]] = {
+    "ingest": ("data",),
+    "preprocess": ("preprocess", "data.max_bad_fraction"),
+    "train_retrieval": ("retrieval", "train"),
+    "evaluate_retrieval": ("eval",),
+    "train_ranker": ("ranking", "retrieval", "train", "eval"),
+    "export": ("export",),
+    "bless": ("gate",),
+}
+# settings that change how or where a stage runs, not what it produces
+NOT_CONTENT = ("runner", "direct_num_workers", "direct_running_mode", "beam_args", "verbose", "model_base_path",
+               "version")
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def params(stage: str, cfg: Config) -> Dict:
+    """The slice of ``cfg`` a stage depends on (execution-only settings such as the Beam runner excluded)."""
+    full = cfg.to_dict()
+    out = {}
+    for key in SECTIONS[stage]:
+        section, _, field = key.partition(".")
+        value = full[section][field] if field else full[section]
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in NOT_CONTENT}
+        out[key] = value
+    return out
+
+
+def plan(stage: str, cfg: Config, *inputs: Optional[af.Artifact], **extra) -> str:
+    """The fingerprint ``stage`` will give its output (so a caller can choose a content-addressed URI)."""
+    return af.fingerprint(stage, dict(params(stage, cfg), **extra), [a for a in inputs if a is not None])
+
+
+def _cached(kind, uri: str, fingerprint: str, reuse: bool):
+    if reuse and kind.exists(uri):
+        art = kind.read(uri)
+        if art.fingerprint == fingerprint:
+            log(f"[cache] {kind.TYPE} reused: {uri} (fingerprint {fingerprint})")
+            return art
+    return None
+
+
+def _lineage(**inputs: Optional[af.Artifact]) -> Dict[str, str]:
+    return {k: a.uri for k, a in inputs.items() if a is not None}
+
+
+# ---------------------------------------------------------------- data
+def ingest(cfg: Config, out: str, reuse: bool = False) -> af.RawData:
+    """The configured source's raw tables (synthetic generator or MovieLens files) at ``out``."""
+    from preprocessing.sources import load_source, write_raw
+
+    fp = plan("ingest", cfg)
+    hit = _cached(af.RawData, out, fp, reuse)
+    if hit:
+        return hit
+    t0 = time.time()
+    tables = load_source(cfg.data, dead_letter_path=af.join(out, "dead_letter", "source.jsonl"))
+    write_raw(tables, out)
+    cfg.save(af.join(out, "config.json"))
+    dead = f", {len(tables.dead_letters)} malformed rows -> {out}/dead_letter/" if tables.dead_letters else ""
+    log(f"[data] {cfg.data.source}: {tables.num_interactions} interactions, {len(tables.users['user_id'])} users, "
+        f"{len(tables.items['item_id'])} items in {time.time() - t0:.1f}s -> {out}{dead}")
+    props = {"source": cfg.data.source, "interactions": int(tables.num_interactions),
+             "users": len(tables.users["user_id"]), "items": len(tables.items["item_id"]),
+             "dead_letters": len(tables.dead_letters)}
+    return af.RawData(out, props, {}, fp, "ingest").commit()
+
+
+def raw_data(uri: str) -> af.RawData:
+    """The RawData at ``uri``; raw tables written by other tools are adopted (fingerprint = their sizes)."""
+    if af.RawData.exists(uri):
+        return af.RawData.read(uri)
+    import tensorflow as tf
+
+    from preprocessing.sources import tables
+
+    files = {}
+    for name in (tables.USERS_FILE, tables.ITEMS_FILE, tables.INTERACTIONS_FILE):
+        path = af.join(uri, name)
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(f"no raw table {path}: write the raw data first (`recsys data synth` or "
+                                    f"`recsys data movielens --path DIR`)")
+        st = tf.io.gfile.stat(path)
+        files[name] = [st.length, st.mtime_nsec]
+    return af.RawData(uri, {"source": "external", **files}, {}, af.fingerprint("adopted_raw", {"files": files}),
+                      "external")
+
+
+def preprocess(raw: af.RawData, cfg: Config, out: str, reuse: bool = False) -> af.Preprocessed:
+    """Beam + TF-Transform over ``raw`` into exactly ``out`` (tfrecords, transform graph, catalogue)."""
+    from preprocessing import pipeline
+
+    fp = plan("preprocess", cfg, raw)
+    hit = _cached(af.Preprocessed, out, fp, reuse)
+    if hit:
+        return hit
+    pipeline.write(cfg, raw.uri, out)
+    cfg.save(af.join(out, "config.json"))
+    stats = pipeline.load_stats(out)
+    props = {k: stats[k] for k in ("train", "eval", "dead_letters", "split_cutoff_ts") if k in stats}
+    return af.Preprocessed(out, props, _lineage(raw=raw), fp, "preprocess").commit()
+
+
+def preprocessed_of(model: af.Artifact) -> af.Preprocessed:
+    """The Preprocessed artifact a model was trained on (from its lineage)."""
+    return af.Preprocessed.read(model.inputs["preprocessed"])
+
+
+# ---------------------------------------------------------------- retrieval
+def train_retrieval(pre: af.Preprocessed, cfg: Config, out: str, reuse: bool = False):
+    """The two-tower on ``pre``'s train split -> (RetrievalModel, the in-memory TrainedRetrieval or None)."""
+    from trainer import preflight, train as trainer_train
+
+    fp = plan("train_retrieval", cfg, pre)
+    hit = _cached(af.RetrievalModel, out, fp, reuse)
+    if hit:
+        return hit, None
+    preflight.check(pre.uri)  # fail in seconds, not after training, on what the exports cannot hold
+    trained = trainer_train.train_retrieval(pre.uri, cfg, out_dir=out)
+    best = {k: (min(v) if "loss" in k else max(v)) for k, v in trained.history.items() if k.startswith("val_")}
+    props = {"train_seconds": round(trained.train_seconds, 1), "epochs": len(trained.history.get("loss", [])),
+             "items": int(trained.catalogue.size), **{f"best_{k}": float(v) for k, v in best.items()}}
+    model = af.RetrievalModel(out, props, _lineage(preprocessed=pre), fp, "train_retrieval")
+    if trained.out_dir == out:  # the chief; other workers of a multi-worker job wrote to scratch
+        model.commit()
+    return model, trained
+
+
+def load_retrieval(model: af.RetrievalModel, cfg: Config):
+    """(TrainedRetrieval restored from the best checkpoint, item vectors of the whole catalogue)."""
+    from trainer import evaluate_retrieval as er, train as trainer_train
+
+    pre = preprocessed_of(model)
+    m, sizes, catalogue, stats, tft_output = trainer_train.build_retrieval(pre.uri, cfg, with_metrics=False)
+    m.load_weights(model.checkpoint).expect_partial()
+    trained = trainer_train.TrainedRetrieval(m, sizes, catalogue, stats, tft_output, {},
+                                             float(model.get("train_seconds", 0.0)), model.uri)
+    return trained, item_vectors(trained)
+
+
+def item_vectors(trained) -> np.ndarray:
+    from trainer import evaluate_retrieval as er
+
+    candidates = trained.catalogue.transformed(trained.tft_output.transform_features_layer())
+    return er.item_vectors(trained.model.candidate_tower, candidates)
+
+
+def evaluate_retrieval(model: af.RetrievalModel, cfg: Config, out: str, trained=None,
+                       reuse: bool = False) -> af.Evaluation:
+    """Full-ranking evaluation (honest exclusions) of the two-tower beside the classic baselines."""
+    from trainer import evaluate_retrieval as er
+
+    fp = plan("evaluate_retrieval", cfg, model)
+    hit = _cached(af.Evaluation, out, fp, reuse)
+    if hit:
+        return hit
+    pre = preprocessed_of(model)
+    vectors = item_vectors(trained) if trained is not None else None
+    if trained is None:
+        trained, vectors = load_retrieval(model, cfg)
+    t0 = time.time()
+    details: Dict = {}
+    results = er.evaluate(pre.uri, lambda b: trained.model.query_tower(b), vectors, trained.catalogue,
+                          trained.stats, cfg, details=details)
+    log(er.report(results, tuple(cfg.eval.ks)))
+    er.write_metrics(results, af.join(out, "metrics.json"), {
+        "eval_seconds": time.time() - t0, "train_seconds": trained.train_seconds,
+        "exclude_seen": cfg.eval.exclude_seen, "baseline_tuning": details.get("tuning"),
+        "repeat_events_left_out": details.get("n_repeat_left_out"), "eval_events": details.get("n_eval_events")})
+    log(f"[evaluate] metrics -> {af.join(out, 'metrics.json')}")
+    return af.Evaluation(out, {"protocol": er.PROTOCOL, **flat_metrics(results)}, _lineage(model=model), fp,
+                         "evaluate_retrieval").commit()
+
+
+def flat_metrics(results: Dict, prefix: str = "") -> Dict[str, float]:
+    """{"two_tower": {"recall@50": x}} -> {"two_tower_recall_at_50": x} (names KFP/Vertex UIs accept)."""
+    out = {}
+    for key, value in results.items():
+        name = f"{prefix}_{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            out.update(flat_metrics(value, name))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
+            out[name.replace("@", "_at_")] = float(value)
+    return out
+
+
+# ---------------------------------------------------------------- ranking
+def train_ranker(model: af.RetrievalModel, cfg: Config, out: str, eval_out: str, rankers: Sequence[str] = (),
+                 gbdt: bool = False, trained=None, reuse: bool = False):
+    """Rankers on retrieval's candidates -> (Ranker at ``out``, its re-ranking Evaluation at ``eval_out``, details)."""
+    from trainer import train_ranking as tr
+
+    rankers = list(rankers) or [cfg.ranking.model]
+    fp = plan("train_ranker", cfg, model, rankers=rankers, gbdt=gbdt)
+    hit = _cached(af.Ranker, out, fp, reuse)
+    if hit and af.Evaluation.exists(eval_out):
+        return hit, af.Evaluation.read(eval_out), None
+    pre = preprocessed_of(model)
+    vectors = item_vectors(trained) if trained is not None else None
+    if trained is None:
+        trained, vectors = load_retrieval(model, cfg)
+    result = tr.train_and_evaluate(cfg, pre.uri, trained, vectors, rankers=rankers, gbdt=gbdt, out_dir=out)
+    af.write_json(af.join(eval_out, "metrics.json"), af.read_json(af.join(out, "metrics.json")))
+    ranker = af.Ranker(out, {"model": rankers[0], "rankers": rankers}, _lineage(retrieval=model), fp,
+                       "train_ranker").commit()
+    evaluation = af.Evaluation(eval_out, {"protocol": "rerank_retrieval_top_n", **flat_metrics(result["results"])},
+                               _lineage(ranker=ranker, retrieval=model), fp, "train_ranker").commit()
+    return ranker, evaluation, result
+
+
+def load_ranker(ranker: af.Ranker, trained, cfg: Config, name: Optional[str] = None):
+    from trainer import explain, train_ranking as tr
+
+    return tr.load_ranker(ranker.model_dir(name), cfg, explain.example_batch(trained))
+
+
+# ---------------------------------------------------------------- export -> bless -> push
+def sample_request(pre: af.Preprocessed, user_id: Optional[str] = None) -> Dict[str, np.ndarray]:
+    """A raw query for one eval-period user at the split cutoff (history = everything before it)."""
+    from preprocessing import requests, schema
+    from preprocessing.sources import tables
+    from trainer import data
+
+    raw_dir = pre.inputs["raw"]
+    cutoff = int(pre.get("split_cutoff_ts"))
+    users = tables.read_table(af.join(raw_dir, tables.USERS_FILE))
+    events: Dict[str, list] = {}
+    for e in tables.read_interactions(af.join(raw_dir, tables.INTERACTIONS_FILE)):
+        events.setdefault(e["user_id"], []).append(e)
+    if user_id is None:  # the most active user with events on both sides of the cutoff
+        both = [u for u, ev in events.items() if min(x["timestamp"] for x in ev) < cutoff <= max(
+            x["timestamp"] for x in ev)]
+        user_id = max(both or events, key=lambda u: (len(events[u]), u))
+    evs = events.get(user_id, [])
+    device = next((e.get("device") or "unknown" for e in evs if e["timestamp"] >= cutoff), "unknown")
+    length = schema.history_length_of(data.transform_output(pre.uri).transformed_feature_spec())
+    return requests.query_request(users.get(user_id, {"user_id": user_id}), evs, cutoff, device,
+                                  history_length=length)
+
+
+def export(model: af.RetrievalModel, ranker: Optional[af.Ranker], cfg: Config, out: str, trained=None,
+           reuse: bool = False) -> af.ExportedModels:
+    """Stages every serving model at ``<out>/<name>/1``: retrieval (ScaNN), retrieval_brute_force, and with a
+    ranker: ranking, recommend (+ recommend_exact). Nothing is visible to a server until ``push``."""
+    from trainer import export as trainer_export, export_recommend as xr
+
+    fp = plan("export", cfg, model, ranker)
+    hit = _cached(af.ExportedModels, out, fp, reuse)
+    if hit:
+        return hit
+    pre = preprocessed_of(model)
+    vectors = item_vectors(trained) if trained is not None else None
+    if trained is None:
+        trained, vectors = load_retrieval(model, cfg)
+    request = sample_request(pre)
+    paths: Dict[str, str] = {}
+
+    def timed(name: str, fn: Callable[[], str]) -> None:
+        t0 = time.time()
+        paths[name] = fn()
+        log(f"[export] {name}: {paths[name]} ({time.time() - t0:.1f}s)")
+
+    for kind in ("scann", "brute_force"):
+        timed("retrieval" if kind == "scann" else "retrieval_brute_force", lambda kind=kind: (
+            trainer_export.export_retrieval(trained.tft_output, trained.model.query_tower, trained.catalogue.item_ids,
+                                            vectors, out, 1, cfg.export, kind=kind, warmup=request)))
+    if ranker is not None:
+        rk = load_ranker(ranker, trained, cfg)
+        items = list(range(min(3, trained.catalogue.size)))
+        timed("ranking", lambda: xr.export_ranking(trained.tft_output, rk, out, 1,
+                                                   warmup=xr.ranking_request(request, trained.catalogue, items)))
+        timed("recommend", lambda: xr.export_recommend(trained.tft_output, trained.model.query_tower, vectors,
+                                                       trained.catalogue, rk, out, 1, cfg.export, cfg.ranking,
+                                                       warmup=request))
+        if cfg.export.recommend_exact:  # stock TF Serving (GPU tier, k8s/): exact retrieval, no ScaNN ops
+            timed("recommend_exact", lambda: xr.export_recommend_exact(
+                trained.tft_output, trained.model.query_tower, vectors, trained.catalogue, rk, out, 1, cfg.export,
+                cfg.ranking, warmup=request))
+    af.write_json(af.join(out, "request.json"), {k: np.asarray(v).tolist() for k, v in request.items()})
+    return af.ExportedModels(out, {"models": sorted(paths)}, _lineage(retrieval=model, ranker=ranker), fp,
+                             "export").commit()
+
+
+def example_request(exported: af.ExportedModels) -> Dict[str, np.ndarray]:
+    """The request the export warmed its models with (one eval-period user), as arrays."""
+    from preprocessing import schema
+
+    raw = af.read_json(exported.path("request.json"))
+    return {k: np.array(v, dtype=object if schema.COLUMNS[k].dtype == "string" else schema.COLUMNS[k].dtype)
+            for k, v in raw.items()}
+
+
+def bless(exported: af.ExportedModels, cfg: Config, out: str, serving_base_path: str,
+          evaluation: Optional[af.Evaluation] = None, reuse: bool = False) -> af.Blessing:
+    """TFX's Evaluator blessing: the candidate against the version being served, on the same fresh data.
+
+    See ``recsys.blessing`` for the protocol and thresholds (``cfg.gate``).
+    """
+    from recsys import blessing
+
+    served = blessing.served_version(serving_base_path, exported.names)
+    fp = plan("bless", cfg, exported, evaluation, served=served)
+    hit = _cached(af.Blessing, out, fp, reuse)
+    if hit:
+        return hit
+    pre = preprocessed_of(af.RetrievalModel.read(exported.inputs["retrieval"]))
+    decision = blessing.decide(exported, pre, serving_base_path, served, cfg.gate,
+                               evaluation.metrics() if evaluation is not None else None)
+    af.write_json(af.join(out, "blessing.json"), decision)
+    log(f"[bless] {decision['message']}")
+    props = {"blessed": decision["blessed"], "served_version": served or 0, "message": decision["message"]}
+    return af.Blessing(out, props, _lineage(exported=exported, evaluation=evaluation), fp, "bless").commit()
+
+
+def push(exported: af.ExportedModels, blessing: Optional[af.Blessing], base_path: str, out: str,
+         version: int = 0, force: bool = False) -> af.PushedModel:
+    """Publishes every staged model into ``<base_path>/<name>/<version>`` as one set, only when blessed
+    (or ``force``, recorded as such). Versions are immutable and always newer than any served one."""
+    from recsys import blessing as bl
+    from trainer import publish
+
+    ok = force or (blessing is not None and blessing.blessed)
+    reason = ("forced by the operator (no blessing)" if force and not (blessing and blessing.blessed)
+              else (blessing.get("message") if blessing is not None else "no blessing"))
+    if not ok:
+        log(f"[push] NOT pushed: {reason}")
+        return af.PushedModel(out, {"pushed": False, "reason": reason}, _lineage(exported=exported, blessing=blessing),
+                              exported.fingerprint, "push").commit()
+    served = bl.latest_versions(base_path, exported.names)
+    version = max(int(version) or int(time.time()), max(served.values(), default=0) + 1)
+    paths = {}
+    with publish.export_set(base_path):  # every model appears together, complete (trainer/publish.py)
+        for name in exported.names:
+            tmp = af.join(base_path, name, f".tmp-{version}-{os.getpid()}")  # servers ignore non-integer names
+            fileio.copy_tree(exported.model_dir(name), tmp)
+            paths[name] = publish.publish_version(base_path, tmp, af.join(base_path, name, str(version)))
+    log(f"[push] version {version} of {', '.join(sorted(paths))} -> {base_path}")
+    return af.PushedModel(out, {"pushed": True, "version": version, "base_path": base_path, "models": paths,
+                                "reason": reason}, _lineage(exported=exported, blessing=blessing),
+                          exported.fingerprint, "push").commit()
+
