@@ -1,7 +1,8 @@
 """Every bad row is a dead letter with a reason, never a crash or silent damage (issue 16).
 
-One small real Beam run holds every kind of bad row at once (each used to crash the
-pipeline or pass silently); the other checks need no Beam run or a failing one only.
+One small raw data set holds every kind of bad row at once (each used to crash the pipeline or
+pass silently); two real Beam runs on it (one failing, one published) check both the dead letters
+and the failed run's behaviour. The other checks need no Beam run or a failing one only.
 """
 import glob
 import gzip
@@ -67,17 +68,39 @@ def _bad_raw(raw):
     return t
 
 
-def test_bad_rows_of_every_kind_become_dead_letters(tmp_path):
+def test_bad_rows_become_dead_letters_and_a_failed_run_publishes_nothing_and_keeps_them(tmp_path):
+    """Two real Beam runs on the same raw tables, which hold every kind of bad row at once.
+
+    1. Too many bad rows (max_bad_fraction=0.1%): a clear error, nothing published, the failed run's dead
+       letters kept in ``v1.failed-*``.
+    2. The same tables with max_bad_fraction=50%: published as v1 (the failed run's dead letters are still
+       there: the next run used to delete them); every bad row is a dead letter with its reason (the first
+       three kinds used to crash the pipeline), the valid rows are all in the splits, and the version's
+       catalogue holds the valid items only.
+    """
     raw = str(tmp_path / "raw")
     t = _bad_raw(raw)
     cfg = Config(workdir=str(tmp_path))
+    cfg.data.max_bad_fraction = 0.001
+    strict = tmp_path / "strict"
+    with pytest.raises(tables.DataError, match="failed validation") as err:
+        pipeline.run(cfg, raw, str(strict))
+    assert not (strict / "LATEST").exists(), "no version published"
+    failed = glob.glob(str(strict / "v1.failed-*" / "dead_letter" / "interactions*.jsonl"))
+    assert failed and str(os.path.dirname(os.path.dirname(failed[0]))) in str(err.value)
+    failed_stats = json.load(open(os.path.join(os.path.dirname(os.path.dirname(failed[0])), "stats.json")))
+    assert sum(1 for f in failed for _ in open(f)) == failed_stats["dead_letters"] >= len(BAD_INTERACTIONS)
+
     cfg.data.max_bad_fraction = 0.5
-    out = pipeline.run(cfg, raw, str(tmp_path / "pre"))   # used to crash on the first three kinds
+    out = pipeline.run(cfg, raw, str(strict))
+    assert os.path.basename(out) == "v1" and (strict / "LATEST").read_text() == "v1"
+    assert all(os.path.exists(f) for f in failed), "the next run keeps the failed run's dead letters"
+
     stats = pipeline.load_stats(out)
     dead = [json.loads(line) for f in glob.glob(os.path.join(out, "dead_letter", "interactions*.jsonl"))
             for line in open(f)]
     good_i39 = sum(1 for i in t.interactions["item_id"] if i == "i39")
-    assert stats["dead_letters"] == len(BAD_INTERACTIONS) + good_i39 == len(dead)
+    assert stats["dead_letters"] == len(BAD_INTERACTIONS) + good_i39 == len(dead) == failed_stats["dead_letters"]
     assert stats["train"] + stats["eval"] == t.num_interactions - good_i39
     for line, why in BAD_INTERACTIONS:
         text = tables.printable(line.encode() if isinstance(line, str) else line).rstrip("\n")
@@ -91,27 +114,6 @@ def test_bad_rows_of_every_kind_become_dead_letters(tmp_path):
     assert stats["dead_items"] == 2 and stats["dead_users"] == 1
     catalogue = tables.read_table(os.path.join(out, tables.ITEMS_FILE))
     assert "i39" not in catalogue and len(catalogue) == 39, "the version's catalogue holds the valid items only"
-
-
-def test_a_failed_run_publishes_nothing_and_keeps_its_dead_letters(tmp_path):
-    """Too many bad rows: a clear error, nothing published, and the failed run's dead letters are kept
-    (the next run used to delete them) until the operator removes them."""
-    raw = str(tmp_path / "raw")
-    _bad_raw(raw)
-    cfg = Config(workdir=str(tmp_path))
-    cfg.data.max_bad_fraction = 0.001
-    strict = tmp_path / "strict"
-    with pytest.raises(tables.DataError, match="failed validation") as err:
-        pipeline.run(cfg, raw, str(strict))
-    assert not (strict / "LATEST").exists(), "no version published"
-    failed = glob.glob(str(strict / "v1.failed-*" / "dead_letter" / "interactions*.jsonl"))
-    assert failed and str(os.path.dirname(os.path.dirname(failed[0]))) in str(err.value)
-    stats = json.load(open(os.path.join(os.path.dirname(os.path.dirname(failed[0])), "stats.json")))
-    assert sum(1 for f in failed for _ in open(f)) == stats["dead_letters"] >= len(BAD_INTERACTIONS)
-    cfg.data.max_bad_fraction = 0.5
-    again = pipeline.run(cfg, raw, str(strict))
-    assert os.path.basename(again) == "v1" and (strict / "LATEST").read_text() == "v1"
-    assert all(os.path.exists(f) for f in failed), "the next run keeps the failed run's dead letters"
 
 
 def test_empty_interactions_fail_clearly_and_publish_nothing(tmp_path):
