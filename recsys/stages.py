@@ -34,7 +34,7 @@ SECTIONS: Dict[str, Tuple[str, ...]] = {
     "train_retrieval": ("retrieval", "train"),
     "evaluate_retrieval": ("eval",),
     "train_ranker": ("ranking", "retrieval", "train", "eval"),
-    "export": ("export",),
+    "export": ("export", "ranking"),   # the recommend export reads ranking.recommend_*
     "bless": ("gate",),
 }
 # settings that change how or where a stage runs, not what it produces
@@ -61,6 +61,8 @@ def params(stage: str, cfg: Config) -> Dict:
 
 def plan(stage: str, cfg: Config, *inputs: Optional[af.Artifact], **extra) -> str:
     """The fingerprint ``stage`` will give its output (so a caller can choose a content-addressed URI)."""
+    if stage == "ingest":  # file sources: their files, not only their path
+        extra.setdefault("source", source_stamp(cfg))
     return af.fingerprint(stage, dict(params(stage, cfg), **extra), [a for a in inputs if a is not None])
 
 
@@ -97,6 +99,14 @@ def ingest(cfg: Config, out: str, reuse: bool = False) -> af.RawData:
              "users": len(tables.users["user_id"]), "items": len(tables.items["item_id"]),
              "dead_letters": len(tables.dead_letters)}
     return af.RawData(out, props, {}, fp, "ingest").commit()
+
+
+def source_stamp(cfg: Config) -> list:
+    """What identifies file input beyond the config: each source file's name, size and mtime (MovieLens)."""
+    if cfg.data.source == "synthetic" or not cfg.data.path or not fileio.isdir(cfg.data.path):
+        return []
+    return sorted([name, fileio.size(fileio.join(cfg.data.path, name)), fileio.mtime(fileio.join(cfg.data.path, name))]
+                  for name in fileio.listdir(cfg.data.path) if not fileio.isdir(fileio.join(cfg.data.path, name)))
 
 
 def raw_data(uri: str) -> af.RawData:
@@ -159,12 +169,21 @@ def train_retrieval(pre: af.Preprocessed, cfg: Config, out: str, reuse: bool = F
     return model, trained
 
 
+def trained_config(art: af.Artifact, cfg: Config, sub: str = "") -> Config:
+    """The config a model was trained with (its architecture must match its weights), else ``cfg``."""
+    from recsys.config import load_config
+
+    path = art.path(sub, "config.json") if sub else art.path("config.json")
+    return load_config(path) if fileio.exists(path) else cfg
+
+
 def load_retrieval(model: af.RetrievalModel, cfg: Config):
     """(TrainedRetrieval restored from the best checkpoint, item vectors of the whole catalogue)."""
-    from trainer import evaluate_retrieval as er, train as trainer_train
+    from trainer import train as trainer_train
 
     pre = preprocessed_of(model)
-    m, sizes, catalogue, stats, tft_output = trainer_train.build_retrieval(pre.uri, cfg, with_metrics=False)
+    m, sizes, catalogue, stats, tft_output = trainer_train.build_retrieval(pre.uri, trained_config(model, cfg),
+                                                                           with_metrics=False)
     m.load_weights(model.checkpoint).expect_partial()
     trained = trainer_train.TrainedRetrieval(m, sizes, catalogue, stats, tft_output, {},
                                              float(model.get("train_seconds", 0.0)), model.uri)
@@ -244,7 +263,8 @@ def train_ranker(model: af.RetrievalModel, cfg: Config, out: str, eval_out: str,
 def load_ranker(ranker: af.Ranker, trained, cfg: Config, name: Optional[str] = None):
     from trainer import explain, train_ranking as tr
 
-    return tr.load_ranker(ranker.model_dir(name), cfg, explain.example_batch(trained))
+    name = name or ranker.properties["model"]
+    return tr.load_ranker(ranker.model_dir(name), trained_config(ranker, cfg, name), explain.example_batch(trained))
 
 
 # ---------------------------------------------------------------- export -> bless -> push
