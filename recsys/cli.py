@@ -11,6 +11,7 @@
   recsys train-ranking             train rankers re-ranking retrieval's top-N (+ GBDT) and compare them
   recsys explain [--user U]        why an item is recommended: top features, "because you watched", DCN plot
   recsys train-similar             item2vec / Meta-Prod2Vec on the train split -> the similar_items model
+  recsys report --logs P --events F   online metrics per version and day from request logs + events (A/B, HTML)
   recsys serve ...                 TF-Serving-compatible gRPC/REST server (see `recsys serve --help`)
   recsys query ...                 query a running server (local or real TF Serving)
   recsys query --similar ITEM      the items most similar to ITEM from a served similar_items model
@@ -70,6 +71,18 @@ def _parser() -> argparse.ArgumentParser:
     expl.add_argument("--out", help="directory for the JSON and the DCN plot (default: <run>/explain)")
     sub.add_parser("train-similar", help="item2vec (+ genres: Meta-Prod2Vec) on the train split, export "
                                          "similar_items (settings: item2vec.*)")
+    rep = sub.add_parser("report", help="online metrics per model version and day from request logs and events: "
+                                        "CTR, conversion, watch time, guardrails, A/B interval; JSON, PNG, HTML")
+    rep.add_argument("--logs", action="append", required=True, help="request-log filename_prefix or .tfrecord "
+                                                                     "(repeatable)")
+    rep.add_argument("--events", action="append", required=True, help="events JSON Lines file (repeatable)")
+    rep.add_argument("--items", help="items table for genres and catalogue (default: <run>/raw/items.jsonl)")
+    rep.add_argument("--interactions", help="raw interactions table for popularity (default: the events)")
+    rep.add_argument("--out", help="output directory (default: <run>/report)")
+    rep.add_argument("--baseline", help="A/B baseline version, e.g. recommend/v1 (default: the older of two)")
+    rep.add_argument("--candidate", help="A/B candidate version")
+    rep.add_argument("--estimate-bias", action="store_true", help="propensities from the logs (else 1/rank prior)")
+    rep.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the A/B interval")
     for name in PASSTHROUGH:
         sub.add_parser(name, help=f"see `recsys {name} --help`", add_help=False)
     bench = sub.add_parser("bench", help=f"run a benchmark: {', '.join(BENCHMARKS)}", add_help=False)
@@ -231,6 +244,16 @@ def _main(argv: List[str]) -> int:
     elif args.command == "train-similar":
         steps.latest_preprocessed(cfg)   # a clear error when `recsys preprocess` has not run
         return train_similar(cfg)
+    elif args.command == "report":
+        from recsys import report
+
+        rep, paths = report.run_report(
+            args.logs, args.events, args.items or os.path.join(RunLayout(cfg).raw, "items.jsonl"),
+            args.out or os.path.join(cfg.run_dir, "report"), interactions_path=args.interactions,
+            baseline=args.baseline, candidate=args.candidate, estimate_bias=args.estimate_bias,
+            n_boot=args.n_boot, max_bad_fraction=cfg.data.max_bad_fraction)
+        print(report.format_table(rep))
+        steps.log("[report] -> " + ", ".join(f"{k}={v}" for k, v in paths.items()))
     return 0
 
 
