@@ -123,3 +123,62 @@ def write_served_log(path: str, lists: Iterable[Mapping[str, Any]], model_name: 
             codec.ndarray_to_proto(np.array([scores], dtype=np.float32), resp.outputs["scores"])
             w.write(serialize_record(plog, s["request_id"], int(float(s["timestamp"]) * 1e6)))
     return path
+
+
+# ---------------------------------------------------------------- a simulated A/B, end to end (offline)
+def assign_arm(user_id: str, arms: Sequence[str] = ("stable", "canary"), weights: Optional[Sequence[float]] = None,
+               salt: str = "ab") -> str:
+    """The arm a user's traffic goes to: a stable hash of (salt, user) -- the same in every process and
+    round (Python's hash() is salted per process), so a user always sees one version."""
+    import hashlib
+
+    weights = list(weights or [1.0] * len(arms))
+    u = int.from_bytes(hashlib.sha256(f"{salt}:{user_id}".encode()).digest()[:8], "big") / 2.0 ** 64
+    edges = np.cumsum(weights) / float(sum(weights))
+    return arms[int(np.searchsorted(edges, u, side="right").clip(0, len(arms) - 1))]
+
+
+def expected_ctr(truth: Mapping[str, Any], lists: Iterable[Mapping[str, Any]], bias: Optional[PositionBias] = None,
+                 model: UserModel = UserModel()) -> float:
+    """The true CTR of served lists under the simulated users (what a measured CTR estimates)."""
+    num = den = 0.0
+    for s in lists:
+        rel = relevance(truth, s["user_id"], s["item_ids"], model)
+        b = bias or prior_bias(len(s["item_ids"]))
+        num += float(sum(b.of(k) * r for k, r in enumerate(rel, 1)))
+        den += len(rel)
+    return num / den if den else 0.0
+
+
+def simulate_ab(truth: Mapping[str, Any], users: Sequence[str], arms: Mapping[str, Any], out_dir: str, *,
+                days: int = 2, requests_per_user_day: int = 1, start_ts: int = 1_699_920_000,
+                bias: Optional[PositionBias] = None, model: UserModel = UserModel(), seed: int = 0) -> Dict[str, Any]:
+    """Serves every user from the arm their hash picks, logs it, and simulates their events.
+
+    ``arms``: label -> (model_name, version, recommend) with ``recommend(user_id) -> [item ids]``
+    (a served model's client call, or any policy). Writes ``<out_dir>/<label>.tfrecord`` request
+    logs and ``<out_dir>/events.jsonl``; returns their paths, the served lists per arm and each
+    arm's true expected CTR (the ground truth the report's measured CTR is checked against).
+    """
+    import os
+
+    from preprocessing.feedback import write_jsonl
+
+    rng = np.random.default_rng(seed)
+    labels = list(arms)
+    served: Dict[str, List[Dict[str, Any]]] = {a: [] for a in labels}
+    for day in range(days):
+        for u in users:
+            arm = assign_arm(u, labels)
+            for n in range(requests_per_user_day):
+                ts = start_ts + day * 86400 + int(rng.integers(0, 86400))
+                served[arm].append({"request_id": f"{arm}-{u}-{day}-{n}", "user_id": u, "timestamp": ts,
+                                    "item_ids": list(arms[arm][2](u))})
+    os.makedirs(out_dir, exist_ok=True)
+    logs = {a: write_served_log(os.path.join(out_dir, f"{a}.tfrecord"), served[a], arms[a][0], arms[a][1])
+            for a in labels}
+    events = simulate_events(({"request_id": s["request_id"], "user_id": s["user_id"], "timestamp": s["timestamp"],
+                               "items": list(enumerate(s["item_ids"], 1))} for a in labels for s in served[a]),
+                             truth, bias=bias, model=model, seed=seed + 1)
+    return {"logs": logs, "events": write_jsonl(events, os.path.join(out_dir, "events.jsonl")),
+            "served": served, "true_ctr": {a: expected_ctr(truth, served[a], bias, model) for a in labels}}

@@ -125,3 +125,39 @@ def test_cli_report_writes_table_json_pngs_and_self_contained_html(tmp_path, cap
     assert main(["report", "--logs", logs[0], "--events", str(tmp_path / "nope.jsonl"), "--items", str(items),
                  "--out", str(out)]) == 4
     assert "events file not found" in capsys.readouterr().err
+
+
+def test_simulated_ab_end_to_end_measures_the_true_ctr_difference(tmp_path):
+    from preprocessing.sources import synthetic
+
+    t = synthetic.generate(n_users=80, n_items=60, events_per_user=3, seed=11)
+    truth, k = t.truth, 5
+    popular = [f"i{i}" for i in np.argsort(-truth["pop_bias"])[:k]]
+    rng = np.random.default_rng(0)
+
+    def by_taste(user):  # knows the planted taste, with noise: the better policy
+        u = int(user[1:])
+        return [f"i{i}" for i in np.argsort(-(truth["item_vec"] @ truth["taste"][u] + 0.3 * rng.normal(size=60)))[:k]]
+
+    arms = {"stable": ("recommend", 1, lambda user: popular), "canary": ("recommend", 2, by_taste)}
+    users = [f"u{u}" for u in range(80)]
+    assert [feedback_sim.assign_arm(u, list(arms)) for u in users] == \
+        [feedback_sim.assign_arm(u, list(arms)) for u in users]  # a user stays in one arm
+    share = np.mean([feedback_sim.assign_arm(f"x{n}", ["a", "b"]) == "a" for n in range(2000)])
+    assert 0.45 < share < 0.55
+    sim = feedback_sim.simulate_ab(truth, users, arms, str(tmp_path / "sim"), days=3, requests_per_user_day=2)
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"item_id": i, "item_genres": g}) + "\n"
+                             for i, g in zip(t.items["item_id"], t.items["item_genres"])))
+    rep, paths = report.run_report(list(sim["logs"].values()), [sim["events"]], str(items), str(tmp_path / "out"),
+                                   n_boot=500)
+    ab = rep["ab"]
+    assert (ab["baseline"], ab["candidate"]) == ("recommend/v1", "recommend/v2")
+    true_diff = sim["true_ctr"]["canary"] - sim["true_ctr"]["stable"]
+    assert true_diff > 0.05 and ab["significant"]
+    assert ab["interval"][0] <= true_diff <= ab["interval"][1]
+    rows = {(r["version"], r["day"]): r for r in rep["rows"]}
+    assert rows[("recommend/v1", "all")]["coverage"] == pytest.approx(k / 60)  # popularity shows 5 items to all
+    assert rows[("recommend/v2", "all")]["coverage"] > 3 * k / 60
+    assert rows[("recommend/v1", "all")]["popularity_share"] > rows[("recommend/v2", "all")]["popularity_share"]
+    assert rep["organic_events"] == 0 and os.path.exists(paths["html"])
