@@ -32,7 +32,8 @@ def task_records(pipeline_root: str, run_dir: str) -> Dict[str, Dict[str, Any]]:
         task = os.path.basename(os.path.dirname(path))
         with open(path) as f:
             artifacts = json.load(f).get("artifacts", {})
-        meta = [a["metadata"] for lst in artifacts.values() for a in lst.get("artifacts", []) if a.get("metadata")]
+        meta = [a["metadata"] for lst in artifacts.values() for a in lst.get("artifacts", [])
+                if "reused" in a.get("metadata", {})]   # stage artifacts (a Metrics artifact carries figures only)
         seconds = max((m.get("seconds", 0.0) for m in meta), default=None)
         out[task] = {"seconds": seconds, "reused": all(m.get("reused") for m in meta) if meta else None}
     return out
