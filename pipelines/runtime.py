@@ -70,81 +70,81 @@ def _log_metrics(metrics, evaluation: af.Evaluation) -> None:
             metrics.log_metric(name, value)
 
 
+def _stage(kind, stage: str, kfp_out, artifact_root: str, cfg, inputs, run, **extra) -> af.Artifact:
+    """One stage into ``kfp_out``: its fingerprint picks the URI (content-addressed under ``artifact_root``),
+    ``run(uri)`` produces or reuses the artifact, and the KFP artifact points at it."""
+    from recsys import stages
+
+    t0 = time.time()
+    fp = stages.plan(stage, cfg, *inputs, **extra)
+    uri = _out_uri(kfp_out, kind, fp, artifact_root)
+    hit = _reused(kind, uri, fp)
+    art = run(uri)
+    _emit(kfp_out, art, t0, hit)
+    return art
+
+
 def ingest(config: str, artifact_root: str, raw) -> None:
     from recsys import stages
 
-    cfg, t0 = parse_config(config), time.time()
-    fp = stages.plan("ingest", cfg)
-    uri = _out_uri(raw, af.RawData, fp, artifact_root)
-    hit = _reused(af.RawData, uri, fp)
-    _emit(raw, stages.ingest(cfg, uri, reuse=True), t0, hit)
+    cfg = parse_config(config)
+    _stage(af.RawData, "ingest", raw, artifact_root, cfg, (), lambda uri: stages.ingest(cfg, uri, reuse=True))
 
 
 def preprocess(config: str, artifact_root: str, raw, preprocessed) -> None:
     from recsys import stages
 
     quiet_tf()
-    cfg, t0 = parse_config(config), time.time()
-    inp = af.RawData.read(raw.uri)
-    fp = stages.plan("preprocess", cfg, inp)
-    uri = _out_uri(preprocessed, af.Preprocessed, fp, artifact_root)
-    hit = _reused(af.Preprocessed, uri, fp)
-    _emit(preprocessed, stages.preprocess(inp, cfg, uri, reuse=True), t0, hit)
+    cfg, inp = parse_config(config), af.RawData.read(raw.uri)
+    _stage(af.Preprocessed, "preprocess", preprocessed, artifact_root, cfg, (inp,),
+           lambda uri: stages.preprocess(inp, cfg, uri, reuse=True))
 
 
 def train_retrieval(config: str, artifact_root: str, preprocessed, model) -> None:
     from recsys import stages
 
     quiet_tf()
-    cfg, t0 = parse_config(config), time.time()
-    pre = af.Preprocessed.read(preprocessed.uri)
-    fp = stages.plan("train_retrieval", cfg, pre)
-    uri = _out_uri(model, af.RetrievalModel, fp, artifact_root)
-    hit = _reused(af.RetrievalModel, uri, fp)
-    art, _ = stages.train_retrieval(pre, cfg, uri, reuse=True)
-    _emit(model, art, t0, hit)
+    cfg, pre = parse_config(config), af.Preprocessed.read(preprocessed.uri)
+    _stage(af.RetrievalModel, "train_retrieval", model, artifact_root, cfg, (pre,),
+           lambda uri: stages.train_retrieval(pre, cfg, uri, reuse=True)[0])
 
 
 def evaluate(config: str, artifact_root: str, model, evaluation, metrics) -> None:
     from recsys import stages
 
     quiet_tf()
-    cfg, t0 = parse_config(config), time.time()
-    m = af.RetrievalModel.read(model.uri)
-    fp = stages.plan("evaluate_retrieval", cfg, m)
-    uri = _out_uri(evaluation, af.Evaluation, fp, artifact_root)
-    hit = _reused(af.Evaluation, uri, fp)
-    ev = stages.evaluate_retrieval(m, cfg, uri, reuse=True)
-    _emit(evaluation, ev, t0, hit)
+    cfg, m = parse_config(config), af.RetrievalModel.read(model.uri)
+    ev = _stage(af.Evaluation, "evaluate_retrieval", evaluation, artifact_root, cfg, (m,),
+                lambda uri: stages.evaluate_retrieval(m, cfg, uri, reuse=True))
     _log_metrics(metrics, ev)
 
 
 def train_ranker(config: str, artifact_root: str, model, ranker, evaluation, metrics) -> None:
+    """The Ranker and its re-ranking Evaluation (inside the ranker's artifact when content-addressed)."""
     from recsys import stages
 
     quiet_tf()
-    cfg, t0 = parse_config(config), time.time()
-    m = af.RetrievalModel.read(model.uri)
-    fp = stages.plan("train_ranker", cfg, m, rankers=[cfg.ranking.model], gbdt=False)
-    uri = _out_uri(ranker, af.Ranker, fp, artifact_root)
-    eval_uri = af.join(uri, "evaluation") if artifact_root else evaluation.uri
-    hit = _reused(af.Ranker, uri, fp)
-    r, ev, _ = stages.train_ranker(m, cfg, uri, eval_uri, reuse=True)
-    _emit(ranker, r, t0, hit)
-    _emit(evaluation, ev, t0, hit)
-    _log_metrics(metrics, ev)
+    cfg, m = parse_config(config), af.RetrievalModel.read(model.uri)
+    made = {}
+
+    def run(uri):
+        eval_uri = af.join(uri, "evaluation") if artifact_root else evaluation.uri
+        r, made["evaluation"], _ = stages.train_ranker(m, cfg, uri, eval_uri, reuse=True)
+        return r
+
+    t0 = time.time()
+    _stage(af.Ranker, "train_ranker", ranker, artifact_root, cfg, (m,), run, rankers=[cfg.ranking.model], gbdt=False)
+    _emit(evaluation, made["evaluation"], t0, ranker.metadata["reused"])
+    _log_metrics(metrics, made["evaluation"])
 
 
 def export(config: str, artifact_root: str, model, ranker, exported) -> None:
     from recsys import stages
 
     quiet_tf()
-    cfg, t0 = parse_config(config), time.time()
-    m, r = af.RetrievalModel.read(model.uri), af.Ranker.read(ranker.uri)
-    fp = stages.plan("export", cfg, m, r)
-    uri = _out_uri(exported, af.ExportedModels, fp, artifact_root)
-    hit = _reused(af.ExportedModels, uri, fp)
-    _emit(exported, stages.export(m, r, cfg, uri, reuse=True), t0, hit)
+    cfg, m, r = parse_config(config), af.RetrievalModel.read(model.uri), af.Ranker.read(ranker.uri)
+    _stage(af.ExportedModels, "export", exported, artifact_root, cfg, (m, r),
+           lambda uri: stages.export(m, r, cfg, uri, reuse=True))
 
 
 def bless(config: str, artifact_root: str, exported, evaluation, serving_model_base_path: str, blessing) -> bool:
@@ -152,14 +152,11 @@ def bless(config: str, artifact_root: str, exported, evaluation, serving_model_b
     from recsys import blessing as bl, stages
 
     quiet_tf()
-    cfg, t0 = parse_config(config), time.time()
+    cfg = parse_config(config)
     ex, ev = af.ExportedModels.read(exported.uri), af.Evaluation.read(evaluation.uri)
     served = bl.served_version(serving_model_base_path, ex.names)
-    fp = stages.plan("bless", cfg, ex, ev, served=served)
-    uri = _out_uri(blessing, af.Blessing, fp, artifact_root)
-    hit = _reused(af.Blessing, uri, fp)
-    b = stages.bless(ex, cfg, uri, serving_model_base_path, ev, reuse=True)
-    _emit(blessing, b, t0, hit)
+    b = _stage(af.Blessing, "bless", blessing, artifact_root, cfg, (ex, ev),
+               lambda uri: stages.bless(ex, cfg, uri, serving_model_base_path, ev, reuse=True), served=served)
     return b.blessed
 
 
@@ -169,8 +166,7 @@ def push(exported, blessing, serving_model_base_path: str, pushed) -> Dict:
 
     t0 = time.time()
     ex, b = af.ExportedModels.read(exported.uri), af.Blessing.read(blessing.uri)
-    out = pushed.uri
-    p = stages.push(ex, b, serving_model_base_path, out)
+    p = stages.push(ex, b, serving_model_base_path, pushed.uri)
     _emit(pushed, p, t0, False)
     return dict(p.properties)
 

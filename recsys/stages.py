@@ -190,6 +190,11 @@ def load_retrieval(model: af.RetrievalModel, cfg: Config):
     return trained, item_vectors(trained)
 
 
+def restored(model: af.RetrievalModel, cfg: Config, trained=None):
+    """(trained, item vectors): the caller's in-memory model when it has one, else restored from ``model``."""
+    return (trained, item_vectors(trained)) if trained is not None else load_retrieval(model, cfg)
+
+
 def item_vectors(trained) -> np.ndarray:
     from trainer import evaluate_retrieval as er
 
@@ -207,9 +212,7 @@ def evaluate_retrieval(model: af.RetrievalModel, cfg: Config, out: str, trained=
     if hit:
         return hit
     pre = preprocessed_of(model)
-    vectors = item_vectors(trained) if trained is not None else None
-    if trained is None:
-        trained, vectors = load_retrieval(model, cfg)
+    trained, vectors = restored(model, cfg, trained)
     t0 = time.time()
     details: Dict = {}
     results = er.evaluate(pre.uri, lambda b: trained.model.query_tower(b), vectors, trained.catalogue,
@@ -248,9 +251,7 @@ def train_ranker(model: af.RetrievalModel, cfg: Config, out: str, eval_out: str,
     if hit and af.Evaluation.exists(eval_out):
         return hit, af.Evaluation.read(eval_out), None
     pre = preprocessed_of(model)
-    vectors = item_vectors(trained) if trained is not None else None
-    if trained is None:
-        trained, vectors = load_retrieval(model, cfg)
+    trained, vectors = restored(model, cfg, trained)
     result = tr.train_and_evaluate(cfg, pre.uri, trained, vectors, rankers=rankers, gbdt=gbdt, out_dir=out)
     af.write_json(af.join(eval_out, "metrics.json"), af.read_json(af.join(out, "metrics.json")))
     ranker = af.Ranker(out, {"model": rankers[0], "rankers": rankers}, _lineage(retrieval=model), fp,
@@ -302,9 +303,7 @@ def export(model: af.RetrievalModel, ranker: Optional[af.Ranker], cfg: Config, o
     if hit:
         return hit
     pre = preprocessed_of(model)
-    vectors = item_vectors(trained) if trained is not None else None
-    if trained is None:
-        trained, vectors = load_retrieval(model, cfg)
+    trained, vectors = restored(model, cfg, trained)
     request = sample_request(pre)
     paths: Dict[str, str] = {}
 
