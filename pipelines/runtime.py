@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Sequence
 
 import recsys  # noqa: F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow is imported)
 from recsys import artifacts as af
@@ -169,7 +169,3 @@ def push(exported, blessing, serving_model_base_path: str, pushed) -> Dict:
     p = stages.push(ex, b, serving_model_base_path, pushed.uri)
     _emit(pushed, p, t0, False)
     return dict(p.properties)
-
-
-def overrides_list(values: Optional[List[str]]) -> List[str]:
-    return [v for v in (values or []) if v]

@@ -37,11 +37,7 @@ class ArtifactError(RuntimeError):
     """An artifact that is missing, incomplete or of another type than the stage needs."""
 
 
-join = fileio.join
-
-
-def read_json(uri: str) -> Any:
-    return fileio.read_json(uri)
+join, read_json = fileio.join, fileio.read_json
 
 
 def write_json(uri: str, payload: Any) -> None:
@@ -120,11 +116,6 @@ class Preprocessed(Artifact):
 
     TYPE: ClassVar[str] = "Preprocessed"
     KFP_TYPE: ClassVar[str] = "system.Dataset"
-
-    def tft_output(self):
-        from trainer import data
-
-        return data.transform_output(self.uri)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,6 @@ With nothing served yet only check 1 (and a successful call of every candidate m
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
@@ -26,7 +25,6 @@ import numpy as np
 MODEL_KEY = "two_tower"
 BASELINE_KEY = "popularity"
 JUDGED = {"retrieval": "recall", "recommend": "ndcg@10"}   # served model name -> its key metric
-_VERSION = re.compile(r"^[0-9]+$")
 
 
 class QualityGateError(RuntimeError):
@@ -65,21 +63,18 @@ def check_vs_popularity(metrics: Mapping[str, Any], min_lift: float = 1.1, k: in
 
 # ---------------------------------------------------------------- 2. candidate vs served
 def latest_versions(base_path: str, names: Sequence[str]) -> Dict[str, int]:
-    """The newest complete version of each model under ``base_path`` (absent models left out)."""
-    import tensorflow as tf
-
-    from recsys.artifacts import join
+    """The newest complete version of each model under ``base_path`` (absent models left out), as the
+    server discovers them (``serving.models.list_versions``) and judges them (the completion marker)."""
+    from recsys import fileio
     from serving import completion
+    from serving.models import list_versions
 
     out = {}
     for name in names:
-        d = join(base_path, name)
-        if not tf.io.gfile.isdir(d):
+        d = fileio.join(base_path, name)
+        if not fileio.isdir(d):
             continue
-        versions = sorted((int(v.strip("/")) for v in tf.io.gfile.listdir(d) if _VERSION.match(v.strip("/"))),
-                          reverse=True)
-        for v in versions:
-            vdir = join(d, str(v))
+        for v, vdir in sorted(list_versions(d).items(), reverse=True):
             if completion.check(vdir, completion.file_sizes(vdir))[0] != "incomplete":
                 out[name] = v
                 break
@@ -156,13 +151,14 @@ def per_event(item_ids: np.ndarray, events: Dict[str, np.ndarray], metric: str, 
 
 def compare(exported, base_path: str, served: int, events: Dict[str, np.ndarray], gate) -> Dict[str, Any]:
     """Candidate vs served on the same events, per judged model both have."""
+    from recsys import fileio
     from recsys.artifacts import join
     from trainer.baselines import bootstrap_lead
 
     out = {}
     for name, metric in JUDGED.items():
         served_dir = join(base_path, name, str(served))
-        if name not in exported.names or not _exists(served_dir):
+        if name not in exported.names or not fileio.exists(served_dir):
             continue
         metric_name, k = ("recall", int(gate.k)) if metric == "recall" else ("ndcg", 10)
         cand = per_event(answer(exported.model_dir(name), events), events, metric_name, k)
@@ -177,12 +173,6 @@ def compare(exported, base_path: str, served: int, events: Dict[str, np.ndarray]
         out[name] = {"metric": f"{metric_name}@{k}", "candidate": c, "served": o, "difference": lead,
                      "passed": passed, "n_events": int(len(cand))}
     return out
-
-
-def _exists(path: str) -> bool:
-    import tensorflow as tf
-
-    return tf.io.gfile.exists(path)
 
 
 def decide(exported, pre, base_path: str, served: Optional[int], gate,

@@ -17,7 +17,6 @@ compositions of these functions.
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
@@ -113,18 +112,15 @@ def raw_data(uri: str) -> af.RawData:
     """The RawData at ``uri``; raw tables written by other tools are adopted (fingerprint = their sizes)."""
     if af.RawData.exists(uri):
         return af.RawData.read(uri)
-    import tensorflow as tf
-
     from preprocessing.sources import tables
 
     files = {}
     for name in (tables.USERS_FILE, tables.ITEMS_FILE, tables.INTERACTIONS_FILE):
         path = af.join(uri, name)
-        if not tf.io.gfile.exists(path):
+        if not fileio.exists(path):
             raise FileNotFoundError(f"no raw table {path}: write the raw data first (`recsys data synth` or "
                                     f"`recsys data movielens --path DIR`)")
-        st = tf.io.gfile.stat(path)
-        files[name] = [st.length, st.mtime_nsec]
+        files[name] = [fileio.size(path), fileio.mtime(path)]
     return af.RawData(uri, {"source": "external", **files}, {}, af.fingerprint("adopted_raw", {"files": files}),
                       "external")
 
@@ -383,7 +379,7 @@ def push(exported: af.ExportedModels, blessing: Optional[af.Blessing], base_path
     paths = {}
     with publish.export_set(base_path):  # every model appears together, complete (trainer/publish.py)
         for name in exported.names:
-            tmp = af.join(base_path, name, f".tmp-{version}-{os.getpid()}")  # servers ignore non-integer names
+            tmp = af.join(base_path, name, publish.tmp_name(version, base_path))  # servers ignore such names
             fileio.copy_tree(exported.model_dir(name), tmp)
             paths[name] = publish.publish_version(base_path, tmp, af.join(base_path, name, str(version)))
     log(f"[push] version {version} of {', '.join(sorted(paths))} -> {base_path}")
