@@ -12,6 +12,8 @@
   recsys explain [--user U]        why an item is recommended: top features, "because you watched", DCN plot
   recsys train-similar             item2vec / Meta-Prod2Vec on the train split -> the similar_items model
   recsys report --logs P --events F   online metrics per version and day from request logs + events (A/B, HTML)
+  recsys simulate                  rounds of serve -> simulated feedback -> update: greedy vs epsilon-greedy vs
+                                   Thompson (CTR, coverage per round; IPS/SNIPS vs the simulator's truth)
   recsys serve ...                 TF-Serving-compatible gRPC/REST server (see `recsys serve --help`)
   recsys query ...                 query a running server (local or real TF Serving)
   recsys query --similar ITEM      the items most similar to ITEM from a served similar_items model
@@ -83,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--candidate", help="A/B candidate version")
     rep.add_argument("--estimate-bias", action="store_true", help="propensities from the logs (else 1/rank prior)")
     rep.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the A/B interval")
+    sim = sub.add_parser("simulate", help="exploration over rounds with simulated users (settings: exploration.*): "
+                                          "CTR and coverage per round, off-policy estimates; table, JSON, PNG")
+    sim.add_argument("--rounds", type=int, default=10)
+    sim.add_argument("--users", type=int, default=500)
+    sim.add_argument("--items", type=int, default=1500)
+    sim.add_argument("--policies", default="greedy,epsilon_greedy,thompson", help="comma list")
+    sim.add_argument("--retrieval-noise", type=float, default=1.0, help="how imperfect the candidate source is")
+    sim.add_argument("--out", help="output directory (default: <run>/simulate)")
     for name in PASSTHROUGH:
         sub.add_parser(name, help=f"see `recsys {name} --help`", add_help=False)
     bench = sub.add_parser("bench", help=f"run a benchmark: {', '.join(BENCHMARKS)}", add_help=False)
@@ -254,6 +264,19 @@ def _main(argv: List[str]) -> int:
             n_boot=args.n_boot, max_bad_fraction=cfg.data.max_bad_fraction)
         print(report.format_table(rep))
         steps.log("[report] -> " + ", ".join(f"{k}={v}" for k, v in paths.items()))
+    elif args.command == "simulate":
+        from recsys import simulate
+
+        try:
+            result = simulate.simulate(cfg.exploration, args.out or os.path.join(cfg.run_dir, "simulate"),
+                                       users=args.users, items=args.items, rounds=args.rounds,
+                                       policies=[p for p in args.policies.split(",") if p],
+                                       retrieval_noise=args.retrieval_noise, data_seed=cfg.data.seed)
+        except ValueError as e:
+            print(f"recsys: error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        print(simulate.format_table(result))
+        steps.log("[simulate] -> " + ", ".join(f"{k}={v}" for k, v in result["paths"].items()))
     return 0
 
 

@@ -191,6 +191,19 @@ class RankingConfig:
 
 
 @dataclasses.dataclass
+class ExplorationConfig:
+    """Exploration at re-ranking (recsys/exploration.py): how the top candidates become the shown list."""
+    policy: str = "none"             # none (greedy) | epsilon_greedy | thompson
+    epsilon: float = 0.1             # epsilon_greedy: share of requests shown a uniformly random ordering
+    candidates: int = 50             # top-N scored candidates the policy chooses from
+    k: int = 10                      # items shown
+    prior_alpha: float = 1.0         # Beta prior of an item's click rate per examination (mean 1/20:
+    prior_beta: float = 19.0         #   a new item starts below a typical clicked one)
+    propensity_samples: int = 200    # thompson: Monte Carlo re-draws that estimate the logged propensities
+    seed: int = 0
+
+
+@dataclasses.dataclass
 class ServingConfig:
     host: str = "127.0.0.1"
     grpc_port: int = 8500
@@ -212,6 +225,7 @@ class Config:
     item2vec: Item2VecConfig = dataclasses.field(default_factory=Item2VecConfig)
     vae: VAEConfig = dataclasses.field(default_factory=VAEConfig)
     serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
+    exploration: ExplorationConfig = dataclasses.field(default_factory=ExplorationConfig)
 
     # ------------------------------------------------------------ paths of one run
     @property
@@ -266,7 +280,9 @@ POSITIVE = {
     "ranking.train_candidates", "ranking.eval_candidates", "ranking.gbdt_trees", "ranking.gbdt_max_depth",
     "ranking.recommend_candidates", "ranking.recommend_k",
     "item2vec.dim", "item2vec.window", "item2vec.batch_size", "item2vec.epochs", "item2vec.learning_rate",
-    "item2vec.top_k", "vae.hidden", "vae.latent", "vae.batch_size", "vae.epochs", "vae.learning_rate",
+    "item2vec.top_k", "exploration.candidates", "exploration.k", "exploration.prior_alpha",
+    "exploration.prior_beta", "exploration.propensity_samples",
+    "vae.hidden", "vae.latent", "vae.batch_size", "vae.epochs", "vae.learning_rate",
 }
 # (low, high, inclusive high?) for shares and probabilities
 FRACTIONS = {
@@ -275,6 +291,7 @@ FRACTIONS = {
     "retrieval.dropout": (0.0, 1.0, False), "retrieval.seq_dropout": (0.0, 1.0, False),
     "ranking.dropout": (0.0, 1.0, False), "ranking.retrieval_dropout": (0.0, 1.0, True),
     "ranking.oof_fraction": (0.0, 1.0, True), "vae.dropout": (0.0, 1.0, False),
+    "exploration.epsilon": (0.0, 1.0, True),
 }
 CHOICES = {
     "data.source": ("synthetic", "movielens"),
@@ -282,6 +299,7 @@ CHOICES = {
     "retrieval.history_encoder": ("mean", "gru", "transformer"),
     "ranking.dcn_structure": ("stacked", "parallel"),
     "ranking.engagement_label": ("consumed", "click"),
+    "exploration.policy": ("none", "epsilon_greedy", "thompson"),
     "train.optimizer": ("sparse_adam", "adam", "adagrad"),                 # trainer/optimizers.py
     "train.strategy": ("auto", "multi_worker", "parameter_server", "none"),  # trainer/distribute.py
 }
