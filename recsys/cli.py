@@ -92,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--items", type=int, default=1500)
     sim.add_argument("--policies", default="greedy,epsilon_greedy,thompson", help="comma list")
     sim.add_argument("--retrieval-noise", type=float, default=1.0, help="how imperfect the candidate source is")
+    sim.add_argument("--item-effect", type=float, default=0.3, help="simulated users' weight on an item's own "
+                                                                    "appeal (the generator's interactions: 1.0)")
     sim.add_argument("--out", help="output directory (default: <run>/simulate)")
     for name in PASSTHROUGH:
         sub.add_parser(name, help=f"see `recsys {name} --help`", add_help=False)
@@ -271,7 +273,8 @@ def _main(argv: List[str]) -> int:
             result = simulate.simulate(cfg.exploration, args.out or os.path.join(cfg.run_dir, "simulate"),
                                        users=args.users, items=args.items, rounds=args.rounds,
                                        policies=[p for p in args.policies.split(",") if p],
-                                       retrieval_noise=args.retrieval_noise, data_seed=cfg.data.seed)
+                                       retrieval_noise=args.retrieval_noise, data_seed=cfg.data.seed,
+                                       item_effect=args.item_effect)
         except ValueError as e:
             print(f"recsys: error: {e}", file=sys.stderr)
             return EXIT_USAGE

@@ -29,6 +29,7 @@ policy's true CTR on the same requests.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from typing import Any, Dict, List, Mapping, Sequence
@@ -145,6 +146,7 @@ def run_simulation(truth: Mapping[str, Any], settings: ExplorationConfig, *, rou
     result: Dict[str, Any] = {
         "settings": dataclasses.asdict(settings), "rounds": rounds, "users": n_users, "items": n_items,
         "retrieval_noise": retrieval_noise, "retrieval_weight": retrieval_weight, "seed": seed,
+        "user_model": dataclasses.asdict(model),
         "oracle_ctr": feedback_sim.expected_ctr(truth, oracle, bias, model), "rows": [], "summary": {}}
     for label in policies:
         run = run_policy(label, dataclasses.replace(settings, policy=POLICY_LABELS[label]), truth, users, cand_ids,
@@ -175,7 +177,8 @@ def format_table(result: Mapping[str, Any]) -> str:
     head = f"{'round':>5} | " + " | ".join(f"{p[:14] + ' CTR':>18} {'cov':>6} {'so far':>6}" for p in policies)
     lines = [f"true CTR per round (expected under the simulated users); coverage of the {result['items']} items "
              f"in the round and so far; {result['users']} users, k={result['settings']['k']} of "
-             f"{result['settings']['candidates']} candidates, epsilon={result['settings']['epsilon']}",
+             f"{result['settings']['candidates']} candidates, epsilon={result['settings']['epsilon']}, "
+             f"item effect {result['user_model']['pop_weight']}",
              head, "-" * len(head)]
     by = {(r["policy"], r["round"]): r for r in result["rows"]}
     for rnd in range(1, result["rounds"] + 1):
@@ -210,8 +213,6 @@ def plot(result: Mapping[str, Any], path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from recsys.report import _save
-
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     for p in result["summary"]:
         rows = [r for r in result["rows"] if r["policy"] == p]
@@ -226,30 +227,51 @@ def plot(result: Mapping[str, Any], path: str) -> str:
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return _write_bytes(path, buf.getvalue())
+
+
+def _write_bytes(path: str, data: bytes) -> str:
+    """Local paths without importing TensorFlow (tf.io.gfile) for it; URIs through recsys.fileio."""
+    if not fileio.is_local(path):
+        return fileio.write_bytes(path, data)
+    path = path[len("file://"):] if path.startswith("file://") else path
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
 
 
 def write(result: Mapping[str, Any], out_dir: str) -> Dict[str, str]:
-    fileio.makedirs(out_dir)
-    path = os.path.join(out_dir, "simulation.json")
-    fileio.write_text(path, json.dumps(result, indent=2, sort_keys=True))
+    path = _write_bytes(os.path.join(out_dir, "simulation.json"), json.dumps(result, indent=2, sort_keys=True).encode())
     return {"json": path, "png": plot(result, os.path.join(out_dir, "simulation.png"))}
 
 
 def simulate(settings: ExplorationConfig, out_dir: str, *, users: int = 500, items: int = 300, rounds: int = 10,
              policies: Sequence[str] = tuple(POLICY_LABELS), retrieval_noise: float = 1.0,
-             retrieval_weight: float = 5.0, data_seed: int = 42, n_boot: int = 1000) -> Dict[str, Any]:
-    """Synthetic planted tastes -> ``run_simulation`` -> JSON + PNG in ``out_dir``; what `recsys simulate` runs."""
+             retrieval_weight: float = 5.0, data_seed: int = 42, n_boot: int = 1000,
+             item_effect: float = feedback_sim.UserModel.pop_weight) -> Dict[str, Any]:
+    """Synthetic planted tastes -> ``run_simulation`` -> JSON + PNG in ``out_dir``; what `recsys simulate` runs.
+
+    ``item_effect``: the simulated users' weight on the item's own appeal (``UserModel.pop_weight``;
+    the generator's interactions use 1.0): how much of relevance an item-level learner can learn.
+    """
     from preprocessing.sources import synthetic
 
     if users < 1 or items < 1:
         raise ValueError(f"users and items must be >= 1, got {users} and {items}")
+    if not np.isfinite(item_effect):
+        raise ValueError(f"item effect must be a finite number, got {item_effect}")
     if settings.candidates > items:
         raise ValueError(f"{settings.candidates} candidates from a catalogue of {items} items: lower "
                          f"exploration.candidates or raise --items")
     truth = synthetic.generate(n_users=users, n_items=items, events_per_user=1.0, seed=data_seed).truth
     result = run_simulation(truth, settings, rounds=rounds, policies=policies, retrieval_noise=retrieval_noise,
-                            retrieval_weight=retrieval_weight, seed=settings.seed, n_boot=n_boot)
+                            retrieval_weight=retrieval_weight, seed=settings.seed, n_boot=n_boot,
+                            model=feedback_sim.UserModel(pop_weight=item_effect))
     result["data_seed"] = data_seed
     result["paths"] = write(result, out_dir)
     return result

@@ -3,6 +3,7 @@
 Numpy only (no TensorFlow): tiny synthetic worlds, each test about a second.
 """
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -92,8 +93,8 @@ def test_ips_and_snips_of_a_target_policy_from_epsilon_greedy_logs_cover_its_tru
 
 
 def test_exploration_raises_coverage_over_rounds_and_seeded_runs_repeat():
-    truth = synthetic.generate(n_users=120, n_items=400, events_per_user=1, seed=2).truth
-    settings = ExplorationConfig(epsilon=0.2, candidates=20, k=5, propensity_samples=50)
+    truth = synthetic.generate(n_users=80, n_items=300, events_per_user=1, seed=2).truth
+    settings = ExplorationConfig(epsilon=0.2, candidates=20, k=5, propensity_samples=30)
     result = simulate.run_simulation(truth, settings, rounds=4, n_boot=100)
     by = {(r["policy"], r["round"]): r for r in result["rows"]}
     assert by[("greedy", 4)]["coverage"] < by[("greedy", 1)]["coverage"]    # the greedy loop narrows what it shows
@@ -138,3 +139,15 @@ def test_settings_per_version_and_request_and_bad_settings_are_clear_errors():
         off_policy.snips(["u", "v"], [1], [1.0], [0.5], [1.0])
     with pytest.raises(ValueError, match="unknown policy 'ucb'"):
         simulate.run_simulation({"taste": np.zeros((1, 2)), "item_vec": np.zeros((60, 2))}, base, policies=["ucb"])
+
+
+def test_simulate_writes_the_table_json_and_plot(tmp_path):
+    settings = ExplorationConfig(epsilon=0.2, candidates=10, k=3, propensity_samples=20)
+    result = simulate.simulate(settings, str(tmp_path), users=30, items=60, rounds=2, n_boot=50, item_effect=1.0)
+    saved = json.loads((tmp_path / "simulation.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(result["rows"])) and saved["user_model"]["pop_weight"] == 1.0
+    assert (tmp_path / "simulation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = simulate.format_table(result)
+    assert "thompson" in table and "IPS" in table and "SNIPS" in table and "oracle" in table
+    with pytest.raises(ValueError, match="20 candidates from a catalogue of 10 items"):
+        simulate.simulate(dataclasses.replace(settings, candidates=20), str(tmp_path), items=10)
