@@ -32,7 +32,7 @@ import apache_beam as beam
 import numpy as np
 from tensorflow.io import gfile
 
-from preprocessing import schema
+from preprocessing import beam_speed, schema
 from preprocessing.sources import tables
 from recsys import fileio
 
@@ -428,7 +428,10 @@ def _run_beam(cfg, raw_dir: str, work: str) -> None:
     as_bytes = beam.coders.BytesCoder()   # decoded (strictly) per row: bad UTF-8 is a dead letter
     dead_dir = os.path.join(work, "dead_letter")
     count = beam.combiners.Count.Globally
-    with beam.Pipeline(options=beam_options(cfg, (raw_dir, work))) as p:
+    pipeline_options = beam_options(cfg, (raw_dir, work))
+    # DirectRunner: the FnApiRunner it would pick, without its Prism attempt (see beam_speed)
+    runner = beam_speed.local_runner(pipeline_options) if cfg.preprocess.runner == "DirectRunner" else None
+    with beam_speed.memoised_dofn_specs(), beam.Pipeline(runner=runner, options=pipeline_options) as p:
         with tft_beam.Context(temp_dir=os.path.join(work, "tmp"), desired_batch_size=ROWS_PER_BATCH):
             side, dead_counts = {}, {}
             for name, key, path in (("Items", "item_id", tables.ITEMS_FILE), ("Users", "user_id", tables.USERS_FILE)):
