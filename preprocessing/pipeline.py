@@ -427,13 +427,12 @@ def _run_beam(cfg, raw_dir: str, work: str) -> None:
     max_ts = tables.latest_valid_timestamp()
     as_bytes = beam.coders.BytesCoder()   # decoded (strictly) per row: bad UTF-8 is a dead letter
     dead_dir = os.path.join(work, "dead_letter")
-    count = beam.combiners.Count.Globally
     pipeline_options = beam_options(cfg, (raw_dir, work))
     # DirectRunner: the FnApiRunner it would pick, without its Prism attempt (see beam_speed)
     runner = beam_speed.local_runner(pipeline_options) if cfg.preprocess.runner == "DirectRunner" else None
-    with beam_speed.memoised_dofn_specs(), beam.Pipeline(runner=runner, options=pipeline_options) as p:
+    with beam_speed.installed(), beam.Pipeline(runner=runner, options=pipeline_options) as p:
         with tft_beam.Context(temp_dir=os.path.join(work, "tmp"), desired_batch_size=ROWS_PER_BATCH):
-            side, dead_counts = {}, {}
+            side, tallies = {}, []   # tallies: (stats.json key, count) pairs, summed by one combine
             for name, key, path in (("Items", "item_id", tables.ITEMS_FILE), ("Users", "user_id", tables.USERS_FILE)):
                 parsed_table = (p | f"Read{name}" >> beam.io.ReadFromText(os.path.join(raw_dir, path), coder=as_bytes)
                                 | f"Parse{name}" >> beam.ParDo(ParseTableRow(key)).with_outputs(DEAD, main="ok"))
@@ -441,7 +440,7 @@ def _run_beam(cfg, raw_dir: str, work: str) -> None:
                      | f"WriteDead{name}" >> beam.io.WriteToText(os.path.join(dead_dir, name.lower()),
                                                                  file_name_suffix=".jsonl"))
                 side[name] = beam.pvalue.AsDict(parsed_table.ok)
-                dead_counts[f"dead_{name.lower()}"] = parsed_table[DEAD] | f"CountDead{name}" >> count()
+                tallies.append(parsed_table[DEAD] | f"TallyDead{name}" >> beam.Map(_tally, f"dead_{name.lower()}"))
             files = input_files(os.path.join(raw_dir, tables.INTERACTIONS_FILE))
             parsed = (p | "InteractionFiles" >> beam.Create(files)
                       | "ReadChunks" >> beam.FlatMap(read_line_chunks)
@@ -468,20 +467,26 @@ def _run_beam(cfg, raw_dir: str, work: str) -> None:
                 _ = (out_rb | f"ToExamples{name}" >> beam.FlatMap(_records_to_examples, schema_side)
                      | f"Write{name}" >> beam.io.WriteToTFRecord(
                          os.path.join(work, TRANSFORMED, name), file_name_suffix=".tfrecord.gz"))
-            rows = {name: (rb | f"Rows{name}" >> beam.Map(lambda b: b.num_rows)
-                           | f"Count{name}" >> beam.CombineGlobally(sum)) for name, rb in batches.items()}
-            counts = {
-                "train": rows["train"],
-                "eval": rows[EVAL],
-                "dead_letters": parsed[DEAD] | "CountDead" >> count(),
-                **dead_counts,
-                "split_cutoff_ts": cutoff,
-            }
+            tallies.append(parsed[DEAD] | "TallyDead" >> beam.Map(_tally, "dead_letters"))
+            tallies += [rb | f"Rows{name}" >> beam.Map(_tally, name, rows=True) for name, rb in batches.items()]
+            totals = tuple(tallies) | "Tallies" >> beam.Flatten() | "SumTallies" >> beam.CombinePerKey(sum)
             _ = (p | "StatsSeed" >> beam.Create([None])
-                 | "Stats" >> beam.Map(_write_stats, work, **{k: beam.pvalue.AsSingleton(v) for k, v in counts.items()}))
+                 | "Stats" >> beam.Map(_write_stats, work, beam.pvalue.AsDict(totals), beam.pvalue.AsSingleton(cutoff)))
 
 
-def _write_stats(_, work, **stats):
+# Every count in stats.json; absent from the tallies means none (e.g. no dead letters).
+STAT_COUNTS = ("train", EVAL, "dead_letters", "dead_items", "dead_users")
+
+
+def _tally(element, key: str, rows: bool = False) -> Tuple[str, int]:
+    """(key, 1) per element, or (key, rows in the batch): one CombinePerKey sums every count of the run
+    (one branch instead of one Count per statistic: fewer transforms and stages, the same numbers)."""
+    return key, element.num_rows if rows else 1
+
+
+def _write_stats(_, work, totals, cutoff):
+    stats = {key: int(totals.get(key, 0)) for key in STAT_COUNTS}
+    stats["split_cutoff_ts"] = cutoff
     with gfile.GFile(os.path.join(work, "stats.json"), "w") as f:
         json.dump(stats, f, indent=2, sort_keys=True)
 

@@ -95,6 +95,22 @@ def test_local_runner_runs_stateful_pipelines():
     options = beam.options.pipeline_options.PipelineOptions(["--direct_num_workers=1"])
     runner = beam_speed.local_runner(options)
     assert type(runner).__name__ == "FnApiRunner"
-    with beam_speed.memoised_dofn_specs(), beam.Pipeline(runner=runner, options=options) as p:
+    with beam_speed.installed(), beam.Pipeline(runner=runner, options=options) as p:
         counts = (p | beam.Create([("a", 1), ("b", 2), ("a", 3)]) | beam.ParDo(CountPerKey()))
         assert_that(counts, equal_to([("a", 2), ("b", 1)]))
+
+
+def test_memoised_option_views_share_values_and_are_released():
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+    beam_view_as = PipelineOptions.view_as
+    options = PipelineOptions(["--runner=DirectRunner", "--direct_num_workers=3"])
+    with beam_speed.memoised_option_views():
+        direct = options.view_as(DirectOptions)
+        assert options.view_as(DirectOptions) is direct, "one view per options object and class"
+        assert direct.direct_num_workers == 3 and options.view_as(StandardOptions).runner == "DirectRunner"
+        direct.direct_num_workers = 5                      # writes go to the shared option values
+        assert options.view_as(DirectOptions).direct_num_workers == 5
+        assert PipelineOptions(["--direct_num_workers=2"]).view_as(DirectOptions).direct_num_workers == 2
+    assert PipelineOptions.view_as is beam_view_as and not beam_speed._views
+    assert options.view_as(DirectOptions).direct_num_workers == 5 and options.view_as(DirectOptions) is not direct
