@@ -102,7 +102,7 @@ def _cache_key(dofn) -> Optional[FrozenSet[str]]:
         if name in methods:
             shadowed.append(name)
     for name in dynamic:   # what get_dofn_specs itself would read: a bound method here is instance state
-        if name not in own and isinstance(getattr(dofn, name, None), types.MethodType):
+        if isinstance(getattr(dofn, name, None), types.MethodType):
             return None
     if not hooked.issubset(shadowed):
         return None
