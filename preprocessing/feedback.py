@@ -350,3 +350,30 @@ def join_logs(log_prefixes: Union[str, Sequence[str]], events: Iterable[Mapping[
         max_rank = max((e["position"] for e in joined.examples), default=0)
         joined = join(rows, events, estimate_position_bias(joined.examples, max_rank))
     return joined
+
+
+# ---------------------------------------------------------------- feedback -> new raw interactions
+def as_interactions(joined: Joined) -> Tuple[List[Dict[str, Any]], Dict[str, int]]:
+    """New rows for the raw interactions table: every shown item the user engaged with (click, watch,
+    rating or purchase), at the time of the first event, and every organic event (a user's action too).
+
+    Unclicked impressions are not interactions (they stay in the joined examples, with their position and
+    propensity, for position-aware training); a shown item whose logged request had no user id cannot
+    be attributed and is counted, not guessed.
+    """
+    rows: List[Dict[str, Any]] = []
+    counts = {"from_served": 0, "organic": 0, "unattributed": 0}
+    for ex in joined.examples:
+        if not (ex["click"] or ex["watch_seconds"] > 0 or ex["rating"] > 0 or ex["purchase"]):
+            continue
+        if not ex.get("user_id"):
+            counts["unattributed"] += 1
+            continue
+        rows.append({"user_id": ex["user_id"], "item_id": ex["item_id"], "timestamp": int(ex["first_event_ts"]),
+                     "rating": float(ex["rating"]), "click": 1.0})
+        counts["from_served"] += 1
+    for ev in joined.organic:
+        rows.append({"user_id": ev["user_id"], "item_id": ev["item_id"], "timestamp": int(ev["timestamp"]),
+                     "rating": float(ev["value"]) if ev["event"] == "rating" else 0.0, "click": 1.0})
+        counts["organic"] += 1
+    return rows, counts

@@ -11,7 +11,11 @@
   recsys train-ranking             train rankers re-ranking retrieval's top-N (+ GBDT) and compare them
   recsys explain [--user U]        why an item is recommended: top features, "because you watched", DCN plot
   recsys train-similar             item2vec / Meta-Prod2Vec on the train split -> the similar_items model
+  recsys loop [--rounds N]         the feedback loop against a running server with simulated users: serve ->
+                                   feedback -> retrain -> bless -> push -> hot swap, a worse candidate blocked
   recsys report --logs P --events F   online metrics per version and day from request logs + events (A/B, HTML)
+  recsys retrain --logs P --events F  continuous training: served data + feedback -> warm-started model, blessed
+                                   against the served version, pushed only if blessed (a running server swaps)
   recsys simulate                  rounds of serve -> simulated feedback -> update: greedy vs epsilon-greedy vs
                                    Thompson (CTR, coverage per round; IPS/SNIPS vs the simulator's truth)
   recsys serve ...                 TF-Serving-compatible gRPC/REST server (see `recsys serve --help`)
@@ -73,6 +77,20 @@ def _parser() -> argparse.ArgumentParser:
     expl.add_argument("--out", help="directory for the JSON and the DCN plot (default: <run>/explain)")
     sub.add_parser("train-similar", help="item2vec (+ genres: Meta-Prod2Vec) on the train split, export "
                                          "similar_items (settings: item2vec.*)")
+    ret = sub.add_parser("retrain", help="one round of continuous training: the served model's data + request logs "
+                                         "joined with events -> warm-started two-tower (+ ranker) -> blessing "
+                                         "against the served version -> push (exit 5 when blocked)")
+    ret.add_argument("--logs", action="append", required=True, help="request-log filename_prefix or .tfrecord "
+                                                                     "(repeatable)")
+    ret.add_argument("--events", action="append", required=True, help="events JSON Lines file (repeatable)")
+    ret.add_argument("--force", action="store_true", help="push without the blessing (recorded as forced)")
+    lp = sub.add_parser("loop", help="the feedback loop end to end with simulated users (synthetic data): rounds of "
+                                     "serve -> feedback -> retrain -> bless -> push -> hot swap, then a worse "
+                                     "candidate the gate must block, and the A/B report")
+    lp.add_argument("--rounds", type=int, default=2, help="retrain rounds (default 2); one more round measures the "
+                                                          "last version")
+    lp.add_argument("--model", default="retrieval", choices=("retrieval", "recommend"),
+                    help="the served model the users query (recommend needs a trained ranker)")
     rep = sub.add_parser("report", help="online metrics per model version and day from request logs and events: "
                                         "CTR, conversion, watch time, guardrails, A/B interval; JSON, PNG, HTML")
     rep.add_argument("--logs", action="append", required=True, help="request-log filename_prefix or .tfrecord "
@@ -256,6 +274,20 @@ def _main(argv: List[str]) -> int:
     elif args.command == "train-similar":
         steps.latest_preprocessed(cfg)   # a clear error when `recsys preprocess` has not run
         return train_similar(cfg)
+    elif args.command == "retrain":
+        out = steps.retrain(cfg, args.logs, args.events, force=args.force)
+        if not out["pushed"]:
+            raise steps.NotBlessed(f"round {out['round']} not pushed: {out['reason']} (details: {out['blessing']}/"
+                                   f"blessing.json; `recsys retrain --force` pushes anyway)")
+        steps.log(f"[retrain] round {out['round']} pushed as version {out['version']}: "
+                  + ", ".join(f"{k}={v}" for k, v in sorted((out["models"] or {}).items())))
+    elif args.command == "loop":
+        from recsys import loop
+
+        if args.rounds < 1:
+            raise ValueError("--rounds must be at least 1")
+        out = loop.run_loop(cfg, rounds=args.rounds, model=args.model, log=steps.log)
+        print(loop.format_summary(out))
     elif args.command == "report":
         from recsys import report
 

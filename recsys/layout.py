@@ -12,18 +12,31 @@ pipeline lets KFP choose its own. ``<run>`` is ``<workdir>/<run id>`` (any gfile
     <run>/exported/<version>/         ExportedModels (staged, not served)
     <run>/blessing/<version>/         Blessing
     <run>/pushed/<version>/           PushedModel
+    <run>/retrain/<round>/...         continuous training (`recsys retrain`): each round the same shape
+    <run>/retrain/LATEST              the round whose models were pushed last (the next warm start)
     <model base path>/<name>/<version>/   what TF Serving (or `recsys serve`) loads
 """
 from __future__ import annotations
+
+from typing import Optional
 
 from recsys.artifacts import join
 from recsys.config import Config
 
 
 class RunLayout:
-    def __init__(self, cfg: Config):
-        self.run_dir = cfg.run_dir
+    def __init__(self, cfg: Config, run_dir: Optional[str] = None):
+        self.cfg = cfg
+        self.run_dir = run_dir or cfg.run_dir
         self.model_base_path = cfg.model_base_path
+
+    def round(self, n: int) -> "RunLayout":
+        """Round ``n`` of continuous training: the same layout under ``<run>/retrain/<n>``."""
+        return RunLayout(self.cfg, join(self.cfg.run_dir, "retrain", str(n)))
+
+    @property
+    def latest_round_file(self) -> str:
+        return join(self.cfg.run_dir, "retrain", "LATEST")
 
     def path(self, *parts: str) -> str:
         return join(self.run_dir, *parts)

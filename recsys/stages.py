@@ -29,6 +29,7 @@ from recsys.config import Config
 # the config sections each stage reads (its fingerprint covers them and nothing else)
 SECTIONS: Dict[str, Tuple[str, ...]] = {
     "ingest": ("data",),
+    "add_feedback": ("data.max_bad_fraction",),
     "preprocess": ("preprocess", "data.max_bad_fraction"),
     "train_retrieval": ("retrieval", "train"),
     "evaluate_retrieval": ("eval",),
@@ -125,6 +126,46 @@ def raw_data(uri: str) -> af.RawData:
                       "external")
 
 
+def add_feedback(raw: af.RawData, cfg: Config, out: str, logs: Sequence[str], events: Sequence[str],
+                 reuse: bool = False) -> af.RawData:
+    """``raw`` plus what users did with what they were shown: request logs joined with events
+    (preprocessing/feedback.py) become new interactions; the joined examples, with the model, version,
+    position and propensity of each shown item, are kept beside them (``feedback/examples.jsonl``)."""
+    from preprocessing import feedback
+    from preprocessing.sources import tables
+    from serving import request_log
+
+    log_files = sorted({f for p in logs for f in request_log.log_files(p)})
+    if not log_files:
+        raise FileNotFoundError(f"no request log files for {list(logs)} (give TF Serving's filename_prefix "
+                                f"or .tfrecord paths)")
+    missing = [e for e in events if not fileio.exists(e)] or ([] if events else ["(none given)"])
+    if missing:
+        raise FileNotFoundError(f"events file not found: {missing[0]}")
+    stamp = [[f, fileio.size(f), fileio.mtime(f)] for f in log_files + sorted(events)]
+    fp = plan("add_feedback", cfg, raw, files=stamp)
+    hit = _cached(af.RawData, out, fp, reuse)
+    if hit:
+        return hit
+    t0 = time.time()
+    evs = feedback.read_events(list(events), max_bad_fraction=cfg.data.max_bad_fraction)
+    joined = feedback.join_logs(list(logs), evs.rows)
+    rows, counts = feedback.as_interactions(joined)
+    fileio.makedirs(out)
+    for name in (tables.ITEMS_FILE, tables.USERS_FILE):
+        fileio.copy(af.join(raw.uri, name), af.join(out, name))
+    tables.append_interactions(af.join(raw.uri, tables.INTERACTIONS_FILE), rows, af.join(out, tables.INTERACTIONS_FILE))
+    feedback.write_jsonl(joined.examples, af.join(out, "feedback", "examples.jsonl"))
+    if evs.dead_letters:
+        feedback.write_jsonl(evs.dead_letters, af.join(out, "dead_letter", "events.jsonl"))
+    props = {"source": "feedback", "feedback_interactions": len(rows), "bad_events": len(evs.dead_letters), **counts,
+             **{k: v for k, v in joined.counts.items() if ":" not in k}}
+    log(f"[feedback] {len(rows)} new interactions ({counts['from_served']} engaged impressions, "
+        f"{counts['organic']} organic) from {joined.counts['impressions']} impressions and {len(evs.rows)} events "
+        f"in {time.time() - t0:.1f}s -> {out}")
+    return af.RawData(out, props, _lineage(raw=raw), fp, "add_feedback").commit()
+
+
 def preprocess(raw: af.RawData, cfg: Config, out: str, reuse: bool = False) -> af.Preprocessed:
     """Beam + TF-Transform over ``raw`` into exactly ``out`` (tfrecords, transform graph, catalogue)."""
     from preprocessing import pipeline
@@ -146,20 +187,26 @@ def preprocessed_of(model: af.Artifact) -> af.Preprocessed:
 
 
 # ---------------------------------------------------------------- retrieval
-def train_retrieval(pre: af.Preprocessed, cfg: Config, out: str, reuse: bool = False):
-    """The two-tower on ``pre``'s train split -> (RetrievalModel, the in-memory TrainedRetrieval or None)."""
+def train_retrieval(pre: af.Preprocessed, cfg: Config, out: str, reuse: bool = False,
+                    warm_start: Optional[af.RetrievalModel] = None):
+    """The two-tower on ``pre``'s train split -> (RetrievalModel, the in-memory TrainedRetrieval or None).
+
+    ``warm_start``: a previous model whose weights the new one starts from (continuous training); it is
+    an input, so it is in the lineage and the fingerprint.
+    """
     from trainer import preflight, train as trainer_train
 
-    fp = plan("train_retrieval", cfg, pre)
+    fp = plan("train_retrieval", cfg, pre, warm_start)
     hit = _cached(af.RetrievalModel, out, fp, reuse)
     if hit:
         return hit, None
     preflight.check(pre.uri)  # fail in seconds, not after training, on what the exports cannot hold
-    trained = trainer_train.train_retrieval(pre.uri, cfg, out_dir=out)
+    previous = load_retrieval(warm_start, cfg)[0] if warm_start is not None else None
+    trained = trainer_train.train_retrieval(pre.uri, cfg, out_dir=out, warm_start=previous)
     best = {k: (min(v) if "loss" in k else max(v)) for k, v in trained.history.items() if k.startswith("val_")}
     props = {"train_seconds": round(trained.train_seconds, 1), "epochs": len(trained.history.get("loss", [])),
              "items": int(trained.catalogue.size), **{f"best_{k}": float(v) for k, v in best.items()}}
-    model = af.RetrievalModel(out, props, _lineage(preprocessed=pre), fp, "train_retrieval")
+    model = af.RetrievalModel(out, props, _lineage(preprocessed=pre, warm_start=warm_start), fp, "train_retrieval")
     if trained.out_dir == out:  # the chief; other workers of a multi-worker job wrote to scratch
         model.commit()
     return model, trained

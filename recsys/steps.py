@@ -133,6 +133,77 @@ class NotBlessed(RuntimeError):
     """The candidate failed the blessing; nothing was pushed."""
 
 
+# ---------------------------------------------------------------- continuous training
+def served_round(cfg: Config) -> RunLayout:
+    """The layout whose models were pushed last: the latest pushed retrain round, else the run itself."""
+    layout = RunLayout(cfg)
+    if fileio.exists(layout.latest_round_file):
+        return layout.round(int(fileio.read_text(layout.latest_round_file).strip()))
+    return layout
+
+
+def retrain_rounds(cfg: Config):
+    """The round numbers under ``<run>/retrain`` (pushed or not)."""
+    rounds = RunLayout(cfg).path("retrain")
+    names = [n.rstrip("/") for n in (fileio.listdir(rounds) if fileio.isdir(rounds) else [])]  # gs:// adds "/"
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def latest_raw(cfg: Config, previous: Optional[af.RetrievalModel] = None) -> af.RawData:
+    """The newest raw data: the last round's (its feedback stays even when its model was blocked), else the
+    raw data ``previous`` (default: the served model) was trained on."""
+    layout = RunLayout(cfg)
+    for n in reversed(retrain_rounds(cfg)):
+        if af.RawData.exists(layout.round(n).raw):
+            return af.RawData.read(layout.round(n).raw)
+    if previous is None:
+        previous = af.RetrievalModel.read(served_round(cfg).retrieval)
+    return stages.raw_data(stages.preprocessed_of(previous).inputs["raw"])
+
+
+def retrain(cfg: Config, logs, events, force: bool = False, warm_start: bool = True,
+            previous: Optional[af.RetrievalModel] = None) -> Dict:
+    """One round of continuous training: the newest raw data (``latest_raw``) + what users did with what they were
+    shown (request logs joined with events) -> preprocess -> two-tower warm-started from the served model
+    -> evaluation -> the ranker (when the served round had one) -> export -> blessing against the served
+    version on the round's fresh data -> push (a running server swaps to the new version by itself).
+
+    Writes ``<run>/retrain/<round>/`` (the run layout's shape); returns the round, the decision and paths.
+    ``previous``: the model to continue from (default: the served round's).
+    """
+    from preprocessing import pipeline
+    from trainer import export as trainer_export
+
+    served = served_round(cfg)
+    if previous is None:
+        if not af.RetrievalModel.exists(served.retrieval):
+            raise FileNotFoundError(f"no trained model in {served.retrieval} to continue from: run `recsys train` "
+                                    f"and `recsys export` first")
+        previous = af.RetrievalModel.read(served.retrieval)
+    raw = latest_raw(cfg, previous)
+    n = max(retrain_rounds(cfg), default=0) + 1
+    layout = RunLayout(cfg).round(n)
+    log(f"[retrain] round {n}: continuing from {previous.uri}")
+    raw = stages.add_feedback(raw, cfg, layout.raw, list(logs), list(events))
+    pre = stages.preprocess(raw, cfg, pipeline.next_version_dir(layout.preprocessed))
+    pipeline.point_latest(layout.preprocessed, pre.uri)
+    model, trained = stages.train_retrieval(pre, cfg, layout.retrieval, warm_start=previous if warm_start else None)
+    evaluation = stages.evaluate_retrieval(model, cfg, layout.retrieval_evaluation, trained=trained)
+    ranker = None
+    if af.Ranker.exists(served.ranker):
+        ranker = stages.train_ranker(model, cfg, layout.ranker, layout.ranking_evaluation, trained=trained)[0]
+    version = trainer_export.new_version(0)
+    exported = stages.export(model, ranker, cfg, layout.exported(version), trained=trained)
+    blessing = None if force else stages.bless(exported, cfg, layout.blessing(version), cfg.model_base_path,
+                                               evaluation)
+    pushed = stages.push(exported, blessing, cfg.model_base_path, layout.pushed(version), version, force=force)
+    if pushed.get("pushed"):
+        fileio.write_text(layout.latest_round_file, f"{n}\n")
+    return {"round": n, "pushed": bool(pushed.get("pushed")), "reason": pushed.get("reason"),
+            "version": pushed.get("version", version), "blessing": blessing.uri if blessing else None,
+            "round_dir": layout.run_dir, "models": pushed.get("models")}
+
+
 def reload_in_subprocess(model_dir: str, request: Dict[str, np.ndarray]) -> Dict:
     """Calls ``recsys.reload_check`` in a fresh interpreter; returns its decoded outputs."""
     payload = {k: v.tolist() for k, v in request.items()}

@@ -7,7 +7,7 @@ hard-codes a vocabulary size.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import tensorflow as tf
 
@@ -42,12 +42,16 @@ class FeatureSizes:
 
 
 class IndexEmbedding(tf.keras.layers.Layer):
-    """Embedding for TFT indices: -1 (padding) -> a zero vector, 0..n-1 -> learned rows."""
+    """Embedding for TFT indices: -1 (padding) -> a zero vector, 0..n-1 -> learned rows.
 
-    def __init__(self, num: int, dim: int, l2: float = 0.0, **kwargs):
+    ``vocab`` names the TF-Transform vocabulary the indices come from (None: a fixed index space such as
+    the hour), so a warm start can carry rows over by id when the vocabulary changes (trainer/warm_start.py).
+    """
+
+    def __init__(self, num: int, dim: int, l2: float = 0.0, vocab: Optional[str] = None, **kwargs):
         super().__init__(**kwargs)
         reg = tf.keras.regularizers.l2(l2) if l2 else None
-        self.num, self.dim = num, dim
+        self.num, self.dim, self.vocab = num, dim, vocab
         self.embedding = tf.keras.layers.Embedding(num + 1, dim, embeddings_regularizer=reg)
 
     def call(self, idx):

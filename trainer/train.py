@@ -52,8 +52,12 @@ def build_retrieval(version_dir: str, cfg, with_metrics: bool = True, before_ts:
 
 
 def train_retrieval(version_dir: str, cfg, out_dir: str, before_ts: Optional[int] = None,
-                    epochs: Optional[int] = None) -> TrainedRetrieval:
-    """Fits the two-tower on the train split (only events before ``before_ts`` when given)."""
+                    epochs: Optional[int] = None, warm_start: Optional[TrainedRetrieval] = None) -> TrainedRetrieval:
+    """Fits the two-tower on the train split (only events before ``before_ts`` when given).
+
+    ``warm_start``: a previous model (same architecture) whose weights the new one starts from, row by row
+    through the two vocabularies (trainer/warm_start.py); continuous training uses it.
+    """
     # tf.distribute from TF_CONFIG / an Indexed Job (trainer/distribute.py), before any TF op
     role = distribute.resolve(cfg.train)
     if role.serves_only:  # a parameter-server task: host variables for the coordinator, never return
@@ -71,6 +75,12 @@ def train_retrieval(version_dir: str, cfg, out_dir: str, before_ts: Optional[int
     train_ds = data.dataset(version_dir, "train", t.batch_size, spec, shuffle=True, seed=t.seed,
                             shuffle_buffer=t.shuffle_buffer, keep="train", time_range=window)
     valid_ds = data.dataset(version_dir, "train", 1024, spec, keep="valid", time_range=window)
+    if warm_start is not None:
+        with role.strategy.scope():
+            copied = _warm_start(model, tft_output, warm_start, next(iter(valid_ds)))
+        with tf.io.gfile.GFile(os.path.join(out_dir, "warm_start.json"), "w") as f:
+            json.dump(dict(copied, previous=warm_start.out_dir), f, indent=2)
+        print(f"[train] warm start from {warm_start.out_dir}: {copied}", flush=True)
     ckpt = os.path.join(out_dir, "checkpoints", "best.weights")
     callbacks = [
         _progress(epochs),
@@ -93,3 +103,14 @@ def train_retrieval(version_dir: str, cfg, out_dir: str, before_ts: Optional[int
         json.dump(sizes.to_dict(), f, indent=2)
     cfg.save(os.path.join(out_dir, "config.json"))
     return TrainedRetrieval(model, sizes, catalogue, stats, tft_output, history, seconds, out_dir)
+
+
+def _warm_start(model: TwoTowerModel, tft_output, previous: TrainedRetrieval, batch) -> dict:
+    """Builds both models' variables on one batch (the previous one's restore as they are created), then copies."""
+    from trainer import warm_start
+
+    for m in (model, previous.model):
+        m.query_tower(batch)
+        m.candidate_tower(batch)
+    outputs = {"old": previous.tft_output, "new": tft_output}
+    return warm_start.warm_start(model, previous.model, lambda side, name: outputs[side].vocabulary_by_name(name))

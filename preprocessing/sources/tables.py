@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from preprocessing import schema
 from recsys import fileio
@@ -82,6 +82,20 @@ def write_raw(tables: RawTables, raw_dir: str) -> Dict[str, str]:
         with fileio.open_write(paths["dead_letter"]) as f:
             _write_jsonl(f, iter(tables.dead_letters))
     return paths
+
+
+def append_interactions(src: str, rows: Iterable[Dict[str, Any]], dst: str) -> int:
+    """Writes ``src``'s interactions file followed by ``rows`` to ``dst`` (a new file; any filesystem).
+
+    The old rows are copied as they are (dead-lettered later, like any raw row); returns the rows appended.
+    """
+    rows = list(rows)
+    with fileio.open_write(dst) as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+        with fileio.open_read(src) as old, gzip.GzipFile(fileobj=old, mode="rb") as g:
+            for block in iter(lambda: g.read(1 << 20), b""):
+                f.write(block)
+        _write_jsonl(f, iter(rows))
+    return len(rows)
 
 
 def read_table(path: str) -> Dict[str, Dict[str, Any]]:

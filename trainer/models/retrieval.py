@@ -27,15 +27,15 @@ class QueryTower(tf.keras.Model):
         super().__init__(**kwargs)
         self.cfg = cfg
         f, l2 = cfg.feature_dim, cfg.l2
-        self.user = IndexEmbedding(sizes.users, cfg.id_dim, l2)
-        self.age = IndexEmbedding(sizes.ages, f)
-        self.country = IndexEmbedding(sizes.countries, f)
-        self.device = IndexEmbedding(sizes.devices, f)
+        self.user = IndexEmbedding(sizes.users, cfg.id_dim, l2, vocab=schema.VOCAB_USER)
+        self.age = IndexEmbedding(sizes.ages, f, vocab=schema.VOCAB_AGE)
+        self.country = IndexEmbedding(sizes.countries, f, vocab=schema.VOCAB_COUNTRY)
+        self.device = IndexEmbedding(sizes.devices, f, vocab=schema.VOCAB_DEVICE)
         self.hour = IndexEmbedding(24, f)
         self.weekday = IndexEmbedding(7, f)
         self.item_embedding = item_embedding
         # "what comes after item X" differs from "item X": the most recent items get their own table
-        self.next_item = IndexEmbedding(sizes.items, cfg.id_dim, l2, name="next_item_embedding")
+        self.next_item = IndexEmbedding(sizes.items, cfg.id_dim, l2, vocab=schema.VOCAB_ITEM, name="next_item_embedding")
         # retrieval.history_encoder: None = mean pooling below; gru / transformer read order and time gaps
         self.history_encoder = sequence.build_encoder(cfg, item_embedding, self.next_item)
         self.head = mlp(cfg.hidden, cfg.embedding_dim, cfg.dropout, cfg.batch_norm, l2, name="query_mlp")
@@ -69,11 +69,11 @@ class CandidateTower(tf.keras.Model):
         self.cfg = cfg
         f = cfg.feature_dim
         self.item_embedding = item_embedding
-        self.genre = IndexEmbedding(sizes.genres, f * 2)
-        self.title = IndexEmbedding(sizes.title_tokens, f * 2)
+        self.genre = IndexEmbedding(sizes.genres, f * 2, vocab=schema.VOCAB_GENRE)
+        self.title = IndexEmbedding(sizes.title_tokens, f * 2, vocab=schema.VOCAB_TITLE)
         self.price = IndexEmbedding(sizes.price_buckets, f)
         self.head = mlp(cfg.hidden, cfg.embedding_dim, cfg.dropout, cfg.batch_norm, cfg.l2, name="candidate_mlp")
-        self.bias = IndexEmbedding(sizes.items, 1, name="item_bias")
+        self.bias = IndexEmbedding(sizes.items, 1, vocab=schema.VOCAB_ITEM, name="item_bias")
         self.content_bias = tf.keras.layers.Dense(1, name="content_bias")
 
     def call(self, x: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
@@ -98,7 +98,7 @@ class TwoTowerModel(tfrs.models.Model):
                  candidates: Optional[Dict[str, tf.Tensor]] = None, metric_ks=(10, 50, 100)):
         super().__init__()
         self.cfg = cfg
-        item_embedding = IndexEmbedding(sizes.items, cfg.id_dim, cfg.l2, name="item_id_embedding")
+        item_embedding = IndexEmbedding(sizes.items, cfg.id_dim, cfg.l2, vocab=schema.VOCAB_ITEM, name="item_id_embedding")
         self.query_tower = QueryTower(sizes, cfg, item_embedding, name="query_tower")
         self.candidate_tower = CandidateTower(sizes, cfg, item_embedding, name="candidate_tower")
         probs = np.ones(sizes.items) if item_idx_counts is None else np.asarray(item_idx_counts, np.float64) + 1.0

@@ -1,0 +1,247 @@
+"""`recsys loop`: the feedback loop end to end, with simulated users, against a running server.
+
+Each round: the synthetic users (whose true tastes the generator planted, so their clicks follow them,
+with position bias: preprocessing/feedback_sim.py) ask the served model for recommendations over gRPC;
+the server logs every request as TF Serving would (``logging_config``); the round's slice of that log
+is joined with the users' events; ``recsys retrain`` (``steps.retrain``) warm-starts a candidate on the
+old data plus the feedback, blesses it against the served version on the round's fresh data, and
+pushes it; the server swaps to it without a restart while a probe keeps querying it (every failed
+request is counted). After the rounds, a deliberately worse candidate (no warm start, one training
+step) must be blocked by the same gate. The report compares the versions' measured CTR with a
+bootstrap interval over users, beside the simulator's true expected CTR of what each version showed.
+
+Request times follow a simulated clock (one day per round after the data ends), so the new events
+sit after the old ones on the same timeline; the log's wall-clock times are not used for features.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import threading
+import time
+from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from recsys import fileio, steps
+from recsys.config import Config
+from recsys.layout import RunLayout
+
+DAY = 86400
+LOG_NAME = "requests"
+
+
+def model_config(base_path: str, names: Sequence[str], log_dir: str) -> str:
+    """A TF Serving model config (text proto) serving ``names`` with every request logged (rate 1)."""
+    entries = []
+    for name in names:
+        entries.append(f'config {{ name: "{name}" base_path: "{fileio.join(base_path, name)}" '
+                       f'model_platform: "tensorflow" logging_config {{ log_collector_config {{ type: "tfrecord" '
+                       f'filename_prefix: "{fileio.join(log_dir, name)}" }} sampling_config {{ sampling_rate: 1.0 }} '
+                       f'}} }}')
+    return "model_config_list {\n  " + "\n  ".join(entries) + "\n}\n"
+
+
+def user_requests(raw_dir: str, at_ts: int) -> Dict[str, Dict[str, np.ndarray]]:
+    """One raw request per user at ``at_ts``, history = the user's interactions before it (old + feedback)."""
+    from preprocessing import requests
+    from preprocessing.sources import tables
+
+    users = tables.read_table(fileio.join(raw_dir, tables.USERS_FILE))
+    events: Dict[str, list] = {}
+    for e in tables.read_interactions(fileio.join(raw_dir, tables.INTERACTIONS_FILE)):
+        events.setdefault(e["user_id"], []).append(e)
+    return {u: requests.query_request(users.get(u, {"user_id": u}), events[u], at_ts) for u in sorted(events)}
+
+
+class Probe(threading.Thread):
+    """Queries the served model in a loop (what live traffic would do during a swap); counts every outcome."""
+
+    def __init__(self, address: str, model: str, request: Dict[str, np.ndarray]):
+        super().__init__(daemon=True)
+        self.address, self.model, self.request = address, model, request
+        self.ok = self.failed = 0
+        self.versions: List[int] = []
+        self.errors: List[str] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        from serving.client import ServingClient
+
+        with ServingClient(self.address) as client:
+            while not self._halt.is_set():
+                try:
+                    out = client.predict(self.model, self.request)
+                    self.ok += 1
+                    if not self.versions or self.versions[-1] != out.model_version:
+                        self.versions.append(out.model_version)
+                except Exception as e:  # noqa: BLE001  (a failed request is what the probe measures)
+                    self.failed += 1
+                    self.errors.append(str(e)[:200])
+                self._halt.wait(0.05)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=30)
+
+
+def wait_for_version(client, model: str, version: int, timeout: float = 120.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(s["version"] == version and s["state"] == "AVAILABLE" for s in client.status(model)):
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def serve_round(client, model: str, reqs: Dict[str, Dict[str, np.ndarray]], log_prefix: str, at_ts: int,
+                out_log: str, k: int) -> Tuple[List[Dict[str, Any]], int]:
+    """Every user asks once; returns the round's served lists as the server logged them (also written, with
+    the simulated request time, to ``out_log``: the round's slice of the request log) and the version."""
+    from preprocessing import feedback_sim
+    from serving import request_log
+
+    versions = set()
+    for request in reqs.values():
+        versions.add(client.predict(model, request).model_version)
+    if len(versions) != 1:
+        raise RuntimeError(f"the model changed version during a round: {sorted(versions)}")
+    version = versions.pop()
+    wanted = set(reqs)
+    deadline = time.monotonic() + 30
+    while True:  # the logger writes off the request path: wait until the round's records are on disk
+        lists = [s for s in request_log.read_served_lists(log_prefix)
+                 if s.version == version and int(s.inputs.get("timestamp", -1)) == at_ts and s.user_id in wanted]
+        if len({s.user_id for s in lists}) >= len(wanted) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    served = [{"request_id": s.request_id, "user_id": s.user_id, "timestamp": at_ts,
+               "item_ids": [i.item_id for i in s.items][:k], "scores": [float(i.score) for i in s.items][:k]}
+              for s in lists]
+    feedback_sim.write_served_log(out_log, served, model, version)
+    return served, version
+
+
+def run_loop(cfg: Config, rounds: int = 2, model: str = "retrieval", k: int = 10, seed: int = 0,
+             log=print) -> Dict[str, Any]:
+    """Base model (trained and pushed when the run has none) -> ``rounds`` x (serve -> feedback -> retrain ->
+    bless -> push -> hot swap) -> a worse candidate that must be blocked -> the report. Returns the figures."""
+    from preprocessing import feedback, feedback_sim
+    from preprocessing.sources import load_source
+    from recsys import artifacts as af
+    from recsys import report as report_mod
+    from serving.client import ServingClient
+    from serving.testing import start_server
+
+    if cfg.data.source != "synthetic":
+        raise ValueError("recsys loop simulates users from the synthetic generator's planted tastes: "
+                         "use data.source=synthetic")
+    layout = RunLayout(cfg)
+    if not af.RetrievalModel.exists(layout.retrieval):
+        log("[loop] no trained model in this run: training and pushing the first version")
+        steps.make_raw(cfg)
+        version_dir = steps.preprocess(cfg)
+        trained = steps.train(cfg, version_dir)
+        steps.evaluate(cfg, trained)
+        steps.export(cfg, trained)
+    truth = load_source(cfg.data).truth
+    loop_dir = layout.path("loop")
+    log_dir = fileio.join(loop_dir, "server_logs")
+    fileio.makedirs(log_dir)
+    config_path = fileio.write_text(fileio.join(loop_dir, "models.config"),
+                                    model_config(cfg.model_base_path, [model], log_dir))
+    server = start_server(model_config_file=config_path, rest=False, poll_seconds=0.5)
+    log(f"[loop] serving {model} from {cfg.model_base_path} at {server.grpc_address}, logging to {log_dir}")
+    rows, round_logs, round_events = [], [], []
+    try:
+        with ServingClient(server.grpc_address) as client:
+            data_end = max_timestamp(newest_raw(cfg))
+            for r in range(1, rounds + 2):
+                at_ts = data_end + r * DAY
+                reqs = user_requests(newest_raw(cfg), at_ts)
+                served, version = serve_round(client, model, reqs, fileio.join(log_dir, model), at_ts,
+                                              fileio.join(loop_dir, f"round{r}.tfrecord"), k)
+                events = feedback_sim.simulate_events(
+                    ({"request_id": s["request_id"], "user_id": s["user_id"], "timestamp": s["timestamp"],
+                      "items": list(enumerate(s["item_ids"], 1))} for s in served), truth, seed=seed + r)
+                events_path = feedback.write_jsonl(events, fileio.join(loop_dir, f"events{r}.jsonl"))
+                round_logs.append(fileio.join(loop_dir, f"round{r}.tfrecord"))
+                round_events.append(events_path)
+                row = {"round": r, "version": version, "requests": len(served), "events": len(events),
+                       "true_ctr": feedback_sim.expected_ctr(truth, served),
+                       "clicks": sum(e["event"] == "click" for e in events)}
+                row["measured_ctr"] = row["clicks"] / max(1, sum(len(s["item_ids"]) for s in served))
+                log(f"[loop] round {r}: version {version} served {len(served)} users; {row['clicks']} clicks "
+                    f"(CTR {row['measured_ctr']:.4f}, true {row['true_ctr']:.4f})")
+                if r > rounds:  # the last round only measures the last pushed version
+                    rows.append(row)
+                    break
+                probe = Probe(server.grpc_address, model, next(iter(reqs.values())))
+                probe.start()
+                try:
+                    out = steps.retrain(cfg, [round_logs[-1]], [events_path])
+                    if out["pushed"] and not wait_for_version(client, model, int(out["version"])):
+                        raise RuntimeError(f"the server did not load version {out['version']} of {model}")
+                    time.sleep(1.0)
+                finally:
+                    probe.stop()
+                row.update(retrained=out["round"], pushed=out["pushed"], reason=out["reason"],
+                           new_version=out["version"] if out["pushed"] else None, probe_ok=probe.ok,
+                           probe_failed=probe.failed, probe_versions=probe.versions)
+                fate = f"pushed as version {out['version']}" if out["pushed"] else f"BLOCKED: {out['reason']}"
+                log(f"[loop] round {r}: candidate {fate}; {probe.ok} probe requests during retrain and swap, "
+                    f"{probe.failed} failed, versions seen {probe.versions}")
+                rows.append(row)
+            worse = worse_candidate(cfg, round_logs[-1], round_events[-1], log)
+    finally:
+        server.stop(0)
+    first, last = rows[0]["version"], rows[-1]["version"]
+    ab = {"baseline": f"{model}/v{first}", "candidate": f"{model}/v{last}"} if first != last else {}
+    rep, paths = report_mod.run_report(round_logs, round_events, fileio.join(newest_raw(cfg), "items.jsonl"),
+                                       fileio.join(loop_dir, "report"), **ab)
+    summary = {"rounds": rows, "worse_candidate": worse, "report": paths,
+               "ab": rep.get("ab"), "first_version": first, "last_version": last}
+    fileio.write_json(fileio.join(loop_dir, "loop.json"), summary, indent=2)
+    return summary
+
+
+def worse_candidate(cfg: Config, log_path: str, events_path: str, log) -> Dict[str, Any]:
+    """A candidate trained for one step from scratch on the same data: the gate must block it."""
+    bad = copy.deepcopy(cfg)
+    bad.train.epochs, bad.train.steps_per_epoch = 1, 1
+    out = steps.retrain(bad, [log_path], [events_path], warm_start=False)
+    log(f"[loop] deliberately worse candidate (no warm start, one step): "
+        f"{'PUSHED (the gate failed to block it)' if out['pushed'] else 'blocked: ' + str(out['reason'])}")
+    return {"pushed": out["pushed"], "reason": out["reason"], "blessing": out["blessing"]}
+
+
+def newest_raw(cfg: Config) -> str:
+    """The newest raw data (the old data + every round's feedback): the users' histories."""
+    return steps.latest_raw(cfg).uri
+
+
+def max_timestamp(raw_dir: str) -> int:
+    from preprocessing.sources import tables
+
+    return max(e["timestamp"] for e in tables.read_interactions(fileio.join(raw_dir, tables.INTERACTIONS_FILE)))
+
+
+def format_summary(summary: Dict[str, Any]) -> str:
+    """The loop's table: one row per round, then the A/B line and the worse candidate's fate."""
+    lines = ["round  version        users  clicks  CTR     true CTR  candidate               probe ok/failed",
+             "-----  -------------  -----  ------  ------  --------  ----------------------  ---------------"]
+    for r in summary["rounds"]:
+        cand = ("-" if "pushed" not in r else f"pushed v{r['new_version']}" if r["pushed"] else "blocked")
+        probe = f"{r['probe_ok']}/{r['probe_failed']}" if "probe_ok" in r else "-"
+        lines.append(f"{r['round']:>5}  {str(r['version']):<13}  {r['requests']:>5}  {r['clicks']:>6}  "
+                     f"{r['measured_ctr']:.4f}  {r['true_ctr']:.4f}    {cand:<22}  {probe}")
+    ab = summary.get("ab")
+    if ab:
+        lo, hi = ab["interval"]
+        lines.append(f"A/B {ab['candidate']} vs {ab['baseline']}: CTR {ab['ctr_difference']:+.4f} "
+                     f"[{lo:+.4f}, {hi:+.4f}] ({ab['level']:.0%} bootstrap over users)")
+    w = summary["worse_candidate"]
+    fate = "PUSHED (the gate failed)" if w["pushed"] else f"blocked ({w['reason']})"
+    lines.append(f"deliberately worse candidate: {fate}")
+    lines.append(f"report: {summary['report'].get('html', summary['report'])}")
+    return "\n".join(lines)
