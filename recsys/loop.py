@@ -235,11 +235,10 @@ def format_summary(summary: Dict[str, Any]) -> str:
         probe = f"{r['probe_ok']}/{r['probe_failed']}" if "probe_ok" in r else "-"
         lines.append(f"{r['round']:>5}  {str(r['version']):<13}  {r['requests']:>5}  {r['clicks']:>6}  "
                      f"{r['measured_ctr']:.4f}  {r['true_ctr']:.4f}    {cand:<22}  {probe}")
-    ab = summary.get("ab")
-    if ab:
-        lo, hi = ab["interval"]
-        lines.append(f"A/B {ab['candidate']} vs {ab['baseline']}: CTR {ab['ctr_difference']:+.4f} "
-                     f"[{lo:+.4f}, {hi:+.4f}] ({ab['level']:.0%} bootstrap over users)")
+    if summary.get("ab"):
+        from recsys.report import format_ab
+
+        lines.append(format_ab(summary["ab"]))
     w = summary["worse_candidate"]
     fate = "PUSHED (the gate failed)" if w["pushed"] else f"blocked ({w['reason']})"
     lines.append(f"deliberately worse candidate: {fate}")

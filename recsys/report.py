@@ -183,14 +183,18 @@ def format_table(report: Mapping[str, Any]) -> str:
     out = [line(heads)] + [line(b) for b in body]
     out.append(f"catalogue: {report['catalogue_size']} items; organic events (no served list): "
                f"{report['organic_events']}")
-    ab = report.get("ab")
-    if ab:
-        lo, hi = ab["interval"]
-        out.append(f"A/B: CTR {ab['candidate']} - {ab['baseline']} = {ab['ctr_difference']:+.4f}, "
-                   f"{ab['level']:.0%} bootstrap interval over users [{lo:+.4f}, {hi:+.4f}] "
-                   f"({ab['users'][0]} vs {ab['users'][1]} users, {ab['n_boot']} resamples)"
-                   + (" - significant" if ab["significant"] else " - not significant"))
+    if report.get("ab"):
+        out.append(format_ab(report["ab"]))
     return "\n".join(out)
+
+
+def format_ab(ab: Mapping[str, Any]) -> str:
+    """One line: the CTR difference of two versions with its bootstrap interval."""
+    lo, hi = ab["interval"]
+    return (f"A/B: CTR {ab['candidate']} - {ab['baseline']} = {ab['ctr_difference']:+.4f}, "
+            f"{ab['level']:.0%} bootstrap interval over users [{lo:+.4f}, {hi:+.4f}] "
+            f"({ab['users'][0]} vs {ab['users'][1]} users, {ab['n_boot']} resamples)"
+            + (" - significant" if ab["significant"] else " - not significant"))
 
 
 def plot_ctr_by_day(report: Mapping[str, Any], path: str) -> str:

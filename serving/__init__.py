@@ -1,2 +1,2 @@
 """serving package."""
-import recsys  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tfenv  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)

@@ -25,7 +25,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 from urllib.parse import quote, urlsplit
 
-import recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import tfenv  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import grpc
 import numpy as np
 from google.protobuf import json_format

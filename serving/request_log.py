@@ -18,7 +18,7 @@ import dataclasses
 import logging
 from typing import Dict, Iterable, Iterator, List, Optional, Union
 
-import recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import tfenv  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2

@@ -23,7 +23,7 @@ import time
 from concurrent import futures
 from typing import List, Optional, Tuple
 
-import recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import tfenv  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import grpc
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      inference_pb2, model_management_pb2, model_pb2, model_service_pb2_grpc,

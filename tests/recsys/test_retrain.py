@@ -47,6 +47,7 @@ def retrained(ram_pipeline, feedback):
     cfg = copy.deepcopy(ram_pipeline["cfg"])
     cfg.workdir = f"{ram_pipeline['root']}/cli"
     cfg.export.model_base_path = ram_pipeline["base"]
+    cfg.eval.baselines, cfg.eval.bootstrap = (), 100  # the gate compares with popularity and the served model
     previous = af.RetrievalModel.read(ram_pipeline["first"]["train-retrieval"]["model"].uri)
     served_before = sorted(fileio.listdir(f"{ram_pipeline['base']}/retrieval"))
     out = steps.retrain(cfg, [feedback["log"]], [feedback["events"]], previous=previous)
