@@ -77,9 +77,10 @@ def scalar(x: tf.Tensor) -> tf.Tensor:
     return tf.reshape(tf.cast(x, tf.float32), [-1, 1])
 
 
-def mlp(hidden, out_dim: int, dropout: float = 0.0, batch_norm: bool = False, l2: float = 0.0,
+def mlp(hidden, out_dim: Optional[int], dropout: float = 0.0, batch_norm: bool = False, l2: float = 0.0,
         name: str = "mlp") -> tf.keras.Sequential:
-    """Dense stack with the regularisation switches shared by every tower."""
+    """Dense stack with the regularisation switches shared by every tower (and the rankers' deep parts);
+    ``out_dim`` None: no linear output layer, the last hidden layer is the output."""
     reg = tf.keras.regularizers.l2(l2) if l2 else None
     layers = []
     for width in hidden:
@@ -89,5 +90,6 @@ def mlp(hidden, out_dim: int, dropout: float = 0.0, batch_norm: bool = False, l2
         layers.append(tf.keras.layers.Activation("relu"))
         if dropout:
             layers.append(tf.keras.layers.Dropout(dropout))
-    layers.append(tf.keras.layers.Dense(out_dim, kernel_regularizer=reg))
+    if out_dim is not None:
+        layers.append(tf.keras.layers.Dense(out_dim, kernel_regularizer=reg))
     return tf.keras.Sequential(layers, name=name)

@@ -36,7 +36,7 @@ import tensorflow_recommenders as tfrs
 
 from preprocessing import schema
 from preprocessing.schema import T
-from trainer.features import FeatureSizes, IndexEmbedding, masked_mean, scalar
+from trainer.features import FeatureSizes, IndexEmbedding, masked_mean, mlp, scalar
 
 MODEL_KINDS = ("dcn", "wide_deep", "deepfm")
 
@@ -289,19 +289,6 @@ class WideFeatures(tf.keras.layers.Layer):
         return out
 
 
-def deep_tower(hidden, dropout: float, batch_norm: bool, l2: float, name: str) -> tf.keras.Sequential:
-    reg = tf.keras.regularizers.l2(l2) if l2 else None
-    layers: List[tf.keras.layers.Layer] = []
-    for width in hidden:
-        layers.append(tf.keras.layers.Dense(width, kernel_regularizer=reg))
-        if batch_norm:
-            layers.append(tf.keras.layers.BatchNormalization())
-        layers.append(tf.keras.layers.Activation("relu"))
-        if dropout:
-            layers.append(tf.keras.layers.Dropout(dropout))
-    return tf.keras.Sequential(layers, name=name)
-
-
 def _concat(fields: Dict[str, tf.Tensor]) -> tf.Tensor:
     return tf.concat([fields[k] for k in FIELDS], axis=1)
 
@@ -318,7 +305,7 @@ class DCNInteraction(tf.keras.layers.Layer):
         self.cross = [tfrs.layers.dcn.Cross(projection_dim=cfg.projection_dim or None, kernel_initializer="glorot_uniform",
                                             kernel_regularizer=reg, name=f"cross_{i}")
                       for i in range(cfg.cross_layers)]
-        self.deep = deep_tower(cfg.hidden, cfg.dropout, cfg.batch_norm, cfg.l2, "deep")
+        self.deep = mlp(cfg.hidden, None, cfg.dropout, cfg.batch_norm, cfg.l2, name="deep")
 
     def call(self, fields, training=False) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
         x0 = _concat(fields)
@@ -345,7 +332,7 @@ class WideDeepInteraction(tf.keras.layers.Layer):
 
     def __init__(self, cfg, **kwargs):
         super().__init__(**kwargs)
-        self.deep = deep_tower(cfg.hidden, cfg.dropout, cfg.batch_norm, cfg.l2, "deep")
+        self.deep = mlp(cfg.hidden, None, cfg.dropout, cfg.batch_norm, cfg.l2, name="deep")
 
     def call(self, fields, training=False):
         wide = tf.add_n([v for k, v in fields.items() if k.startswith("wide/")])
@@ -357,7 +344,7 @@ class DeepFMInteraction(tf.keras.layers.Layer):
 
     def __init__(self, cfg, **kwargs):
         super().__init__(**kwargs)
-        self.deep = deep_tower(cfg.hidden, cfg.dropout, cfg.batch_norm, cfg.l2, "deep")
+        self.deep = mlp(cfg.hidden, None, cfg.dropout, cfg.batch_norm, cfg.l2, name="deep")
 
     def call(self, fields, training=False):
         emb = tf.stack([fields[k] for k in FIELDS], axis=1)                       # [B, F, d]
