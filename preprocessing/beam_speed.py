@@ -35,8 +35,37 @@ from typing import Dict, FrozenSet, Optional, Tuple
 
 _UNCACHEABLE = object()
 _lock = threading.Lock()
-_installed = 0           # nesting depth of memoised_dofn_specs() (guarded by _lock)
-_original = None         # Beam's own get_dofn_specs, kept once seen (a stale reference to the patch still works)
+
+
+class _Patch:
+    """Replaces ``owner.name`` with ``replacement`` while at least one ``active()`` is open: nested and
+    concurrent uses share one install, and the outermost exit restores Beam's own function (kept in
+    ``original`` once seen, so a stale reference to the patch still works)."""
+
+    def __init__(self, replacement, on_release=None):
+        self.replacement, self.on_release = replacement, on_release
+        self.depth, self.original = 0, None   # guarded by _lock
+
+    @contextlib.contextmanager
+    def active(self, owner, name: str):
+        with _lock:
+            if self.depth == 0:
+                current = getattr(owner, name)
+                if current is not self.replacement:
+                    self.original = current
+                setattr(owner, name, self.replacement)
+            self.depth += 1
+        try:
+            yield
+        finally:
+            with _lock:
+                self.depth -= 1
+                if self.depth == 0:
+                    setattr(owner, name, self.original)
+                    if self.on_release:
+                        self.on_release()
+
+
 # class -> (its method names, or _UNCACHEABLE) and class -> {shadowed method names -> specs}
 _class_methods: "weakref.WeakKeyDictionary[type, object]" = weakref.WeakKeyDictionary()
 _specs: "weakref.WeakKeyDictionary[type, Dict[FrozenSet[str], Tuple[frozenset, frozenset]]]" = \
@@ -111,7 +140,7 @@ def _cache_key(dofn) -> Optional[FrozenSet[str]]:
 
 def _memoised(dofn):
     """Drop-in for ``userstate.get_dofn_specs`` (same result, fresh sets each call)."""
-    original = _original
+    original = _specs_patch.original
     key = _cache_key(dofn)
     if key is None:
         stats["uncached"] += 1
@@ -127,26 +156,12 @@ def _memoised(dofn):
     return set(hit[0]), set(hit[1])
 
 
-@contextlib.contextmanager
 def memoised_dofn_specs():
     """While active, Beam's ``get_dofn_specs`` (and ``is_stateful_dofn``/``validate_stateful_dofn``,
     which call it) answers from the per-class cache; restored when the outermost use exits."""
-    global _installed, _original
     from apache_beam.transforms import userstate
 
-    with _lock:
-        if _installed == 0:
-            if userstate.get_dofn_specs is not _memoised:
-                _original = userstate.get_dofn_specs
-            userstate.get_dofn_specs = _memoised
-        _installed += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _installed -= 1
-            if _installed == 0:
-                userstate.get_dofn_specs = _original
+    return _specs_patch.active(userstate, "get_dofn_specs")
 
 
 # ---------------------------------------------------------------- PipelineOptions.view_as
@@ -156,8 +171,6 @@ def memoised_dofn_specs():
 # ``_all_options`` dict it shares with the object it was made from (never replaced after
 # construction), ``__setattr__`` admits nothing else, and the flags it parses never change. So the
 # same view object answers every later ``view_as`` of the same options object and class.
-_views_installed = 0
-_views_original = None
 _views: Dict[int, Tuple[object, Dict[type, object]]] = {}   # id(options) -> (options, {cls: view})
 
 
@@ -167,31 +180,20 @@ def _memoised_view_as(self, cls):
         entry = _views[id(self)] = (self, {})
     view = entry[1].get(cls)
     if view is None:
-        view = entry[1][cls] = _views_original(self, cls)
+        view = entry[1][cls] = _views_patch.original(self, cls)
     return view
 
 
-@contextlib.contextmanager
 def memoised_option_views():
     """While active, ``PipelineOptions.view_as`` returns one view per (options object, class); the
     views (and the options they hold) are released when the outermost use exits."""
-    global _views_installed, _views_original
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    with _lock:
-        if _views_installed == 0:
-            if PipelineOptions.view_as is not _memoised_view_as:
-                _views_original = PipelineOptions.view_as
-            PipelineOptions.view_as = _memoised_view_as
-        _views_installed += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _views_installed -= 1
-            if _views_installed == 0:
-                PipelineOptions.view_as = _views_original
-                _views.clear()
+    return _views_patch.active(PipelineOptions, "view_as")
+
+
+_specs_patch = _Patch(_memoised)
+_views_patch = _Patch(_memoised_view_as, on_release=_views.clear)
 
 
 @contextlib.contextmanager

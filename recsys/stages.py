@@ -201,7 +201,7 @@ def train_retrieval(pre: af.Preprocessed, cfg: Config, out: str, reuse: bool = F
     if hit:
         return hit, None
     preflight.check(pre.uri)  # fail in seconds, not after training, on what the exports cannot hold
-    previous = load_retrieval(warm_start, cfg)[0] if warm_start is not None else None
+    previous = restore_retrieval(warm_start, cfg) if warm_start is not None else None
     trained = trainer_train.train_retrieval(pre.uri, cfg, out_dir=out, warm_start=previous)
     best = {k: (min(v) if "loss" in k else max(v)) for k, v in trained.history.items() if k.startswith("val_")}
     props = {"train_seconds": round(trained.train_seconds, 1), "epochs": len(trained.history.get("loss", [])),
@@ -220,16 +220,22 @@ def trained_config(art: af.Artifact, cfg: Config, sub: str = "") -> Config:
     return load_config(path) if fileio.exists(path) else cfg
 
 
-def load_retrieval(model: af.RetrievalModel, cfg: Config):
-    """(TrainedRetrieval restored from the best checkpoint, item vectors of the whole catalogue)."""
+def restore_retrieval(model: af.RetrievalModel, cfg: Config):
+    """The TrainedRetrieval rebuilt with its own config; weights restore from the best checkpoint as the
+    towers create them."""
     from trainer import train as trainer_train
 
     pre = preprocessed_of(model)
     m, sizes, catalogue, stats, tft_output = trainer_train.build_retrieval(pre.uri, trained_config(model, cfg),
                                                                            with_metrics=False)
     m.load_weights(model.checkpoint).expect_partial()
-    trained = trainer_train.TrainedRetrieval(m, sizes, catalogue, stats, tft_output, {},
-                                             float(model.get("train_seconds", 0.0)), model.uri)
+    return trainer_train.TrainedRetrieval(m, sizes, catalogue, stats, tft_output, {},
+                                          float(model.get("train_seconds", 0.0)), model.uri)
+
+
+def load_retrieval(model: af.RetrievalModel, cfg: Config):
+    """(TrainedRetrieval restored from the best checkpoint, item vectors of the whole catalogue)."""
+    trained = restore_retrieval(model, cfg)
     return trained, item_vectors(trained)
 
 

@@ -67,7 +67,7 @@ def retrieval_artifact(cfg: Config) -> af.RetrievalModel:
 
 def load_trained(cfg: Config):
     """Rebuilds the retrieval model and restores its best checkpoint."""
-    return stages.load_retrieval(retrieval_artifact(cfg), cfg)[0]
+    return stages.restore_retrieval(retrieval_artifact(cfg), cfg)
 
 
 def evaluate(cfg: Config, trained=None) -> Dict:
