@@ -18,6 +18,8 @@ import sys
 import time
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
+from trainer.text_table import Column, format_table  # noqa: F401  (the benchmarks' tables)
+
 try:  # psutil is a declared dependency, but keep the helpers usable without it.
     import psutil
 except ImportError:  # pragma: no cover
@@ -115,72 +117,6 @@ def format_machine(info: Mapping[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------- tables
-
-
-def _fmt_cell(value: Any, fmt: Optional[str] = None) -> str:
-    if value is None:
-        return "-"
-    if fmt:
-        try:
-            return format(value, fmt)
-        except (TypeError, ValueError):
-            return str(value)
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
-            return f"{value:.3g}"
-        return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.1f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-@dataclasses.dataclass
-class Column:
-    key: str
-    header: Optional[str] = None
-    fmt: Optional[str] = None          # format spec for the value, e.g. ".3f" or ",.0f"
-    align: Optional[str] = None        # "<" or ">"; default: right for numbers, left otherwise
-
-
-def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Any], title: Optional[str] = None) -> str:
-    """Format dict rows as an aligned plain-text table.
-
-    ``columns`` holds :class:`Column` objects, ``(key, header)`` / ``(key, header, fmt)``
-    tuples or plain keys.
-    """
-    cols: List[Column] = []
-    for c in columns:
-        if isinstance(c, Column):
-            cols.append(c)
-        elif isinstance(c, (tuple, list)):
-            cols.append(Column(*c))
-        else:
-            cols.append(Column(str(c)))
-    headers = [c.header if c.header is not None else c.key for c in cols]
-    cells = [[_fmt_cell(r.get(c.key), c.fmt) for c in cols] for r in rows]
-    aligns = []
-    for i, c in enumerate(cols):
-        if c.align:
-            aligns.append(c.align)
-            continue
-        numeric = all(isinstance(r.get(c.key), (int, float)) or r.get(c.key) is None for r in rows) and rows
-        aligns.append(">" if numeric else "<")
-    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(format(v, f"{a}{w}") for v, a, w in zip(values, aligns, widths)).rstrip()
-
-    out = []
-    if title:
-        out.append(title)
-    out.append(line(headers))
-    out.append("  ".join(("-" if h else " ") * w for h, w in zip(headers, widths)).rstrip())
-    out.extend(line(row) for row in cells)
-    return "\n".join(out)
 
 
 def print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Any], title: Optional[str] = None, file=None) -> str:

@@ -29,6 +29,8 @@ import numpy as np
 from preprocessing import feedback
 from preprocessing.sources.tables import DataError
 from recsys import fileio
+from trainer import text_table
+from trainer.text_table import Column
 
 TOP_POPULAR_FRACTION = 0.10
 ALL_DAYS = "all"
@@ -163,26 +165,16 @@ def _ctr_by_position(examples: Sequence[Mapping[str, Any]]) -> Dict[int, float]:
 
 
 # ---------------------------------------------------------------- output
-COLUMNS = (("version", "{}"), ("day", "{}"), ("requests", "{:d}"), ("impressions", "{:d}"), ("ctr", "{:.4f}"),
-           ("conversion", "{:.4f}"), ("watch_seconds_per_impression", "{:.1f}"), ("coverage", "{:.3f}"),
-           ("diversity", "{:.3f}"), ("popularity_share", "{:.3f}"), ("novelty", "{:.2f}"))
-_HEAD = {"watch_seconds_per_impression": "watch_s/imp", "popularity_share": "pop_share"}
-
-
-def _cell(fmt: str, value: Any) -> str:
-    if value is None:
-        return "-"
-    return fmt.format(int(value) if fmt == "{:d}" else value)
+COLUMNS = (Column("version", align="<"), Column("day", align="<"), Column("requests", fmt=",d"),
+           Column("impressions", fmt=",d"), Column("ctr", fmt=".4f"), Column("conversion", fmt=".4f"),
+           Column("watch_seconds_per_impression", "watch_s/imp", ".1f"), Column("coverage", fmt=".3f"),
+           Column("diversity", fmt=".3f"), Column("popularity_share", "pop_share", ".3f"), Column("novelty", fmt=".2f"))
 
 
 def format_table(report: Mapping[str, Any]) -> str:
-    heads = [_HEAD.get(c, c) for c, _ in COLUMNS]
-    body = [[_cell(f, r[c]) for c, f in COLUMNS] for r in report["rows"]]
-    widths = [max(len(x) for x in col) for col in zip(heads, *body)]
-    line = lambda cells: "  ".join(x.rjust(w) if i > 1 else x.ljust(w) for i, (x, w) in enumerate(zip(cells, widths)))  # noqa: E731
-    out = [line(heads)] + [line(b) for b in body]
-    out.append(f"catalogue: {report['catalogue_size']} items; organic events (no served list): "
-               f"{report['organic_events']}")
+    out = [text_table.format_table(report["rows"], COLUMNS),
+           f"catalogue: {report['catalogue_size']} items; organic events (no served list): "
+           f"{report['organic_events']}"]
     if report.get("ab"):
         out.append(format_ab(report["ab"]))
     return "\n".join(out)
@@ -250,8 +242,9 @@ def _save(fig, path: str) -> str:
 def render_html(report: Mapping[str, Any], pngs: Mapping[str, str]) -> str:
     """One self-contained page: the table, the A/B line and the plots (base64 data URIs)."""
     esc = html.escape
-    head = "".join(f"<th>{esc(_HEAD.get(c, c))}</th>" for c, _ in COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{esc(_cell(f, r[c]))}</td>" for c, f in COLUMNS) + "</tr>"
+    head = "".join(f"<th>{esc(c.header or c.key)}</th>" for c in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{esc(text_table.format_cell(r[c.key], c.fmt))}</td>" for c in COLUMNS)
+                   + "</tr>"
                    for r in report["rows"])
     summary = esc(format_table(report).splitlines()[-1]) if report.get("ab") else ""
     images = "".join(

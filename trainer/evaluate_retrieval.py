@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from preprocessing.schema import T
 from preprocessing.utf8 import to_str
-from trainer import baselines, data, evaluation
+from trainer import baselines, data, evaluation, text_table
 
 PROTOCOL = "time_split_full"
 RULE = "seen = every item the user had strictly before the event (train + eval period), excluded for every model"
@@ -153,7 +153,7 @@ def report(results: Dict[str, Dict[str, float]], ks=(10, 50, 100), title: str = 
     for row in rows:
         if row["model"] != "popularity" and base.get("recall@50"):
             row["x_pop@50"] = row.get("recall@50", 0.0) / base["recall@50"]
-    text = evaluation.format_table(rows, cols + ["x_pop@50"],
+    text = text_table.format_table(rows, cols + ["x_pop@50"], float_fmt=".4f",
                                    title=title or f"retrieval ({PROTOCOL}; {RULE})")
     for name, m in results.items():
         for metric, r in (m.get("lead_over_best") or {}).items():

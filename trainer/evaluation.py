@@ -388,30 +388,3 @@ def sampled_negatives_topk(scores_fn: Callable[[np.ndarray, np.ndarray], np.ndar
         order = top_k_from_scores(s, cand.shape[1])
         out[rows] = np.where(order >= 0, np.take_along_axis(cand[rows], np.maximum(order, 0), 1), -1)
     return out
-
-
-# ---------------------------------------------------------------- reporting
-def format_table(rows: Sequence[Dict[str, Any]], columns: Optional[Sequence[str]] = None, title: str = "") -> str:
-    """Plain-text aligned table (floats to 4 decimals, numbers right-aligned) for logs and reports."""
-    columns = list(columns) if columns is not None else list(dict.fromkeys(c for r in rows for c in r))
-
-    def cell(v) -> Tuple[str, bool]:
-        if v is None:
-            return "-", False
-        if isinstance(v, (float, np.floating)):
-            return f"{float(v):.4f}", True
-        if isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool):
-            return str(int(v)), True
-        return str(v), False
-
-    body = [[cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max([len(str(c))] + [len(b[j][0]) for b in body]) for j, c in enumerate(columns)]
-    numeric = [any(b[j][1] for b in body) for j in range(len(columns))]  # right-align number columns
-
-    def line(cells) -> str:
-        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)).rstrip()
-
-    lines = [title] if title else []
-    lines += [line([str(c) for c in columns]), "  ".join("-" * w for w in widths)]
-    lines += [line([c for c, _ in b]) for b in body]
-    return "\n".join(lines)

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from preprocessing.schema import T
-from trainer import baselines, covisit, data, evaluation
+from trainer import baselines, covisit, data, evaluation, text_table
 from trainer import evaluate_retrieval as er
 from trainer.features import FeatureSizes
 from trainer.progress import EpochProgress
@@ -278,7 +278,7 @@ def report(results: Dict[str, Dict], title: str = "") -> str:
     n_users = next((m["ndcg_gain"]["n_users"] for m in results.values() if m.get("ndcg_gain")), 0)
     title = title or (f"re-ranking retrieval's top-N (same candidates; interval: bootstrap over {n_users} users; "
                       f"rmse on the logged rated items)")
-    return evaluation.format_table(rows, TABLE_COLUMNS, title=title)
+    return text_table.format_table(rows, TABLE_COLUMNS, title=title, float_fmt=".4f")
 
 
 # ---------------------------------------------------------------- the whole stage

@@ -80,15 +80,3 @@ def test_numpy_brute_force_is_exact():
     bad[:, 1] = bad[:, 0]
     bad[:, 2] = -1
     assert ann.recall_at_k(items, queries, bad, kth, 10)[0] == pytest.approx(0.8)
-
-
-def test_format_table_aligns():
-    text = common.format_table(
-        [{"a": "x", "b": 1.23456, "c": 1000}, {"a": "longer", "b": None, "c": 5}],
-        [("a", "name"), ("b", "val", ".2f"), ("c", "n")],
-        title="T",
-    )
-    lines = text.splitlines()
-    assert lines[0] == "T"
-    assert len({len(line) for line in lines[1:]}) == 1
-    assert "1.23" in text and "1,000" in text and "-" in lines[-1]

@@ -263,19 +263,6 @@ def test_protocol_labels():
     assert "He et al. 2017" in ev.PROTOCOLS["sampled_1_99"]
 
 
-# ---------------------------------------------------------------- reporting
-def test_format_table():
-    rows = [{"model": "popularity", "recall@10": 0.1234567, "n": 10},
-            {"model": "two_tower", "recall@10": 0.5}]
-    got = ev.format_table(rows, title="eval")
-    assert got == ("eval\n"
-                   "model       recall@10   n\n"
-                   "----------  ---------  --\n"
-                   "popularity     0.1235  10\n"
-                   "two_tower      0.5000   -")
-    assert ev.format_table(rows, columns=["recall@10"]).splitlines()[-1] == "   0.5000"
-
-
 def test_no_tensorflow_at_import():
     import os
     import subprocess
