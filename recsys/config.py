@@ -62,6 +62,13 @@ class RetrievalConfig:
     seq_layers: int = 2              # transformer blocks
     seq_heads: int = 2               # attention heads per block
     seq_dropout: float = 0.1
+    # candidate tower (trainer/models/content.py): id = item id (+ content when use_item_features);
+    # content = content first (title, genres, price, release, + image), the id embedding dropped with
+    # probability id_dropout in training and always for items unseen in training (cold start)
+    candidate_tower: str = "id"
+    id_dropout: float = 0.5
+    user_id_dropout: float = 0.0     # the same for the user id in the query tower (new users: context only)
+    item_images: str = ""            # item_images.npz (preprocessing/sources/images.py); "" = no image branch
 
 
 @dataclasses.dataclass
@@ -289,6 +296,7 @@ FRACTIONS = {
     "data.max_bad_fraction": (0.0, 1.0, True),
     "preprocess.eval_fraction": (0.0, 1.0, False),
     "retrieval.dropout": (0.0, 1.0, False), "retrieval.seq_dropout": (0.0, 1.0, False),
+    "retrieval.id_dropout": (0.0, 1.0, True), "retrieval.user_id_dropout": (0.0, 1.0, True),
     "ranking.dropout": (0.0, 1.0, False), "ranking.retrieval_dropout": (0.0, 1.0, True),
     "ranking.oof_fraction": (0.0, 1.0, True), "vae.dropout": (0.0, 1.0, False),
     "exploration.epsilon": (0.0, 1.0, True),
@@ -297,6 +305,7 @@ CHOICES = {
     "data.source": ("synthetic", "movielens"),
     "preprocess.direct_running_mode": ("in_memory", "multi_threading", "multi_processing"),
     "retrieval.history_encoder": ("mean", "gru", "transformer"),
+    "retrieval.candidate_tower": ("id", "content"),
     "ranking.dcn_structure": ("stacked", "parallel"),
     "ranking.engagement_label": ("consumed", "click"),
     "exploration.policy": ("none", "epsilon_greedy", "thompson"),

@@ -93,3 +93,17 @@ def mlp(hidden, out_dim: Optional[int], dropout: float = 0.0, batch_norm: bool =
     if out_dim is not None:
         layers.append(tf.keras.layers.Dense(out_dim, kernel_regularizer=reg))
     return tf.keras.Sequential(layers, name=name)
+
+
+def id_keep(idx: tf.Tensor, oov: int, rate: float, training: bool) -> tf.Tensor:
+    """[B, 1] float: 1 where the id embedding is used, 0 where it is dropped.
+
+    Dropped always for padding (-1) and the OOV bucket (``oov`` and beyond: ids never seen in training,
+    whose row was never trained), and in training also at random with probability ``rate`` (id dropout),
+    so a tower learns to carry the signal in its content features when the id is missing.
+    """
+    idx = tf.reshape(tf.cast(idx, tf.int32), [-1, 1])
+    keep = tf.logical_and(idx >= 0, idx < oov)
+    if training and rate > 0:
+        keep = tf.logical_and(keep, tf.random.uniform(tf.shape(idx)) >= rate)
+    return tf.cast(keep, tf.float32)

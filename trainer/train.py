@@ -45,7 +45,7 @@ def build_retrieval(version_dir: str, cfg, with_metrics: bool = True, before_ts:
     stats = data.train_stats(version_dir, catalogue, sizes.items, before_ts=before_ts)
     candidates = catalogue.transformed(tft_output.transform_features_layer()) if with_metrics else None
     if candidates is not None:
-        candidates = {k: v for k, v in candidates.items() if v.dtype != tf.string}
+        candidates = {k: v for k, v in candidates.items() if v.dtype != tf.string or k == "item_id"}  # image key
     tf.keras.utils.set_random_seed(cfg.train.seed)
     model = TwoTowerModel(sizes, cfg.retrieval, stats.item_idx_counts, candidates, metric_ks=tuple(cfg.eval.ks))
     return model, sizes, catalogue, stats, tft_output

@@ -16,7 +16,7 @@ import tensorflow_recommenders as tfrs
 
 from preprocessing import schema
 from preprocessing.schema import T
-from trainer.features import FeatureSizes, IndexEmbedding, masked_mean, mlp, scalar, select
+from trainer.features import FeatureSizes, IndexEmbedding, id_keep, masked_mean, mlp, scalar, select
 from trainer.models import sequence
 
 
@@ -42,7 +42,7 @@ class QueryTower(tf.keras.Model):
 
     def call(self, x: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         x = select(x, schema.QUERY_TOWER_INPUTS)  # the tower reads only what the schema declares for it
-        parts = [self.user(x[T.USER_IDX]) if self.cfg.use_user_id else None, self.age(x[T.USER_AGE_IDX]), self.country(x[T.USER_COUNTRY_IDX]),
+        parts = [self._user(x[T.USER_IDX], training) if self.cfg.use_user_id else None, self.age(x[T.USER_AGE_IDX]), self.country(x[T.USER_COUNTRY_IDX]),
                  self.device(x[T.DEVICE_IDX]), self.hour(x[T.HOUR]), self.weekday(x[T.WEEKDAY]),
                  scalar(x[T.USER_TENURE_Z]), scalar(x[T.TIME_Z])]
         if self.cfg.use_history:
@@ -59,6 +59,13 @@ class QueryTower(tf.keras.Model):
         if self.cfg.item_bias:  # pairs with the candidate's bias slot: score = <q, c> + bias(item)
             q = tf.concat([q, tf.ones_like(q[:, :1])], axis=1)
         return q
+
+    def _user(self, idx: tf.Tensor, training) -> tf.Tensor:
+        """User id embedding; with ``retrieval.user_id_dropout`` dropped at random in training and always for
+        users unseen in training, so a new user is served from context and demographics alone."""
+        emb = self.user(idx)
+        rate = getattr(self.cfg, "user_id_dropout", 0.0)
+        return emb * id_keep(idx, self.user.num - 1, rate, training is True) if rate else emb
 
 
 class CandidateTower(tf.keras.Model):
@@ -91,6 +98,16 @@ class CandidateTower(tf.keras.Model):
         return c
 
 
+def build_candidate_tower(sizes: FeatureSizes, cfg, item_embedding: IndexEmbedding) -> tf.keras.Model:
+    """``retrieval.candidate_tower``: ``id`` (above) or ``content`` (trainer/models/content.py: cold start)."""
+    if getattr(cfg, "candidate_tower", "id") == "content":
+        from trainer.models import content
+
+        return content.ContentTower(sizes, cfg, item_embedding, images=content.load_images(cfg.item_images),
+                                    name="candidate_tower")
+    return CandidateTower(sizes, cfg, item_embedding, name="candidate_tower")
+
+
 class TwoTowerModel(tfrs.models.Model):
     """TFRS retrieval model; ``candidates`` (transformed catalogue) enables FactorizedTopK metrics."""
 
@@ -100,7 +117,7 @@ class TwoTowerModel(tfrs.models.Model):
         self.cfg = cfg
         item_embedding = IndexEmbedding(sizes.items, cfg.id_dim, cfg.l2, vocab=schema.VOCAB_ITEM, name="item_id_embedding")
         self.query_tower = QueryTower(sizes, cfg, item_embedding, name="query_tower")
-        self.candidate_tower = CandidateTower(sizes, cfg, item_embedding, name="candidate_tower")
+        self.candidate_tower = build_candidate_tower(sizes, cfg, item_embedding)
         probs = np.ones(sizes.items) if item_idx_counts is None else np.asarray(item_idx_counts, np.float64) + 1.0
         self.log_q = tf.constant(np.log(probs / probs.sum()), tf.float32)
         metrics = None

@@ -1,0 +1,239 @@
+"""Cold-start protocols: items never seen in training, and users with no history.
+
+(a) **Cold items.** A share of the items that occur in the eval period is held out *by item*: every one
+    of their events before the time cutoff is removed from the raw data, so they never reach training
+    (they are not in the item vocabulary: the OOV bucket, exactly as a new catalogue item at serving
+    time) but stay in the catalogue. Models are trained on the rest; Recall@50 is measured on the eval
+    events whose target is a held-out item, ranking the full catalogue (held-out items included) with
+    every item the user had before the event excluded, as in ``trainer/evaluate_retrieval.py``.
+(b) **Cold users.** A share of the users seen in the eval period is held out the same way (their earlier
+    events removed; their demographics stay in the user table). Their first eval events have no history
+    and an unknown user id: the query tower sees only context and demographics. Scored beside popularity.
+
+The split stays the pipeline's own: the removed events all precede the cutoff, and the eval fraction
+given to preprocessing is recomputed so that its exact quantile lands on the same cutoff
+(``preprocessing/pipeline.py``'s ``ExactQuantile``, method "lower"). After preprocessing, the item
+vocabulary is checked: no held-out item may be in it.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from preprocessing.sources.tables import RawTables
+from trainer import baselines, evaluation
+
+K = 50
+
+
+@dataclasses.dataclass
+class Holdout:
+    """What was held out and the split that keeps it out of training."""
+
+    items: List[str]          # item ids with no event before the cutoff
+    users: List[str]          # user ids with no event before the cutoff
+    cutoff: int               # train = events strictly before it (the pipeline's rule)
+    eval_fraction: float      # preprocess.eval_fraction that reproduces ``cutoff`` on the reduced data
+    removed_events: int
+
+
+def split_cutoff(timestamps: np.ndarray, eval_fraction: float) -> int:
+    """The pipeline's time cutoff: the exact (1 - eval_fraction) quantile, method "lower"."""
+    return int(np.quantile(np.asarray(timestamps, np.int64), 1.0 - eval_fraction, method="lower"))
+
+
+def hold_out(tables: RawTables, item_fraction: float = 0.1, user_fraction: float = 0.1, eval_fraction: float = 0.2,
+             seed: int = 0) -> "tuple[RawTables, Holdout]":
+    """Tables without the held-out items' and users' pre-cutoff events, and what was held out."""
+    inter = tables.interactions
+    ts = np.asarray(inter["timestamp"], np.int64)
+    items = np.asarray(inter["item_id"], dtype=object)
+    users = np.asarray(inter["user_id"], dtype=object)
+    cutoff = split_cutoff(ts, eval_fraction)
+    late = ts >= cutoff
+    rng = np.random.default_rng(seed)
+
+    def pick(ids: np.ndarray, fraction: float) -> List[str]:
+        pool = sorted(set(ids[late].tolist()))
+        n = int(round(fraction * len(pool)))
+        return sorted(rng.choice(np.array(pool, dtype=object), size=n, replace=False).tolist()) if n else []
+
+    held_items, held_users = pick(items, item_fraction), pick(users, user_fraction)
+    drop = ~late & (np.isin(items, held_items) | np.isin(users, held_users))
+    keep = ~drop
+    rest = ts[keep]
+    n_before = int((rest < cutoff).sum())
+    if n_before == 0 or len(rest) < 2:
+        raise ValueError("holding out left no training events before the cutoff")
+    q = (n_before + 0.5) / (len(rest) - 1)   # floor(q * (n - 1)) = n_before: the first event at the cutoff
+    new_fraction = 1.0 - q
+    if split_cutoff(rest, new_fraction) != cutoff:
+        raise AssertionError("recomputed eval fraction does not reproduce the cutoff")
+    kept = {k: [v for v, ok in zip(col, keep) if ok] for k, col in inter.items()}
+    out = dataclasses.replace(tables, interactions=kept)
+    return out, Holdout(held_items, held_users, cutoff, new_fraction, int(drop.sum()))
+
+
+def check_unseen(tft_output, holdout: Holdout) -> None:
+    """ValueError if any held-out item reached the item vocabulary (i.e. training saw it)."""
+    from preprocessing import schema
+    from preprocessing.utf8 import to_str
+
+    vocab = set(to_str(np.asarray(tft_output.vocabulary_by_name(schema.VOCAB_ITEM))).tolist())
+    leaked = sorted(set(holdout.items) & vocab)
+    if leaked:
+        raise ValueError(f"{len(leaked)} held-out items are in the training vocabulary, e.g. {leaked[:3]}")
+
+
+@dataclasses.dataclass
+class Segments:
+    """Which eval queries each protocol scores (indices into the queries of ``load_queries``)."""
+
+    cold_items: np.ndarray    # target is a held-out item
+    warm_items: np.ndarray    # target is any other item
+    cold_users: np.ndarray    # held-out user, nothing before the event (no history, unknown id)
+
+
+def segments(targets: np.ndarray, prior: Sequence[np.ndarray], users: np.ndarray, held_item_index: np.ndarray,
+             held_users: Sequence[str]) -> Segments:
+    ok = targets >= 0
+    cold = ok & np.isin(targets, held_item_index)
+    no_history = np.array([len(p) == 0 for p in prior], bool)
+    new_user = ok & no_history & np.isin(users, np.asarray(held_users, dtype=object))
+    return Segments(np.flatnonzero(cold), np.flatnonzero(ok & ~cold), np.flatnonzero(new_user))
+
+
+def recall_per_query(topk_fn: Callable[[np.ndarray], np.ndarray], targets: np.ndarray, rows: np.ndarray,
+                     k: int = K) -> np.ndarray:
+    """Per-query Recall@k of the queries ``rows`` (``topk_fn(rows)`` ranks them)."""
+    if len(rows) == 0:
+        return np.zeros(0)
+    return evaluation.per_query("recall", topk_fn(rows), targets[rows], k)
+
+
+TIE_SCALE = 1e-5   # far below real score gaps of L2-normalised towers, far above float32 rounding at 1
+
+
+def model_topk(query_vectors: np.ndarray, item_vectors: np.ndarray, prior: Sequence[np.ndarray],
+               k: int = K, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """Full-catalogue ranking of the given query rows, seen items excluded, ties broken at random.
+
+    Ties matter here: an id-only tower gives every unseen item the same OOV vector, and a stable sort
+    would put them in catalogue order, so a few items would win or lose by their position. A tiny
+    random per-item offset (one extra dimension, the same for every model) ranks tied items at random
+    and leaves every other order as it was.
+    """
+    rng = np.random.default_rng(seed)
+    q = np.concatenate([query_vectors, np.full((len(query_vectors), 1), TIE_SCALE, query_vectors.dtype)], axis=1)
+    v = np.concatenate([item_vectors, rng.random((len(item_vectors), 1)).astype(item_vectors.dtype)], axis=1)
+    return lambda rows: evaluation.full_ranking_topk(q[rows], v, k, [prior[i] for i in rows])
+
+
+def popularity_topk(item_counts: np.ndarray, prior: Sequence[np.ndarray], k: int = K) -> Callable:
+    return lambda rows: evaluation.popularity_topk(item_counts, len(rows), k, [prior[i] for i in rows])
+
+
+def score(topk_fn: Callable, targets: np.ndarray, seg: Segments, k: int = K) -> Dict[str, np.ndarray]:
+    """Per-query Recall@k per segment."""
+    return {name: recall_per_query(topk_fn, targets, getattr(seg, name), k)
+            for name in ("cold_items", "warm_items", "cold_users")}
+
+
+def lead(a: np.ndarray, b: np.ndarray, users: np.ndarray, n_boot: int = 1000, seed: int = 0) -> Dict[str, float]:
+    """Absolute Recall difference a - b with a 95% bootstrap interval over users, plus the ratio of means."""
+    r = baselines.bootstrap_lead(a, b, users, n_boot=n_boot, seed=seed, relative=False)
+    mb = float(np.nanmean(b)) if len(b) else float("nan")
+    r["ratio"] = float(np.nanmean(a)) / mb if mb > 0 else float("inf") if len(a) and np.nanmean(a) > 0 else float("nan")
+    return r
+
+
+# ---------------------------------------------------------------- the protocol end to end
+VARIANTS: Dict[str, Dict[str, object]] = {
+    # the candidate tower is the only difference; every variant drops unknown user ids (cold users)
+    "id_only": {"candidate_tower": "id", "use_item_features": False},
+    "id_content": {"candidate_tower": "id", "use_item_features": True},     # today's default tower
+    "content": {"candidate_tower": "content", "use_item_features": True},
+}
+
+
+def variant_config(cfg, name: str, images_path: str = "", id_dropout: float = 0.5, user_id_dropout: float = 0.5):
+    """A copy of ``cfg`` with the named candidate tower (``VARIANTS``; ``content_no_image``: content, no images)."""
+    c = copy.deepcopy(cfg)
+    base = "content" if name == "content_no_image" else name
+    for key, value in VARIANTS[base].items():
+        setattr(c.retrieval, key, value)
+    c.retrieval.id_dropout = id_dropout
+    c.retrieval.user_id_dropout = user_id_dropout
+    c.retrieval.item_images = images_path if name == "content" else ""
+    return c
+
+
+def run(tables: RawTables, cfg, workdir: str, images_path: str = "", variants: Sequence[str] = tuple(VARIANTS),
+        item_fraction: float = 0.1, user_fraction: float = 0.1, seed: int = 0, n_boot: int = 1000,
+        log: Callable[[str], None] = print) -> Dict[str, object]:
+    """Hold out, preprocess, train each variant, score both protocols. Returns figures and per-variant rows."""
+    from preprocessing import pipeline
+    from preprocessing.sources import write_raw
+    from recsys import fileio
+    from trainer import evaluate_retrieval as er
+    from trainer import train
+    from trainer.models import content
+
+    held, hold = hold_out(tables, item_fraction, user_fraction, cfg.preprocess.eval_fraction, seed)
+    log(f"[cold-start] held out {len(hold.items)} items and {len(hold.users)} users "
+        f"({hold.removed_events} earlier events removed); cutoff {hold.cutoff}")
+    raw_dir = fileio.join(workdir, "raw")
+    write_raw(held, raw_dir)
+    pcfg = copy.deepcopy(cfg)
+    pcfg.preprocess.eval_fraction = hold.eval_fraction
+    t0 = time.time()
+    version_dir = pipeline.run(pcfg, raw_dir, fileio.join(workdir, "preprocessed"))
+    preprocess_s = time.time() - t0
+    rows, per, eq, seg = [], {}, None, None
+    for name in variants:
+        vcfg = variant_config(pcfg, name, images_path)
+        trained = train.train_retrieval(version_dir, vcfg, fileio.join(workdir, "training", name))
+        if eq is None:
+            check_unseen(trained.tft_output, hold)
+        vectors = content.catalogue_vectors(trained.model.candidate_tower,
+                                            trained.catalogue.transformed(trained.tft_output.transform_features_layer()))
+        eq = er.load_queries(version_dir, lambda b: trained.model.query_tower(b), trained.catalogue, trained.stats)
+        if seg is None:
+            index = trained.catalogue.index()
+            held_idx = np.array([index[i] for i in hold.items if i in index], np.int64)
+            seg = segments(eq.targets, eq.prior, eq.users, held_idx, hold.users)
+            per["popularity"] = score(popularity_topk(trained.stats.item_counts, eq.prior), eq.targets, seg)
+            rows.append(_row("popularity", per["popularity"], 0.0))
+        per[name] = score(model_topk(eq.vectors, vectors, eq.prior), eq.targets, seg)
+        rows.append(_row(name, per[name], trained.train_seconds))
+        log(f"[cold-start] {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in rows[-1].items() if isinstance(v, float)))
+    leads = {}
+    users = eq.users
+    if "content" in per and "id_only" in per:
+        c = seg.cold_items
+        leads["content_vs_id_only_cold_items"] = lead(per["content"]["cold_items"], per["id_only"]["cold_items"],
+                                                      users[c], n_boot, seed)
+    if "content" in per and "id_content" in per:
+        c = seg.cold_items
+        leads["content_vs_id_content_cold_items"] = lead(per["content"]["cold_items"],
+                                                         per["id_content"]["cold_items"], users[c], n_boot, seed)
+    for name in variants:
+        u = seg.cold_users
+        leads[f"{name}_vs_popularity_cold_users"] = lead(per[name]["cold_users"], per["popularity"]["cold_users"],
+                                                          users[u], n_boot, seed)
+    return {"rows": rows, "leads": leads, "preprocess_seconds": round(preprocess_s, 1),
+            "held_out_items": len(hold.items), "held_out_users": len(hold.users),
+            "removed_events": hold.removed_events, "cutoff": hold.cutoff, "eval_fraction": hold.eval_fraction,
+            "queries": {"cold_items": int(len(seg.cold_items)), "warm_items": int(len(seg.warm_items)),
+                        "cold_users": int(len(seg.cold_users))}, "version_dir": version_dir}
+
+
+def _row(name: str, per: Dict[str, np.ndarray], seconds: float) -> Dict[str, object]:
+    mean = lambda v: float(np.nanmean(v)) if len(v) else float("nan")  # noqa: E731
+    return {"model": name, f"cold_items_recall@{K}": mean(per["cold_items"]),
+            f"warm_items_recall@{K}": mean(per["warm_items"]), f"cold_users_recall@{K}": mean(per["cold_users"]),
+            "train_s": round(float(seconds), 1)}
