@@ -8,13 +8,16 @@ candidate tower and scores, all on the same queries:
 
 * cold items: Recall@50 on eval events whose target is a held-out item, ranking the full catalogue
   (held-out items included), every item the user had before the event excluded;
+* cold only: the same queries ranked among the held-out items alone (Recall@10; a "new arrivals" shelf);
 * warm items: the same on every other eval event (what the content tower costs or gains there);
 * cold users: Recall@50 on held-out users' first eval events (no history, unknown user id: context and
-  demographics only), beside popularity.
+  demographics only), beside popularity;
+* serving: the content model exported as an exact-retrieval SavedModel over the whole catalogue (held-out
+  items included), reloaded and sent the cold-item queries as raw requests (``--no-export`` skips it).
 
 Rows: ``id_only`` (item id alone), ``id_content`` (today's default tower: id + title, genres, price,
 release), ``content`` (``retrieval.candidate_tower=content``: content + image CNN where images exist, id
-dropout 0.5), popularity. Every variant drops unknown user ids (``retrieval.user_id_dropout`` 0.5), so the
+dropout 0.5), ``content_no_image`` (the same without the image branch; synthetic only), popularity. Every variant drops unknown user ids (``retrieval.user_id_dropout`` 0.5), so the
 candidate tower is the only difference. Differences carry a 95% bootstrap interval over users.
 
 Run ``python -m benchmarks.cold_start --help`` (or ``recsys bench cold-start``). Writes
@@ -35,7 +38,7 @@ from benchmarks import common
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MOVIELENS = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data", "ml-latest-small"))
-METRICS = ("cold_items_recall@50", "warm_items_recall@50", "cold_users_recall@50")
+METRICS = ("cold_items_recall@50", "cold_only_recall@10", "warm_items_recall@50", "cold_users_recall@50")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,15 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", default="synthetic,movielens", help="comma list of synthetic, movielens")
     p.add_argument("--movielens", default=DEFAULT_MOVIELENS, help="ml-latest-small directory")
-    p.add_argument("--models", default="id_only,id_content,content",
+    p.add_argument("--models", default="id_only,id_content,content_no_image,content",
                    help="comma list of id_only, id_content, content, content_no_image")
     p.add_argument("--users", type=int, default=2000, help="synthetic users")
     p.add_argument("--items", type=int, default=1500, help="synthetic items")
     p.add_argument("--events", type=float, default=25.0, help="synthetic events per user")
     p.add_argument("--image-size", type=int, default=16, help="synthetic image side (pixels)")
-    p.add_argument("--epochs", type=int, default=5, help="training epochs (early stopping on the valid split)")
+    p.add_argument("--epochs", type=int, default=8, help="training epochs (early stopping on the valid split)")
     p.add_argument("--item-fraction", type=float, default=0.1, help="share of eval-period items held out")
     p.add_argument("--user-fraction", type=float, default=0.1, help="share of eval-period users held out")
+    p.add_argument("--no-export", action="store_true",
+                   help="skip exporting the content model (exact retrieval SavedModel) and querying it with raw requests")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates over users")
     p.add_argument("--workdir", default="", help="keep the runs here (default: a temporary directory)")
@@ -89,7 +94,7 @@ def run_dataset(name: str, args, work: str) -> Dict[str, Any]:
     t0 = time.time()
     res = cold_start.run(tables, cfg, os.path.join(work, "run"), images_path=images_path, variants=models,
                          item_fraction=args.item_fraction, user_fraction=args.user_fraction, seed=args.seed,
-                         n_boot=args.bootstrap)
+                         n_boot=args.bootstrap, export_base="" if args.no_export else os.path.join(work, "models"))
     res.update(dataset=name, description=desc, images=bool(images_path), seconds=round(time.time() - t0, 1),
                interactions=tables.num_interactions, n_items=len(tables.items["item_id"]))
     res.pop("version_dir", None)
@@ -107,6 +112,15 @@ def report(res: Dict[str, Any]) -> str:
     for key, r in res["leads"].items():
         line = (f"{key}: {format_lead(r)} Recall@50 (absolute; 95% bootstrap over {r['n_users']} users), "
                 f"ratio {r['ratio']:.2f}x")
+        print(line, flush=True)
+        text += "\n" + line
+    ex = res.get("export")
+    if ex:
+        line = (f"exported content model: {ex['indexed_items']} items indexed, {ex['indexed_held_out_items']} of them never "
+                f"seen in training; {ex['queries']} cold-item raw requests: held-out target returned in "
+                f"{100 * ex['served_cold_target_hits@50']:.1f}%, a held-out item in "
+                f"{100 * ex['served_results_with_a_held_out_item']:.1f}% of responses; top-50 overlap with the in-process "
+                f"ranking {ex['served_vs_in_process_overlap@50']:.3f}")
         print(line, flush=True)
         text += "\n" + line
     return text

@@ -123,13 +123,15 @@ def model_topk(query_vectors: np.ndarray, item_vectors: np.ndarray, prior: Seque
     """Full-catalogue ranking of the given query rows, seen items excluded, ties broken at random.
 
     Ties matter here: an id-only tower gives every unseen item the same OOV vector, and a stable sort
-    would put them in catalogue order, so a few items would win or lose by their position. A tiny
-    random per-item offset (one extra dimension, the same for every model) ranks tied items at random
-    and leaves every other order as it was.
+    would put them in catalogue order, so a few items would win or lose by their position. A tiny random
+    score offset (a few extra dimensions: random unit directions per query and per item, scaled by
+    ``TIE_SCALE``, the same for every model) orders tied items differently for each query and leaves every
+    other order as it was.
     """
     rng = np.random.default_rng(seed)
-    q = np.concatenate([query_vectors, np.full((len(query_vectors), 1), TIE_SCALE, query_vectors.dtype)], axis=1)
-    v = np.concatenate([item_vectors, rng.random((len(item_vectors), 1)).astype(item_vectors.dtype)], axis=1)
+    unit = lambda n: (lambda g: g / np.linalg.norm(g, axis=1, keepdims=True))(rng.standard_normal((n, 4)))  # noqa: E731
+    q = np.concatenate([query_vectors, TIE_SCALE * unit(len(query_vectors))], axis=1).astype(np.float32)
+    v = np.concatenate([item_vectors, unit(len(item_vectors))], axis=1).astype(np.float32)
     return lambda rows: evaluation.full_ranking_topk(q[rows], v, k, [prior[i] for i in rows])
 
 
@@ -141,6 +143,20 @@ def score(topk_fn: Callable, targets: np.ndarray, seg: Segments, k: int = K) -> 
     """Per-query Recall@k per segment."""
     return {name: recall_per_query(topk_fn, targets, getattr(seg, name), k)
             for name in ("cold_items", "warm_items", "cold_users")}
+
+
+K_COLD_ONLY = 10
+
+
+def cold_only_recall(query_vectors: np.ndarray, item_vectors: np.ndarray, held_idx: np.ndarray, targets: np.ndarray,
+                     prior: Sequence[np.ndarray], rows: np.ndarray, k: int = K_COLD_ONLY) -> np.ndarray:
+    """Per-query Recall@k of the cold-item queries ranked among the held-out items only (a "new arrivals"
+    shelf): how well a tower orders unseen items by themselves, apart from competing with warm ones."""
+    pos = {int(c): j for j, c in enumerate(held_idx)}
+    local_prior = [np.array([pos[int(i)] for i in prior[r] if int(i) in pos], np.int64) for r in range(len(prior))]
+    local_targets = np.array([pos.get(int(t), -1) for t in targets], np.int64)
+    fn = model_topk(query_vectors, item_vectors[held_idx], local_prior, k)
+    return recall_per_query(fn, local_targets, rows, k)
 
 
 def lead(a: np.ndarray, b: np.ndarray, users: np.ndarray, n_boot: int = 1000, seed: int = 0) -> Dict[str, float]:
@@ -174,8 +190,11 @@ def variant_config(cfg, name: str, images_path: str = "", id_dropout: float = 0.
 
 def run(tables: RawTables, cfg, workdir: str, images_path: str = "", variants: Sequence[str] = tuple(VARIANTS),
         item_fraction: float = 0.1, user_fraction: float = 0.1, seed: int = 0, n_boot: int = 1000,
-        log: Callable[[str], None] = print) -> Dict[str, object]:
-    """Hold out, preprocess, train each variant, score both protocols. Returns figures and per-variant rows."""
+        export_base: str = "", log: Callable[[str], None] = print) -> Dict[str, object]:
+    """Hold out, preprocess, train each variant, score both protocols. Returns figures and per-variant rows.
+
+    ``export_base``: also export the content variant's exact retrieval model there and query it (``export_check``).
+    """
     from preprocessing import pipeline
     from preprocessing.sources import write_raw
     from recsys import fileio
@@ -193,7 +212,7 @@ def run(tables: RawTables, cfg, workdir: str, images_path: str = "", variants: S
     t0 = time.time()
     version_dir = pipeline.run(pcfg, raw_dir, fileio.join(workdir, "preprocessed"))
     preprocess_s = time.time() - t0
-    rows, per, eq, seg = [], {}, None, None
+    rows, per, eq, seg, served = [], {}, None, None, None
     for name in variants:
         vcfg = variant_config(pcfg, name, images_path)
         trained = train.train_retrieval(version_dir, vcfg, fileio.join(workdir, "training", name))
@@ -209,7 +228,12 @@ def run(tables: RawTables, cfg, workdir: str, images_path: str = "", variants: S
             per["popularity"] = score(popularity_topk(trained.stats.item_counts, eq.prior), eq.targets, seg)
             rows.append(_row("popularity", per["popularity"], 0.0))
         per[name] = score(model_topk(eq.vectors, vectors, eq.prior), eq.targets, seg)
+        per[name]["cold_only"] = cold_only_recall(eq.vectors, vectors, held_idx, eq.targets, eq.prior, seg.cold_items)
         rows.append(_row(name, per[name], trained.train_seconds))
+        if export_base and name == "content":
+            served = export_check(trained, vectors, version_dir, hold, seg.cold_items, eq.targets, export_base,
+                                  vcfg.export)
+            log(f"[cold-start] exported content model: {served}")
         log(f"[cold-start] {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in rows[-1].items() if isinstance(v, float)))
     leads = {}
     users = eq.users
@@ -217,10 +241,17 @@ def run(tables: RawTables, cfg, workdir: str, images_path: str = "", variants: S
         c = seg.cold_items
         leads["content_vs_id_only_cold_items"] = lead(per["content"]["cold_items"], per["id_only"]["cold_items"],
                                                       users[c], n_boot, seed)
+        leads["content_vs_id_only_cold_only"] = lead(per["content"]["cold_only"], per["id_only"]["cold_only"],
+                                                     users[c], n_boot, seed)
     if "content" in per and "id_content" in per:
         c = seg.cold_items
         leads["content_vs_id_content_cold_items"] = lead(per["content"]["cold_items"],
                                                          per["id_content"]["cold_items"], users[c], n_boot, seed)
+    if "content" in per and "content_no_image" in per:
+        c = seg.cold_items
+        leads["content_vs_content_no_image_cold_items"] = lead(per["content"]["cold_items"],
+                                                               per["content_no_image"]["cold_items"], users[c],
+                                                               n_boot, seed)
     for name in variants:
         u = seg.cold_users
         leads[f"{name}_vs_popularity_cold_users"] = lead(per[name]["cold_users"], per["popularity"]["cold_users"],
@@ -229,11 +260,60 @@ def run(tables: RawTables, cfg, workdir: str, images_path: str = "", variants: S
             "held_out_items": len(hold.items), "held_out_users": len(hold.users),
             "removed_events": hold.removed_events, "cutoff": hold.cutoff, "eval_fraction": hold.eval_fraction,
             "queries": {"cold_items": int(len(seg.cold_items)), "warm_items": int(len(seg.warm_items)),
-                        "cold_users": int(len(seg.cold_users))}, "version_dir": version_dir}
+                        "cold_users": int(len(seg.cold_users))}, "version_dir": version_dir, "export": served}
+
+
+def raw_requests(version_dir: str, rows: np.ndarray, batch_size: int = 1024) -> Dict[str, np.ndarray]:
+    """The raw serving request of each eval event in ``rows`` (its raw query columns, kept by preprocessing)."""
+    from preprocessing import schema
+    from trainer import data
+
+    cols: Dict[str, list] = {k: [] for k in schema.QUERY_FEATURES}
+    for batch in data.dataset(version_dir, "eval", batch_size):
+        for k in cols:
+            cols[k].append(batch[k].numpy())
+    return {k: np.concatenate(v)[rows] for k, v in cols.items()}
+
+
+def export_check(trained, item_vectors: np.ndarray, version_dir: str, holdout: Holdout, query_rows: np.ndarray,
+                 targets: np.ndarray, base: str, ecfg, k: int = K, max_queries: int = 500) -> Dict[str, object]:
+    """Serving-side cold start: export the tower's exact retrieval SavedModel over the whole catalogue, reload
+    it, send the cold-item queries as raw requests, and count how often the held-out target comes back.
+
+    The served model excludes nothing (exclusion of seen items is the caller's job), so its hit rate is
+    compared with the same ranking computed in process, not with the protocol's Recall@50.
+    """
+    import tensorflow as tf
+
+    from preprocessing.utf8 import to_str
+    from trainer import export
+
+    rows = np.asarray(query_rows)[:max_queries]
+    ecfg = copy.deepcopy(ecfg)
+    ecfg.top_k = k
+    ids = trained.catalogue.item_ids
+    path = export.export_retrieval(trained.tft_output, trained.model.query_tower, ids, item_vectors, base,
+                                   version=1, ecfg=ecfg, kind="brute_force", name="retrieval_content")
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    request = raw_requests(version_dir, rows)
+    served = to_str(serve(**{n: tf.constant(v) for n, v in request.items()})["item_ids"].numpy())
+    want = ids[targets[rows]]
+    hits = np.array([t in set(r) for t, r in zip(want, served)])
+    q = trained.model.query_tower(trained.tft_output.transform_features_layer()(
+        {n: tf.constant(v) for n, v in request.items()})).numpy()
+    in_process = ids[evaluation.full_ranking_topk(q, item_vectors, k)]
+    agree = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(served, in_process)]))
+    held = set(holdout.items)
+    return {"model_dir": path, "indexed_items": int(len(ids)),
+            "indexed_held_out_items": int(sum(i in held for i in ids.tolist())),
+            "queries": int(len(rows)), f"served_cold_target_hits@{k}": float(hits.mean()) if len(hits) else float("nan"),
+            "served_results_with_a_held_out_item": float(np.mean([any(i in held for i in r) for r in served])),
+            f"served_vs_in_process_overlap@{k}": agree}
 
 
 def _row(name: str, per: Dict[str, np.ndarray], seconds: float) -> Dict[str, object]:
-    mean = lambda v: float(np.nanmean(v)) if len(v) else float("nan")  # noqa: E731
+    mean = lambda v: float(np.nanmean(v)) if v is not None and len(v) else float("nan")  # noqa: E731
     return {"model": name, f"cold_items_recall@{K}": mean(per["cold_items"]),
+            f"cold_only_recall@{K_COLD_ONLY}": mean(per.get("cold_only")),
             f"warm_items_recall@{K}": mean(per["warm_items"]), f"cold_users_recall@{K}": mean(per["cold_users"]),
             "train_s": round(float(seconds), 1)}

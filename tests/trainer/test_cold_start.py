@@ -150,3 +150,18 @@ def test_content_tower_beats_id_only_on_items_never_seen_in_training(tmp_path):
     with_content = _cold_recall(*_train(_cfg(candidate_tower="content", id_dropout=0.5, item_images=path)))
     # id-only: every cold item is the one OOV vector, so they tie and the top 4 is one per genre (0.25)
     assert with_content >= 0.6 and with_content > 2 * id_only, (with_content, id_only)
+
+
+def test_ties_are_broken_at_random_and_cold_only_ranks_held_out_items_alone():
+    # 6 items; items 3..5 are held out and share one vector (as the OOV row gives an id-only tower)
+    items = np.array([[1, 0], [0.9, 0.1], [0.8, 0.2], [0, 1], [0, 1], [0, 1]], np.float32)
+    q = np.tile(np.array([[0.0, 1.0]], np.float32), (300, 1))
+    targets = np.full(300, 5)
+    prior = [np.array([4])] * 300                       # item 4 was seen: excluded
+    rows = np.arange(300)
+    per = cold_start.recall_per_query(cold_start.model_topk(q, items, prior, k=1, seed=0), targets, rows, 1)
+    # tied items 3 and 5 each win about half the time: position in the catalogue decides nothing
+    assert 0.35 < per.mean() < 0.65
+    held = np.array([3, 4, 5])
+    only = cold_start.cold_only_recall(q, items, held, targets, prior, rows, k=2)
+    assert np.all(only == 1.0)                          # among held-out items, 4 excluded: 3 and 5 fill the top 2
