@@ -32,7 +32,7 @@ import apache_beam as beam
 import numpy as np
 from tensorflow.io import gfile
 
-from preprocessing import beam_speed, schema
+from preprocessing import beam_speed, example_sink, schema
 from preprocessing.sources import tables
 from recsys import fileio
 
@@ -92,9 +92,7 @@ class ParseInteractions(beam.DoFn):
         by_user: Dict[str, List[Tuple]] = {}
         times: List[int] = []
         for line in lines:
-            row, why = tables.parse_json_line(line)
-            if why is None:
-                why = tables.validate_interaction(row, max_ts)
+            row, why = tables.parse_interaction(line, max_ts)
             if why is None and row["item_id"] not in items:
                 why = f"unknown item_id {row['item_id']!r} (not in items table)"
             if why is not None:
@@ -270,12 +268,9 @@ class ExactQuantile(beam.CombineFn):
 
 
 # ---------------------------------------------------------------- output
-def _records_to_examples(record_batch_and_props, schema_proto):
-    from tfx_bsl.coders import example_coder
-
-    rb, _ = record_batch_and_props
-    encoder = example_coder.RecordBatchToExamplesEncoder(schema_proto)
-    return encoder.encode(rb)
+def _with_schema(record_batch_and_props, schema_proto):
+    """(transformed record batch, its TFMD schema): what ``example_sink.ExampleBatchSink`` writes."""
+    return record_batch_and_props[0], schema_proto
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -464,9 +459,10 @@ def _run_beam(cfg, raw_dir: str, work: str) -> None:
                                   | f"Transform{name}" >> tft_beam.TransformDataset(output_record_batches=True))
                 schema_side = beam.pvalue.AsSingleton(
                     meta.deferred_metadata | f"Schema{name}" >> beam.Map(lambda m: m.schema))
-                _ = (out_rb | f"ToExamples{name}" >> beam.FlatMap(_records_to_examples, schema_side)
-                     | f"Write{name}" >> beam.io.WriteToTFRecord(
-                         os.path.join(work, TRANSFORMED, name), file_name_suffix=".tfrecord.gz"))
+                # one element per batch, encoded and written off the main thread (see example_sink)
+                _ = (out_rb | f"WithSchema{name}" >> beam.Map(_with_schema, schema_side)
+                     | f"Write{name}" >> beam.io.Write(example_sink.ExampleBatchSink(
+                         os.path.join(work, TRANSFORMED, name), file_name_suffix=".tfrecord.gz")))
             tallies.append(parsed[DEAD] | "TallyDead" >> beam.Map(_tally, "dead_letters"))
             tallies += [rb | f"Rows{name}" >> beam.Map(_tally, name, rows=True) for name, rb in batches.items()]
             totals = tuple(tallies) | "Tallies" >> beam.Flatten() | "SumTallies" >> beam.CombinePerKey(sum)

@@ -220,6 +220,39 @@ def _plainly_valid(row: Any, limit: int) -> bool:
             and (device is None or (type(device) is str and device.isascii())))
 
 
+def _fast_json():
+    try:
+        import orjson   # pinned (a dependency of apache-beam)
+
+        return orjson.loads, orjson.JSONDecodeError
+    except ImportError:
+        return None, None
+
+
+_FAST_LOADS, _FAST_ERROR = _fast_json()
+
+
+def parse_interaction(raw: bytes, max_timestamp: int) -> Tuple[Any, Optional[str]]:
+    """``parse_json_line`` then ``validate_interaction``: (row, None) or (None or row, why); the same answers.
+
+    Fast path: orjson (about 5x faster than ``json``), kept only when the row passes ``_plainly_valid``.
+    Where orjson and ``json`` could disagree (orjson rejects NaN, lone surrogates and invalid UTF-8, and
+    reads integers beyond 64 bits as floats), the row is never plainly valid (timestamps must be ints,
+    labels in [0, 5], ids ASCII), so it takes the ``json`` path, which gives today's result and reason.
+    """
+    if _FAST_LOADS is not None:
+        try:
+            row = _FAST_LOADS(raw)
+        except _FAST_ERROR:
+            row = None
+        if row is not None and _plainly_valid(row, max_timestamp):
+            return row, None
+    row, why = parse_json_line(raw)
+    if why is None:
+        why = validate_interaction(row, max_timestamp)
+    return row, why
+
+
 def validate_item(row: Any) -> Optional[str]:
     return validate_fields(row, schema.ITEM_FIELDS, ("item_id",))
 
