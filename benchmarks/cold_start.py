@@ -110,8 +110,9 @@ def report(res: Dict[str, Any]) -> str:
              f"{q['cold_users']} cold-user")
     text = common.print_table(res["rows"], ["model", *METRICS, "train_s"], title=title)
     for key, r in res["leads"].items():
-        line = (f"{key}: {format_lead(r)} Recall@50 (absolute; 95% bootstrap over {r['n_users']} users), "
-                f"ratio {r['ratio']:.2f}x")
+        ratio = "n/a (the second row scores 0)" if r["ratio"] == float("inf") else f"{r['ratio']:.2f}x"
+        line = (f"{key}: {format_lead(r)} {r.get('metric', 'recall@50')} (absolute; 95% bootstrap over "
+                f"{r['n_users']} users), ratio {ratio}")
         print(line, flush=True)
         text += "\n" + line
     ex = res.get("export")
@@ -141,8 +142,8 @@ def plot(results: List[Dict[str, Any]], path: str) -> None:
         for i, row in enumerate(res["rows"]):
             ax.bar(x + i * w, [row[m] or 0.0 for m in METRICS], w, label=row["model"])
         ax.set_xticks(x + w * (len(models) - 1) / 2)
-        ax.set_xticklabels([m.replace("_recall@50", "") for m in METRICS])
-        ax.set_ylabel("Recall@50")
+        ax.set_xticklabels([m.replace("_recall", "") for m in METRICS])
+        ax.set_ylabel("Recall@k")
         ax.set_title(f"{res['dataset']}{' (images)' if res['images'] else ' (no images)'}")
         ax.legend(fontsize=8)
     fig.tight_layout()

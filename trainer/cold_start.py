@@ -159,9 +159,12 @@ def cold_only_recall(query_vectors: np.ndarray, item_vectors: np.ndarray, held_i
     return recall_per_query(fn, local_targets, rows, k)
 
 
-def lead(a: np.ndarray, b: np.ndarray, users: np.ndarray, n_boot: int = 1000, seed: int = 0) -> Dict[str, float]:
-    """Absolute Recall difference a - b with a 95% bootstrap interval over users, plus the ratio of means."""
+def lead(a: np.ndarray, b: np.ndarray, users: np.ndarray, n_boot: int = 1000, seed: int = 0,
+         metric: str = f"recall@{K}") -> Dict[str, float]:
+    """Absolute difference a - b of a per-query metric with a 95% bootstrap interval over users, plus the
+    ratio of means (inf when b's mean is 0 and a's is not)."""
     r = baselines.bootstrap_lead(a, b, users, n_boot=n_boot, seed=seed, relative=False)
+    r["metric"] = metric
     mb = float(np.nanmean(b)) if len(b) else float("nan")
     r["ratio"] = float(np.nanmean(a)) / mb if mb > 0 else float("inf") if len(a) and np.nanmean(a) > 0 else float("nan")
     return r
@@ -242,7 +245,7 @@ def run(tables: RawTables, cfg, workdir: str, images_path: str = "", variants: S
         leads["content_vs_id_only_cold_items"] = lead(per["content"]["cold_items"], per["id_only"]["cold_items"],
                                                       users[c], n_boot, seed)
         leads["content_vs_id_only_cold_only"] = lead(per["content"]["cold_only"], per["id_only"]["cold_only"],
-                                                     users[c], n_boot, seed)
+                                                     users[c], n_boot, seed, f"recall@{K_COLD_ONLY} among held-out items")
     if "content" in per and "id_content" in per:
         c = seg.cold_items
         leads["content_vs_id_content_cold_items"] = lead(per["content"]["cold_items"],
