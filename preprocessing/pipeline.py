@@ -30,6 +30,7 @@ from typing import Any, Dict, Iterable, List, Tuple
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 from tensorflow.io import gfile
 
 from preprocessing import beam_speed, example_sink, schema
@@ -143,104 +144,134 @@ def history_positions(ts: np.ndarray, length: int) -> Tuple[np.ndarray, np.ndarr
     return np.where(real, pos, 0), real
 
 
-class BuildExamples(beam.DoFn):
-    """One user's events -> raw examples as columns (joined with the user and item tables, with
-    their history), split at the time cutoff into the main output (train) and EVAL."""
+class BuildBatches(beam.DoFn):
+    """Users' events -> Arrow record batches of about ``rows`` rows in the raw TFXIO layout (every column a
+    large_list), which TF-Transform reads directly: joined with the user and item tables, each event with
+    its history, split at the time cutoff into the main output (train) and EVAL.
 
-    def __init__(self, history_length: int):
+    Columnar: per user only integer columns are built (item positions in an item table, history as
+    positions, times, labels); strings are gathered per batch with Arrow ``take`` from tables of the
+    distinct items, users and devices, instead of one Python bytes object per value (a history alone is
+    20 strings a row). Batches are cut exactly where a per-split buffer first reaches ``rows`` rows (and
+    at the end of a bundle), so their boundaries, and every row's position, do not depend on how the
+    columns are built.
+    """
+
+    SPLITS = ("train", EVAL)
+
+    def __init__(self, history_length: int, arrow_schema, rows: int = ROWS_PER_BATCH):
         self.length = history_length
+        self.arrow_schema = arrow_schema
+        self.rows = rows
 
     def setup(self):
-        self._items: Dict[str, Tuple] = {}
+        self._items_of = None      # the items side input the item table was built from
 
-    def _item(self, item_id: str, items: Dict[str, Any]) -> Tuple:
-        cached = self._items.get(item_id)
-        if cached is None:
-            row = tables.with_defaults(items[item_id], schema.ITEM_FIELDS)
-            cached = (item_id.encode(), row["item_title"].encode(), row["item_genres"].encode(),
-                      row["item_price"], row["item_release_ts"])
-            self._items[item_id] = cached
-        return cached
+    def start_bundle(self):
+        self._buffers = {split: [] for split in self.SPLITS}
+        self._sizes = dict.fromkeys(self.SPLITS, 0)
+        self._devices: Dict[str, int] = {}
+
+    def _item_table(self, items: Dict[str, Any]) -> None:
+        """Item id -> position, and the item columns by position (position len(items) = the '' padding)."""
+        if self._items_of is items:
+            return
+        ids, titles, genres, prices, releases = [], [], [], [], []
+        for item_id, raw in items.items():
+            row = tables.with_defaults(raw, schema.ITEM_FIELDS)
+            ids.append(item_id.encode())
+            titles.append(row["item_title"].encode())
+            genres.append(row["item_genres"].encode())
+            prices.append(row["item_price"])
+            releases.append(row["item_release_ts"])
+        self._item_pos = {item_id: i for i, item_id in enumerate(items)}
+        self._item_cols = {"item_id": pa.array(ids + [b""], type=pa.large_binary()),
+                           "item_title": pa.array(titles, type=pa.large_binary()),
+                           "item_genres": pa.array(genres, type=pa.large_binary()),
+                           "item_price": np.array(prices, dtype=np.float32),
+                           "item_release_ts": np.array(releases, dtype=np.int64)}
+        self._items_of = items
 
     def process(self, user_events: Tuple[str, Iterable[List[Tuple]]], items: Dict[str, Any],
                 users: Dict[str, Any], cutoff: int):
+        self._item_table(items)
         user_id, parts = user_events
         events = sorted((e for part in parts for e in part), key=lambda e: (e[0], e[1]))
         n = len(events)
         ts = np.fromiter((e[0] for e in events), dtype=np.int64, count=n)
-        item_rows = [self._item(e[1], items) for e in events]
-        item_b = np.empty(n + 1, dtype=object)
-        item_b[:n] = [r[0] for r in item_rows]
-        item_b[n] = b""
+        item_pos = np.fromiter((self._item_pos[e[1]] for e in events), dtype=np.int64, count=n)
+        devices = self._devices
+        device = np.fromiter((devices.setdefault(e[4], len(devices)) for e in events), dtype=np.int64, count=n)
         pos, real = history_positions(ts, self.length)
         user = tables.with_defaults(users.get(user_id, {"user_id": user_id}), schema.USER_FIELDS)
+        user_row = (user_id.encode(), user["user_age_bucket"].encode(), user["user_country"].encode(),
+                    user["user_signup_ts"])
         cols = {
-            "user_id": np.full(n, user_id.encode(), dtype=object),
-            "user_age_bucket": np.full(n, user["user_age_bucket"].encode(), dtype=object),
-            "user_country": np.full(n, user["user_country"].encode(), dtype=object),
-            "user_signup_ts": np.full(n, user["user_signup_ts"], dtype=np.int64),
-            "item_id": item_b[:n],
-            "item_title": _objects([r[1] for r in item_rows]),
-            "item_genres": _objects([r[2] for r in item_rows]),
-            "item_price": np.array([r[3] for r in item_rows], dtype=np.float32),
-            "item_release_ts": np.array([r[4] for r in item_rows], dtype=np.int64),
+            "item": item_pos,
             "timestamp": ts,
-            "device": _objects([e[4].encode() for e in events]),
-            "history_item_ids": item_b[np.where(real, pos, n)],
+            "device": device,
+            "history_item_ids": np.where(real, item_pos[pos], len(items)),
             "history_ts": np.where(real, ts[pos], 0),
             "rating": np.array([e[2] for e in events], dtype=np.float32),
             "click": np.array([e[3] for e in events], dtype=np.float32),
         }
         n_train = int(np.searchsorted(ts, cutoff, side="left"))  # sorted by time: train = ts < cutoff
         if n_train:
-            yield {k: v[:n_train] for k, v in cols.items()} if n_train < n else cols
+            yield from self._add("train", user_row, {k: v[:n_train] for k, v in cols.items()} if n_train < n else cols)
         if n_train < n:
-            yield beam.pvalue.TaggedOutput(EVAL, {k: v[n_train:] for k, v in cols.items()})
+            for batch in self._add(EVAL, user_row, {k: v[n_train:] for k, v in cols.items()}):
+                yield beam.pvalue.TaggedOutput(EVAL, batch)
 
-
-def _objects(values: List[Any]) -> np.ndarray:
-    out = np.empty(len(values), dtype=object)
-    out[:] = values
-    return out
-
-
-class ToRecordBatches(beam.DoFn):
-    """Column chunks (one per user) -> Arrow record batches of about ``rows`` rows in the raw
-    TFXIO layout (every column a large_list), which TF-Transform reads directly."""
-
-    def __init__(self, arrow_schema, rows: int = ROWS_PER_BATCH):
-        self.arrow_schema = arrow_schema
-        self.rows = rows
-
-    def start_bundle(self):
-        self._chunks: List[Dict[str, np.ndarray]] = []
-        self._n = 0
-
-    def process(self, chunk: Dict[str, np.ndarray]):
-        self._chunks.append(chunk)
-        self._n += len(chunk["timestamp"])
-        if self._n >= self.rows:
-            yield self._flush()
+    def _add(self, split: str, user_row: Tuple, chunk: Dict[str, np.ndarray]):
+        self._buffers[split].append((user_row, chunk))
+        self._sizes[split] += len(chunk["timestamp"])
+        if self._sizes[split] >= self.rows:
+            yield self._flush(split)
 
     def finish_bundle(self):
-        if self._chunks:
-            from apache_beam.transforms import window
-            from apache_beam.utils.windowed_value import WindowedValue
+        from apache_beam.transforms import window
+        from apache_beam.utils.windowed_value import WindowedValue
 
-            yield WindowedValue(self._flush(), window.GlobalWindow().max_timestamp(), (window.GlobalWindow(),))
+        for split in self.SPLITS:
+            if self._buffers[split]:
+                batch = WindowedValue(self._flush(split), window.GlobalWindow().max_timestamp(),
+                                      (window.GlobalWindow(),))
+                yield batch if split == "train" else beam.pvalue.TaggedOutput(EVAL, batch)
 
-    def _flush(self):
-        import pyarrow as pa
-
-        chunks, n = self._chunks, self._n
-        self._chunks, self._n = [], 0
+    def _flush(self, split: str) -> "pa.RecordBatch":
+        chunks, n = self._buffers[split], self._sizes[split]
+        self._buffers[split], self._sizes[split] = [], 0
+        col = {k: np.concatenate([c[k] for _, c in chunks]) for k in chunks[0][1]}
+        user_pos = pa.array(np.repeat(np.arange(len(chunks)), [len(c["timestamp"]) for _, c in chunks]))
+        users = list(zip(*(u for u, _ in chunks)))
+        device_names = sorted(self._devices, key=self._devices.get)
+        item_pos = pa.array(col["item"])
+        flat = {
+            "user_id": pa.array(users[0], type=pa.large_binary()).take(user_pos),
+            "user_age_bucket": pa.array(users[1], type=pa.large_binary()).take(user_pos),
+            "user_country": pa.array(users[2], type=pa.large_binary()).take(user_pos),
+            "user_signup_ts": np.array(users[3], dtype=np.int64)[user_pos.to_numpy()],
+            "item_id": self._item_cols["item_id"].take(item_pos),
+            "item_title": self._item_cols["item_title"].take(item_pos),
+            "item_genres": self._item_cols["item_genres"].take(item_pos),
+            "item_price": self._item_cols["item_price"][col["item"]],
+            "item_release_ts": self._item_cols["item_release_ts"][col["item"]],
+            "timestamp": col["timestamp"],
+            "device": pa.array([d.encode() for d in device_names], type=pa.large_binary()).take(
+                pa.array(col["device"])),
+            "history_item_ids": self._item_cols["item_id"].take(pa.array(col["history_item_ids"].ravel())),
+            "history_ts": col["history_ts"].ravel(),
+            "rating": col["rating"],
+            "click": col["click"],
+        }
         arrays = []
         for field in self.arrow_schema:
-            values = np.concatenate([c[field.name] for c in chunks]).ravel() if len(chunks) > 1 else \
-                chunks[0][field.name].ravel()
+            values = flat[field.name]
             width = len(values) // n
             offsets = pa.array(np.arange(0, n * width + 1, width, dtype=np.int64))
-            arrays.append(pa.LargeListArray.from_arrays(offsets, pa.array(values, type=field.type.value_type)))
+            if not isinstance(values, pa.Array):
+                values = pa.array(values, type=field.type.value_type)
+            arrays.append(pa.LargeListArray.from_arrays(offsets, values))
         return pa.RecordBatch.from_arrays(arrays, schema=self.arrow_schema)
 
 
@@ -445,11 +476,11 @@ def _run_beam(cfg, raw_dir: str, work: str) -> None:
                  | "WriteDead" >> beam.io.WriteToText(os.path.join(dead_dir, "interactions"),
                                                       file_name_suffix=".jsonl"))
             cutoff = parsed[TIMES] | "Cutoff" >> beam.CombineGlobally(ExactQuantile(1.0 - cfg.preprocess.eval_fraction))
-            examples = (parsed.by_user | "GroupUser" >> beam.GroupByKey()
-                        | "History" >> beam.ParDo(BuildExamples(history_length), side["Items"], side["Users"],
-                                                  beam.pvalue.AsSingleton(cutoff)).with_outputs(EVAL, main="train"))
-            batches = {split: examples[split] | f"Batch{split}" >> beam.ParDo(ToRecordBatches(adapter.arrow_schema))
-                       for split in ("train", EVAL)}
+            built = (parsed.by_user | "GroupUser" >> beam.GroupByKey()
+                     | "History" >> beam.ParDo(BuildBatches(history_length, adapter.arrow_schema), side["Items"],
+                                               side["Users"], beam.pvalue.AsSingleton(cutoff)).with_outputs(
+                         EVAL, main="train"))
+            batches = {split: built[split] for split in ("train", EVAL)}
 
             fn = functools.partial(preprocessing_fn, custom_config=options)
             transform_fn = (batches["train"], adapter) | "Analyze" >> tft_beam.AnalyzeDataset(fn)

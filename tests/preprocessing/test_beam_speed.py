@@ -59,7 +59,7 @@ class DuplicateParams(beam.DoFn):
 
 
 def _dofns():
-    return [pipeline.ParseInteractions(), pipeline.ParseTableRow("item_id"), pipeline.BuildExamples(20),
+    return [pipeline.ParseInteractions(), pipeline.ParseTableRow("item_id"), pipeline.BuildBatches(20, None),
             CountPerKey(), CountPerKey(), beam.Map(len).dofn, beam.Map(lambda x: x).dofn,
             beam.FlatMap(Helper().stateful).dofn, BorrowsMethod(), PropertyMethod()]
 
