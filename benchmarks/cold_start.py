@@ -17,8 +17,9 @@ candidate tower and scores, all on the same queries:
 
 Rows: ``id_only`` (item id alone), ``id_content`` (today's default tower: id + title, genres, price,
 release), ``content`` (``retrieval.candidate_tower=content``: content + image CNN where images exist, id
-dropout 0.5), ``content_no_image`` (the same without the image branch; synthetic only), popularity. Every variant drops unknown user ids (``retrieval.user_id_dropout`` 0.5), so the
-candidate tower is the only difference. Differences carry a 95% bootstrap interval over users.
+dropout 0.5), ``content_no_image`` (the same without the image branch; synthetic only), popularity.
+Every variant drops unknown user ids (``retrieval.user_id_dropout`` 0.5), so the candidate tower is the
+only difference. Differences carry a 95% bootstrap interval over users.
 
 Run ``python -m benchmarks.cold_start --help`` (or ``recsys bench cold-start``). Writes
 ``<out>/cold_start.json`` and ``<out>/cold_start.png`` and prints one table per dataset.
