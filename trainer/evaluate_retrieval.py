@@ -172,7 +172,9 @@ def write_metrics(results: Dict, path: str, extra: Optional[Dict] = None) -> Non
 
 
 def item_vectors(candidate_tower, candidates: Dict[str, tf.Tensor], batch_size: int = 4096) -> np.ndarray:
-    feats = {k: v for k, v in candidates.items() if v.dtype != tf.string}
+    """Every catalogue item's vector. Strings are left out, but the raw item_id, which the content tower's
+    image lookup reads (trainer/models/content.py); the id tower selects its own inputs."""
+    feats = {k: v for k, v in candidates.items() if v.dtype != tf.string or k == "item_id"}
     n = int(next(iter(feats.values())).shape[0])
     out = [candidate_tower({k: v[s:s + batch_size] for k, v in feats.items()}).numpy()
            for s in range(0, n, batch_size)]

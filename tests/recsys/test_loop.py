@@ -1,5 +1,6 @@
 """recsys/loop.py's serving side on a toy model: a round's requests come back from the server's own
-request log (TF Serving's logging_config), and a hot swap under a live probe loses no request."""
+request log (TF Serving's logging_config), a hot swap under a live probe loses no request, and the A/B
+round serves two versions side by side under labels, each user from the arm their id hashes to."""
 import os
 import shutil
 
@@ -27,7 +28,8 @@ def test_round_is_read_back_from_the_request_log_and_the_swap_loses_no_request(t
     os.makedirs(logs)
     config = tmp_path / "models.config"
     config.write_text(loop.model_config(base, ["toy"], logs))
-    srv = start_server(model_config_file=str(config), rest=False, poll_seconds=0.2)
+    srv = start_server(model_config_file=str(config), rest=False, poll_seconds=0.2,
+                       model_config_file_poll_wait_seconds=0.2)
     try:
         with ServingClient(srv.grpc_address) as client:
             at = 1_700_000_000
@@ -55,5 +57,20 @@ def test_round_is_read_back_from_the_request_log_and_the_swap_loses_no_request(t
                 probe.stop()
             assert probe.failed == 0 and probe.ok > 0, probe.errors[:3]
             assert probe.versions == [1, 2]
+
+            # A/B: version 1 comes back beside 2 (specific policy), then the labels are added
+            labels = {"stable": 1, "canary": 2}
+            loop.label_versions(str(config), client, base, "toy", logs, labels, reqs["u0"], timeout=60)
+            assert 'version_labels { key: "canary" value: 2 }' in config.read_text()
+            day2 = {u: {**r, "timestamp": np.array([at + 86400], np.int64)} for u, r in reqs.items()}
+            served, version = loop.serve_round(client, "toy", day2, os.path.join(logs, "toy"), at + 86400,
+                                               str(tmp_path / "round2.tfrecord"), k=3, labels=labels)
+            arms = {u: loop.arm_of(u) for u in reqs}
+            assert set(arms.values()) == {"stable", "canary"} and version == 2
+            assert sorted(s["user_id"] for s in served) == sorted(reqs)
+            assert all(s["version"] == labels[arms[s["user_id"]]] for s in served)
+            for v in (1, 2):  # one log per arm, each holding exactly that arm's users
+                got = {s.user_id for s in request_log.read_served_lists(str(tmp_path / f"round2-v{v}.tfrecord"))}
+                assert got == {u for u, a in arms.items() if labels[a] == v}
     finally:
         srv.stop(0)
