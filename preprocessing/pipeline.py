@@ -175,6 +175,7 @@ class BuildExamples(beam.DoFn):
         item_b[:n] = [r[0] for r in item_rows]
         item_b[n] = b""
         pos, real = history_positions(ts, self.length)
+        rating = np.array([e[2] for e in events], dtype=np.float32)
         user = tables.with_defaults(users.get(user_id, {"user_id": user_id}), schema.USER_FIELDS)
         cols = {
             "user_id": np.full(n, user_id.encode(), dtype=object),
@@ -190,7 +191,8 @@ class BuildExamples(beam.DoFn):
             "device": _objects([e[4].encode() for e in events]),
             "history_item_ids": item_b[np.where(real, pos, n)],
             "history_ts": np.where(real, ts[pos], 0),
-            "rating": np.array([e[2] for e in events], dtype=np.float32),
+            "history_ratings": np.where(real, rating[pos], 0).astype(np.float32),
+            "rating": rating,
             "click": np.array([e[3] for e in events], dtype=np.float32),
         }
         n_train = int(np.searchsorted(ts, cutoff, side="left"))  # sorted by time: train = ts < cutoff
