@@ -203,6 +203,7 @@ class BuildBatches(beam.DoFn):
         devices = self._devices
         device = np.fromiter((devices.setdefault(e[4], len(devices)) for e in events), dtype=np.int64, count=n)
         pos, real = history_positions(ts, self.length)
+        rating = np.array([e[2] for e in events], dtype=np.float32)
         user = tables.with_defaults(users.get(user_id, {"user_id": user_id}), schema.USER_FIELDS)
         user_row = (user_id.encode(), user["user_age_bucket"].encode(), user["user_country"].encode(),
                     user["user_signup_ts"])
@@ -212,7 +213,8 @@ class BuildBatches(beam.DoFn):
             "device": device,
             "history_item_ids": np.where(real, item_pos[pos], len(items)),
             "history_ts": np.where(real, ts[pos], 0),
-            "rating": np.array([e[2] for e in events], dtype=np.float32),
+            "history_ratings": np.where(real, rating[pos], 0).astype(np.float32),
+            "rating": rating,
             "click": np.array([e[3] for e in events], dtype=np.float32),
         }
         n_train = int(np.searchsorted(ts, cutoff, side="left"))  # sorted by time: train = ts < cutoff
@@ -261,6 +263,7 @@ class BuildBatches(beam.DoFn):
                 pa.array(col["device"])),
             "history_item_ids": self._item_cols["item_id"].take(pa.array(col["history_item_ids"].ravel())),
             "history_ts": col["history_ts"].ravel(),
+            "history_ratings": col["history_ratings"].ravel(),
             "rating": col["rating"],
             "click": col["click"],
         }

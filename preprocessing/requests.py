@@ -28,6 +28,7 @@ def query_request(user: Dict[str, Any], events: Iterable[Dict[str, Any]], at_ts:
         "device": device,
         "history_item_ids": [""] * pad + [e["item_id"] for e in past],
         "history_ts": [0] * pad + [int(e["timestamp"]) for e in past],
+        "history_ratings": [0.0] * pad + [float(e.get("rating") or 0.0) for e in past],
     }
     return to_batch([row])
 

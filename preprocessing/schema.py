@@ -75,6 +75,8 @@ RAW_COLUMNS: Sequence[Column] = (
     # the user's recent past, strictly before `timestamp` (most recent last, left-padded)
     Column("history_item_ids", "string", HISTORY, length=HISTORY_LENGTH, doc="last N item ids before the event"),
     Column("history_ts", "int64", HISTORY, length=HISTORY_LENGTH, doc="their event times (0 = pad)"),
+    Column("history_ratings", "float32", HISTORY, length=HISTORY_LENGTH,
+           doc="the user's rating of each history item (0 = not rated, or pad)"),
     # labels
     Column("rating", "float32", LABEL, doc="explicit rating (1-5); 0 = none"),
     Column("click", "float32", LABEL, doc="engagement label (1 = engaged)"),
@@ -358,6 +360,8 @@ RANKER_FIELDS: Sequence[RankerField] = (
     _field("recent_items", ["history_idx"], _E, "the user's last 3 items"),
     _field("history_len", ["history_len"], _N, "number of history items (log)", "history_len"),
     _field("history_gap", ["history_gap_z"], _N, "time since the user's last event (z)", "history_gap_z"),
+    _field("history_rating", ["history_ratings"], _N, "how the user rated their recent items (shrunk mean - 3)",
+           "history_rating"),
     _field("title_match_last", _HIST_TITLE, _N, "title words shared with the user's last item", "title_match_last"),
     _field("title_match_history", _HIST_TITLE, _N, "most title words shared with any history item",
            "title_match_history"),

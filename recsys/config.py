@@ -180,6 +180,9 @@ class RankingConfig:
     oof_fraction: float = 0.25       # the latest share of train events the ranker learns from
     oof_epochs: int = 0              # epochs of the out-of-fold retriever (0 = train.epochs)
     rating_init: str = "bias_model"  # bias_model = start the rating head at the user + item bias model | none
+    # the rating head adds the user's recent ratings (history_ratings): their mean deviation from the rated items'
+    # biases, shrunk towards 0 by this many pseudo-ratings (trainer/models/ranking.recent_rating_offset)
+    history_rating_reg: float = 2.0
     covisit_neighbours: int = 50     # co-visitation table width (trainer/covisit.py); the ranker's covisit_* fields
     train_candidates: int = 100      # N retrieved per train event to draw negatives from
     negatives: int = 8               # sampled negatives per positive

@@ -141,9 +141,10 @@ def serve_round(client, model: str, reqs: Dict[str, Dict[str, np.ndarray]], log_
         if len({s.user_id for s in lists}) >= len(wanted) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
+    last = {s.user_id: s for s in lists}  # one list per user: their round request, logged after any probe
     served = [{"request_id": s.request_id, "user_id": s.user_id, "timestamp": at_ts, "version": s.version,
                "item_ids": [i.item_id for i in s.items][:k], "scores": [float(i.score) for i in s.items][:k]}
-              for s in lists]
+              for s in last.values()]
     for version in sorted({s["version"] for s in served}):
         feedback_sim.write_served_log(version_log(out_log, version) if labels else out_log,
                                       [s for s in served if s["version"] == version], model, version)
@@ -306,11 +307,13 @@ def arm_rows(labels: Dict[str, int], served: List[Dict[str, Any]], events: List[
 
 
 def worse_candidate(cfg: Config, logs: Sequence[str], events_path: str, log) -> Dict[str, Any]:
-    """A candidate trained for one step from scratch on the same data: the gate must block it."""
+    """A candidate that is trained in name only (no warm start, one step at a learning rate of 1e-9: its
+    vectors are their random initialisation) on the same data: the gate must block it. (One real step
+    from scratch is not reliably worse: on a tiny catalogue it already learns popularity.)"""
     bad = copy.deepcopy(cfg)
-    bad.train.epochs, bad.train.steps_per_epoch = 1, 1
+    bad.train.epochs, bad.train.steps_per_epoch, bad.train.learning_rate = 1, 1, 1e-9
     out = steps.retrain(bad, list(logs), [events_path], warm_start=False)
-    log(f"[loop] deliberately worse candidate (no warm start, one step): "
+    log(f"[loop] deliberately worse candidate (untrained: no warm start, one step at learning rate 1e-9): "
         f"{'PUSHED (the gate failed to block it)' if out['pushed'] else 'blocked: ' + str(out['reason'])}")
     return {"pushed": out["pushed"], "reason": out["reason"], "blessing": out["blessing"]}
 

@@ -378,14 +378,25 @@ class BiasModel:
         self.bu, self.bi = bu, bi
         return self
 
-    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        def lookup(ids, table, values):
-            pos = np.clip(np.searchsorted(ids, values), 0, max(len(ids) - 1, 0))
-            hit = (ids[pos] == values) if len(ids) else np.zeros(len(values), bool)
-            return np.where(hit, table[pos] if len(ids) else 0.0, 0.0)
+    @staticmethod
+    def _lookup(ids: np.ndarray, table: np.ndarray, values) -> np.ndarray:
+        values = np.asarray(values)
+        pos = np.clip(np.searchsorted(ids, values), 0, max(len(ids) - 1, 0))
+        hit = (ids[pos] == values) if len(ids) else np.zeros(values.shape, bool)
+        return np.where(hit, table[pos] if len(ids) else 0.0, 0.0)
 
-        return self.mu + lookup(self.user_ids, self.bu, np.asarray(users)) + lookup(
-            self.item_ids, self.bi, np.asarray(items))
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return self.mu + self._lookup(self.user_ids, self.bu, users) + self._lookup(self.item_ids, self.bi, items)
+
+    def predict_recent(self, items: np.ndarray, history_items: np.ndarray, history_ratings: np.ndarray,
+                       reg: float = 2.0) -> np.ndarray:
+        """mean + item bias + the user's recent ratings' offset: their deviation from the rated history
+        items' biases, shrunk by ``reg`` pseudo-ratings (0 = unrated). The classic baseline for a
+        request that carries the user's recent ratings, where the train-time user bias is stale."""
+        r = np.asarray(history_ratings, np.float64)
+        rated = r > 0
+        dev = np.where(rated, r - self.mu - self._lookup(self.item_ids, self.bi, history_items), 0.0).sum(1)
+        return self.mu + self._lookup(self.item_ids, self.bi, items) + dev / (rated.sum(1) + reg)
 
 
 # ---------------------------------------------------------------- intervals

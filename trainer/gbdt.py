@@ -72,6 +72,7 @@ def tabular(pairs: Pairs, tables: Tuple[np.ndarray, np.ndarray], batch_size: int
             matches[k].append(m[k].numpy())
     for k, v in matches.items():
         out[k] = np.concatenate(v) if v else np.empty(0, np.float32)
+    out["history_rating"] = ranking_models.history_rating(tf.constant(f[T.HISTORY_RATINGS], tf.float32)).numpy()
     for k in NUMERIC:
         if k not in out:
             out[k] = f[k].astype(np.float32)

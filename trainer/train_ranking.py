@@ -105,11 +105,14 @@ def fit_bias_model(version_dir: str) -> Optional[baselines.BiasModel]:
 
 
 def init_rating_head(model: ranking_models.RankingModel, bias: baselines.BiasModel) -> None:
-    """Starts the rating head at the bias model: mean + user bias + item bias, zero residual.
+    """Starts the rating head at the recent-ratings bias model: mean + item bias + the user's recent
+    ratings' offset (``baselines.BiasModel.predict_recent``), zero residual.
 
     The ranker's rating rows are a sample of train events; the bias model saw every rating, so
     the biases stay fixed at its (regularised) estimates and the head learns only what the
-    features add on top.
+    features add on top. The train-time user bias starts at weight 0: at serving time the user's
+    recent ratings are the better estimate of how they rate (ml-latest-small, time split:
+    RMSE 0.77 with them vs 1.07 with the train-time user bias).
     """
     for layer, ids, values in ((model.user_rating_bias, bias.user_ids, bias.bu),
                                (model.item_rating_bias, bias.item_ids, bias.bi)):
@@ -122,6 +125,7 @@ def init_rating_head(model: ranking_models.RankingModel, bias: baselines.BiasMod
     kernel, b = model.rating_head.kernel, model.rating_head.bias
     kernel.assign(tf.zeros_like(kernel))
     b.assign(tf.fill(b.shape, float(bias.mu)))
+    model.rating_mix.assign([0.0, 1.0])
 
 
 def train_ranker(name: str, train: Pairs, valid: Pairs, sizes: FeatureSizes, cfg, out_dir: str,
@@ -238,21 +242,30 @@ def rerank_metrics(eval_set: EvalSet, scores: np.ndarray, ratings: Optional[np.n
 
 def evaluate_rankers(eval_set: EvalSet, scorers: Dict[str, Callable[[Pairs], Tuple[np.ndarray, np.ndarray]]],
                      train_rating_mean: float, n_items: Optional[int] = None, ks=(10,),
-                     bias: Optional[baselines.BiasModel] = None, n_boot: int = 1000) -> Dict[str, Dict]:
+                     bias: Optional[baselines.BiasModel] = None, n_boot: int = 1000,
+                     history_rating_reg: float = 2.0) -> Dict[str, Dict]:
     """retrieval_only + every scorer (pairs -> (engagement score, rating)) on the same candidates.
 
     Each ranker's nDCG@10 gain over retrieval-only carries a 95% bootstrap interval over users;
-    the rating yardsticks (global mean, user + item bias model) are scored on the same rows.
+    the rating yardsticks (global mean, user + item bias model, and the bias model with the user's
+    recent ratings) are scored on the same rows, and each ranker's squared error is compared with
+    the best of them, again with an interval over users.
     """
     results = {}
     base = eval_set.retrieval_scores[eval_set.pairs.event, eval_set.position]
     results["retrieval_only"] = rerank_metrics(eval_set, base, None, ks, n_items)
     base_ndcg = evaluation.per_query("ndcg", eval_set.rerank(base), eval_set.targets, 10)
     target_rows = eval_set.target_pairs
-    results["global_mean"] = {"rmse": rmse(np.full(len(target_rows), train_rating_mean), target_rows.rating)}
+    f, y = target_rows.features, target_rows.rating
+    rating_baselines = {"global_mean": np.full(len(target_rows), train_rating_mean)}
     if bias is not None:
-        pred = bias.predict(target_rows.features[T.USER_IDX], target_rows.features[T.ITEM_IDX])
-        results["bias_model"] = {"rmse": rmse(pred, target_rows.rating)}
+        rating_baselines["bias_model"] = bias.predict(f[T.USER_IDX], f[T.ITEM_IDX])
+        rating_baselines["bias_recent"] = bias.predict_recent(f[T.ITEM_IDX], f[T.HISTORY_IDX], f[T.HISTORY_RATINGS],
+                                                              history_rating_reg)
+    for name, pred in rating_baselines.items():
+        results[name] = {"rmse": rmse(pred, y)}
+    best_rating = min(rating_baselines, key=lambda n: results[n]["rmse"]) if len(y) else None
+    rating_users = eval_set.users[target_rows.event]
     for name, scorer in scorers.items():
         t0 = time.time()
         scores, _ = scorer(eval_set.pairs)
@@ -260,12 +273,17 @@ def evaluate_rankers(eval_set: EvalSet, scorers: Dict[str, Callable[[Pairs], Tup
         results[name] = rerank_metrics(eval_set, scores, ratings, ks, n_items)
         ndcg = evaluation.per_query("ndcg", eval_set.rerank(scores), eval_set.targets, 10)
         results[name]["ndcg_gain"] = baselines.bootstrap_lead(ndcg, base_ndcg, eval_set.users, n_boot=n_boot)
+        if best_rating is not None and ratings is not None and len(ratings) == len(y):
+            # relative change of the mean squared error vs the best rating baseline (negative = better)
+            results[name]["mse_vs_best"] = dict(
+                baselines.bootstrap_lead((ratings - y) ** 2, (rating_baselines[best_rating] - y) ** 2, rating_users,
+                                         n_boot=n_boot), versus=best_rating)
         results[name]["score_seconds"] = round(time.time() - t0, 1)
     return results
 
 
-TABLE_COLUMNS = ["model", "ndcg@10", "recall@10", "mrr", "auc", "rmse", "d_ndcg@10 [95% CI]", "train_s",
-                 "n_queries"]
+TABLE_COLUMNS = ["model", "ndcg@10", "recall@10", "mrr", "auc", "rmse", "d_ndcg@10 [95% CI]", "d_mse [95% CI]",
+                 ("train_s", "train_s", ".1f"), "n_queries"]
 
 
 def report(results: Dict[str, Dict], title: str = "") -> str:
@@ -274,10 +292,14 @@ def report(results: Dict[str, Dict], title: str = "") -> str:
         row = dict(model=name, **{k: v for k, v in m.items() if not isinstance(v, dict)})
         if m.get("ndcg_gain"):
             row["d_ndcg@10 [95% CI]"] = baselines.format_lead(m["ndcg_gain"])
+        if m.get("mse_vs_best"):
+            row["d_mse [95% CI]"] = baselines.format_lead(m["mse_vs_best"])
         rows.append(row)
     n_users = next((m["ndcg_gain"]["n_users"] for m in results.values() if m.get("ndcg_gain")), 0)
     title = title or (f"re-ranking retrieval's top-N (same candidates; interval: bootstrap over {n_users} users; "
-                      f"rmse on the logged rated items)")
+                      f"rmse on the logged rated items; d_mse: vs the best rating baseline, "
+                      f"{next((m['mse_vs_best']['versus'] for m in results.values() if m.get('mse_vs_best')), '-')}; "
+                      f"bias_recent = bias model with the user's recent ratings)")
     return text_table.format_table(rows, TABLE_COLUMNS, title=title, float_fmt=".4f")
 
 
@@ -353,7 +375,7 @@ def train_and_evaluate(cfg, version_dir: str, trained, item_vectors: np.ndarray,
             log(f"[ranking] GBDT baseline skipped: {e}")
     results = evaluate_rankers(eval_set, scorers, rating_mean(train), n_items=trained.catalogue.size,
                                bias=bias if bias is not None else fit_bias_model(version_dir),
-                               n_boot=cfg.eval.bootstrap)
+                               n_boot=cfg.eval.bootstrap, history_rating_reg=cfg.ranking.history_rating_reg)
     for name, s in seconds.items():
         results[name]["train_s"] = round(s, 1)
     log(report(results))

@@ -40,6 +40,10 @@ def test_history_is_exactly_the_users_earlier_events(run_cfg, preprocessed):
         expected = [e["item_id"] for e in past][-schema.HISTORY_LENGTH:]
         got = [h.decode() for h in d["history_item_ids"][n] if h]
         assert got == expected
+        ratings = [float(e.get("rating") or 0.0) for e in past][-schema.HISTORY_LENGTH:]
+        real = d["history_item_ids"][n] != b""
+        np.testing.assert_allclose(d["history_ratings"][n][real], ratings)  # each history item's own rating
+        assert not d["history_ratings"][n][~real].any()
 
 
 def test_split_is_by_time_and_counts_add_up(preprocessed):

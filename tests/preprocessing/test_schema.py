@@ -64,9 +64,12 @@ def test_modules_hold_the_schemas_views_not_copies():
 
 
 def test_export_signatures_carry_exactly_the_raw_columns_the_models_read():
+    # one query request for retrieval and recommend: what the query tower or the ranker's query side reads
     query_raw = schema.raw_sources(schema.QUERY_TOWER_INPUTS)
-    assert query_raw == tuple(schema.QUERY_FEATURES)
-    assert tuple(schema.serving_signature([schema.USER, schema.CONTEXT, schema.HISTORY])) == query_raw
+    ranker_query_raw = set(schema.raw_sources(schema.RANKER_TRANSFORMED_INPUTS)) & set(schema.QUERY_FEATURES)
+    assert set(query_raw) | ranker_query_raw == set(schema.QUERY_FEATURES)
+    assert set(schema.QUERY_FEATURES) - set(query_raw) == {"history_ratings"}  # the rating head's, not the tower's
+    assert tuple(schema.serving_signature([schema.USER, schema.CONTEXT, schema.HISTORY])) == tuple(schema.QUERY_FEATURES)
     assert schema.raw_sources(schema.CANDIDATE_TOWER_INPUTS) == tuple(schema.CANDIDATE_FEATURES)
     ranking_raw = set(schema.raw_sources(schema.RANKER_TRANSFORMED_INPUTS)) | set(schema.RETRIEVAL_FEATURES)
     assert set(schema.serving_signature(schema.RANKING_ROLES)) == ranking_raw

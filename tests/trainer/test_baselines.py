@@ -85,6 +85,16 @@ def test_bias_model_beats_global_mean_and_handles_unknown_ids():
     assert m.predict(np.array([999]), np.array([999]))[0] == pytest.approx(m.mu)
 
 
+def test_bias_model_with_recent_ratings_by_hand():
+    m = baselines.BiasModel(reg_user=0.0, reg_item=0.0, iterations=1).fit(
+        np.array([0, 0, 1, 1]), np.array([10, 11, 10, 11]), np.array([4.0, 2.0, 4.0, 2.0]))
+    assert m.mu == 3.0 and m.predict(np.array([7]), np.array([10]))[0] == pytest.approx(4.0)  # b_10 = +1
+    # history: item 10 rated 5 (1 above its 4), item 11 rated 3 (1 above its 2), one unrated, one pad
+    pred = m.predict_recent(np.array([11, 11]), np.array([[10, 11, 10, -1], [-1, -1, -1, -1]]),
+                            np.array([[5.0, 3.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]), reg=2.0)
+    np.testing.assert_allclose(pred, [2.0 + (1.0 + 1.0) / (2 + 2.0), 2.0])
+
+
 def test_bootstrap_resamples_users_and_brackets_the_lead():
     rng = np.random.default_rng(1)
     users = np.repeat(np.arange(200), 5).astype(str)

@@ -188,6 +188,25 @@ def test_ranker_crosses_and_history_matches_by_hand():
     np.testing.assert_array_equal(src, [0, 3, len(schema.CANDIDATE_SOURCES)])
 
 
+def test_rating_head_starts_at_the_recent_ratings_bias_model(ranking_cfg, ranking_data_fixture):
+    """At initialisation the rating head is baselines.BiasModel.predict_recent, computed in the graph."""
+    from trainer import baselines
+
+    d = ranking_data_fixture
+    t = d["eval"].target_pairs
+    assert (t.features[T.HISTORY_RATINGS] > 0).any()  # the synthetic data has rated history items
+    rated = d["train"].rating > 0
+    bias = baselines.BiasModel().fit(d["train"].features[T.USER_IDX][rated], d["train"].features[T.ITEM_IDX][rated],
+                                     d["train"].rating[rated])
+    model = train_ranking.build_ranker("dcn", d["sizes"], ranking_cfg.ranking, bias.mu,
+                                       example=train_ranking.sample_batch(d["train"]), tables=d["tables"])
+    train_ranking.init_rating_head(model, bias)
+    _, rating = train_ranking.predict(model, t)
+    want = bias.predict_recent(t.features[T.ITEM_IDX], t.features[T.HISTORY_IDX], t.features[T.HISTORY_RATINGS],
+                               ranking_cfg.ranking.history_rating_reg)
+    np.testing.assert_allclose(rating, want, rtol=1e-5, atol=1e-4)
+
+
 def test_roc_auc_by_hand():
     assert train_ranking.roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.75
     assert train_ranking.roc_auc([0, 1, 0, 1], [1, 1, 1, 1]) == 0.5

@@ -129,16 +129,17 @@ def test_history_length_setting_shapes_the_raw_inputs_and_the_signature():
     from preprocessing import requests
     from trainer import export
 
-    assert [c.length for c in schema.raw_columns(6) if c.role == schema.HISTORY] == [6, 6]
+    assert [c.length for c in schema.raw_columns(6) if c.role == schema.HISTORY] == [6, 6, 6]
     assert schema.raw_columns(None) is schema.RAW_COLUMNS
     assert schema.raw_feature_spec(history_length=6)["history_ts"].shape == [6]
     specs = export.query_signature_specs(6)
     assert specs["history_item_ids"].shape.as_list() == [None, 6]
     assert export._dummy(specs)["history_ts"].shape == (1, 6)
-    events = [{"item_id": f"i{n}", "timestamp": 100 + n} for n in range(10)]
+    events = [{"item_id": f"i{n}", "timestamp": 100 + n, "rating": n % 2 * 4.0} for n in range(10)]
     req = requests.query_request({"user_id": "u"}, events, at_ts=105, history_length=6)
     assert req["history_item_ids"].tolist() == [["", "i0", "i1", "i2", "i3", "i4"]]
     assert req["history_ts"].tolist() == [[0, 100, 101, 102, 103, 104]]
+    assert req["history_ratings"].tolist() == [[0.0, 0.0, 4.0, 0.0, 4.0, 0.0]]
     spec = {T.HISTORY_IDX: tf.io.FixedLenFeature([6], tf.int64)}
     assert schema.history_length_of(spec) == 6
     with pytest.raises(ValueError, match="history length"):

@@ -70,6 +70,26 @@ def rank_feature(rank: tf.Tensor) -> tf.Tensor:
     return tf.where(r > 0, (tf.math.log1p(r) - 3.0) / 1.5, tf.zeros_like(r))
 
 
+def history_rating(ratings: tf.Tensor) -> tf.Tensor:
+    """[B, H] history ratings (0 = none) -> [B] shrunk mean minus 3 (the scale's middle); 0 without ratings."""
+    r = tf.cast(ratings, tf.float32)
+    n = tf.reduce_sum(tf.cast(r > 0, tf.float32), axis=1)
+    return (tf.reduce_sum(r, axis=1) - 3.0 * n) / (n + 2.0)
+
+
+def recent_rating_offset(ratings: tf.Tensor, item_bias: tf.Tensor, mean: float, reg: float) -> tf.Tensor:
+    """[B, H] history ratings and [B, H] their items' biases -> [B] how the user rates compared with the items'
+    averages: sum(r - mean - b_i) over rated history items / (count + reg). 0 without ratings.
+
+    The user bias of a bias model comes from train ratings only; users met at serving time are often new, or
+    have rated a lot since, and their recent ratings (which the request carries) say more about them.
+    """
+    r = tf.cast(ratings, tf.float32)
+    rated = tf.cast(r > 0, tf.float32)
+    dev = tf.reduce_sum(rated * (r - mean - item_bias), axis=1)
+    return dev / (tf.reduce_sum(rated, axis=1) + reg)
+
+
 def primary_genre(genre_idx: tf.Tensor) -> tf.Tensor:
     return genre_idx[:, 0]
 
@@ -231,6 +251,7 @@ class RankingFeatures(tf.keras.layers.Layer):
             "recent_items": masked_mean(hist_emb[:, -3:, :], hist[:, -3:]),
             "history_len": n["history_len"](tf.math.log1p(tf.cast(x[T.HISTORY_LEN], tf.float32))),
             "history_gap": n["history_gap"](x[T.HISTORY_GAP_Z]),
+            "history_rating": n["history_rating"](history_rating(x[T.HISTORY_RATINGS])),
             "title_match_last": n["title_match_last"](match["title_match_last"]),
             "title_match_history": n["title_match_history"](match["title_match_history"]),
             "genre_match_history": n["genre_match_history"](match["genre_match_history"]),
@@ -377,6 +398,11 @@ class RankingModel(tfrs.models.Model):
         self.item_rating_bias = IndexEmbedding(sizes.items, 1, cfg.l2, name="item_rating_bias")
         self.rating_head = tf.keras.layers.Dense(1, name="rating_head",
                                                  bias_initializer=tf.keras.initializers.Constant(rating_mean))
+        # weights of the user's train-time bias and of their recent ratings' offset in the rating: (1, 0) = the
+        # biased-MF form; train_ranking.init_rating_head starts them at (0, 1), the recent-ratings bias model
+        self.rating_mix = self.add_weight("rating_mix", shape=[2],
+                                          initializer=tf.keras.initializers.Constant([1.0, 0.0]))
+        self.rating_mean = float(rating_mean)
         self.engagement_task = tfrs.tasks.Ranking(
             loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
             metrics=[tf.keras.metrics.AUC(from_logits=True, name="engagement_auc")])
@@ -402,6 +428,9 @@ class RankingModel(tfrs.models.Model):
                     out[key] = out[key] * keep
         out["rating_bias/user"] = self.user_rating_bias(x[T.USER_IDX])
         out["rating_bias/item"] = self.item_rating_bias(x[T.ITEM_IDX])
+        hist_bias = tf.squeeze(self.item_rating_bias(x[T.HISTORY_IDX]), -1)
+        out["rating_bias/history"] = recent_rating_offset(
+            x[T.HISTORY_RATINGS], hist_bias, self.rating_mean, float(getattr(self.cfg, "history_rating_reg", 2.0)))[:, None]
         return out
 
     def from_fields(self, fields: Dict[str, tf.Tensor], training: bool = False) -> Dict[str, tf.Tensor]:
@@ -410,9 +439,9 @@ class RankingModel(tfrs.models.Model):
         if extra is not None:
             logit = logit + extra
         rating = self.rating_head(h)
-        for key in ("rating_bias/user", "rating_bias/item"):
-            if key in fields:
-                rating = rating + fields[key]
+        if "rating_bias/user" in fields:
+            rating = (rating + self.rating_mix[0] * fields["rating_bias/user"] + fields["rating_bias/item"]
+                      + self.rating_mix[1] * fields["rating_bias/history"])
         return {"engagement_logit": tf.squeeze(logit, 1), "rating": tf.squeeze(rating, 1)}
 
     def call(self, x: Dict[str, tf.Tensor], training: bool = False) -> Dict[str, tf.Tensor]:
