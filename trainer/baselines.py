@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -387,6 +387,27 @@ class BiasModel:
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         return self.mu + self._lookup(self.user_ids, self.bu, users) + self._lookup(self.item_ids, self.bi, items)
+
+    def blend_parts(self, users: np.ndarray, items: np.ndarray, history_items: np.ndarray,
+                    history_ratings: np.ndarray, reg: float = 2.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mean + item bias, the train-time user bias, the recent ratings' offset) per row."""
+        base = self.mu + self._lookup(self.item_ids, self.bi, items)
+        return (base, self._lookup(self.user_ids, self.bu, users),
+                self.predict_recent(items, history_items, history_ratings, reg) - base)
+
+    def fit_blend(self, users, items, history_items, history_ratings, ratings, reg: float = 2.0) -> Tuple[float, float]:
+        """Least-squares weights of the user bias and of the recent offset on held-out rated rows (stacking):
+        how much each says about this data's users. (1, 0) = the plain bias model when there are too few rows."""
+        base, bu, dev = self.blend_parts(users, items, history_items, history_ratings, reg)
+        if len(base) < 20:
+            return 1.0, 0.0
+        w = np.linalg.lstsq(np.stack([bu, dev], 1), np.asarray(ratings, np.float64) - base, rcond=None)[0]
+        return float(w[0]), float(w[1])
+
+    def predict_blend(self, weights: Tuple[float, float], users, items, history_items, history_ratings,
+                      reg: float = 2.0) -> np.ndarray:
+        base, bu, dev = self.blend_parts(users, items, history_items, history_ratings, reg)
+        return base + weights[0] * bu + weights[1] * dev
 
     def predict_recent(self, items: np.ndarray, history_items: np.ndarray, history_ratings: np.ndarray,
                        reg: float = 2.0) -> np.ndarray:

@@ -87,32 +87,43 @@ def build_ranker(name: str, sizes: FeatureSizes, rcfg, mean_rating: float = 3.5,
     return model
 
 
-def train_ratings(version_dir: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(user index, item index, rating) of every train event with an observed rating."""
+def train_ratings(version_dir: str, before_ts: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user index, item index, rating) of every train event with an observed rating (before ``before_ts``)."""
     spec = {T.USER_IDX: tf.io.FixedLenFeature([], tf.int64), T.ITEM_IDX: tf.io.FixedLenFeature([], tf.int64),
-            T.RATING: tf.io.FixedLenFeature([], tf.float32)}
+            T.RATING: tf.io.FixedLenFeature([], tf.float32), T.TIMESTAMP: tf.io.FixedLenFeature([], tf.int64)}
     ds = tf.data.TFRecordDataset(data.files(version_dir, "train"), compression_type="GZIP").batch(8192)
     parts = [tf.io.parse_example(b, spec) for b in ds]
-    u, i, r = (np.concatenate([p[k].numpy() for p in parts]) for k in (T.USER_IDX, T.ITEM_IDX, T.RATING))
-    ok = r > 0
+    u, i, r, ts = (np.concatenate([p[k].numpy() for p in parts]) for k in (T.USER_IDX, T.ITEM_IDX, T.RATING,
+                                                                           T.TIMESTAMP))
+    ok = (r > 0) & (ts < before_ts if before_ts is not None else True)
     return u[ok], i[ok], r[ok]
 
 
-def fit_bias_model(version_dir: str) -> Optional[baselines.BiasModel]:
-    """The regularised user + item bias model on every rated train event (None without ratings)."""
-    u, i, r = train_ratings(version_dir)
+def fit_bias_model(version_dir: str, before_ts: Optional[int] = None) -> Optional[baselines.BiasModel]:
+    """The regularised user + item bias model on every rated train event (before ``before_ts``; None without
+    ratings)."""
+    u, i, r = train_ratings(version_dir, before_ts)
     return baselines.BiasModel().fit(u, i, r) if len(r) else None
 
 
-def init_rating_head(model: ranking_models.RankingModel, bias: baselines.BiasModel) -> None:
-    """Starts the rating head at the recent-ratings bias model: mean + item bias + the user's recent
-    ratings' offset (``baselines.BiasModel.predict_recent``), zero residual.
+def rating_blend(bias: baselines.BiasModel, pairs: Pairs, reg: float) -> Tuple[float, float]:
+    """Weights of the train-time user bias and of the recent ratings' offset, fitted on ``pairs``' rated rows:
+    on ml-latest-small most eval users are new since training, and their recent ratings say far more than
+    their (absent) train-time bias; on warm users the bias says more. ``bias`` must not have seen those
+    rows (an in-sample user bias looks far better than it will be at serving time)."""
+    f, rated = pairs.features, pairs.rating_weight > 0
+    return bias.fit_blend(f[T.USER_IDX][rated], f[T.ITEM_IDX][rated], f[T.HISTORY_IDX][rated],
+                          f[T.HISTORY_RATINGS][rated], pairs.rating[rated], reg)
+
+
+def init_rating_head(model: ranking_models.RankingModel, bias: baselines.BiasModel,
+                     blend: Tuple[float, float] = (0.0, 1.0)) -> None:
+    """Starts the rating head at the blended bias model (``baselines.BiasModel.predict_blend``): mean + item
+    bias + ``blend`` weights x (the train-time user bias, the user's recent ratings' offset), zero residual.
 
     The ranker's rating rows are a sample of train events; the bias model saw every rating, so
     the biases stay fixed at its (regularised) estimates and the head learns only what the
-    features add on top. The train-time user bias starts at weight 0: at serving time the user's
-    recent ratings are the better estimate of how they rate (ml-latest-small, time split:
-    RMSE 0.77 with them vs 1.07 with the train-time user bias).
+    features add on top.
     """
     for layer, ids, values in ((model.user_rating_bias, bias.user_ids, bias.bu),
                                (model.item_rating_bias, bias.item_ids, bias.bi)):
@@ -125,12 +136,13 @@ def init_rating_head(model: ranking_models.RankingModel, bias: baselines.BiasMod
     kernel, b = model.rating_head.kernel, model.rating_head.bias
     kernel.assign(tf.zeros_like(kernel))
     b.assign(tf.fill(b.shape, float(bias.mu)))
-    model.rating_mix.assign([0.0, 1.0])
+    model.rating_mix.assign([float(blend[0]), float(blend[1])])
 
 
 def train_ranker(name: str, train: Pairs, valid: Pairs, sizes: FeatureSizes, cfg, out_dir: str,
                  epochs: Optional[int] = None, steps_per_epoch: Optional[int] = None, tables=None,
-                 bias: Optional[baselines.BiasModel] = None, covisit_tables=None) -> TrainedRanker:
+                 bias: Optional[baselines.BiasModel] = None, covisit_tables=None,
+                 blend: Tuple[float, float] = (0.0, 1.0)) -> TrainedRanker:
     """Fits one ranker with early stopping on the valid pairs' loss; keeps the best weights.
 
     ``covisit_tables`` = (table the training pairs may see, table of the final model): the first is
@@ -143,7 +155,7 @@ def train_ranker(name: str, train: Pairs, valid: Pairs, sizes: FeatureSizes, cfg
     mean = rating_mean(train) if bias is None else bias.mu
     model = build_ranker(name, sizes, rcfg, mean, example=sample_batch(train), tables=tables)
     if bias is not None:
-        init_rating_head(model, bias)
+        init_rating_head(model, bias, blend)
     if covisit_tables is not None:
         model.set_covisit(*covisit_tables[0])
     model.compile(optimizer=tf.keras.optimizers.Adam(rcfg.learning_rate))
@@ -243,7 +255,7 @@ def rerank_metrics(eval_set: EvalSet, scores: np.ndarray, ratings: Optional[np.n
 def evaluate_rankers(eval_set: EvalSet, scorers: Dict[str, Callable[[Pairs], Tuple[np.ndarray, np.ndarray]]],
                      train_rating_mean: float, n_items: Optional[int] = None, ks=(10,),
                      bias: Optional[baselines.BiasModel] = None, n_boot: int = 1000,
-                     history_rating_reg: float = 2.0) -> Dict[str, Dict]:
+                     history_rating_reg: float = 2.0, blend: Optional[Tuple[float, float]] = None) -> Dict[str, Dict]:
     """retrieval_only + every scorer (pairs -> (engagement score, rating)) on the same candidates.
 
     Each ranker's nDCG@10 gain over retrieval-only carries a 95% bootstrap interval over users;
@@ -262,6 +274,9 @@ def evaluate_rankers(eval_set: EvalSet, scorers: Dict[str, Callable[[Pairs], Tup
         rating_baselines["bias_model"] = bias.predict(f[T.USER_IDX], f[T.ITEM_IDX])
         rating_baselines["bias_recent"] = bias.predict_recent(f[T.ITEM_IDX], f[T.HISTORY_IDX], f[T.HISTORY_RATINGS],
                                                               history_rating_reg)
+        if blend is not None:  # both, weighted by least squares on the ranker's valid pairs
+            rating_baselines["bias_blend"] = bias.predict_blend(blend, f[T.USER_IDX], f[T.ITEM_IDX], f[T.HISTORY_IDX],
+                                                                f[T.HISTORY_RATINGS], history_rating_reg)
     for name, pred in rating_baselines.items():
         results[name] = {"rmse": rmse(pred, y)}
     best_rating = min(rating_baselines, key=lambda n: results[n]["rmse"]) if len(y) else None
@@ -299,7 +314,8 @@ def report(results: Dict[str, Dict], title: str = "") -> str:
     title = title or (f"re-ranking retrieval's top-N (same candidates; interval: bootstrap over {n_users} users; "
                       f"rmse on the logged rated items; d_mse: vs the best rating baseline, "
                       f"{next((m['mse_vs_best']['versus'] for m in results.values() if m.get('mse_vs_best')), '-')}; "
-                      f"bias_recent = bias model with the user's recent ratings)")
+                      f"bias_recent = bias model with the user's recent ratings, bias_blend = both, weighted on the "
+                      f"valid pairs)")
     return text_table.format_table(rows, TABLE_COLUMNS, title=title, float_fmt=".4f")
 
 
@@ -348,6 +364,14 @@ def train_and_evaluate(cfg, version_dir: str, trained, item_vectors: np.ndarray,
     eval_set = build_eval_set(version_dir, query_fn, item_vectors, trained.catalogue, trained.stats, tft_layer, cfg)
     tables = item_tables(trained.catalogue, tft_layer)
     bias = fit_bias_model(version_dir) if cfg.ranking.rating_init == "bias_model" else None
+    # the blend of user bias and recent ratings, fitted like the ranker's candidates: a bias model of the events
+    # before the ranker's slice, weighed on the slice's valid pairs (without that slice, the plain bias model)
+    fold_bias = fit_bias_model(version_dir, before_ts=since_ts) if bias is not None and since_ts is not None else None
+    blend = rating_blend(fold_bias, valid, cfg.ranking.history_rating_reg) if fold_bias is not None else (
+        (1.0, 0.0) if bias is not None else None)
+    if blend:
+        log(f"[ranking] rating head starts at mean + item bias + {blend[0]:.2f} x user bias + {blend[1]:.2f} x "
+            f"recent ratings' offset (least squares on the valid pairs, biases from before them)")
     st, k = trained.stats, cfg.ranking.covisit_neighbours
     full_table = covisit.table(st.users, st.item_index, st.times, trained.sizes.items, k)
     covisit_tables = (covisit.table(st.users, st.item_index, st.times, trained.sizes.items, k, before_ts=since_ts)
@@ -357,7 +381,7 @@ def train_and_evaluate(cfg, version_dir: str, trained, item_vectors: np.ndarray,
     seconds: Dict[str, float] = {}
     for name in rankers:
         r = train_ranker(name, train, valid, trained.sizes, cfg, os.path.join(out_dir, name), epochs, steps_per_epoch,
-                         tables, bias, covisit_tables)
+                         tables, bias, covisit_tables, blend or (0.0, 1.0))
         trained_rankers[name] = r
         seconds[name] = r.train_seconds
         scorers[name] = (lambda m: lambda p: predict(m, p))(r.model)
@@ -374,7 +398,7 @@ def train_and_evaluate(cfg, version_dir: str, trained, item_vectors: np.ndarray,
         except ImportError as e:
             log(f"[ranking] GBDT baseline skipped: {e}")
     results = evaluate_rankers(eval_set, scorers, rating_mean(train), n_items=trained.catalogue.size,
-                               bias=bias if bias is not None else fit_bias_model(version_dir),
+                               bias=bias if bias is not None else fit_bias_model(version_dir), blend=blend,
                                n_boot=cfg.eval.bootstrap, history_rating_reg=cfg.ranking.history_rating_reg)
     for name, s in seconds.items():
         results[name]["train_s"] = round(s, 1)

@@ -95,6 +95,26 @@ def test_bias_model_with_recent_ratings_by_hand():
     np.testing.assert_allclose(pred, [2.0 + (1.0 + 1.0) / (2 + 2.0), 2.0])
 
 
+def test_bias_blend_weights_follow_what_predicts_the_held_out_ratings():
+    rng = np.random.default_rng(3)
+    users, items = rng.integers(0, 40, 3000), rng.integers(0, 60, 3000)
+    ub, ib = rng.normal(0, 0.8, 40), rng.normal(0, 0.5, 60)
+    m = baselines.BiasModel().fit(users, items, 3.5 + ub[users] + ib[items] + rng.normal(0, 0.2, 3000))
+    n = 400
+    hist_items = rng.integers(0, 60, (n, 5))
+    u, i = rng.integers(0, 40, n), rng.integers(0, 60, n)
+    shift = rng.normal(0, 1.0, n)  # how each held-out user rates now, shown by their recent ratings only
+    hist_r = np.clip(3.5 + ib[hist_items] + shift[:, None], 0.5, 5.0)
+    stale = 3.5 + ub[u] + ib[i]                    # held-out ratings that follow the train-time user bias
+    fresh = 3.5 + ib[i] + shift                    # ... or the recent ratings
+    w_stale = m.fit_blend(u, i, hist_items, hist_r, stale, reg=2.0)
+    w_fresh = m.fit_blend(u, i, hist_items, hist_r, fresh, reg=2.0)
+    assert w_stale[0] > 0.8 and abs(w_stale[1]) < 0.2, w_stale
+    assert w_fresh[1] > 0.8 and abs(w_fresh[0]) < 0.2, w_fresh
+    assert m.fit_blend(u[:5], i[:5], hist_items[:5], hist_r[:5], fresh[:5]) == (1.0, 0.0)  # too few rows
+    np.testing.assert_allclose(m.predict_blend((1.0, 0.0), u, i, hist_items, hist_r), m.predict(u, i))
+
+
 def test_bootstrap_resamples_users_and_brackets_the_lead():
     rng = np.random.default_rng(1)
     users = np.repeat(np.arange(200), 5).astype(str)

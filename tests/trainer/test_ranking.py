@@ -188,8 +188,8 @@ def test_ranker_crosses_and_history_matches_by_hand():
     np.testing.assert_array_equal(src, [0, 3, len(schema.CANDIDATE_SOURCES)])
 
 
-def test_rating_head_starts_at_the_recent_ratings_bias_model(ranking_cfg, ranking_data_fixture):
-    """At initialisation the rating head is baselines.BiasModel.predict_recent, computed in the graph."""
+def test_rating_head_starts_at_the_blended_bias_model(ranking_cfg, ranking_data_fixture):
+    """At initialisation the rating head is baselines.BiasModel.predict_blend, computed in the graph."""
     from trainer import baselines
 
     d = ranking_data_fixture
@@ -200,10 +200,11 @@ def test_rating_head_starts_at_the_recent_ratings_bias_model(ranking_cfg, rankin
                                      d["train"].rating[rated])
     model = train_ranking.build_ranker("dcn", d["sizes"], ranking_cfg.ranking, bias.mu,
                                        example=train_ranking.sample_batch(d["train"]), tables=d["tables"])
-    train_ranking.init_rating_head(model, bias)
+    blend = (0.3, 0.8)
+    train_ranking.init_rating_head(model, bias, blend)
     _, rating = train_ranking.predict(model, t)
-    want = bias.predict_recent(t.features[T.ITEM_IDX], t.features[T.HISTORY_IDX], t.features[T.HISTORY_RATINGS],
-                               ranking_cfg.ranking.history_rating_reg)
+    want = bias.predict_blend(blend, t.features[T.USER_IDX], t.features[T.ITEM_IDX], t.features[T.HISTORY_IDX],
+                              t.features[T.HISTORY_RATINGS], ranking_cfg.ranking.history_rating_reg)
     np.testing.assert_allclose(rating, want, rtol=1e-5, atol=1e-4)
 
 
