@@ -221,8 +221,9 @@ def run_loop(cfg: Config, rounds: int = 2, model: str = "retrieval", k: int = 10
             for r in range(1, rounds + 2):
                 at_ts = data_end + r * DAY
                 reqs = user_requests(newest_raw(cfg), at_ts)
-                if r > rounds and rows and rows[-1].get("pushed"):  # the A/B round: first vs last version
-                    labels = {"stable": rows[0]["version"], "canary": rows[-1]["new_version"]}
+                pushed = [x["new_version"] for x in rows if x.get("pushed")]
+                if r > rounds and pushed:  # the A/B round: the first version vs the last one pushed
+                    labels = {"stable": rows[0]["version"], "canary": pushed[-1]}
                     label_versions(config_path, client, cfg.model_base_path, model, log_dir, labels,
                                    next(iter(reqs.values())))
                     log(f"[loop] A/B round: {model} versions {labels} served side by side; users split by "

@@ -117,7 +117,7 @@ def rating_blend(bias: baselines.BiasModel, pairs: Pairs, reg: float) -> Tuple[f
 
 
 def init_rating_head(model: ranking_models.RankingModel, bias: baselines.BiasModel,
-                     blend: Tuple[float, float] = (0.0, 1.0)) -> None:
+                     blend: Tuple[float, float] = (1.0, 0.0)) -> None:
     """Starts the rating head at the blended bias model (``baselines.BiasModel.predict_blend``): mean + item
     bias + ``blend`` weights x (the train-time user bias, the user's recent ratings' offset), zero residual.
 
@@ -142,7 +142,7 @@ def init_rating_head(model: ranking_models.RankingModel, bias: baselines.BiasMod
 def train_ranker(name: str, train: Pairs, valid: Pairs, sizes: FeatureSizes, cfg, out_dir: str,
                  epochs: Optional[int] = None, steps_per_epoch: Optional[int] = None, tables=None,
                  bias: Optional[baselines.BiasModel] = None, covisit_tables=None,
-                 blend: Tuple[float, float] = (0.0, 1.0)) -> TrainedRanker:
+                 blend: Tuple[float, float] = (1.0, 0.0)) -> TrainedRanker:
     """Fits one ranker with early stopping on the valid pairs' loss; keeps the best weights.
 
     ``covisit_tables`` = (table the training pairs may see, table of the final model): the first is
@@ -259,9 +259,9 @@ def evaluate_rankers(eval_set: EvalSet, scorers: Dict[str, Callable[[Pairs], Tup
     """retrieval_only + every scorer (pairs -> (engagement score, rating)) on the same candidates.
 
     Each ranker's nDCG@10 gain over retrieval-only carries a 95% bootstrap interval over users;
-    the rating yardsticks (global mean, user + item bias model, and the bias model with the user's
-    recent ratings) are scored on the same rows, and each ranker's squared error is compared with
-    the best of them, again with an interval over users.
+    the rating yardsticks (global mean, user + item bias model, the bias model with the user's recent
+    ratings, and ``blend`` of the two) are scored on the same rows, and each ranker's squared error is
+    compared with the best of them, again with an interval over users.
     """
     results = {}
     base = eval_set.retrieval_scores[eval_set.pairs.event, eval_set.position]
@@ -365,7 +365,7 @@ def train_and_evaluate(cfg, version_dir: str, trained, item_vectors: np.ndarray,
     tables = item_tables(trained.catalogue, tft_layer)
     bias = fit_bias_model(version_dir) if cfg.ranking.rating_init == "bias_model" else None
     # the blend of user bias and recent ratings, fitted like the ranker's candidates: a bias model of the events
-    # before the ranker's slice, weighed on the slice's valid pairs (without that slice, the plain bias model)
+    # before the ranker's slice, weighted on the slice's valid pairs (without that slice, the plain bias model)
     fold_bias = fit_bias_model(version_dir, before_ts=since_ts) if bias is not None and since_ts is not None else None
     blend = rating_blend(fold_bias, valid, cfg.ranking.history_rating_reg) if fold_bias is not None else (
         (1.0, 0.0) if bias is not None else None)
@@ -381,7 +381,7 @@ def train_and_evaluate(cfg, version_dir: str, trained, item_vectors: np.ndarray,
     seconds: Dict[str, float] = {}
     for name in rankers:
         r = train_ranker(name, train, valid, trained.sizes, cfg, os.path.join(out_dir, name), epochs, steps_per_epoch,
-                         tables, bias, covisit_tables, blend or (0.0, 1.0))
+                         tables, bias, covisit_tables, blend or (1.0, 0.0))
         trained_rankers[name] = r
         seconds[name] = r.train_seconds
         scorers[name] = (lambda m: lambda p: predict(m, p))(r.model)

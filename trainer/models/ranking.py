@@ -399,7 +399,7 @@ class RankingModel(tfrs.models.Model):
         self.rating_head = tf.keras.layers.Dense(1, name="rating_head",
                                                  bias_initializer=tf.keras.initializers.Constant(rating_mean))
         # weights of the user's train-time bias and of their recent ratings' offset in the rating: (1, 0) = the
-        # biased-MF form; train_ranking.init_rating_head starts them at (0, 1), the recent-ratings bias model
+        # biased-MF form; train_ranking.init_rating_head starts them at a blend fitted on held-out rows
         self.rating_mix = self.add_weight("rating_mix", shape=[2],
                                           initializer=tf.keras.initializers.Constant([1.0, 0.0]))
         self.rating_mean = float(rating_mean)
