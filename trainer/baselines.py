@@ -391,9 +391,16 @@ class BiasModel:
     def blend_parts(self, users: np.ndarray, items: np.ndarray, history_items: np.ndarray,
                     history_ratings: np.ndarray, reg: float = 2.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mean + item bias, the train-time user bias, the recent ratings' offset) per row."""
-        base = self.mu + self._lookup(self.item_ids, self.bi, items)
-        return (base, self._lookup(self.user_ids, self.bu, users),
-                self.predict_recent(items, history_items, history_ratings, reg) - base)
+        return (self.mu + self._lookup(self.item_ids, self.bi, items), self._lookup(self.user_ids, self.bu, users),
+                self.recent_offset(history_items, history_ratings, reg))
+
+    def recent_offset(self, history_items: np.ndarray, history_ratings: np.ndarray, reg: float = 2.0) -> np.ndarray:
+        """The user's deviation from the rated history items' biases, shrunk by ``reg`` pseudo-ratings (0 =
+        unrated); trainer/models/ranking.recent_rating_offset computes the same in the graph."""
+        r = np.asarray(history_ratings, np.float64)
+        rated = r > 0
+        dev = np.where(rated, r - self.mu - self._lookup(self.item_ids, self.bi, history_items), 0.0).sum(1)
+        return dev / (rated.sum(1) + reg)
 
     def fit_blend(self, users, items, history_items, history_ratings, ratings, reg: float = 2.0) -> Tuple[float, float]:
         """Least-squares weights of the user bias and of the recent offset on held-out rated rows (stacking):
@@ -414,10 +421,8 @@ class BiasModel:
         """mean + item bias + the user's recent ratings' offset: their deviation from the rated history
         items' biases, shrunk by ``reg`` pseudo-ratings (0 = unrated). The classic baseline for a
         request that carries the user's recent ratings, where the train-time user bias is stale."""
-        r = np.asarray(history_ratings, np.float64)
-        rated = r > 0
-        dev = np.where(rated, r - self.mu - self._lookup(self.item_ids, self.bi, history_items), 0.0).sum(1)
-        return self.mu + self._lookup(self.item_ids, self.bi, items) + dev / (rated.sum(1) + reg)
+        return self.mu + self._lookup(self.item_ids, self.bi, items) + self.recent_offset(history_items,
+                                                                                          history_ratings, reg)
 
 
 # ---------------------------------------------------------------- intervals

@@ -203,7 +203,6 @@ def run(tables: RawTables, cfg, workdir: str, images_path: str = "", variants: S
     from recsys import fileio
     from trainer import evaluate_retrieval as er
     from trainer import train
-    from trainer.models import content
 
     held, hold = hold_out(tables, item_fraction, user_fraction, cfg.preprocess.eval_fraction, seed)
     log(f"[cold-start] held out {len(hold.items)} items and {len(hold.users)} users "
@@ -221,7 +220,7 @@ def run(tables: RawTables, cfg, workdir: str, images_path: str = "", variants: S
         trained = train.train_retrieval(version_dir, vcfg, fileio.join(workdir, "training", name))
         if eq is None:
             check_unseen(trained.tft_output, hold)
-        vectors = content.catalogue_vectors(trained.model.candidate_tower,
+        vectors = er.item_vectors(trained.model.candidate_tower,
                                             trained.catalogue.transformed(trained.tft_output.transform_features_layer()))
         eq = er.load_queries(version_dir, lambda b: trained.model.query_tower(b), trained.catalogue, trained.stats)
         if seg is None:

@@ -87,23 +87,25 @@ def build_ranker(name: str, sizes: FeatureSizes, rcfg, mean_rating: float = 3.5,
     return model
 
 
-def train_ratings(version_dir: str, before_ts: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(user index, item index, rating) of every train event with an observed rating (before ``before_ts``)."""
+def train_ratings(version_dir: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(user index, item index, rating, time) of every train event with an observed rating."""
     spec = {T.USER_IDX: tf.io.FixedLenFeature([], tf.int64), T.ITEM_IDX: tf.io.FixedLenFeature([], tf.int64),
             T.RATING: tf.io.FixedLenFeature([], tf.float32), T.TIMESTAMP: tf.io.FixedLenFeature([], tf.int64)}
     ds = tf.data.TFRecordDataset(data.files(version_dir, "train"), compression_type="GZIP").batch(8192)
     parts = [tf.io.parse_example(b, spec) for b in ds]
     u, i, r, ts = (np.concatenate([p[k].numpy() for p in parts]) for k in (T.USER_IDX, T.ITEM_IDX, T.RATING,
                                                                            T.TIMESTAMP))
-    ok = (r > 0) & (ts < before_ts if before_ts is not None else True)
-    return u[ok], i[ok], r[ok]
+    ok = r > 0
+    return u[ok], i[ok], r[ok], ts[ok]
 
 
-def fit_bias_model(version_dir: str, before_ts: Optional[int] = None) -> Optional[baselines.BiasModel]:
-    """The regularised user + item bias model on every rated train event (before ``before_ts``; None without
-    ratings)."""
-    u, i, r = train_ratings(version_dir, before_ts)
-    return baselines.BiasModel().fit(u, i, r) if len(r) else None
+def fit_bias_models(version_dir: str, before_ts: Optional[int] = None
+                    ) -> Tuple[Optional[baselines.BiasModel], Optional[baselines.BiasModel]]:
+    """The regularised user + item bias model on every rated train event, and (with ``before_ts``) the same on
+    the events before it; None without ratings. One read of the train split for both."""
+    u, i, r, ts = train_ratings(version_dir)
+    fit = lambda ok: baselines.BiasModel().fit(u[ok], i[ok], r[ok]) if ok.any() else None  # noqa: E731
+    return fit(np.ones(len(r), bool)), (fit(ts < before_ts) if before_ts is not None else None)
 
 
 def rating_blend(bias: baselines.BiasModel, pairs: Pairs, reg: float) -> Tuple[float, float]:
@@ -363,12 +365,13 @@ def train_and_evaluate(cfg, version_dir: str, trained, item_vectors: np.ndarray,
     info.update(fold_info)
     eval_set = build_eval_set(version_dir, query_fn, item_vectors, trained.catalogue, trained.stats, tft_layer, cfg)
     tables = item_tables(trained.catalogue, tft_layer)
-    bias = fit_bias_model(version_dir) if cfg.ranking.rating_init == "bias_model" else None
     # the blend of user bias and recent ratings, fitted like the ranker's candidates: a bias model of the events
     # before the ranker's slice, weighted on the slice's valid pairs (without that slice, the plain bias model)
-    fold_bias = fit_bias_model(version_dir, before_ts=since_ts) if bias is not None and since_ts is not None else None
-    blend = rating_blend(fold_bias, valid, cfg.ranking.history_rating_reg) if fold_bias is not None else (
-        (1.0, 0.0) if bias is not None else None)
+    full_bias, fold_bias = fit_bias_models(version_dir, before_ts=since_ts)
+    bias = full_bias if cfg.ranking.rating_init == "bias_model" else None
+    blend = None
+    if bias is not None:
+        blend = rating_blend(fold_bias, valid, cfg.ranking.history_rating_reg) if fold_bias is not None else (1.0, 0.0)
     if blend:
         log(f"[ranking] rating head starts at mean + item bias + {blend[0]:.2f} x user bias + {blend[1]:.2f} x "
             f"recent ratings' offset (least squares on the valid pairs, biases from before them)")
@@ -398,7 +401,7 @@ def train_and_evaluate(cfg, version_dir: str, trained, item_vectors: np.ndarray,
         except ImportError as e:
             log(f"[ranking] GBDT baseline skipped: {e}")
     results = evaluate_rankers(eval_set, scorers, rating_mean(train), n_items=trained.catalogue.size,
-                               bias=bias if bias is not None else fit_bias_model(version_dir), blend=blend,
+                               bias=full_bias, blend=blend,
                                n_boot=cfg.eval.bootstrap, history_rating_reg=cfg.ranking.history_rating_reg)
     for name, s in seconds.items():
         results[name]["train_s"] = round(s, 1)

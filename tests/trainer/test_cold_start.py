@@ -13,6 +13,7 @@ from preprocessing.schema import T
 from preprocessing.sources import images, synthetic
 from recsys.config import Config
 from trainer import cold_start
+from trainer import evaluate_retrieval as er
 from trainer.features import FeatureSizes
 from trainer.models import content, retrieval
 
@@ -110,8 +111,8 @@ def test_image_branch_needs_the_item_id_and_handles_items_without_an_image():
     assert has[:-4].all() and not has[-4:].any()
     with pytest.raises(ValueError, match="needs the raw 'item_id'"):
         tower(_tensors({k: v for k, v in items.items() if k != "item_id"}))
-    # catalogue_vectors keeps the raw id the lookup needs (other string features are dropped)
-    vec = content.catalogue_vectors(tower, dict(_tensors(items), item_title=tf.constant(["t"] * N_ITEMS)))
+    # item_vectors keeps the raw id the lookup needs (other string features are dropped)
+    vec = er.item_vectors(tower, dict(_tensors(items), item_title=tf.constant(["t"] * N_ITEMS)))
     assert np.allclose(vec, out, atol=1e-6)
 
 
@@ -128,7 +129,7 @@ def _train(cfg, epochs=3):
     model.compile(optimizer=tf.keras.optimizers.Adam(0.02))
     ds = tf.data.Dataset.from_tensor_slices(rows).shuffle(2000, seed=0).batch(64)
     model.fit(ds, epochs=epochs, verbose=0)
-    vectors = content.catalogue_vectors(model.candidate_tower, _tensors(items))
+    vectors = er.item_vectors(model.candidate_tower, _tensors(items))
     q = model.query_tower(_tensors(_queries(np.arange(N_USERS)))).numpy()
     return q, vectors, genre
 

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from preprocessing import schema
 from preprocessing.schema import T
-from trainer.features import FeatureSizes, IndexEmbedding, id_keep, masked_mean, scalar, select
+from trainer.features import FeatureSizes, IndexEmbedding, id_keep, select
 from trainer.models.retrieval import CandidateTower
 
 IMAGE_KEY = "item_id"   # the raw item id finds the item's image
@@ -80,10 +80,7 @@ class ContentTower(CandidateTower):
         x = select(x, schema.CANDIDATE_TOWER_INPUTS)
         idx = x[T.ITEM_IDX]
         keep = id_keep(idx, self.oov, self.cfg.id_dropout, training is True)
-        parts = [self.item_embedding(idx) * keep, keep,
-                 masked_mean(self.genre(x[T.GENRE_IDX]), x[T.GENRE_IDX]),
-                 masked_mean(self.title(x[T.TITLE_IDX]), x[T.TITLE_IDX]),
-                 self.price(x[T.PRICE_BUCKET]), scalar(x[T.PRICE_Z]), scalar(x[T.ITEM_RELEASE_Z])]
+        parts = [self.item_embedding(idx) * keep, keep] + self.content_parts(x)
         if self.images is not None:
             parts.append(self.images(raw_id))
         features = tf.concat(parts, axis=1)
@@ -92,10 +89,3 @@ class ContentTower(CandidateTower):
             c = tf.concat([c, self.bias(idx) * keep + self.content_bias(features)], axis=1)
         return c
 
-
-def catalogue_vectors(candidate_tower, candidates: Dict[str, tf.Tensor], batch_size: int = 4096) -> np.ndarray:
-    """Item vectors of the transformed catalogue, keeping the raw item id the image lookup needs."""
-    feats = {k: v for k, v in candidates.items() if v.dtype != tf.string or k == IMAGE_KEY}
-    n = int(next(iter(feats.values())).shape[0])
-    return np.concatenate([candidate_tower({k: v[s:s + batch_size] for k, v in feats.items()}).numpy()
-                           for s in range(0, n, batch_size)])

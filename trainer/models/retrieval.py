@@ -8,7 +8,7 @@ log(sampling probability) removes that bias.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -83,13 +83,17 @@ class CandidateTower(tf.keras.Model):
         self.bias = IndexEmbedding(sizes.items, 1, vocab=schema.VOCAB_ITEM, name="item_bias")
         self.content_bias = tf.keras.layers.Dense(1, name="content_bias")
 
+    def content_parts(self, x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
+        """What the item is, without its id: genre bag, title tokens, price bucket and z-score, release."""
+        return [masked_mean(self.genre(x[T.GENRE_IDX]), x[T.GENRE_IDX]),
+                masked_mean(self.title(x[T.TITLE_IDX]), x[T.TITLE_IDX]),
+                self.price(x[T.PRICE_BUCKET]), scalar(x[T.PRICE_Z]), scalar(x[T.ITEM_RELEASE_Z])]
+
     def call(self, x: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         x = select(x, schema.CANDIDATE_TOWER_INPUTS)  # the tower reads only what the schema declares for it
         parts = [self.item_embedding(x[T.ITEM_IDX])]
         if self.cfg.use_item_features:
-            parts += [masked_mean(self.genre(x[T.GENRE_IDX]), x[T.GENRE_IDX]),
-                      masked_mean(self.title(x[T.TITLE_IDX]), x[T.TITLE_IDX]),
-                      self.price(x[T.PRICE_BUCKET]), scalar(x[T.PRICE_Z]), scalar(x[T.ITEM_RELEASE_Z])]
+            parts += self.content_parts(x)
         features = tf.concat(parts, axis=1)
         c = tf.math.l2_normalize(self.head(features, training=training), axis=1)
         if self.cfg.item_bias:
