@@ -23,6 +23,13 @@ request was a batch -- so the example keeps the served model's name (the candida
 retrieval vs recommend), its version and the position shown (rank, 1 = first). Every shown item
 becomes one example (unclicked impressions are the negatives), weighted by the inverse of its
 position's click propensity (``PositionBias``), clipped.
+
+Two propensities, two meanings: ``propensity`` is the position's examination propensity (position
+bias, for the IPS weight ``ipw``); ``policy_propensity`` is P(this item at this position) under the
+policy that chose the list, read from the logged response when the model returned one (the recommend
+model's ``explore`` signature returns ``propensities`` and ``greedy_item_ids``), else None. With the
+greedy item at each position (``greedy_item_id``), off-policy evaluation (recsys/off_policy.py)
+estimates the greedy policy's CTR from exploring logs.
 """
 from __future__ import annotations
 
@@ -293,7 +300,8 @@ def join(served_rows: Iterable[Mapping[str, Any]], events: Iterable[Mapping[str,
     for row in served_rows:
         ex = {"request_id": row["request_id"], "example": row.get("example", 0), "user_id": row.get("user_id"),
               "item_id": row["item_id"], "model_name": row["model_name"], "model_version": int(row["version"]),
-              "position": int(row["rank"]), "served_ts": float(row["timestamp"]), "score": row.get("score")}
+              "position": int(row["rank"]), "served_ts": float(row["timestamp"]), "score": row.get("score"),
+              "policy_propensity": row.get("policy_propensity"), "greedy_item_id": row.get("greedy_item_id")}
         ex.update(_empty_labels())
         examples.append(ex)
         if row["request_id"]:
@@ -327,7 +335,8 @@ def join(served_rows: Iterable[Mapping[str, Any]], events: Iterable[Mapping[str,
         ex["ipw"] = bias.weight(ex["position"])
     counts = {"impressions": len(examples), "requests": len({(e["request_id"], e["example"]) for e in examples}),
               "events_joined": matched, "organic_events": len(organic),
-              "clicked_impressions": sum(e["click"] for e in examples)}
+              "clicked_impressions": sum(e["click"] for e in examples),
+              "with_policy_propensity": sum(e["policy_propensity"] is not None for e in examples)}
     for why, n in sorted(reasons.items()):
         counts["organic: " + why] = n
     return Joined(examples, organic, counts)
@@ -343,13 +352,59 @@ def join_logs(log_prefixes: Union[str, Sequence[str]], events: Iterable[Mapping[
     from serving import request_log  # TensorFlow + TF Serving protos: only when logs are read
 
     prefixes = [log_prefixes] if isinstance(log_prefixes, str) else list(log_prefixes)
-    rows = [r for p in prefixes for r in request_log.served_item_rows(p, **reader_kwargs)]
+    rows = [with_policy(r, policy) for p in prefixes
+            for r, policy in _zip_checked(request_log.served_item_rows(p, **reader_kwargs),
+                                          logged_policy(p, reader_kwargs.get("ids_output", "item_ids")))]
     events = list(events)
     joined = join(rows, events, bias)
     if estimate_bias:
         max_rank = max((e["position"] for e in joined.examples), default=0)
         joined = join(rows, events, estimate_position_bias(joined.examples, max_rank))
     return joined
+
+
+POLICY_OUTPUTS = ("propensities", "greedy_item_ids")  # the explore signature's outputs the join keeps
+
+
+def logged_policy(prefix_or_paths, ids_output: str = "item_ids") -> Iterable[Dict[str, Any]]:
+    """Per shown item, in ``request_log.served_item_rows``' order (same records, same reshape): the logged
+    response's ``propensities`` and ``greedy_item_ids`` at that position, None where the response had none."""
+    from serving import request_log
+
+    for r in request_log.read_requests(prefix_or_paths):
+        ids = r.outputs.get(ids_output)
+        if ids is None:
+            continue
+        ids = ids.reshape(1, -1) if ids.ndim < 2 else ids.reshape(ids.shape[0], -1)
+        cols = {name: r.outputs[name].reshape(ids.shape) for name in POLICY_OUTPUTS
+                if name in r.outputs and r.outputs[name].size == ids.size}
+        for i in range(ids.shape[0]):
+            for j in range(ids.shape[1]):
+                prop, greedy = cols.get("propensities"), cols.get("greedy_item_ids")
+                yield {"request_id": r.request_id, "rank": j + 1,
+                       "policy_propensity": None if prop is None else float(prop[i, j]),
+                       "greedy_item_id": None if greedy is None else _utf8(greedy[i, j])}
+
+
+def _utf8(x) -> str:
+    return x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
+
+
+def _zip_checked(rows: Iterable[Dict[str, Any]], policy: Iterable[Dict[str, Any]]):
+    """Pairs two walks over the same log; a mismatch (a log file changed between them) is an error, not a guess."""
+    rows, policy = iter(rows), iter(policy)
+    for row in rows:
+        pol = next(policy, None)
+        if pol is None or (pol["request_id"], pol["rank"]) != (row["request_id"], row["rank"]):
+            raise RuntimeError("the request log changed while it was read (served rows and logged propensities "
+                               "disagree): read it again")
+        yield row, pol
+    if next(policy, None) is not None:
+        raise RuntimeError("the request log changed while it was read: read it again")
+
+
+def with_policy(row: Dict[str, Any], policy: Mapping[str, Any]) -> Dict[str, Any]:
+    return dict(row, policy_propensity=policy["policy_propensity"], greedy_item_id=policy["greedy_item_id"])
 
 
 # ---------------------------------------------------------------- feedback -> new raw interactions

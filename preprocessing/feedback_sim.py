@@ -97,7 +97,9 @@ def simulate_events(served: Iterable[Any], truth: Mapping[str, Any], *, bias: Op
 def write_served_log(path: str, lists: Iterable[Mapping[str, Any]], model_name: str, version: int) -> str:
     """Writes served lists as PredictionLog TFRecords, one record per list, as ``recsys serve`` logs them.
 
-    Each list: {"request_id", "user_id", "timestamp" (s), "item_ids": [...], optional "scores": [...]}.
+    Each list: {"request_id", "user_id", "timestamp" (s), "item_ids": [...], optional "scores": [...],
+    optional "outputs": {name: values} (more response tensors, e.g. the explore signature's propensities)
+    and "signature_name"}.
     ``path`` should end in ``.tfrecord`` (serving/request_log.log_files reads it as it is).
     """
     import tensorflow as tf
@@ -111,7 +113,7 @@ def write_served_log(path: str, lists: Iterable[Mapping[str, Any]], model_name: 
             plog = prediction_log_pb2.PredictionLog()
             md = plog.log_metadata
             md.model_spec.name, md.model_spec.version.value = model_name, int(version)
-            md.model_spec.signature_name = "serving_default"
+            md.model_spec.signature_name = s.get("signature_name") or "serving_default"
             md.sampling_config.sampling_rate = 1.0
             md.saved_model_tags.append("serve")
             md.timestamp_secs = int(s["timestamp"])
@@ -121,6 +123,8 @@ def write_served_log(path: str, lists: Iterable[Mapping[str, Any]], model_name: 
             codec.ndarray_to_proto(np.array([s["item_ids"]], dtype=object), resp.outputs["item_ids"])
             scores = s.get("scores") or [float(-k) for k in range(len(s["item_ids"]))]
             codec.ndarray_to_proto(np.array([scores], dtype=np.float32), resp.outputs["scores"])
+            for name, values in (s.get("outputs") or {}).items():
+                codec.ndarray_to_proto(np.asarray(values)[None], resp.outputs[name])
             w.write(serialize_record(plog, s["request_id"], int(float(s["timestamp"]) * 1e6)))
     return path
 

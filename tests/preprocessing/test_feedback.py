@@ -149,3 +149,24 @@ def test_simulated_users_click_what_their_planted_taste_likes_with_position_bias
     assert 0.35 < ratio < 0.7
     parsed = feedback.parse_events([json.dumps(e) for e in events], max_timestamp=NOW)
     assert not parsed.dead_letters  # what the simulator writes is a valid events table
+
+
+def test_join_keeps_the_logged_policy_propensities_and_greedy_items(tmp_path):
+    """An exploring response (the recommend model's `explore` signature) logs each shown item's propensity and
+    the greedy list; the join keeps both per impression, beside a greedy request's log (None there)."""
+    explore = feedback_sim.write_served_log(str(tmp_path / "explore.tfrecord"), [
+        {"request_id": "x1", "user_id": "u1", "timestamp": T0, "item_ids": ["i5", "i1", "i3"],
+         "signature_name": "explore",
+         "outputs": {"propensities": np.array([0.05, 0.85, 0.05], np.float32),
+                     "greedy_item_ids": np.array(["i2", "i1", "i4"], object)}},
+    ], "recommend", 3)
+    joined = feedback.join_logs([explore, _logs(tmp_path)[0]], [
+        {"request_id": "x1", "user_id": "u1", "item_id": "i5", "event": "click", "value": 1.0, "timestamp": T0 + 5}])
+    ex = {(e["request_id"], e["item_id"]): e for e in joined.examples}
+    got = [(ex[("x1", i)]["position"], ex[("x1", i)]["policy_propensity"], ex[("x1", i)]["greedy_item_id"],
+            ex[("x1", i)]["click"]) for i in ("i5", "i1", "i3")]
+    assert got == [(1, pytest.approx(0.05), "i2", 1), (2, pytest.approx(0.85), "i1", 0),
+                   (3, pytest.approx(0.05), "i4", 0)]
+    assert ex[("r1", "i2")]["policy_propensity"] is None and ex[("r1", "i2")]["greedy_item_id"] is None
+    assert ex[("x1", "i3")]["propensity"] == pytest.approx(1 / 3)  # the position's examination propensity, apart
+    assert joined.counts["with_policy_propensity"] == 3 and joined.counts["impressions"] == 9
