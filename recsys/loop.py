@@ -15,6 +15,16 @@ config: load both versions, then label them), and the users are split between th
 their id, on the same day. The report compares the two arms' measured CTR with a bootstrap interval over
 users, beside the simulator's true expected CTR of what each arm showed.
 
+Exploration (``exploration.policy=epsilon_greedy``, ``exploration.epsilon``; ``--model recommend``): the policy
+runs inside the served graph (the recommend model's ``explore`` signature, epsilon and its candidate pool baked
+into each version at export), so the same clients work against stock TF Serving. Users are split by a second,
+independent hash into a ``greedy`` half (serving_default) and an ``explore`` half (the explore signature); the
+server's log keeps each exploring response's propensities and greedy list, the round's slice carries them to
+the join, and each round reports, per half, CTR (measured and true), the coverage of the served lists, and from
+the exploring half alone an IPS/SNIPS estimate of the greedy policy's CTR beside the simulator's truth. Both
+halves feed the same retraining, so the split measures exploration's cost and coverage per round; its long-run
+effect on what the model learns needs two loop runs (one with epsilon 0) compared round by round.
+
 Request times follow a simulated clock (one day per round after the data ends), so the new events
 sit after the old ones on the same timeline; the log's wall-clock times are not used for features.
 """
@@ -38,6 +48,9 @@ LOG_NAME = "requests"
 
 
 ARMS = ("stable", "canary")  # the A/B round's version labels: the first served version, the last pushed one
+POLICIES = ("greedy", "explore")  # exploration halves: serving_default vs the recommend model's explore signature
+SIGNATURES = {"greedy": "serving_default", "explore": "explore"}
+POLICY_OUTPUTS = ("propensities", "greedy_item_ids", "explored", "epsilon")  # what an exploring response adds
 
 
 def model_config(base_path: str, names: Sequence[str], log_dir: str, versions: Sequence[int] = (),
@@ -59,6 +72,11 @@ def model_config(base_path: str, names: Sequence[str], log_dir: str, versions: S
 def arm_of(user_id: str) -> str:
     """The A/B arm of a user: a stable hash of the id (the same user always sees the same arm)."""
     return ARMS[zlib.crc32(str(user_id).encode("utf-8")) % len(ARMS)]
+
+
+def policy_of(user_id: str) -> str:
+    """The exploration half of a user: a hash independent of ``arm_of`` (its own salt), stable across rounds."""
+    return POLICIES[zlib.crc32(f"explore:{user_id}".encode("utf-8")) % len(POLICIES)]
 
 
 def user_requests(raw_dir: str, at_ts: int) -> Dict[str, Dict[str, np.ndarray]]:
@@ -114,19 +132,23 @@ def wait_for_version(client, model: str, version: int, timeout: float = 120.0) -
 
 
 def serve_round(client, model: str, reqs: Dict[str, Dict[str, np.ndarray]], log_prefix: str, at_ts: int,
-                out_log: str, k: int, labels: Dict[str, int] = None) -> Tuple[List[Dict[str, Any]], int]:
+                out_log: str, k: int, labels: Dict[str, int] = None,
+                explore: bool = False) -> Tuple[List[Dict[str, Any]], int]:
     """Every user asks once; returns the round's served lists as the server logged them (also written, with
     the simulated request time, to ``out_log``: the round's slice of the request log) and the version.
 
     ``labels`` (arm -> version): each user asks the label of their arm (``arm_of``), and every answer must
-    come from that label's version; the version returned is then the canary's."""
+    come from that label's version; the version returned is then the canary's. ``explore``: the users of the
+    ``explore`` half (``policy_of``) call the explore signature; their lists keep the logged propensities,
+    greedy list, explored flag and epsilon (``outputs``), which the round's slice of the log carries too."""
     from preprocessing import feedback_sim
     from serving import request_log
 
     versions = {}
     for user, request in reqs.items():
         label = arm_of(user) if labels else None
-        got = client.predict(model, request, version=label).model_version
+        signature = SIGNATURES[policy_of(user)] if explore else "serving_default"
+        got = client.predict(model, request, signature_name=signature, version=label).model_version
         if labels and got != labels[label]:
             raise RuntimeError(f"label {label!r} answered from version {got}, not {labels[label]}")
         versions[user] = got
@@ -145,6 +167,14 @@ def serve_round(client, model: str, reqs: Dict[str, Dict[str, np.ndarray]], log_
     served = [{"request_id": s.request_id, "user_id": s.user_id, "timestamp": at_ts, "version": s.version,
                "item_ids": [i.item_id for i in s.items][:k], "scores": [float(i.score) for i in s.items][:k]}
               for s in last.values()]
+    if explore:
+        logged = {r.request_id: r for r in request_log.read_requests(log_prefix)
+                  if r.request_id in {s["request_id"] for s in served}}
+        for s in served:
+            r = logged[s["request_id"]]
+            s["policy"], s["signature_name"] = policy_of(s["user_id"]), r.signature_name
+            s["outputs"] = {name: (r.outputs[name][0][:k] if r.outputs[name].ndim > 1 else r.outputs[name][:1])
+                            for name in POLICY_OUTPUTS if name in r.outputs}
     for version in sorted({s["version"] for s in served}):
         feedback_sim.write_served_log(version_log(out_log, version) if labels else out_log,
                                       [s for s in served if s["version"] == version], model, version)
@@ -184,9 +214,12 @@ def _labelled(client, model: str, label: str, request: Dict[str, np.ndarray]):
 
 
 def run_loop(cfg: Config, rounds: int = 2, model: str = "retrieval", k: int = 10, seed: int = 0,
-             log=print) -> Dict[str, Any]:
+             log=print, explore_epsilon: float = None) -> Dict[str, Any]:
     """Base model (trained and pushed when the run has none) -> ``rounds`` x (serve -> feedback -> retrain ->
-    bless -> push -> hot swap) -> a worse candidate that must be blocked -> the report. Returns the figures."""
+    bless -> push -> hot swap) -> a worse candidate that must be blocked -> the report. Returns the figures.
+
+    ``explore_epsilon`` (default: the config's exploration.*): > 0 exports every version with an
+    epsilon-greedy explore signature and sends half the users to it (module docstring); 0 turns it off."""
     from preprocessing import feedback, feedback_sim
     from preprocessing.sources import load_source
     from recsys import artifacts as af
@@ -197,6 +230,10 @@ def run_loop(cfg: Config, rounds: int = 2, model: str = "retrieval", k: int = 10
     if cfg.data.source != "synthetic":
         raise ValueError("recsys loop simulates users from the synthetic generator's planted tastes: "
                          "use data.source=synthetic")
+    cfg = with_exploration(cfg, explore_epsilon)
+    explore = cfg.exploration.policy == "epsilon_greedy" and cfg.exploration.epsilon > 0
+    if explore and model != "recommend":
+        raise ValueError("exploration runs inside the recommend model (its explore signature): use --model recommend")
     layout = RunLayout(cfg)
     if not af.RetrievalModel.exists(layout.retrieval):
         log("[loop] no trained model in this run: training and pushing the first version")
@@ -204,7 +241,18 @@ def run_loop(cfg: Config, rounds: int = 2, model: str = "retrieval", k: int = 10
         version_dir = steps.preprocess(cfg)
         trained = steps.train(cfg, version_dir)
         steps.evaluate(cfg, trained)
+        if model == "recommend":
+            steps.train_ranking(cfg, trained)
         steps.export(cfg, trained)
+    elif model == "recommend" and not steps.has_ranker(cfg):
+        log("[loop] the run has no ranker for the recommend model: training it and pushing a version with it")
+        trained = steps.load_trained(cfg)
+        steps.train_ranking(cfg, trained)
+        steps.export(cfg, trained)
+    if explore:
+        log(f"[loop] exploration: epsilon-greedy, epsilon {cfg.exploration.epsilon} over the best "
+            f"{cfg.exploration.candidates} re-ranked candidates, in every version exported from now on; "
+            f"half the users (by a hash of their id) call the explore signature")
     truth = load_source(cfg.data).truth
     loop_dir = layout.path("loop")
     log_dir = fileio.join(loop_dir, "server_logs")
@@ -230,7 +278,7 @@ def run_loop(cfg: Config, rounds: int = 2, model: str = "retrieval", k: int = 10
                         f"a hash of their id")
                 out_log = fileio.join(loop_dir, f"round{r}.tfrecord")
                 served, version = serve_round(client, model, reqs, fileio.join(log_dir, model), at_ts, out_log, k,
-                                              labels if r > rounds else None)
+                                              labels if r > rounds else None, explore=explore)
                 events = feedback_sim.simulate_events(
                     ({"request_id": s["request_id"], "user_id": s["user_id"], "timestamp": s["timestamp"],
                       "items": list(enumerate(s["item_ids"], 1))} for s in served), truth, seed=seed + r)
@@ -243,6 +291,12 @@ def run_loop(cfg: Config, rounds: int = 2, model: str = "retrieval", k: int = 10
                        "true_ctr": feedback_sim.expected_ctr(truth, served),
                        "clicks": sum(e["event"] == "click" for e in events)}
                 row["measured_ctr"] = row["clicks"] / max(1, sum(len(s["item_ids"]) for s in served))
+                n_items = catalogue_size(newest_raw(cfg))
+                row["coverage"] = coverage(served, n_items)
+                if explore:
+                    row["policies"] = policy_rows(served, events, truth, n_items, seed=seed + r)
+                    for line in format_policies(row["policies"]):
+                        log(f"[loop] round {r}: {line}")
                 if labels and r > rounds:
                     row["arms"] = arm_rows(labels, served, events, truth)
                     row["version"] = " vs ".join(f"{a}=v{v}" for a, v in labels.items())
@@ -283,7 +337,9 @@ def run_loop(cfg: Config, rounds: int = 2, model: str = "retrieval", k: int = 10
     first = rows[0]["version"]
     last = labels["canary"] if labels else rows[-1]["version"]
     summary = {"rounds": rows, "worse_candidate": worse, "report": paths, "ab": ab, "labels": labels,
-               "first_version": first, "last_version": last}
+               "first_version": first, "last_version": last,
+               "exploration": ({"policy": "epsilon_greedy", "epsilon": cfg.exploration.epsilon,
+                                "candidates": cfg.exploration.candidates} if explore else None)}
     fileio.write_json(fileio.join(loop_dir, "loop.json"), summary, indent=2)
     return summary
 
@@ -305,6 +361,95 @@ def arm_rows(labels: Dict[str, int], served: List[Dict[str, Any]], events: List[
         out[arm] = {"version": version, "users": len(lists), "impressions": shown, "clicks": clicks,
                     "measured_ctr": clicks / max(1, shown), "true_ctr": feedback_sim.expected_ctr(truth, lists)}
     return out
+
+
+def with_exploration(cfg: Config, epsilon: float = None) -> Config:
+    """``cfg`` with epsilon-greedy at ``epsilon`` (0: none); unchanged when ``epsilon`` is None."""
+    if epsilon is None:
+        return cfg
+    if isinstance(epsilon, bool) or not 0.0 <= float(epsilon) <= 1.0:
+        raise ValueError(f"explore epsilon must be a number in [0, 1], got {epsilon!r}")
+    out = copy.deepcopy(cfg)
+    out.exploration.policy, out.exploration.epsilon = ("epsilon_greedy" if epsilon > 0 else "none"), float(epsilon)
+    return out
+
+
+def catalogue_size(raw_dir: str) -> int:
+    from preprocessing.sources import tables
+
+    return len(tables.read_table(fileio.join(raw_dir, tables.ITEMS_FILE)))
+
+
+def coverage(served: Sequence[Dict[str, Any]], n_items: int) -> float:
+    """Share of the catalogue shown at least once in these lists."""
+    return len({i for s in served for i in s["item_ids"] if i}) / max(1, n_items)
+
+
+def policy_rows(served: List[Dict[str, Any]], events: List[Dict[str, Any]], truth, n_items: int,
+                seed: int = 0) -> Dict[str, Dict[str, Any]]:
+    """Per exploration half: users, impressions, clicks, measured and true CTR, coverage; for the explore half
+    also the epsilon the version served, the share of lists explored, and the greedy policy's CTR estimated
+    off-policy from the explore half's logged propensities (IPS, SNIPS, 95% bootstrap over users) beside the
+    simulator's true CTR of the greedy lists those same users were not shown."""
+    from preprocessing import feedback_sim
+
+    clicked = {(e["request_id"], e["item_id"]) for e in events if e["event"] == "click" and e.get("request_id")}
+    out: Dict[str, Dict[str, Any]] = {}
+    for policy in POLICIES:
+        lists = [s for s in served if s.get("policy") == policy]
+        shown = sum(len(s["item_ids"]) for s in lists)
+        clicks = sum((s["request_id"], i) in clicked for s in lists for i in s["item_ids"])
+        row = {"users": len(lists), "impressions": shown, "clicks": clicks, "measured_ctr": clicks / max(1, shown),
+               "true_ctr": feedback_sim.expected_ctr(truth, lists), "coverage": coverage(lists, n_items)}
+        logged = [s for s in lists if "propensities" in s.get("outputs", {})]
+        if policy == "explore" and logged:
+            row["epsilon"] = float(np.mean([float(np.ravel(s["outputs"]["epsilon"])[0]) for s in logged]))
+            row["explored_share"] = float(np.mean([bool(np.ravel(s["outputs"]["explored"])[0]) for s in logged]))
+            row.update(greedy_off_policy(logged, clicked, truth, seed))
+        out[policy] = row
+    return out
+
+
+def greedy_off_policy(lists: List[Dict[str, Any]], clicked, truth, seed: int = 0) -> Dict[str, Any]:
+    """IPS/SNIPS of the greedy policy from exploring lists: p_log = the logged propensity, p_target = 1 where the
+    greedy list has the same item at that position, else 0; the truth is the greedy lists' expected CTR."""
+    from preprocessing import feedback_sim
+    from recsys import off_policy
+
+    users, positions, clicks, p_log, p_target = [], [], [], [], []
+    for s in lists:
+        greedy = [_text(g) for g in s["outputs"]["greedy_item_ids"]]
+        for pos, (item, p) in enumerate(zip(s["item_ids"], s["outputs"]["propensities"]), 1):
+            users.append(s["user_id"])
+            positions.append(pos)
+            clicks.append(float((s["request_id"], item) in clicked))
+            p_log.append(float(p))
+            p_target.append(float(pos <= len(greedy) and greedy[pos - 1] == item))
+    truth_greedy = feedback_sim.expected_ctr(truth, [{"user_id": s["user_id"], "item_ids": [
+        _text(g) for g in s["outputs"]["greedy_item_ids"] if _text(g)]} for s in lists])
+    est = {name: fn(users, positions, clicks, p_log, p_target, seed=seed).to_json()
+           for name, fn in (("ips", off_policy.ips), ("snips", off_policy.snips))}
+    return {"greedy_true_ctr": truth_greedy, "greedy_ips": est["ips"], "greedy_snips": est["snips"]}
+
+
+def _text(x) -> str:
+    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+def format_policies(policies: Dict[str, Dict[str, Any]]) -> List[str]:
+    lines = []
+    for policy, p in policies.items():
+        line = (f"{policy:<7} {p['users']:>4} users, CTR {p['measured_ctr']:.4f} (true {p['true_ctr']:.4f}), "
+                f"coverage {p['coverage']:.1%}")
+        if "epsilon" in p:
+            line += f", epsilon {p['epsilon']:.2f} ({p['explored_share']:.0%} of lists explored)"
+        lines.append(line)
+        if "greedy_ips" in p:
+            ips, sn = p["greedy_ips"], p["greedy_snips"]
+            lines.append(f"        greedy CTR off-policy from the explore half: IPS {ips['value']:.4f} "
+                         f"[{ips['interval'][0]:.4f}, {ips['interval'][1]:.4f}], SNIPS {sn['value']:.4f} "
+                         f"[{sn['interval'][0]:.4f}, {sn['interval'][1]:.4f}]; true {p['greedy_true_ctr']:.4f}")
+    return lines
 
 
 def worse_candidate(cfg: Config, logs: Sequence[str], events_path: str, log) -> Dict[str, Any]:
@@ -332,13 +477,20 @@ def max_timestamp(raw_dir: str) -> int:
 
 def format_summary(summary: Dict[str, Any]) -> str:
     """The loop's table: one row per round, then the A/B line and the worse candidate's fate."""
-    lines = ["round  version        users  clicks  CTR     true CTR  candidate               probe ok/failed",
-             "-----  -------------  -----  ------  ------  --------  ----------------------  ---------------"]
+    lines = ["round  version        users  clicks  CTR     true CTR  coverage  candidate               probe ok/failed",
+             "-----  -------------  -----  ------  ------  --------  --------  ----------------------  ---------------"]
     for r in summary["rounds"]:
         cand = ("-" if "pushed" not in r else f"pushed v{r['new_version']}" if r["pushed"] else "blocked")
         probe = f"{r['probe_ok']}/{r['probe_failed']}" if "probe_ok" in r else "-"
+        cov = f"{r['coverage']:.1%}" if "coverage" in r else "-"
         lines.append(f"{r['round']:>5}  {str(r['version']):<13}  {r['requests']:>5}  {r['clicks']:>6}  "
-                     f"{r['measured_ctr']:.4f}  {r['true_ctr']:.4f}    {cand:<22}  {probe}")
+                     f"{r['measured_ctr']:.4f}  {r['true_ctr']:.4f}    {cov:>8}  {cand:<22}  {probe}")
+    if summary.get("exploration"):
+        x = summary["exploration"]
+        lines.append(f"exploration: epsilon-greedy, epsilon {x['epsilon']} over the best {x['candidates']}, "
+                     f"half the users (explore signature) vs the other half (serving_default):")
+        for r in summary["rounds"]:
+            lines.extend(f"  round {r['round']} {line}" for line in format_policies(r.get("policies") or {}))
     for r in summary["rounds"]:
         for arm, a in (r.get("arms") or {}).items():
             lines.append(f"  A/B arm {arm:<6} v{a['version']}: {a['users']} users, CTR {a['measured_ctr']:.4f} "

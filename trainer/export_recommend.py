@@ -15,6 +15,13 @@ Serving (with the ScaNN ops) returns final recommendations:
   recommend(raw query features, exclude_item_ids [B, M] string ('' = none), num_candidates [B] int32,
             k [B] int32): per-row N (clipped to 1..max N fixed at export) and k (clipped to 1..N);
             output width = the largest k in the batch, shorter rows padded with '' / 0.
+  explore(raw query features): serving_default's list, re-ranked by the version's exploration policy
+            (``epsilon_greedy_top_k``: epsilon and the candidate pool C baked at export from
+            ``config.exploration``; epsilon 0 unless exploration.policy=epsilon_greedy), plus
+            propensities [B, k] (P(this item at this position) under the policy), greedy_item_ids
+            [B, k] (what serving_default shows), explored [B] (this row got the random list) and
+            epsilon [B]. The client picks the policy per request by the signature it calls; the
+            request log (the whole response) then carries the propensities off-policy evaluation needs.
   Outputs [B, k]: item_ids (string), scores (ranker P(engagement), sorted), ratings (predicted),
   retrieval_scores, retrieval_ranks (1-based among the non-excluded candidates), source
   (the retriever: 'scann'), stage ('retrieval' = retrieval alone had it in its top-k too,
@@ -22,6 +29,11 @@ Serving (with the ScaNN ops) returns final recommendations:
 
 ScaNN returns at most N + |history| + M candidates before exclusion (capped at
 ``max_fetch``), so up to that many exclusions still leave N real candidates.
+
+Exploration lives in the graph (not in the server) so it works unchanged on stock TF Serving,
+which has no exploration feature of its own. Its randomness is stateless: a hash of the row's
+user id, request timestamp and the version's exploration seed, so replaying a request re-ranks it
+identically (as ``recsys.exploration.request_rng`` does offline) and concurrent requests share no state.
 """
 from __future__ import annotations
 
@@ -122,14 +134,29 @@ class RecommendModule(tf.Module):
         self.max_candidates, self.max_fetch = int(max_candidates), int(max_fetch)
         self.default_candidates, self.default_k = int(default_candidates), int(default_k)
         self.source = "scann"  # the retriever named in the `source` output ("brute_force": exact variant)
+        self.set_exploration(0.0, default_candidates, 0)
         # the catalogue's raw item features (schema.CANDIDATE_FEATURES), by catalogue index (= the index's row order)
         for name in schema.CANDIDATE_FEATURES:
             setattr(self, _item_attr(name), _catalogue_variable(catalogue, name))
 
+    def set_exploration(self, epsilon: float, candidates: int, seed: int) -> None:
+        """The explore signature's policy (baked into this version): epsilon-greedy over the best ``candidates``
+        (at least k, at most N); epsilon is a saved variable, the seed salts the per-request hash."""
+        c = int(min(max(candidates, self.default_k), self.max_candidates))
+        if hasattr(self, "explore_epsilon"):
+            self.explore_epsilon.assign(float(epsilon))
+            self.explore_candidates.assign(c)
+        else:
+            self.explore_epsilon = tf.Variable(float(epsilon), trainable=False, dtype=tf.float32,
+                                               name="explore_epsilon")
+            self.explore_candidates = tf.Variable(c, trainable=False, dtype=tf.int32, name="explore_candidates")
+        self.explore_salt = f"seed{int(seed)}"
+
     def _item_raw(self, idx: tf.Tensor) -> Dict[str, tf.Tensor]:
         return {name: tf.gather(getattr(self, _item_attr(name)), idx) for name in schema.CANDIDATE_FEATURES}
 
-    def run(self, raw: Dict[str, tf.Tensor], exclude: tf.Tensor, num_candidates: tf.Tensor, k: tf.Tensor):
+    def _scored(self, raw: Dict[str, tf.Tensor], exclude: tf.Tensor, num_candidates: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """Retrieval -> exclusions -> the ranker's logits over each row's first ``num_candidates`` candidates."""
         query = self.query_tower(self.tft_layer(raw), training=False)
         batch = tf.shape(query)[0]
         n_row = tf.clip_by_value(tf.cast(num_candidates, tf.int32), 1, self.max_candidates)        # [B]
@@ -155,23 +182,31 @@ class RecommendModule(tf.Module):
                      "retrieval_score": tf.reshape(tf.where(valid, c_scores, 0.0), [-1])}
         out = self.ranker(_model_inputs(self.tft_layer(rows), retrieval), training=False)
         logit = tf.where(valid, tf.reshape(out["engagement_logit"], [batch, n]), -np.inf)
-        rating = tf.reshape(out["rating"], [batch, n])
-        k_row = tf.minimum(tf.clip_by_value(tf.cast(k, tf.int32), 1, self.max_candidates), n_row)
-        kk = tf.reduce_max(k_row)
-        top_logit, order = tf.math.top_k(logit, k=kk)
-        ok = (top_logit > -np.inf) & (tf.range(kk)[tf.newaxis, :] < tf.expand_dims(k_row, 1))
+        return {"c_idx": c_idx, "c_scores": c_scores, "ranks": ranks, "logit": logit,
+                "rating": tf.reshape(out["rating"], [batch, n]), "n_row": n_row}
+
+    def _listed(self, s: Dict[str, tf.Tensor], order: tf.Tensor, ok: tf.Tensor, k_row: tf.Tensor):
+        """The outputs for the candidates at ``order`` ([B, K] indices into the scored candidates)."""
         take = lambda t: tf.gather(t, order, batch_dims=1)  # noqa: E731
-        ids = tf.gather(self.item_ids, take(c_idx))
-        r_rank = take(ranks)
+        ids = tf.gather(self.item_ids, take(s["c_idx"]))
+        r_rank = take(s["ranks"])
         return {
             "item_ids": tf.where(ok, ids, ""),
-            "scores": tf.where(ok, tf.sigmoid(top_logit), 0.0),
-            "ratings": tf.where(ok, take(rating), 0.0),
-            "retrieval_scores": tf.where(ok, take(c_scores), 0.0),
+            "scores": tf.where(ok, tf.sigmoid(take(s["logit"])), 0.0),
+            "ratings": tf.where(ok, take(s["rating"]), 0.0),
+            "retrieval_scores": tf.where(ok, take(s["c_scores"]), 0.0),
             "retrieval_ranks": tf.where(ok, r_rank, 0),
             "source": tf.where(ok, tf.fill(tf.shape(ids), self.source), ""),
             "stage": tf.where(ok, tf.where(r_rank <= tf.expand_dims(k_row, 1), "retrieval", "ranking"), ""),
         }
+
+    def run(self, raw: Dict[str, tf.Tensor], exclude: tf.Tensor, num_candidates: tf.Tensor, k: tf.Tensor):
+        s = self._scored(raw, exclude, num_candidates)
+        k_row = tf.minimum(tf.clip_by_value(tf.cast(k, tf.int32), 1, self.max_candidates), s["n_row"])
+        kk = tf.reduce_max(k_row)
+        top_logit, order = tf.math.top_k(s["logit"], k=kk)
+        ok = (top_logit > -np.inf) & (tf.range(kk)[tf.newaxis, :] < tf.expand_dims(k_row, 1))
+        return self._listed(s, order, ok, k_row)
 
     def serve(self, **raw):
         batch = tf.shape(raw["user_id"])[0]
@@ -180,6 +215,63 @@ class RecommendModule(tf.Module):
 
     def serve_with_options(self, exclude_item_ids, num_candidates, k, **raw):
         return self.run(raw, exclude_item_ids, num_candidates, k)
+
+    def explore(self, **raw):
+        """serving_default's list under the version's exploration policy, with each item's propensity."""
+        batch = tf.shape(raw["user_id"])[0]
+        s = self._scored(raw, tf.zeros([batch, 0], tf.string), tf.fill([batch], self.default_candidates))
+        k_row = tf.minimum(tf.fill([batch], self.default_k), s["n_row"])
+        keys = tf.strings.join([raw["user_id"], tf.strings.as_string(raw["timestamp"]), self.explore_salt],
+                               separator="|")
+        shown = epsilon_greedy_top_k(s["logit"], k_row, self.explore_candidates, self.explore_epsilon, keys)
+        out = self._listed(s, shown["order"], shown["ok"], k_row)
+        greedy_ids = tf.gather(self.item_ids, tf.gather(s["c_idx"], shown["greedy"], batch_dims=1))
+        in_greedy = tf.reduce_any(tf.equal(out["item_ids"][:, :, None], greedy_ids[:, None, :]), axis=2)
+        out["stage"] = tf.where(shown["ok"] & ~in_greedy, "exploration", out["stage"])
+        out.update(propensities=shown["propensities"], greedy_item_ids=tf.where(shown["ok"], greedy_ids, ""),
+                   explored=shown["explored"], epsilon=tf.fill([batch], tf.identity(self.explore_epsilon)))
+        return out
+
+
+HASH_BUCKETS = 2 ** 53  # a fingerprint modulo 2^53 is exact in float64: uniform on [0, 1) in steps of 2^-53
+
+
+def _uniform(keys: tf.Tensor) -> tf.Tensor:
+    """One uniform [0, 1) number per string key (FarmHash fingerprint): stateless, replayable randomness."""
+    return tf.cast(tf.strings.to_hash_bucket_fast(keys, HASH_BUCKETS), tf.float64) / float(HASH_BUCKETS)
+
+
+def epsilon_greedy_top_k(logit: tf.Tensor, k_row: tf.Tensor, candidates, epsilon, keys: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """``recsys.exploration``'s epsilon_greedy in the graph, over each row's ``candidates`` best by ``logit``.
+
+    ``logit`` [B, n] (-inf = no candidate), ``k_row`` [B] items to show, ``candidates`` C, ``epsilon`` scalar,
+    ``keys`` [B] strings the row's random draws are hashed from. Per row, over its C_row = min(C, valid)
+    best candidates: with probability epsilon a uniformly random ordered k-subset of them (random keys,
+    sorted), else the k best. Returns [B, K] (K = the batch's largest k) ``order`` (indices into n),
+    ``propensities`` = (1 - epsilon) [the greedy list has this item at this position] + epsilon / C_row,
+    exactly ``exploration.epsilon_greedy_marginals`` at the shown (item, position); ``greedy`` (the k best);
+    ``ok`` (a real item); and [B] ``explored``.
+    """
+    n = tf.shape(logit)[1]
+    c = tf.minimum(tf.cast(candidates, tf.int32), n)
+    top_logit, top = tf.math.top_k(logit, k=c)                   # [B, C] best first; ties: lower index first
+    c_row = tf.reduce_sum(tf.cast(top_logit > -np.inf, tf.int32), axis=1)
+    k_row = tf.minimum(tf.cast(k_row, tf.int32), c_row)
+    kk = tf.reduce_max(tf.concat([k_row, [0]], axis=0))
+    eps = tf.cast(epsilon, tf.float64)
+    explored = _uniform(tf.strings.join([keys, "coin"], separator="|")) < eps
+    slot_keys = tf.strings.join([tf.broadcast_to(keys[:, None], tf.shape(top)),
+                                 tf.broadcast_to(tf.strings.as_string(tf.range(c))[None, :], tf.shape(top))],
+                                separator="|")
+    draws = tf.where(tf.range(c)[None, :] < c_row[:, None], _uniform(slot_keys), -1.0)
+    shuffled = tf.math.top_k(draws, k=kk)[1]                    # a uniformly random ordered subset of the valid
+    greedy = tf.broadcast_to(tf.range(kk)[None, :], tf.shape(shuffled))
+    slots = tf.where(explored[:, None], shuffled, greedy)
+    prop = ((1.0 - eps) * tf.cast(tf.equal(slots, greedy), tf.float64)
+            + eps / tf.cast(tf.maximum(c_row, 1), tf.float64)[:, None])
+    ok = greedy < k_row[:, None]
+    return {"order": tf.gather(top, slots, batch_dims=1), "greedy": tf.gather(top, greedy, batch_dims=1),
+            "propensities": tf.where(ok, tf.cast(prop, tf.float32), 0.0), "ok": ok, "explored": explored}
 
 
 def _call(fn, request: Dict[str, np.ndarray]):
@@ -214,18 +306,35 @@ def export_ranking(tft_output, ranker, base: str, version: int,
     return save_atomically(module, {"serving_default": serve, "from_examples": examples}, base, name, version, warmup)
 
 
+def exploration_settings(xcfg) -> Dict[str, float]:
+    """The explore signature's policy from ``config.exploration`` (None: greedy): epsilon-greedy's epsilon,
+    candidates and seed. Only epsilon_greedy runs in the graph; other policies export a greedy explore
+    signature (propensity 1) -- Thompson sampling needs feedback posteriors (recsys simulate, offline)."""
+    from recsys.config import ExplorationConfig
+    from recsys.exploration import check_settings
+
+    if xcfg is None or xcfg.policy != "epsilon_greedy":
+        return {"epsilon": 0.0, "candidates": ExplorationConfig.candidates, "seed": 0}
+    check_settings(xcfg)
+    return {"epsilon": float(xcfg.epsilon), "candidates": int(xcfg.candidates), "seed": int(xcfg.seed)}
+
+
 def export_recommend(tft_output, query_tower, item_vectors: np.ndarray, catalogue: data.Catalogue, ranker,
                      base: str, version: int, ecfg, rcfg, kind: str = "scann",
-                     warmup: Optional[Dict[str, np.ndarray]] = None, name: str = "recommend") -> str:
-    """The one-call recommender (see the module docstring); ``kind`` = scann | brute_force."""
+                     warmup: Optional[Dict[str, np.ndarray]] = None, name: str = "recommend",
+                     exploration=None) -> str:
+    """The one-call recommender (see the module docstring); ``kind`` = scann | brute_force;
+    ``exploration``: ``config.exploration``, the explore signature's policy (default: greedy)."""
     max_n = max(1, min(rcfg.recommend_candidates, catalogue.size))
     max_fetch = min(catalogue.size, max_n + schema.HISTORY_LENGTH + MAX_EXCLUDE)
     index = index_by_position(kind, item_vectors, max_fetch, ecfg)
     module = RecommendModule(tft_output.transform_features_layer(), query_tower, index, ranker, catalogue, max_n,
                              max_n, min(rcfg.recommend_k, max_n), max_fetch)
     module.source = kind
+    module.set_exploration(**exploration_settings(exploration))
     specs = query_specs()
     serve = tf.function(module.serve).get_concrete_function(**specs)
+    explore = tf.function(module.explore).get_concrete_function(**specs)
     options = dict(specs, exclude_item_ids=tf.TensorSpec([None, None], tf.string, name="exclude_item_ids"),
                    num_candidates=tf.TensorSpec([None], tf.int32, name="num_candidates"),
                    k=tf.TensorSpec([None], tf.int32, name="k"))
@@ -233,17 +342,19 @@ def export_recommend(tft_output, query_tower, item_vectors: np.ndarray, catalogu
     request = warmup if warmup is not None else _dummy(specs)
     check_request(request, specs)
     _call(serve, request)  # ScaNN builds its searcher lazily: call once before saving
-    return save_atomically(module, {"serving_default": serve, "recommend": serve_options}, base, name, version,
+    return save_atomically(module, {"serving_default": serve, "recommend": serve_options, "explore": explore},
+                           base, name, version,
                            warmup, namespace_whitelist=["Scann"] if kind == "scann" else None)
 
 
 def export_recommend_exact(tft_output, query_tower, item_vectors: np.ndarray, catalogue: data.Catalogue, ranker,
-                           base: str, version: int, ecfg, rcfg, warmup: Optional[Dict[str, np.ndarray]] = None) -> str:
+                           base: str, version: int, ecfg, rcfg, warmup: Optional[Dict[str, np.ndarray]] = None,
+                           exploration=None) -> str:
     """``<base>/recommend_exact/<version>``: recommend with exact retrieval (a catalogue matmul + top-k, no ScaNN
     ops), for the GPU serving tier, which runs stock TF Serving (k8s/base/config/models-gpu.config serves it
     under the name ``recommend``, so clients switch tiers by address only)."""
     return export_recommend(tft_output, query_tower, item_vectors, catalogue, ranker, base, version, ecfg, rcfg,
-                            kind="brute_force", warmup=warmup, name="recommend_exact")
+                            kind="brute_force", warmup=warmup, name="recommend_exact", exploration=exploration)
 
 
 def index_by_position(kind: str, item_vectors: np.ndarray, k: int, ecfg) -> tf.keras.layers.Layer:

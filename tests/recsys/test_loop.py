@@ -6,6 +6,7 @@ import shutil
 
 import recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np
+import pytest
 
 from recsys import loop
 from serving import request_log
@@ -74,3 +75,86 @@ def test_round_is_read_back_from_the_request_log_and_the_swap_loses_no_request(t
                 assert got == {u for u, a in arms.items() if labels[a] == v}
     finally:
         srv.stop(0)
+
+
+def _write_explore_toy(base: str, epsilon: float = 0.5) -> None:
+    """A toy recommend model: six items with fixed scores; serving_default shows the best 3, `explore` runs the
+    recommend export's own in-graph epsilon-greedy (over the best 4) keyed by user id and timestamp."""
+    import tensorflow as tf
+
+    from trainer.export_recommend import epsilon_greedy_top_k
+
+    ids = tf.constant([f"i{j}" for j in range(6)])
+    logit = tf.constant([2.0, 1.5, 1.0, 0.5, 0.0, -0.5])
+    spec = dict(user_id=tf.TensorSpec([None], tf.string), timestamp=tf.TensorSpec([None], tf.int64))
+
+    def scored(user_id):
+        return tf.broadcast_to(logit, [tf.shape(user_id)[0], 6])
+
+    @tf.function(input_signature=[spec["user_id"], spec["timestamp"]])
+    def greedy(user_id, timestamp):
+        top = tf.math.top_k(scored(user_id), k=3)
+        return {"item_ids": tf.gather(ids, top.indices), "scores": tf.sigmoid(top.values)}
+
+    @tf.function(input_signature=[spec["user_id"], spec["timestamp"]])
+    def explore(user_id, timestamp):
+        keys = tf.strings.join([user_id, tf.strings.as_string(timestamp), "seed0"], separator="|")
+        s = epsilon_greedy_top_k(scored(user_id), tf.fill([tf.shape(user_id)[0]], 3), 4, epsilon, keys)
+        return {"item_ids": tf.gather(ids, s["order"]), "scores": tf.sigmoid(tf.gather(logit, s["order"])),
+                "propensities": s["propensities"], "greedy_item_ids": tf.gather(ids, s["greedy"]),
+                "explored": s["explored"], "epsilon": tf.fill([tf.shape(user_id)[0]], epsilon)}
+
+    tf.saved_model.save(tf.Module(), os.path.join(base, "toy", "1"),
+                        signatures={"serving_default": greedy, "explore": explore})
+
+
+def test_explore_half_logs_propensities_through_the_server_and_the_join_keeps_them(tmp_path):
+    """The explore half of the users calls the `explore` signature; the server's PredictionLog records keep the
+    propensities (its logging_config), the round's slice carries them, and the feedback join keeps them."""
+    from preprocessing import feedback
+
+    base, logs = str(tmp_path / "models"), str(tmp_path / "logs")
+    _write_explore_toy(base)
+    os.makedirs(logs)
+    config = tmp_path / "models.config"
+    config.write_text(loop.model_config(base, ["toy"], logs))
+    srv = start_server(model_config_file=str(config), rest=False, poll_seconds=0.2)
+    at = 1_700_000_000
+    reqs = {f"u{i}": {"user_id": np.array([f"u{i}"], object), "timestamp": np.array([at], np.int64)}
+            for i in range(16)}
+    try:
+        with ServingClient(srv.grpc_address) as client:
+            served, _ = loop.serve_round(client, "toy", reqs, os.path.join(logs, "toy"), at,
+                                         str(tmp_path / "round1.tfrecord"), k=3, explore=True)
+    finally:
+        srv.stop(0)
+    halves = {s["user_id"]: s for s in served}
+    assert {loop.policy_of(u) for u in reqs} == {"greedy", "explore"}
+    logged = {r.request_id: r for r in request_log.read_requests(os.path.join(logs, "toy"))}
+    greedy_list = ["i0", "i1", "i2"]
+    for user, s in halves.items():
+        record = logged[s["request_id"]]
+        if loop.policy_of(user) == "greedy":
+            assert record.signature_name == "serving_default" and "propensities" not in record.outputs
+            assert s["item_ids"] == greedy_list
+            continue
+        assert record.signature_name == "explore"  # the server's own log: the whole exploring response
+        props = record.outputs["propensities"][0]
+        want = [0.5 * (item == g) + 0.5 / 4 for item, g in zip(s["item_ids"], greedy_list)]
+        np.testing.assert_allclose(props, want, rtol=1e-6)
+        assert [x.decode() for x in record.outputs["greedy_item_ids"][0]] == greedy_list
+        assert set(s["item_ids"]) <= {"i0", "i1", "i2", "i3"}
+    assert any(s["item_ids"] != greedy_list for s in served)  # someone explored (16 users at epsilon 0.5)
+
+    events = [{"request_id": s["request_id"], "user_id": s["user_id"], "item_id": s["item_ids"][0],
+               "event": "click", "value": 1.0, "timestamp": at + 5} for s in served]
+    joined = feedback.join_logs(str(tmp_path / "round1.tfrecord"), events)  # the round's slice, as retrain reads it
+    assert joined.counts["events_joined"] == len(served)
+    for ex in joined.examples:
+        s = halves[ex["user_id"]]
+        if loop.policy_of(ex["user_id"]) == "greedy":
+            assert ex["policy_propensity"] is None
+        else:
+            p = ex["position"]
+            assert ex["policy_propensity"] == pytest.approx(0.5 * (s["item_ids"][p - 1] == greedy_list[p - 1]) + 0.125)
+            assert ex["greedy_item_id"] == greedy_list[p - 1]

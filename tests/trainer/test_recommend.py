@@ -193,3 +193,63 @@ def test_one_grpc_predict_call_gives_final_recommendations(exported_stages):
     assert ids.shape == (2, K) and all(len(set(r)) == K for r in ids)
     assert np.asarray(mixed["item_ids"]).shape == (2, 5)
     assert out.model_version == 3
+
+
+def test_in_graph_epsilon_greedy_propensities_are_exploration_pys():
+    """The explore signature's policy on a hand case: each shown (item, position)'s propensity is
+    recsys/exploration.py's epsilon_greedy marginal, and over many request keys the shown lists follow it."""
+    from recsys import exploration
+
+    logit = np.array([[0.3, 2.0, -np.inf, 1.0, 0.5, -1.0, 1.5]], np.float32)  # -inf: excluded candidate
+    rows = 4000
+    out = xr.epsilon_greedy_top_k(tf.constant(np.repeat(logit, rows, 0)), tf.fill([rows], 3), 4, 0.3,
+                                  tf.constant([f"u{i}|1700000000|seed0" for i in range(rows)]))
+    order, prop = out["order"].numpy(), out["propensities"].numpy()
+    pool = [1, 6, 3, 4]  # the 4 best by logit, best first
+    marg = exploration.epsilon_greedy_marginals(logit[0, pool], 3, 0.3)
+    where = {c: i for i, c in enumerate(pool)}
+    want = np.array([[marg[where[c], p] for p, c in enumerate(r)] for r in order])
+    np.testing.assert_allclose(prop, want, atol=1e-6)
+    assert np.allclose(prop[~out["explored"].numpy()], 0.7 + 0.3 / 4)       # greedy rows: [1, 6, 3]
+    assert (order[~out["explored"].numpy()] == [1, 6, 3]).all()
+    assert 0.26 < out["explored"].numpy().mean() < 0.34
+    seen = np.zeros_like(marg)
+    np.add.at(seen, (np.vectorize(where.get)(order), np.broadcast_to(np.arange(3), order.shape)), 1.0 / rows)
+    assert np.abs(seen - marg).max() < 0.03, (seen, marg)                   # the propensities are the real odds
+    again = xr.epsilon_greedy_top_k(tf.constant(logit), tf.constant([3]), 4, 0.3, tf.constant(["u7|1700000000|seed0"]))
+    assert (again["order"].numpy()[0] == order[7]).all()                    # replaying a request: the same list
+
+
+def test_explore_signature_greedy_at_epsilon_zero_and_exploring_above(exported_stages):
+    """Exported with the default (no exploration) policy, `explore` is serving_default plus propensity 1; the
+    same graph with the version's epsilon raised explores within the top candidates, excluding seen items."""
+    from recsys.scann_ops import load_scann_ops
+
+    load_scann_ops()
+    request = dict(exported_stages["request"])
+    model = tf.saved_model.load(exported_stages["paths"]["recommend"])
+    args = {k: tf.constant(v) for k, v in request.items()}
+    greedy = {k: v.numpy() for k, v in model.signatures["serving_default"](**args).items()}
+    out = {k: v.numpy() for k, v in model.signatures["explore"](**args).items()}
+    for name, value in greedy.items():
+        np.testing.assert_array_equal(out[name], value) if value.dtype == object else \
+            np.testing.assert_allclose(out[name], value, rtol=1e-5, atol=1e-6)
+    assert (out["propensities"] == 1.0).all() and not out["explored"].any() and (out["epsilon"] == 0).all()
+    np.testing.assert_array_equal(out["greedy_item_ids"], greedy["item_ids"])
+
+    model.explore_epsilon.assign(1.0)  # every row explores: a random ordered k-subset of the best C
+    c = int(model.explore_candidates.numpy())
+    assert c == N  # the default pool (exploration.candidates = 50), at most the N re-ranked
+    wide = model.signatures["recommend"](**args, exclude_item_ids=tf.zeros([len(request["user_id"]), 0], tf.string),
+                                         num_candidates=tf.fill([len(request["user_id"])], N),
+                                         k=tf.fill([len(request["user_id"])], c))["item_ids"].numpy()
+    out = {k: v.numpy() for k, v in model.signatures["explore"](**args).items()}
+    assert out["explored"].all() and (out["epsilon"] == 1.0).all()
+    np.testing.assert_array_equal(out["greedy_item_ids"], greedy["item_ids"])
+    for i in range(len(request["user_id"])):
+        shown = list(out["item_ids"][i])
+        assert len(set(shown)) == K and set(shown) <= set(wide[i])          # from the top-C re-ranked pool
+        np.testing.assert_allclose(out["propensities"][i], np.full(K, 1.0 / c), rtol=1e-5)  # (1 - 1) [greedy] + 1/C
+        assert [s == "exploration" for s in to_str(out["stage"][i])] == [a not in set(greedy["item_ids"][i])
+                                                                          for a in shown]
+    assert any(list(out["item_ids"][i]) != list(greedy["item_ids"][i]) for i in range(len(request["user_id"])))
