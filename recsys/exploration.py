@@ -20,6 +20,12 @@ Policies (``ExplorationConfig.policy``), over candidates in their scored order:
   have no closed form; they are estimated from ``propensity_samples`` re-draws of the posterior
   (the shown draw included, so a shown item never gets propensity 0).
 
+Served: the recommend SavedModel's ``explore`` signature runs ``epsilon_greedy`` inside the graph
+(``trainer.export_recommend.epsilon_greedy_top_k``, epsilon and candidates baked per version), so it works on
+stock TF Serving; its logged ``propensities`` are ``epsilon_greedy_marginals`` at the shown (item, position)
+(tests/trainer/test_recommend.py checks them against this module). Thompson sampling stays offline here: it
+needs the items' feedback posteriors, which no exported graph holds.
+
 Settings come from ``recsys.config.ExplorationConfig``; ``settings_for`` layers a version's and a
 request's overrides on top (e.g. the canary explores, stable does not; a request may opt out).
 Every random choice takes a ``numpy.random.Generator``; ``request_rng`` derives one from the seed and
