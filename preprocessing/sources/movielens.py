@@ -2,7 +2,10 @@
 
 - 100K: ``u.data`` (tab: user item rating ts), ``u.item`` (pipe, 19 genre flags), ``u.user``
 - 1M:   ``ratings.dat``, ``movies.dat``, ``users.dat`` ('::'-separated, latin-1)
-- latest (incl. ml-latest-small): ``ratings.csv``, ``movies.csv``, ``tags.csv``
+- latest (incl. ml-latest-small): ``ratings.csv``, ``movies.csv``. ``tags.csv`` is not read: users write
+  tags after watching, at any later time, so they describe items that already have history (a leak
+  across the time split into the content features, and a signal a new item never has) and they
+  would turn displayed titles into "Shawshank Redemption, The prison stephen king ...".
 
 Malformed lines are never dropped silently: each becomes a dead letter (file, line
 number, reason, text). Above ``max_bad_fraction`` of the ratings the load fails with
@@ -11,7 +14,6 @@ a ``DataError`` that says how many and where they were written.
 from __future__ import annotations
 
 import calendar
-import collections
 import csv
 import io
 import os
@@ -27,7 +29,6 @@ ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children", "Com
 ML1M_AGES = {"1": "18-24", "18": "18-24", "25": "25-34", "35": "35-44", "45": "45-54", "50": "55+", "56": "55+"}
 RATINGS_CSV_HEADER = ("userId", "movieId", "rating", "timestamp")
 MOVIES_CSV_HEADER = ("movieId", "title", "genres")
-TAGS_CSV_HEADER = ("userId", "movieId", "tag", "timestamp")
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
 
 
@@ -131,13 +132,6 @@ def load(path: str, max_bad_fraction: float = 0.01, dead_letter_path: Optional[s
             title, ts = _year_ts(f[1])
             genres = "" if f[2] == "(no genres listed)" else f[2]
             items[f[0]] = {"item_title": title, "item_genres": genres, "item_release_ts": ts}
-        if fileio.exists(j("tags.csv")):   # free-text tags enrich the item text
-            tags: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-            for _, f in reader.rows(j("tags.csv"), _csv_split, 4, header=TAGS_CSV_HEADER):
-                tags[f[1]][f[2].strip().lower()] += 1
-            for mid, counter in tags.items():
-                if mid in items:
-                    items[mid]["item_title"] += " " + " ".join(t for t, _ in counter.most_common(5))
         source = (j("ratings.csv"), _csv_split, 4, RATINGS_CSV_HEADER, "utf-8")
 
     rpath, split, n, header, enc = source

@@ -55,7 +55,7 @@ def test_latest_layout_details(tmp_path):
     items = dict(zip(t.items["item_id"], zip(t.items["item_title"], t.items["item_genres"])))
     assert items["1"] == ("American President, The", "Comedy|Drama|Romance"), "quoted comma in a CSV title"
     assert items["3"][1] == "", "'(no genres listed)' means no genres"
-    assert items["2"][0].endswith("heist"), "tags enrich the item text (case-folded, counted once)"
+    assert items["2"][0] == "Heat", "tags.csv is not read: titles stay titles (tags come after the fact)"
 
 
 def test_1m_demographics(tmp_path):
