@@ -1,5 +1,6 @@
 """Sequence history encoders (GRU, causal transformer): masking, time gaps, learning, export with a set history length."""
 import copy
+import os
 
 import numpy as np
 import pytest
@@ -146,7 +147,7 @@ def test_history_length_setting_shapes_the_raw_inputs_and_the_signature():
         schema.raw_columns(0)
 
 
-def test_transformer_export_reloads_in_a_fresh_process(run_cfg, preprocessed, tmp_path):
+def test_transformer_export_reloads_in_a_fresh_process_and_answers_over_grpc(run_cfg, preprocessed, tmp_path):
     """A few training steps on the session's preprocessing, ScaNN export, same top-10 in a fresh interpreter."""
     from recsys import steps
     from trainer import evaluate_retrieval as er, export
@@ -165,9 +166,18 @@ def test_transformer_export_reloads_in_a_fresh_process(run_cfg, preprocessed, tm
                                    vectors, str(tmp_path / "models"), 1, cfg.export, kind="scann",
                                    name="retrieval_transformer")
     fresh = steps.reload_in_subprocess(path, request)
-    here = steps.in_process(path, request)
+    from serving.client import ServingClient
+    from serving.testing import start_server
+
+    server = start_server(model_base_path=os.path.dirname(path), model_name="retrieval_transformer", rest=False)
+    try:  # what `recsys serve` answers over gRPC, as TF Serving would
+        with ServingClient(server.grpc_address) as client:
+            served = client.predict("retrieval_transformer", request)
+    finally:
+        server.stop(0)
     assert len(fresh["item_ids"][0]) == 20
-    assert fresh["item_ids"][0][:10] == [str(x) for x in here["item_ids"][0][:10]]
+    ids = [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in np.asarray(served["item_ids"])[0][:10]]
+    assert fresh["item_ids"][0][:10] == ids
     # the signature as saved, read from saved_model.pb (a third restore of the model would cost seconds)
     from tensorflow.python.saved_model import loader_impl
 
