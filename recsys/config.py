@@ -23,6 +23,8 @@ class DataConfig:
     seed: int = 42
     max_bad_fraction: float = 0.01   # more malformed rows than this is an error, fewer go to dead letters
     unicode_text: bool = False       # synthetic: non-ASCII / non-Latin ids and titles (preprocessing/sources/unicode_text.py)
+    item_images: bool = False        # synthetic: also write item_images.npz (small genre-coloured images) beside the
+                                     # raw tables; a file source copies <path>/item_images.npz whenever it exists
 
 
 @dataclasses.dataclass
@@ -68,7 +70,8 @@ class RetrievalConfig:
     candidate_tower: str = "id"
     id_dropout: float = 0.5
     user_id_dropout: float = 0.0     # the same for the user id in the query tower (new users: context only)
-    item_images: str = ""            # item_images.npz (preprocessing/sources/images.py); "" = no image branch
+    item_images: str = ""            # "" = no image branch; "data" = the images the training data carries (ingested
+                                     # with the raw tables); or a path to an item_images.npz (preprocessing/sources/images.py)
 
 
 @dataclasses.dataclass

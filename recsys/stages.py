@@ -92,14 +92,42 @@ def ingest(cfg: Config, out: str, reuse: bool = False) -> af.RawData:
     t0 = time.time()
     tables = load_source(cfg.data, dead_letter_path=af.join(out, "dead_letter", "source.jsonl"))
     write_raw(tables, out)
+    images = _ingest_images(cfg, tables, out)
     cfg.save(af.join(out, "config.json"))
     dead = f", {len(tables.dead_letters)} malformed rows -> {out}/dead_letter/" if tables.dead_letters else ""
     log(f"[data] {cfg.data.source}: {tables.num_interactions} interactions, {len(tables.users['user_id'])} users, "
         f"{len(tables.items['item_id'])} items in {time.time() - t0:.1f}s -> {out}{dead}")
     props = {"source": cfg.data.source, "interactions": int(tables.num_interactions),
              "users": len(tables.users["user_id"]), "items": len(tables.items["item_id"]),
-             "dead_letters": len(tables.dead_letters)}
+             "dead_letters": len(tables.dead_letters), "item_images": images}
     return af.RawData(out, props, {}, fp, "ingest").commit()
+
+
+def _ingest_images(cfg: Config, tables, out: str) -> bool:
+    """Item images beside the raw tables (the content tower's image branch reads them): generated for the
+    synthetic source when ``data.item_images``; a file source's own ``item_images.npz`` is checked and copied."""
+    from preprocessing.sources import images, synthetic
+
+    if cfg.data.source == "synthetic":
+        if cfg.data.item_images:
+            synthetic.write_item_images(tables, out, seed=cfg.data.seed)
+            return True
+        return False
+    src = fileio.join(cfg.data.path, images.IMAGES_FILE) if cfg.data.path else ""
+    if not src or not fileio.exists(src):
+        return False
+    images.write(af.join(out, images.IMAGES_FILE), *images.read(src))  # read validates (no pickle)
+    return True
+
+
+def copy_item_images(src_dir: str, dst_dir: str) -> None:
+    """Carries ``item_images.npz`` along when a stage rewrites the item data elsewhere (feedback, preprocess)."""
+    from preprocessing.sources import images
+
+    src = af.join(src_dir, images.IMAGES_FILE)
+    if fileio.exists(src):
+        fileio.makedirs(dst_dir)
+        fileio.copy(src, af.join(dst_dir, images.IMAGES_FILE))
 
 
 def source_stamp(cfg: Config) -> list:
@@ -155,6 +183,7 @@ def add_feedback(raw: af.RawData, cfg: Config, out: str, logs: Sequence[str], ev
     fileio.makedirs(out)
     for name in (tables.ITEMS_FILE, tables.USERS_FILE):
         fileio.copy(af.join(raw.uri, name), af.join(out, name))
+    copy_item_images(raw.uri, out)
     tables.append_interactions(af.join(raw.uri, tables.INTERACTIONS_FILE), rows, af.join(out, tables.INTERACTIONS_FILE))
     feedback.write_jsonl(joined.examples, af.join(out, "feedback", "examples.jsonl"))
     if evs.dead_letters:
@@ -176,6 +205,7 @@ def preprocess(raw: af.RawData, cfg: Config, out: str, reuse: bool = False) -> a
     if hit:
         return hit
     pipeline.write(cfg, raw.uri, out)
+    copy_item_images(raw.uri, out)  # the data a model trains on carries its items' images
     cfg.save(af.join(out, "config.json"))
     stats = pipeline.load_stats(out)
     props = {k: stats[k] for k in ("train", "eval", "dead_letters", "split_cutoff_ts") if k in stats}

@@ -36,6 +36,20 @@ def _progress(epochs: int) -> EpochProgress:
                          rename=lambda k: k.replace("factorized_top_k/", "").replace("_categorical_accuracy", ""))
 
 
+def with_item_images(rcfg, version_dir: str):
+    """``rcfg`` with ``item_images = "data"`` resolved to the images file the preprocessed data carries."""
+    if rcfg.item_images != "data":
+        return rcfg
+    from preprocessing.sources import images
+
+    path = tf.io.gfile.join(version_dir, images.IMAGES_FILE)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"retrieval.item_images=data, but {version_dir} carries no {images.IMAGES_FILE}: ingest "
+                                f"with --set data.item_images=true (synthetic), or put {images.IMAGES_FILE} in the "
+                                f"data directory (preprocessing/sources/images.py says its format)")
+    return dataclasses.replace(rcfg, item_images=path)
+
+
 def build_retrieval(version_dir: str, cfg, with_metrics: bool = True, before_ts: Optional[int] = None):
     """Model + catalogue + train statistics; ``before_ts`` restricts the statistics to earlier train events."""
     tft_output = data.transform_output(version_dir)
@@ -47,7 +61,8 @@ def build_retrieval(version_dir: str, cfg, with_metrics: bool = True, before_ts:
     if candidates is not None:
         candidates = {k: v for k, v in candidates.items() if v.dtype != tf.string or k == "item_id"}  # image key
     tf.keras.utils.set_random_seed(cfg.train.seed)
-    model = TwoTowerModel(sizes, cfg.retrieval, stats.item_idx_counts, candidates, metric_ks=tuple(cfg.eval.ks))
+    model = TwoTowerModel(sizes, with_item_images(cfg.retrieval, version_dir), stats.item_idx_counts, candidates,
+                          metric_ks=tuple(cfg.eval.ks))
     return model, sizes, catalogue, stats, tft_output
 
 

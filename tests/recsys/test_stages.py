@@ -4,6 +4,8 @@ The session fixture ``ram_pipeline`` runs every stage on TensorFlow's in-memory 
 for gs://; Beam reads and writes it through preprocessing/ram_filesystem.py) through the pipeline's
 components, each stage reading its inputs only through the artifacts it is given.
 """
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -110,3 +112,25 @@ def test_a_missing_or_mistyped_input_is_one_clear_error(ram_pipeline):
         af.Preprocessed.read(f"{ram_pipeline['root']}/nothing-here")
     with pytest.raises(af.ArtifactError, match="not a Preprocessed"):
         af.Preprocessed.read(model_uri)
+
+
+def test_ingested_item_images_travel_with_the_data_to_the_content_tower(tmp_path):
+    from preprocessing.sources import images
+    from recsys.config import Config
+    from trainer.train import with_item_images
+
+    cfg = Config(workdir=str(tmp_path))
+    cfg.data.n_users, cfg.data.n_items, cfg.data.events_per_user = 20, 30, 3
+    plain = stages.ingest(cfg, str(tmp_path / "plain"))
+    assert plain.get("item_images") is False and not os.path.exists(tmp_path / "plain" / images.IMAGES_FILE)
+    cfg.data.item_images = True
+    raw = stages.ingest(cfg, str(tmp_path / "raw"))
+    assert raw.get("item_images") is True and raw.fingerprint != plain.fingerprint
+    ids, pixels = images.read(str(tmp_path / "raw" / images.IMAGES_FILE))
+    assert len(ids) == 30 and pixels.dtype == np.uint8
+    stages.copy_item_images(raw.uri, str(tmp_path / "pre"))  # what preprocess and add_feedback do
+    cfg.retrieval.item_images = "data"
+    assert with_item_images(cfg.retrieval, str(tmp_path / "pre")).item_images.endswith(images.IMAGES_FILE)
+    assert cfg.retrieval.item_images == "data"  # resolved on a copy
+    with pytest.raises(FileNotFoundError, match="data.item_images=true"):
+        with_item_images(cfg.retrieval, str(tmp_path / "plain"))
