@@ -293,7 +293,10 @@ def lead_over_best(topks: Dict[str, np.ndarray], targets: np.ndarray, users: np.
 
 
 def sampled(ev: Dict[str, Any], trained, vectors: np.ndarray, n_negatives: int, seed: int,
-            fitted: Optional[Dict[str, Any]] = None) -> Dict[str, np.ndarray]:
+            fitted: Optional[Dict[str, Any]] = None,
+            extra_vectors: Optional[Dict[str, tuple]] = None) -> Dict[str, np.ndarray]:
+    """Every model's ranking of each test item among the same sampled negatives (``extra_vectors``: the
+    extra models' (query, item) vectors, scored by their dot product)."""
     from trainer import baselines, evaluation
 
     q, targets, exclude = ev["q"], ev["targets"], ev["exclude"]
@@ -306,6 +309,9 @@ def sampled(ev: Dict[str, Any], trained, vectors: np.ndarray, n_negatives: int, 
     def popularity(rows, cand):
         return counts[cand]
 
+    def dot(qv, iv):
+        return lambda rows, cand: np.einsum("bd,bkd->bk", qv[rows], iv[cand])
+
     def baseline(model):
         def score(rows, cand):
             full = model.score_matrix(baselines.input_matrix(ev["prior"], n_items, rows))
@@ -315,6 +321,7 @@ def sampled(ev: Dict[str, Any], trained, vectors: np.ndarray, n_negatives: int, 
 
     fns = [("popularity", popularity), ("two_tower", two_tower)]
     fns += [(kind, baseline(model)) for kind, (model, _) in (fitted or {}).items()]
+    fns += [(name, dot(qv, iv)) for name, (qv, iv) in (extra_vectors or {}).items()]
     return {name: evaluation.sampled_negatives_topk(fn, targets, n_items, n_negatives, seed=seed, exclude=exclude)
             for name, fn in fns}
 
@@ -420,6 +427,7 @@ def run_dataset(name: str, args, out_dir: str, log: Callable[[str], None]) -> Di
             info.setdefault("baseline_tuning", {}).setdefault(protocol, {})[kind] = rec
         timings[f"baselines_{protocol}_s"] = time.perf_counter() - t1
         extras: Dict[str, Dict[str, Any]] = {}
+        extra_vectors: Dict[str, tuple] = {}
         if args.model_list:  # sequence towers, item2vec, Mult-VAE: benchmarks/quality_models.py
             from benchmarks import quality_models
 
@@ -427,6 +435,7 @@ def run_dataset(name: str, args, out_dir: str, log: Callable[[str], None]) -> Di
                                               f"{name}/{protocol}", max(KS))
             topks.update(more["topk"])
             extras.update(more["extra"])
+            extra_vectors = more["vectors"]
             timings.update(more["timings"])
             if more["errors"]:
                 info.setdefault("model_errors", {})[protocol] = more["errors"]
@@ -458,7 +467,7 @@ def run_dataset(name: str, args, out_dir: str, log: Callable[[str], None]) -> Di
                 info.setdefault("leads", []).append(dict(lead, protocol=protocol))
         if protocol == "leave_one_out_full":
             t1 = time.perf_counter()
-            s_topks = sampled(ev, trained, vectors, args.sampled_negatives, args.seed, fitted)
+            s_topks = sampled(ev, trained, vectors, args.sampled_negatives, args.seed, fitted, extra_vectors)
             for model, topk in s_topks.items():
                 row = {"dataset": name, "protocol": "sampled_1_99", "model": model}
                 row.update(metrics_row(topk, ev["targets"], n_items, popularity, genres))

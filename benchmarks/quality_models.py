@@ -76,12 +76,16 @@ def _sample_request(version_dir: str, trained) -> Dict[str, np.ndarray]:
 
 def extra_topks(protocol: str, version_dir: str, trained, ev: Dict[str, Any], cfg, names: Sequence[str],
                 work: str, log: Callable[[str], None], tag: str, kmax: int = 100) -> Dict[str, Any]:
-    """Top-``kmax`` lists of the requested models on ``ev``'s queries; {"topk", "extra", "timings"}."""
+    """Top-``kmax`` lists of the requested models on ``ev``'s queries; {"topk", "extra", "timings", "vectors"}.
+
+    ``vectors``: each model's (query vectors, item vectors), whose dot product is its score: what the
+    sampled protocol (``quality.sampled``) ranks the test item and its sampled negatives by."""
     from trainer import evaluation
 
     topk: Dict[str, np.ndarray] = {}
     extra: Dict[str, Dict[str, Any]] = {}
     timings: Dict[str, float] = {}
+    vectors: Dict[str, tuple] = {}
     for name in names:
         t0 = time.perf_counter()
         try:
@@ -90,6 +94,7 @@ def extra_topks(protocol: str, version_dir: str, trained, ev: Dict[str, Any], cf
             if not np.array_equal(np.asarray(targets), np.asarray(ev["targets"])):
                 raise RuntimeError(f"{name}: its eval queries differ from the two-tower's")
             topk[name] = evaluation.full_ranking_topk(q, item_vectors, kmax, ev["exclude"])
+            vectors[name] = (np.asarray(q), np.asarray(item_vectors))
             extra[name] = info
         except Exception as e:  # noqa: BLE001  (one failing model must not cost the other rows)
             import traceback
@@ -99,7 +104,7 @@ def extra_topks(protocol: str, version_dir: str, trained, ev: Dict[str, Any], cf
             extra[name] = {"error": f"{type(e).__name__}: {e}"}
         timings[f"{name}_{protocol}_s"] = time.perf_counter() - t0
     return {"topk": topk, "extra": {k: v for k, v in extra.items() if k in topk}, "timings": timings,
-            "errors": {k: v["error"] for k, v in extra.items() if "error" in v}}
+            "vectors": vectors, "errors": {k: v["error"] for k, v in extra.items() if "error" in v}}
 
 
 # ---------------------------------------------------------------- the models
