@@ -410,6 +410,8 @@ def run_dataset(name: str, args, out_dir: str, log: Callable[[str], None]) -> Di
     ranker_status: Dict[str, Any] = {}
     why_not = rankers_available() if args.ranker_list else "skipped (--rankers none)"
     for protocol, version_dir in (("time_split_full", ts_dir), ("leave_one_out_full", loo_dir)):
+        if protocol not in args.protocol_list:
+            continue
         cfg = make_config(args, work)
         t0 = time.perf_counter()
         trained, vectors, train_s = train_two_tower(version_dir, cfg, os.path.join(work, f"train_{protocol}"))
@@ -581,9 +583,10 @@ def plot(datasets: List[Dict[str, Any]], path: str) -> Optional[str]:
     if not ds:
         return None
     metrics = ["recall@10", "ndcg@10", "recall@100", "mrr"]
-    fig, axes = plt.subplots(len(ds), len(PROTOCOLS), figsize=(5.2 * len(PROTOCOLS), 4.2 * len(ds)), squeeze=False)
+    shown = [p for p in PROTOCOLS if any(r["protocol"] == p for d in ds for r in d["rows"])]  # those that ran
+    fig, axes = plt.subplots(len(ds), len(shown), figsize=(5.2 * len(shown), 4.2 * len(ds)), squeeze=False)
     for i, d in enumerate(ds):
-        for j, protocol in enumerate(PROTOCOLS):
+        for j, protocol in enumerate(shown):
             ax = axes[i][j]
             rows = [r for r in d["rows"] if r["protocol"] == protocol]
             mets = ["recall@10", "ndcg@10"] if protocol == "sampled_1_99" else metrics
@@ -652,6 +655,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preprocessing the leave-one-out split is cut from: 'full' = a second pipeline run with "
                         "eval_fraction=0 (vocabularies cover the test items; default), 'time_split' = the time-split "
                         "run (faster; LOO pessimistic; --quick's default)")
+    p.add_argument("--protocols", default="time_split_full,leave_one_out_full",
+                   help="comma-separated full-ranking protocols to run (sampled_1_99 comes with leave_one_out_full); "
+                        "each costs every model a training per dataset")
     p.add_argument("--epochs", type=int, default=None, help="two-tower epochs (default: the config's 8; --quick: 2)")
     p.add_argument("--rankers", default="dcn",
                    help="comma-separated ranking variants to train and evaluate on the full-ranking protocols "
@@ -695,7 +701,12 @@ def resolve_args(argv) -> argparse.Namespace:
             raise SystemExit(f"--ranker-protocols: {x!r} is not a full-ranking protocol")
     a.baseline_list = [] if a.baselines.strip().lower() == "none" else [
         b.strip() for b in a.baselines.split(",") if b.strip()]
-    a.protocol_list = list(PROTOCOLS) if a.tfrs_protocol == "on" else [p for p in PROTOCOLS if p != "tfrs_random_80_20"]
+    full = [x.strip() for x in a.protocols.split(",") if x.strip()]
+    for x in full:
+        if x not in ("time_split_full", "leave_one_out_full"):
+            raise SystemExit(f"--protocols: {x!r} is not a full-ranking protocol (time_split_full, leave_one_out_full)")
+    a.protocol_list = [p for p in PROTOCOLS if p in full or (p == "sampled_1_99" and "leave_one_out_full" in full)
+                       or (p == "tfrs_random_80_20" and a.tfrs_protocol == "on")]
     from benchmarks import quality_models
 
     a.model_list = quality_models.model_list(a.models if a.models is not None else
