@@ -44,6 +44,7 @@ from recsys.config import Config
 from recsys.layout import RunLayout
 
 DAY = 86400
+CLIENT_TIMEOUT_S = 120.0  # the simulated users' deadline per request (serving.client's default is 10 s)
 LOG_NAME = "requests"
 
 
@@ -144,6 +145,10 @@ def serve_round(client, model: str, reqs: Dict[str, Dict[str, np.ndarray]], log_
     from preprocessing import feedback_sim
     from serving import request_log
 
+    for label in (labels or {None: None}):
+        if explore and SIGNATURES["explore"] not in client.metadata(model, label):
+            raise RuntimeError(f"{model} ({label or 'latest version'}) has no explore signature: versions get it when "
+                               f"exported with exploration.policy=epsilon_greedy")
     versions = {}
     for user, request in reqs.items():
         label = arm_of(user) if labels else None
@@ -264,7 +269,8 @@ def run_loop(cfg: Config, rounds: int = 2, model: str = "retrieval", k: int = 10
     log(f"[loop] serving {model} from {cfg.model_base_path} at {server.grpc_address}, logging to {log_dir}")
     rows, round_logs, round_events, labels = [], [], [], None
     try:
-        with ServingClient(server.grpc_address) as client:
+        # a signature's first call on a fresh version may take seconds on a loaded machine: a patient client
+        with ServingClient(server.grpc_address, timeout=CLIENT_TIMEOUT_S) as client:
             data_end = max_timestamp(newest_raw(cfg))
             for r in range(1, rounds + 2):
                 at_ts = data_end + r * DAY

@@ -15,9 +15,10 @@ Serving (with the ScaNN ops) returns final recommendations:
   recommend(raw query features, exclude_item_ids [B, M] string ('' = none), num_candidates [B] int32,
             k [B] int32): per-row N (clipped to 1..max N fixed at export) and k (clipped to 1..N);
             output width = the largest k in the batch, shorter rows padded with '' / 0.
-  explore(raw query features): serving_default's list, re-ranked by the version's exploration policy
+  explore(raw query features), in versions exported with exploration.policy=epsilon_greedy (opt-in: one
+            more traced graph costs export time): serving_default's list, re-ranked epsilon-greedily
             (``epsilon_greedy_top_k``: epsilon and the candidate pool C baked at export from
-            ``config.exploration``; epsilon 0 unless exploration.policy=epsilon_greedy), plus
+            ``config.exploration``; epsilon 0 gives serving_default's list), plus
             propensities [B, k] (P(this item at this position) under the policy), greedy_item_ids
             [B, k] (what serving_default shows), explored [B] (this row got the random list) and
             epsilon [B]. The client picks the policy per request by the signature it calls; the
@@ -308,8 +309,8 @@ def export_ranking(tft_output, ranker, base: str, version: int,
 
 def exploration_settings(xcfg) -> Dict[str, float]:
     """The explore signature's policy from ``config.exploration`` (None: greedy): epsilon-greedy's epsilon,
-    candidates and seed. Only epsilon_greedy runs in the graph; other policies export a greedy explore
-    signature (propensity 1) -- Thompson sampling needs feedback posteriors (recsys simulate, offline)."""
+    candidates and seed. Only epsilon_greedy runs in the graph (and only then is the signature exported):
+    Thompson sampling needs the items' feedback posteriors (recsys simulate, offline)."""
     from recsys.config import ExplorationConfig
     from recsys.exploration import check_settings
 
@@ -324,7 +325,7 @@ def export_recommend(tft_output, query_tower, item_vectors: np.ndarray, catalogu
                      warmup: Optional[Dict[str, np.ndarray]] = None, name: str = "recommend",
                      exploration=None) -> str:
     """The one-call recommender (see the module docstring); ``kind`` = scann | brute_force;
-    ``exploration``: ``config.exploration``, the explore signature's policy (default: greedy)."""
+    ``exploration``: ``config.exploration``; with policy epsilon_greedy the version gets the explore signature."""
     max_n = max(1, min(rcfg.recommend_candidates, catalogue.size))
     max_fetch = min(catalogue.size, max_n + schema.HISTORY_LENGTH + MAX_EXCLUDE)
     index = index_by_position(kind, item_vectors, max_fetch, ecfg)
@@ -334,7 +335,6 @@ def export_recommend(tft_output, query_tower, item_vectors: np.ndarray, catalogu
     module.set_exploration(**exploration_settings(exploration))
     specs = query_specs()
     serve = tf.function(module.serve).get_concrete_function(**specs)
-    explore = tf.function(module.explore).get_concrete_function(**specs)
     options = dict(specs, exclude_item_ids=tf.TensorSpec([None, None], tf.string, name="exclude_item_ids"),
                    num_candidates=tf.TensorSpec([None], tf.int32, name="num_candidates"),
                    k=tf.TensorSpec([None], tf.int32, name="k"))
@@ -342,8 +342,10 @@ def export_recommend(tft_output, query_tower, item_vectors: np.ndarray, catalogu
     request = warmup if warmup is not None else _dummy(specs)
     check_request(request, specs)
     _call(serve, request)  # ScaNN builds its searcher lazily: call once before saving
-    return save_atomically(module, {"serving_default": serve, "recommend": serve_options, "explore": explore},
-                           base, name, version,
+    signatures = {"serving_default": serve, "recommend": serve_options}
+    if exploration is not None and exploration.policy == "epsilon_greedy":
+        signatures["explore"] = tf.function(module.explore).get_concrete_function(**specs)
+    return save_atomically(module, signatures, base, name, version,
                            warmup, namespace_whitelist=["Scann"] if kind == "scann" else None)
 
 

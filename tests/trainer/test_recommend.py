@@ -9,9 +9,11 @@ import pytest
 import tensorflow as tf
 
 from preprocessing.utf8 import to_str
+from recsys.config import ExplorationConfig
 from trainer import export_recommend as xr
 
 K, N = 10, 50
+EXPLORE_AT_ZERO = ExplorationConfig(policy="epsilon_greedy", epsilon=0.0)  # the explore signature, greedy
 
 
 def _requests(cfg, version_dir, n_users=6):
@@ -42,7 +44,7 @@ def exported_stages(ranking_cfg, preprocessed, trained, dcn_ranker, tmp_path_fac
                                           warmup=xr.ranking_request(one, tr.catalogue, [0, 1, 2])),
              "recommend": xr.export_recommend(tr.tft_output, tr.model.query_tower, trained["item_vectors"],
                                               tr.catalogue, dcn_ranker.model, base, 3, cfg.export, cfg.ranking,
-                                              warmup=one)}
+                                              warmup=one, exploration=EXPLORE_AT_ZERO)}
     return {"paths": paths, "request": request, "base": base}
 
 
@@ -221,8 +223,8 @@ def test_in_graph_epsilon_greedy_propensities_are_exploration_pys():
 
 
 def test_explore_signature_greedy_at_epsilon_zero_and_exploring_above(exported_stages):
-    """Exported with the default (no exploration) policy, `explore` is serving_default plus propensity 1; the
-    same graph with the version's epsilon raised explores within the top candidates, excluding seen items."""
+    """Exported at epsilon 0, `explore` is serving_default plus propensity 1; the same graph with the version's
+    epsilon raised explores within the top candidates, excluding seen items."""
     from recsys.scann_ops import load_scann_ops
 
     load_scann_ops()
