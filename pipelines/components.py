@@ -9,7 +9,7 @@ parameter, so KFP's cache key changes with the config, and the image (set per ta
 """
 
 import os
-from typing import NamedTuple
+from typing import List, NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
@@ -24,6 +24,16 @@ def ingest(config: str, artifact_root: str, raw: Output[Dataset]):
     from pipelines import runtime
 
     runtime.ingest(config, artifact_root, raw)
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def add_feedback(config: str, artifact_root: str, raw: Input[Dataset], request_logs: List[str], events: List[str],
+                 with_feedback: Output[Dataset]):
+    """Continuous training: the newest raw data plus what users did with what they were shown (request logs
+    joined with events by request id and position) as new interactions."""
+    from pipelines import runtime
+
+    runtime.add_feedback(config, artifact_root, raw, request_logs, events, with_feedback)
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
@@ -43,6 +53,17 @@ def train_retrieval(config: str, artifact_root: str, preprocessed: Input[Dataset
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def train_retrieval_warm(config: str, artifact_root: str, preprocessed: Input[Dataset], previous: Input[Model],
+                         model: Output[Model], warm_start: bool = True):
+    """The two-tower warm-started from ``previous`` (the served model), row by row where vocabularies changed.
+    ``warm_start=False`` trains from scratch on the same DAG. (A separate component: kfp.local cannot run a
+    task whose optional input artifact is left unset.)"""
+    from pipelines import runtime
+
+    runtime.train_retrieval(config, artifact_root, preprocessed, model, previous if warm_start else None)
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def evaluate(config: str, artifact_root: str, model: Input[Model], evaluation: Output[Artifact],
              metrics: Output[Metrics]):
     """Full-ranking evaluation with honest exclusions, beside popularity, EASE, item-kNN and ALS."""
@@ -53,11 +74,12 @@ def evaluate(config: str, artifact_root: str, model: Input[Model], evaluation: O
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def train_ranker(config: str, artifact_root: str, model: Input[Model], ranker: Output[Model],
-                 evaluation: Output[Artifact], metrics: Output[Metrics]):
-    """The second-stage ranker (ranking.model) on out-of-fold retrieval candidates, with its re-ranking table."""
+                 evaluation: Output[Artifact], metrics: Output[Metrics], with_ranker: bool = True):
+    """The second-stage ranker (ranking.model) on out-of-fold retrieval candidates, with its re-ranking table.
+    ``with_ranker=False``: skipped (outputs marked so), export stages the retrieval models only."""
     from pipelines import runtime
 
-    runtime.train_ranker(config, artifact_root, model, ranker, evaluation, metrics)
+    runtime.train_ranker(config, artifact_root, model, ranker, evaluation, metrics, with_ranker)
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)

@@ -6,6 +6,13 @@ export -> bless -> push, every hand-off a typed artifact.
     recsys pipeline submit --project P --region R --pipeline-root gs://B/root --image IMAGE \\
         --service-account SA --serving-model-base-path gs://B/models [--dry-run]
 
+Continuous training (pipelines/retrain_pipeline.py, the DAG `recsys retrain` runs in process):
+
+    recsys pipeline compile --retrain --out retrain.yaml
+    recsys pipeline run-local --retrain --workdir /tmp/kfp --raw-uri RAW --previous-model-uri MODEL \\
+        --logs LOG_PREFIX --events EVENTS.jsonl --serving-model-base-path /tmp/kfp/models
+    recsys pipeline submit --retrain ... --raw-uri gs://.. --previous-model-uri gs://.. --logs gs://.. --events gs://..
+
 Components (pipelines/components.py) call ``recsys.stages`` through pipelines/runtime.py, the same
 functions the `recsys` CLI composes, so both produce the same artifacts for the same config. Caching
 is on: KFP reuses a task whose inputs (the config JSON, the input artifacts) and image are unchanged;
@@ -27,10 +34,27 @@ from typing import Dict, List, Optional, Sequence
 from kfp import compiler, dsl
 
 from pipelines import components
+from pipelines.retrain_pipeline import RETRAIN_PIPELINE_NAME, compile_retrain_pipeline, retrain_pipeline
 from pipelines.runtime import TINY_OVERRIDES, config_json, resolve_config
 
 PIPELINE_NAME = "recsys"
 STEPS = ("ingest", "preprocess", "train-retrieval", "evaluate", "train-ranker", "export", "bless", "push")
+
+# The DAG in order, for pipelines/in_process.py: (task, component, {input: (producer task, output)},
+# {output: artifact class}); tests/pipelines/test_pipeline.py checks it against the compiled pipeline.
+PIPELINE_TASKS = (
+    ("ingest", "ingest", {}, {"raw": "Dataset"}),
+    ("preprocess", "preprocess", {"raw": ("ingest", "raw")}, {"preprocessed": "Dataset"}),
+    ("train-retrieval", "train_retrieval", {"preprocessed": ("preprocess", "preprocessed")}, {"model": "Model"}),
+    ("evaluate", "evaluate", {"model": ("train-retrieval", "model")}, {"evaluation": "Artifact", "metrics": "Metrics"}),
+    ("train-ranker", "train_ranker", {"model": ("train-retrieval", "model")},
+     {"ranker": "Model", "evaluation": "Artifact", "metrics": "Metrics"}),
+    ("export", "export", {"model": ("train-retrieval", "model"), "ranker": ("train-ranker", "ranker")},
+     {"exported": "Model"}),
+    ("bless", "bless", {"exported": ("export", "exported"), "evaluation": ("evaluate", "evaluation")},
+     {"blessing": "Artifact"}),
+    ("push", "push", {"exported": ("export", "exported"), "blessing": ("bless", "blessing")}, {"pushed": "Model"}),
+)
 
 
 @dsl.pipeline(name=PIPELINE_NAME,
@@ -69,7 +93,7 @@ def compile_pipeline(out: str) -> str:
 
 
 # what run-local shows on the terminal unless --verbose (everything goes to <workdir>/run-local.log)
-PROGRESS = re.compile(r"^\s*(\[(cache|data|preprocess|train|evaluate|ranking[^\]]*|export|bless|push)\]|"
+PROGRESS = re.compile(r"^\s*(\[(cache|data|feedback|preprocess|train|evaluate|ranking[^\]]*|export|bless|push)\]|"
                       r".* vs best other |.*Task .* finished)")
 
 
@@ -95,11 +119,14 @@ class _Progress(io.TextIOBase):
 
 
 def run_local(workdir: str, overrides: Sequence[str] = (), serving_model_base_path: str = "",
-              config_file: str = "", artifact_root: Optional[str] = None, verbose: bool = False) -> Dict:
+              config_file: str = "", artifact_root: Optional[str] = None, verbose: bool = False,
+              retrain: Optional[Dict] = None) -> Dict:
     """Runs the whole pipeline with kfp's local SubprocessRunner in this interpreter's environment.
 
     Artifacts are content-addressed under ``<workdir>/artifacts`` (so a second run reuses unchanged
-    stages); the serving base path defaults to ``<workdir>/models``. Raises RuntimeError when a step fails.
+    stages); the serving base path defaults to ``<workdir>/models``. ``retrain``: run the retrain pipeline
+    with these parameters instead (raw_uri, previous_model_uri, request_logs, events, ...).
+    Raises RuntimeError when a step fails.
     """
     import contextlib
 
@@ -117,22 +144,26 @@ def run_local(workdir: str, overrides: Sequence[str] = (), serving_model_base_pa
         warnings.simplefilter("ignore")  # kfp.local warns that the image is not used (by design here)
         out = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(_Progress(log, sys.stdout))
         with out:
-            recsys_pipeline(config=config_json(cfg), serving_model_base_path=base, artifact_root=root)
+            if retrain is not None:
+                retrain_pipeline(config=config_json(cfg), serving_model_base_path=base, artifact_root=root, **retrain)
+            else:
+                recsys_pipeline(config=config_json(cfg), serving_model_base_path=base, artifact_root=root)
     return {"wall_seconds": round(time.time() - t0, 1), "workdir": workdir, "serving_model_base_path": base,
             "artifact_root": root, "log": log_path}
 
 
 def vertex_job(template: str, project: str, region: str, pipeline_root: str, image: str, config: str,
                serving_model_base_path: str, artifact_root: str = "", display_name: str = PIPELINE_NAME,
-               labels: Optional[Dict[str, str]] = None, credentials=None):
-    """The Vertex AI ``PipelineJob`` for a compiled template (caching on); nothing is sent until ``submit``."""
+               labels: Optional[Dict[str, str]] = None, credentials=None, extra_params: Optional[Dict] = None):
+    """The Vertex AI ``PipelineJob`` for a compiled template (caching on); nothing is sent until ``submit``.
+    ``extra_params``: the template's other parameters (the retrain pipeline's URIs and log locations)."""
     from google.cloud import aiplatform
 
     return aiplatform.PipelineJob(
         display_name=display_name, template_path=template, pipeline_root=pipeline_root, project=project,
         location=region, enable_caching=True, labels=labels or {"app": "recsys"}, credentials=credentials,
         parameter_values={"config": config, "serving_model_base_path": serving_model_base_path,
-                          "artifact_root": artifact_root, "image": image})
+                          "artifact_root": artifact_root, "image": image, **(extra_params or {})})
 
 
 def vertex_request(job, service_account: str = "") -> Dict:
@@ -152,12 +183,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compile", help="write the pipeline's IR YAML (KFP v2 / Vertex AI Pipelines)")
     c.add_argument("--out", default="pipeline.yaml")
+    c.add_argument("--retrain", action="store_true", help="the continuous-training pipeline (recsys-retrain)")
     for name, helptext in (("run-local", "run every step locally (kfp.local SubprocessRunner, no containers)"),
                            ("submit", "submit to Vertex AI Pipelines (or print the request with --dry-run)")):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
         s.add_argument("--config", default="", help="YAML/JSON config file (applied before the overrides)")
         s.add_argument("--serving-model-base-path", default="", help="what TF Serving loads")
+        s.add_argument("--retrain", action="store_true",
+                       help="the continuous-training pipeline: needs --raw-uri, --previous-model-uri, --logs, --events")
+        s.add_argument("--raw-uri", default="", help="(--retrain) the newest raw data to add the feedback to")
+        s.add_argument("--previous-model-uri", default="", help="(--retrain) the served model to warm-start from")
+        s.add_argument("--logs", action="append", default=[], help="(--retrain) request log prefix or file, repeatable")
+        s.add_argument("--events", action="append", default=[], help="(--retrain) events JSONL file (repeatable)")
+        s.add_argument("--cold-start", action="store_true", help="(--retrain) train from scratch, no warm start")
+        s.add_argument("--no-ranker", action="store_true", help="(--retrain) skip the ranker")
     r = sub.choices["run-local"]
     r.add_argument("--workdir", required=True, help="artifacts, models and kfp's local pipeline root go here")
     r.add_argument("-v", "--verbose", action="store_true", help="show every task's full output, not only progress")
@@ -171,13 +211,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     s.add_argument("--dry-run", action="store_true", help="print the request instead of sending it")
     args = p.parse_args(argv)
     if args.command == "compile":
-        print(compile_pipeline(args.out))
+        print(compile_retrain_pipeline(args.out) if args.retrain else compile_pipeline(args.out))
         return 0
+    retrain = _retrain_params(args, p) if args.retrain else None
     if args.command == "run-local":
         overrides = ([] if args.full_size else list(TINY_OVERRIDES)) + list(args.set)
         try:
             info = run_local(args.workdir, overrides, args.serving_model_base_path, args.config,
-                             verbose=args.verbose)
+                             verbose=args.verbose, retrain=retrain)
         except RuntimeError as e:
             print(f"pipeline failed: {' '.join(str(e).split())[:500]} (full log: "
                   f"{os.path.join(os.path.abspath(args.workdir), 'run-local.log')})", file=sys.stderr)
@@ -189,7 +230,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     cfg = resolve_config(args.config, args.set)
     with tempfile.TemporaryDirectory() as tmp:
-        template = compile_pipeline(os.path.join(tmp, "pipeline.yaml"))
+        template = (compile_retrain_pipeline if retrain else compile_pipeline)(os.path.join(tmp, "pipeline.yaml"))
         credentials = None
         if args.dry_run:
             from google.auth.credentials import AnonymousCredentials
@@ -197,13 +238,24 @@ def main(argv: Optional[List[str]] = None) -> int:
             credentials = AnonymousCredentials()
         job = vertex_job(template, args.project, args.region, args.pipeline_root, args.image, config_json(cfg),
                          args.serving_model_base_path or f"{args.pipeline_root.rstrip('/')}/models",
-                         args.artifact_root, credentials=credentials)
+                         args.artifact_root, credentials=credentials, extra_params=retrain,
+                         display_name=RETRAIN_PIPELINE_NAME if retrain else PIPELINE_NAME)
         if args.dry_run:
             print(json.dumps(vertex_request(job, args.service_account), indent=1, sort_keys=True))
             return 0
         job.submit(service_account=args.service_account or None)
     print(f"submitted: {job.resource_name}")
     return 0
+
+
+def _retrain_params(args, parser) -> Dict:
+    """The retrain pipeline's own parameters from the command line (a one-line error when one is missing)."""
+    missing = [flag for flag, value in (("--raw-uri", args.raw_uri), ("--previous-model-uri", args.previous_model_uri),
+                                        ("--logs", args.logs), ("--events", args.events)) if not value]
+    if missing:
+        parser.error(f"--retrain needs {', '.join(missing)}")
+    return {"raw_uri": args.raw_uri, "previous_model_uri": args.previous_model_uri, "request_logs": list(args.logs),
+            "events": list(args.events), "warm_start": not args.cold_start, "with_ranker": not args.no_ranker}
 
 
 if __name__ == "__main__":

@@ -70,6 +70,24 @@ def _log_metrics(metrics, evaluation: af.Evaluation) -> None:
             metrics.log_metric(name, value)
 
 
+_RESTORED: Dict = {}
+
+
+def _trained(kind, uri: str, stage: str, cfg, model: af.RetrievalModel, *inputs, **extra):
+    """The retrieval model restored from its checkpoint once per process, for a stage that reads it (None when
+    the stage's output is reused: nothing to load). KFP runs each task in its own process; `recsys retrain`
+    runs them all in one, where evaluate, the ranker and export then share one restore."""
+    from recsys import stages
+
+    if _reused(kind, uri, stages.plan(stage, cfg, model, *inputs, **extra)):
+        return None
+    key = (model.uri, model.fingerprint)
+    if key not in _RESTORED:
+        _RESTORED.clear()  # one model at a time
+        _RESTORED[key] = stages.restore_retrieval(model, cfg)
+    return _RESTORED[key]
+
+
 def _stage(kind, stage: str, kfp_out, artifact_root: str, cfg, inputs, run, **extra) -> af.Artifact:
     """One stage into ``kfp_out``: its fingerprint picks the URI (content-addressed under ``artifact_root``),
     ``run(uri)`` produces or reuses the artifact, and the KFP artifact points at it."""
@@ -100,13 +118,29 @@ def preprocess(config: str, artifact_root: str, raw, preprocessed) -> None:
            lambda uri: stages.preprocess(inp, cfg, uri, reuse=True))
 
 
-def train_retrieval(config: str, artifact_root: str, preprocessed, model) -> None:
+def add_feedback(config: str, artifact_root: str, raw, request_logs: Sequence[str], events: Sequence[str],
+                 with_feedback) -> None:
+    """The newest raw data plus request logs joined with events. The logs' and events' names, sizes and
+    mtimes are part of the fingerprint: the same locations with more in them are new input."""
+    from recsys import stages
+
+    cfg, inp = parse_config(config), stages.raw_data(raw.uri)  # raw tables written by other tools are adopted
+    logs, evs = list(request_logs), list(events)
+    _stage(af.RawData, "add_feedback", with_feedback, artifact_root, cfg, (inp,),
+           lambda uri: stages.add_feedback(inp, cfg, uri, logs, evs, reuse=True),
+           files=stages.feedback_files(logs, evs))
+
+
+def train_retrieval(config: str, artifact_root: str, preprocessed, model, previous=None) -> None:
+    """``previous``: the KFP Model to warm-start from (continuous training); it joins the lineage and the
+    fingerprint (``stages.train_retrieval``)."""
     from recsys import stages
 
     quiet_tf()
     cfg, pre = parse_config(config), af.Preprocessed.read(preprocessed.uri)
-    _stage(af.RetrievalModel, "train_retrieval", model, artifact_root, cfg, (pre,),
-           lambda uri: stages.train_retrieval(pre, cfg, uri, reuse=True)[0])
+    warm = af.RetrievalModel.read(previous.uri) if previous is not None else None
+    _stage(af.RetrievalModel, "train_retrieval", model, artifact_root, cfg, (pre, warm),
+           lambda uri: stages.train_retrieval(pre, cfg, uri, reuse=True, warm_start=warm)[0])
 
 
 def evaluate(config: str, artifact_root: str, model, evaluation, metrics) -> None:
@@ -114,22 +148,34 @@ def evaluate(config: str, artifact_root: str, model, evaluation, metrics) -> Non
 
     quiet_tf()
     cfg, m = parse_config(config), af.RetrievalModel.read(model.uri)
-    ev = _stage(af.Evaluation, "evaluate_retrieval", evaluation, artifact_root, cfg, (m,),
-                lambda uri: stages.evaluate_retrieval(m, cfg, uri, reuse=True))
+    ev = _stage(af.Evaluation, "evaluate_retrieval", evaluation, artifact_root, cfg, (m,), lambda uri: (
+        stages.evaluate_retrieval(m, cfg, uri, reuse=True,
+                                  trained=_trained(af.Evaluation, uri, "evaluate_retrieval", cfg, m))))
     _log_metrics(metrics, ev)
 
 
-def train_ranker(config: str, artifact_root: str, model, ranker, evaluation, metrics) -> None:
-    """The Ranker and its re-ranking Evaluation (inside the ranker's artifact when content-addressed)."""
+def train_ranker(config: str, artifact_root: str, model, ranker, evaluation, metrics,
+                 with_ranker: bool = True) -> None:
+    """The Ranker and its re-ranking Evaluation (inside the ranker's artifact when content-addressed).
+
+    ``with_ranker=False`` (continuous training from a served version that had no ranker) writes nothing and
+    marks both outputs ``skipped``; ``export`` then stages the retrieval models only. A flag, not ``dsl.If``:
+    kfp.local cannot run conditions."""
     from recsys import stages
 
+    if not with_ranker:
+        for out in (ranker, evaluation):
+            out.metadata["skipped"] = True
+        stages.log("[ranking] skipped: the served version has no ranker (with_ranker=false)")
+        return
     quiet_tf()
     cfg, m = parse_config(config), af.RetrievalModel.read(model.uri)
     made = {}
 
     def run(uri):
         eval_uri = af.join(uri, "evaluation") if artifact_root else evaluation.uri
-        r, made["evaluation"], _ = stages.train_ranker(m, cfg, uri, eval_uri, reuse=True)
+        trained = _trained(af.Ranker, uri, "train_ranker", cfg, m, rankers=[cfg.ranking.model], gbdt=False)
+        r, made["evaluation"], _ = stages.train_ranker(m, cfg, uri, eval_uri, reuse=True, trained=trained)
         return r
 
     t0 = time.time()
@@ -142,9 +188,11 @@ def export(config: str, artifact_root: str, model, ranker, exported) -> None:
     from recsys import stages
 
     quiet_tf()
-    cfg, m, r = parse_config(config), af.RetrievalModel.read(model.uri), af.Ranker.read(ranker.uri)
+    cfg, m = parse_config(config), af.RetrievalModel.read(model.uri)
+    r = None if ranker.metadata.get("skipped") else af.Ranker.read(ranker.uri)
     _stage(af.ExportedModels, "export", exported, artifact_root, cfg, (m, r),
-           lambda uri: stages.export(m, r, cfg, uri, reuse=True))
+           lambda uri: stages.export(m, r, cfg, uri, reuse=True, trained=_trained(af.ExportedModels, uri, "export",
+                                                                                   cfg, m, r)))
 
 
 def bless(config: str, artifact_root: str, exported, evaluation, serving_model_base_path: str, blessing) -> bool:

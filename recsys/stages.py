@@ -155,13 +155,9 @@ def raw_data(uri: str) -> af.RawData:
                       "external")
 
 
-def add_feedback(raw: af.RawData, cfg: Config, out: str, logs: Sequence[str], events: Sequence[str],
-                 reuse: bool = False) -> af.RawData:
-    """``raw`` plus what users did with what they were shown: request logs joined with events
-    (preprocessing/feedback.py) become new interactions; the joined examples, with the model, version,
-    position and propensity of each shown item, are kept beside them (``feedback/examples.jsonl``)."""
-    from preprocessing import feedback
-    from preprocessing.sources import tables
+def feedback_files(logs: Sequence[str], events: Sequence[str]) -> list:
+    """What identifies feedback input beyond its locations (logs grow under one prefix): each request log
+    and events file's name, size and mtime. A one-line error when there are none."""
     from serving import request_log
 
     log_files = sorted({f for p in logs for f in request_log.log_files(p)})
@@ -171,8 +167,18 @@ def add_feedback(raw: af.RawData, cfg: Config, out: str, logs: Sequence[str], ev
     missing = [e for e in events if not fileio.exists(e)] or ([] if events else ["(none given)"])
     if missing:
         raise FileNotFoundError(f"events file not found: {missing[0]}")
-    stamp = [[f, fileio.size(f), fileio.mtime(f)] for f in log_files + sorted(events)]
-    fp = plan("add_feedback", cfg, raw, files=stamp)
+    return [[f, fileio.size(f), fileio.mtime(f)] for f in log_files + sorted(events)]
+
+
+def add_feedback(raw: af.RawData, cfg: Config, out: str, logs: Sequence[str], events: Sequence[str],
+                 reuse: bool = False) -> af.RawData:
+    """``raw`` plus what users did with what they were shown: request logs joined with events
+    (preprocessing/feedback.py) become new interactions; the joined examples, with the model, version,
+    position and propensity of each shown item, are kept beside them (``feedback/examples.jsonl``)."""
+    from preprocessing import feedback
+    from preprocessing.sources import tables
+
+    fp = plan("add_feedback", cfg, raw, files=feedback_files(logs, events))
     hit = _cached(af.RawData, out, fp, reuse)
     if hit:
         return hit

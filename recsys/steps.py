@@ -168,9 +168,16 @@ def retrain(cfg: Config, logs, events, force: bool = False, warm_start: bool = T
     -> evaluation -> the ranker (when the served round had one) -> export -> blessing against the served
     version on the round's fresh data -> push (a running server swaps to the new version by itself).
 
-    Writes ``<run>/retrain/<round>/`` (the run layout's shape); returns the round, the decision and paths.
-    ``previous``: the model to continue from (default: the served round's).
+    This is the ``recsys-retrain`` pipeline (pipelines/retrain_pipeline.py) run in process: the same
+    components in the same DAG, their KFP artifacts at ``<run>/retrain/<round>/`` (the run layout's shape).
+    Returns the round, the decision and paths (``tasks``: each task's output URIs).
+    ``previous``: the model to continue from (default: the served round's). ``force``: the operator's
+    override, as `recsys export --force`: no blessing, pushed anyway (outside the pipeline, which never
+    pushes without one).
     """
+    from pipelines import in_process
+    from pipelines.retrain_pipeline import RETRAIN_IMPORTS, RETRAIN_TASKS
+    from pipelines.runtime import config_json
     from preprocessing import pipeline
     from trainer import export as trainer_export
 
@@ -184,24 +191,38 @@ def retrain(cfg: Config, logs, events, force: bool = False, warm_start: bool = T
     n = max(retrain_rounds(cfg), default=0) + 1
     layout = RunLayout(cfg).round(n)
     log(f"[retrain] round {n}: continuing from {previous.uri}")
-    raw = stages.add_feedback(raw, cfg, layout.raw, list(logs), list(events))
-    pre = stages.preprocess(raw, cfg, pipeline.next_version_dir(layout.preprocessed))
-    pipeline.point_latest(layout.preprocessed, pre.uri)
-    model, trained = stages.train_retrieval(pre, cfg, layout.retrieval, warm_start=previous if warm_start else None)
-    evaluation = stages.evaluate_retrieval(model, cfg, layout.retrieval_evaluation, trained=trained)
-    ranker = None
-    if af.Ranker.exists(served.ranker):
-        ranker = stages.train_ranker(model, cfg, layout.ranker, layout.ranking_evaluation, trained=trained)[0]
     version = trainer_export.new_version(0)
-    exported = stages.export(model, ranker, cfg, layout.exported(version), trained=trained)
-    blessing = None if force else stages.bless(exported, cfg, layout.blessing(version), cfg.model_base_path,
-                                               evaluation)
-    pushed = stages.push(exported, blessing, cfg.model_base_path, layout.pushed(version), version, force=force)
+    uris = {("add-feedback", "with_feedback"): layout.raw,
+            ("preprocess", "preprocessed"): pipeline.next_version_dir(layout.preprocessed),
+            ("train-retrieval-warm", "model"): layout.retrieval,
+            ("evaluate", "evaluation"): layout.retrieval_evaluation,
+            ("train-ranker", "ranker"): layout.ranker, ("train-ranker", "evaluation"): layout.ranking_evaluation,
+            ("export", "exported"): layout.exported(version), ("bless", "blessing"): layout.blessing(version),
+            ("push", "pushed"): layout.pushed(version)}
+    params = {"config": config_json(cfg), "artifact_root": "", "serving_model_base_path": cfg.model_base_path,
+              "raw_uri": raw.uri, "previous_model_uri": previous.uri, "request_logs": list(logs),
+              "events": list(events), "warm_start": bool(warm_start), "with_ranker": af.Ranker.exists(served.ranker)}
+
+    def where(task: str, name: str) -> str:  # KFP Metrics live in the task's metadata: that URI is never written
+        return uris.get((task, name)) or layout.path("kfp", task, name)
+
+    try:
+        out = in_process.run(RETRAIN_TASKS, params, where, RETRAIN_IMPORTS, skip=("bless", "push") if force else ())
+    finally:
+        if af.Preprocessed.exists(uris[("preprocess", "preprocessed")]):
+            pipeline.point_latest(layout.preprocessed, uris[("preprocess", "preprocessed")])
+    if force:
+        exported = af.ExportedModels.read(out["export"]["exported"].uri)
+        pushed = stages.push(exported, None, cfg.model_base_path, layout.pushed(version), version, force=True)
+        blessing = None
+    else:
+        pushed, blessing = af.PushedModel.read(out["push"]["pushed"].uri), out["bless"]["blessing"].uri
     if pushed.get("pushed"):
         fileio.write_text(layout.latest_round_file, f"{n}\n")
     return {"round": n, "pushed": bool(pushed.get("pushed")), "reason": pushed.get("reason"),
-            "version": pushed.get("version", version), "blessing": blessing.uri if blessing else None,
-            "round_dir": layout.run_dir, "models": pushed.get("models")}
+            "version": pushed.get("version", version), "blessing": blessing, "round_dir": layout.run_dir,
+            "models": pushed.get("models"), "tasks": {t: {k: a.uri for k, a in o.items() if hasattr(a, "uri")}
+                                                       for t, o in out.items()}}
 
 
 def reload_in_subprocess(model_dir: str, request: Dict[str, np.ndarray]) -> Dict:

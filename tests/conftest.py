@@ -105,41 +105,16 @@ def exported(run_cfg, preprocessed, trained, tmp_path_factory):
         return {"paths": paths, "request": request}
 
 
-# The pipeline's tasks in DAG order: (task, component, {input: (producer task, output)}, {output: artifact class}).
-PIPELINE_TASKS = (
-    ("ingest", "ingest", {}, {"raw": "Dataset"}),
-    ("preprocess", "preprocess", {"raw": ("ingest", "raw")}, {"preprocessed": "Dataset"}),
-    ("train-retrieval", "train_retrieval", {"preprocessed": ("preprocess", "preprocessed")}, {"model": "Model"}),
-    ("evaluate", "evaluate", {"model": ("train-retrieval", "model")}, {"evaluation": "Artifact", "metrics": "Metrics"}),
-    ("train-ranker", "train_ranker", {"model": ("train-retrieval", "model")},
-     {"ranker": "Model", "evaluation": "Artifact", "metrics": "Metrics"}),
-    ("export", "export", {"model": ("train-retrieval", "model"), "ranker": ("train-ranker", "ranker")},
-     {"exported": "Model"}),
-    ("bless", "bless", {"exported": ("export", "exported"), "evaluation": ("evaluate", "evaluation")},
-     {"blessing": "Artifact"}),
-    ("push", "push", {"exported": ("export", "exported"), "blessing": ("bless", "blessing")}, {"pushed": "Model"}),
-)
-
-
 def run_pipeline_in_process(config: str, artifact_root: str, serving_base: str, kfp_root: str):
     """Every component's own Python function (what KFP runs in each task's container), called in DAG order
-    in this process with KFP artifact objects, as a KFP launcher would. No subprocesses, so it is cheap
-    enough for CI; tests/pipelines/test_pipeline.py checks this wiring against the compiled DAG."""
-    from kfp import dsl
+    in this process with KFP artifact objects (pipelines/in_process.py, as `recsys retrain` runs its
+    pipeline). No subprocesses, so it is cheap enough for CI; tests/pipelines/test_pipeline.py checks
+    pipelines.pipeline.PIPELINE_TASKS against the compiled DAG."""
+    from pipelines import in_process
+    from pipelines.pipeline import PIPELINE_TASKS
 
-    from pipelines import components
-
-    outputs = {}
-    for task, comp, inputs, outs in PIPELINE_TASKS:
-        fn = getattr(components, comp).python_func
-        kwargs = {name: outputs[src][key] for name, (src, key) in inputs.items()}
-        made = {name: getattr(dsl, kind)(name=name, uri=f"{kfp_root}/{task}/{name}", metadata={})
-                for name, kind in outs.items()}
-        params = {"config": config, "artifact_root": artifact_root, "serving_model_base_path": serving_base}
-        wanted = fn.__code__.co_varnames[:fn.__code__.co_argcount]
-        result = fn(**{k: v for k, v in params.items() if k in wanted}, **kwargs, **made)
-        outputs[task] = dict(made, **({"blessed": result.blessed} if comp == "bless" else {}))
-    return outputs
+    params = {"config": config, "artifact_root": artifact_root, "serving_model_base_path": serving_base}
+    return in_process.run(PIPELINE_TASKS, params, lambda task, name: f"{kfp_root}/{task}/{name}")
 
 
 @pytest.fixture(scope="session")

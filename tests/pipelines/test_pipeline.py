@@ -107,19 +107,94 @@ def test_config_round_trips_through_the_pipeline_parameter():
     assert back.to_dict() == dict(cfg.to_dict(), workdir=back.workdir)
 
 
-# ---------------------------------------------------------------- runs (tiny data, on ram://)
-def test_in_process_runner_follows_the_compiled_dag(ir):
-    """tests/conftest.py runs the components in process; its wiring must be the compiled pipeline's."""
-    from tests.conftest import PIPELINE_TASKS
+# ---------------------------------------------------------------- the in-process task tables = the compiled DAGs
+def _check_table(ir, table, imports=None):
+    """pipelines/in_process.py runs ``table``: every task, its component, artifact wiring, output types and
+    parameters must be the compiled pipeline's (parameters by the same name as the pipeline's own)."""
+    from pipelines import components, in_process
 
-    tasks, order = _tasks(ir), [t for t, *_ in PIPELINE_TASKS]
-    assert order == list(pl.STEPS)
-    for task, comp, inputs, outs in PIPELINE_TASKS:
+    tasks, comps = _tasks(ir), ir["components"]
+    assert sorted(t for t, *_ in table) == sorted(tasks)  # every task, none extra
+    done = set()
+    for task, comp, inputs, outs in table:
         spec = tasks[task]
-        assert spec["componentRef"]["name"] == "comp-" + comp.replace("_", "-")
+        assert set(spec.get("dependentTasks", [])) <= done, task   # the table runs a task after its producers
+        done.add(task)
+        assert spec["componentRef"]["name"].startswith("comp-" + comp.replace("_", "-")), task
         wired = {name: (a["taskOutputArtifact"]["producerTask"], a["taskOutputArtifact"]["outputArtifactKey"])
                  for name, a in spec["inputs"].get("artifacts", {}).items()}
         assert wired == inputs, task
+        declared = comps[spec["componentRef"]["name"]]["outputDefinitions"]["artifacts"]
+        assert {k: v["artifactType"]["schemaTitle"] for k, v in declared.items()} == \
+            {k: "system." + v for k, v in outs.items()}, task
+        params = {k: v["componentInputParameter"] for k, v in spec["inputs"].get("parameters", {}).items()
+                  if "componentInputParameter" in v and not k.startswith("pipelinechannel--")}  # (the image)
+        if comp == in_process.IMPORTER:
+            assert params == {"uri": imports[task]}, task
+            continue
+        assert params == {k: k for k in params}, task   # the runner passes pipeline parameters by name
+        fn = getattr(components, comp).python_func
+        args = set(fn.__code__.co_varnames[:fn.__code__.co_argcount]) - set(inputs) - set(outs)
+        assert set(params) <= args, task
+
+
+def test_in_process_runner_follows_the_compiled_dag(ir):
+    """The ram:// fixture runs pl.PIPELINE_TASKS in process; its wiring must be the compiled pipeline's."""
+    assert [t for t, *_ in pl.PIPELINE_TASKS] == list(pl.STEPS)
+    _check_table(ir, pl.PIPELINE_TASKS)
+
+
+@pytest.fixture(scope="module")
+def retrain_ir(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("kfp") / "retrain.yaml")
+    assert pl.main(["compile", "--retrain", "--out", out]) == 0
+    with open(out) as f:
+        return yaml.safe_load(f)
+
+
+def test_retrain_pipeline_is_the_dag_recsys_retrain_runs(retrain_ir):
+    """`recsys retrain` (steps.retrain) runs RETRAIN_TASKS in process: the compiled recsys-retrain DAG."""
+    from pipelines import retrain_pipeline as rp
+
+    assert retrain_ir["pipelineInfo"]["name"] == rp.RETRAIN_PIPELINE_NAME
+    _check_table(retrain_ir, rp.RETRAIN_TASKS, rp.RETRAIN_IMPORTS)
+    params = retrain_ir["root"]["inputDefinitions"]["parameters"]
+    assert {k: params[k]["parameterType"] for k in ("raw_uri", "previous_model_uri", "request_logs", "events",
+                                                    "warm_start", "with_ranker")} == \
+        {"raw_uri": "STRING", "previous_model_uri": "STRING", "request_logs": "LIST", "events": "LIST",
+         "warm_start": "BOOLEAN", "with_ranker": "BOOLEAN"}
+    importers = {name: ex["importer"] for name, ex in retrain_ir["deploymentSpec"]["executors"].items()
+                 if "importer" in ex}
+    assert sorted(imp["typeSchema"]["schemaTitle"] for imp in importers.values()) == ["system.Dataset", "system.Model"]
+    assert all(imp["artifactUri"] == {"runtimeParameter": "uri"} and not imp.get("reimport") for imp in
+               importers.values())
+    tasks = _tasks(retrain_ir)
+    assert _upstream(tasks, "push") == set(tasks) - {"push"}   # nothing is published before every step ran
+    for name, task in tasks.items():  # growing logs and the live serving path are never cached by KFP
+        if name not in rp.RETRAIN_IMPORTS:
+            assert task["cachingOptions"].get("enableCache", False) is (name not in rp.NOT_CACHED), name
+    for name, ex in retrain_ir["deploymentSpec"]["executors"].items():
+        if "container" in ex:
+            assert "pipelinechannel--image" in ex["container"]["image"], name
+
+
+def test_retrain_submit_request_carries_the_retrain_parameters(capsys, tmp_path):
+    assert pl.main(["submit", "--retrain", "--project", "p", "--region", "europe-west4", "--pipeline-root",
+                    "gs://b/root", "--image", "eu.gcr.io/p/recsys:abc", "--raw-uri", "gs://b/raw",
+                    "--previous-model-uri", "gs://b/model", "--logs", "gs://b/logs/requests", "--events",
+                    "gs://b/events.jsonl", "--no-ranker", "--dry-run"]) == 0
+    body = json.loads(capsys.readouterr().out)["pipelineJob"]
+    values = body["runtimeConfig"]["parameterValues"]
+    assert body["pipelineSpec"]["pipelineInfo"]["name"] == "recsys-retrain"
+    assert values["raw_uri"] == "gs://b/raw" and values["previous_model_uri"] == "gs://b/model"
+    assert values["request_logs"] == ["gs://b/logs/requests"] and values["events"] == ["gs://b/events.jsonl"]
+    assert values["with_ranker"] is False and values["warm_start"] is True
+    with pytest.raises(SystemExit):  # a retrain without its inputs is a one-line usage error
+        pl.main(["run-local", "--retrain", "--workdir", str(tmp_path), "--raw-uri", "r"])
+    assert "--retrain needs --previous-model-uri, --logs, --events" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- runs (tiny data, on ram://)
 
 
 def _records(run, kind_by_output):

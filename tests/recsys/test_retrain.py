@@ -91,3 +91,20 @@ def test_missing_logs_or_events_are_one_clear_error(ram_pipeline, feedback, tmp_
         steps.retrain(cfg, [str(tmp_path / "nothing")], [feedback["events"]], previous=previous)
     with pytest.raises(FileNotFoundError, match="events file not found"):
         steps.retrain(cfg, [feedback["log"]], [str(tmp_path / "none.jsonl")], previous=previous)
+
+
+def test_retrain_ran_the_retrain_pipelines_tasks_into_the_round_layout(retrained):
+    """steps.retrain is the recsys-retrain pipeline run in process: every task of its DAG ran, each output at
+    the round's layout path; the served round had no ranker, so the ranker task was skipped and the export
+    holds the retrieval models only."""
+    from pipelines.retrain_pipeline import RETRAIN_TASKS
+
+    out, layout = retrained["out"], RunLayout(retrained["cfg"]).round(retrained["out"]["round"])
+    assert set(out["tasks"]) == {t for t, *_ in RETRAIN_TASKS}
+    assert out["tasks"]["add-feedback"]["with_feedback"] == layout.raw
+    assert out["tasks"]["train-retrieval-warm"]["model"] == layout.retrieval
+    assert out["tasks"]["importer-2"]["artifact"] == retrained["previous"].uri
+    assert out["tasks"]["bless"]["blessing"] == out["blessing"]
+    assert not af.Ranker.exists(layout.ranker)
+    exported = af.ExportedModels.read(out["tasks"]["export"]["exported"])
+    assert list(exported.names) == ["retrieval", "retrieval_brute_force"] and "ranker" not in exported.inputs
