@@ -92,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
                                                           "last version")
     lp.add_argument("--model", default="retrieval", choices=("retrieval", "recommend"),
                     help="the served model the users query (recommend needs a trained ranker)")
+    lp.add_argument("--explore-epsilon", type=float, default=None,
+                    help="> 0: every version gets the recommend model's epsilon-greedy `explore` signature and half "
+                         "the users (by id hash) call it, so each round shows exploration's effect on coverage and "
+                         "CTR beside greedy users (needs --model recommend; default: the config's exploration.*)")
     rep = sub.add_parser("report", help="online metrics per model version and day from request logs and events: "
                                         "CTR, conversion, watch time, guardrails, A/B interval; JSON, PNG, HTML")
     rep.add_argument("--logs", action="append", required=True, help="request-log filename_prefix or .tfrecord "
@@ -287,7 +291,8 @@ def _main(argv: List[str]) -> int:
 
         if args.rounds < 1:
             raise ValueError("--rounds must be at least 1")
-        out = loop.run_loop(cfg, rounds=args.rounds, model=args.model, log=steps.log)
+        out = loop.run_loop(cfg, rounds=args.rounds, model=args.model, log=steps.log,
+                            explore_epsilon=args.explore_epsilon)
         print(loop.format_summary(out))
     elif args.command == "report":
         from recsys import report
