@@ -352,9 +352,8 @@ def join_logs(log_prefixes: Union[str, Sequence[str]], events: Iterable[Mapping[
     from serving import request_log  # TensorFlow + TF Serving protos: only when logs are read
 
     prefixes = [log_prefixes] if isinstance(log_prefixes, str) else list(log_prefixes)
-    rows = [with_policy(r, policy) for p in prefixes
-            for r, policy in _zip_checked(request_log.served_item_rows(p, **reader_kwargs),
-                                          logged_policy(p, reader_kwargs.get("ids_output", "item_ids")))]
+    rows = [with_policy(r) for p in prefixes
+            for r in request_log.served_item_rows(p, extra_outputs=POLICY_OUTPUTS, **reader_kwargs)]
     events = list(events)
     joined = join(rows, events, bias)
     if estimate_bias:
@@ -366,45 +365,13 @@ def join_logs(log_prefixes: Union[str, Sequence[str]], events: Iterable[Mapping[
 POLICY_OUTPUTS = ("propensities", "greedy_item_ids")  # the explore signature's outputs the join keeps
 
 
-def logged_policy(prefix_or_paths, ids_output: str = "item_ids") -> Iterable[Dict[str, Any]]:
-    """Per shown item, in ``request_log.served_item_rows``' order (same records, same reshape): the logged
-    response's ``propensities`` and ``greedy_item_ids`` at that position, None where the response had none."""
-    from serving import request_log
-
-    for r in request_log.read_requests(prefix_or_paths):
-        ids = r.outputs.get(ids_output)
-        if ids is None:
-            continue
-        ids = ids.reshape(1, -1) if ids.ndim < 2 else ids.reshape(ids.shape[0], -1)
-        cols = {name: r.outputs[name].reshape(ids.shape) for name in POLICY_OUTPUTS
-                if name in r.outputs and r.outputs[name].size == ids.size}
-        for i in range(ids.shape[0]):
-            for j in range(ids.shape[1]):
-                prop, greedy = cols.get("propensities"), cols.get("greedy_item_ids")
-                yield {"request_id": r.request_id, "rank": j + 1,
-                       "policy_propensity": None if prop is None else float(prop[i, j]),
-                       "greedy_item_id": None if greedy is None else _utf8(greedy[i, j])}
-
-
-def _utf8(x) -> str:
-    return x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
-
-
-def _zip_checked(rows: Iterable[Dict[str, Any]], policy: Iterable[Dict[str, Any]]):
-    """Pairs two walks over the same log; a mismatch (a log file changed between them) is an error, not a guess."""
-    rows, policy = iter(rows), iter(policy)
-    for row in rows:
-        pol = next(policy, None)
-        if pol is None or (pol["request_id"], pol["rank"]) != (row["request_id"], row["rank"]):
-            raise RuntimeError("the request log changed while it was read (served rows and logged propensities "
-                               "disagree): read it again")
-        yield row, pol
-    if next(policy, None) is not None:
-        raise RuntimeError("the request log changed while it was read: read it again")
-
-
-def with_policy(row: Dict[str, Any], policy: Mapping[str, Any]) -> Dict[str, Any]:
-    return dict(row, policy_propensity=policy["policy_propensity"], greedy_item_id=policy["greedy_item_id"])
+def with_policy(row: Dict[str, Any]) -> Dict[str, Any]:
+    """A served row with the logged policy's ``policy_propensity`` and ``greedy_item_id`` (None when the
+    response had none) in place of the raw ``POLICY_OUTPUTS`` columns."""
+    row = dict(row)
+    prop, greedy = row.pop("propensities", None), row.pop("greedy_item_ids", None)
+    return dict(row, policy_propensity=None if prop is None else float(prop),
+                greedy_item_id=None if greedy is None else str(greedy))
 
 
 # ---------------------------------------------------------------- feedback -> new raw interactions

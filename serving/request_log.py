@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Dict, Iterable, Iterator, List, Optional, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import tfenv  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np
@@ -50,6 +50,7 @@ class ServedItem:
     rank: int  # 1 = first in the returned list
     item_id: str
     score: Optional[float]
+    extras: Dict[str, object] = dataclasses.field(default_factory=dict)  # read_served_lists' extra_outputs here
 
 
 @dataclasses.dataclass
@@ -112,11 +113,14 @@ def _text(x) -> object:
 
 
 def read_served_lists(prefix_or_paths: Union[str, Iterable[str]], *, ids_output: str = "item_ids",
-                      scores_output: Optional[str] = "scores", user_input: str = "user_id") -> Iterator[ServedList]:
+                      scores_output: Optional[str] = "scores", user_input: str = "user_id",
+                      extra_outputs: Sequence[str] = ()) -> Iterator[ServedList]:
     """One ServedList per example of every logged Predict whose response has ``ids_output``.
 
     The response tensors hold items in the order the server returned them, so rank is the
-    position along the last axis (+1). Other records (Classify, ...) are skipped.
+    position along the last axis (+1). Other records (Classify, ...) are skipped. ``extra_outputs``:
+    per-item response tensors (same shape as the ids) each ServedItem also carries in ``extras``;
+    one the response lacks is left out.
     """
     for r in read_requests(prefix_or_paths):
         ids = r.outputs.get(ids_output)
@@ -128,13 +132,15 @@ def read_served_lists(prefix_or_paths: Union[str, Iterable[str]], *, ids_output:
             scores = scores.reshape(ids.shape)
         else:
             scores = None
+        extra = {name: r.outputs[name].reshape(ids.shape) for name in extra_outputs
+                 if name in r.outputs and r.outputs[name].size == ids.size}
         batch = ids.shape[0]
         for i in range(batch):
             row_inputs = {k: _text(v[i]) if v.ndim >= 1 and v.shape[0] == batch else _text(v)
                           for k, v in r.inputs.items()}
             user = row_inputs.get(user_input)
-            items = [ServedItem(j + 1, _text(ids[i, j]),
-                                None if scores is None else float(scores[i, j])) for j in range(ids.shape[1])]
+            items = [ServedItem(j + 1, _text(ids[i, j]), None if scores is None else float(scores[i, j]),
+                                {name: _text(t[i, j]) for name, t in extra.items()}) for j in range(ids.shape[1])]
             yield ServedList(r.request_id, i, r.model_name, r.version, r.timestamp,
                              None if user is None else str(user), row_inputs, items)
 
@@ -145,4 +151,4 @@ def served_item_rows(prefix_or_paths: Union[str, Iterable[str]], **kwargs) -> It
         for item in s.items:
             yield {"request_id": s.request_id, "example": s.example, "model_name": s.model_name,
                    "version": s.version, "timestamp": s.timestamp, "user_id": s.user_id, "rank": item.rank,
-                   "item_id": item.item_id, "score": item.score}
+                   "item_id": item.item_id, "score": item.score, **item.extras}
