@@ -420,11 +420,12 @@ def greedy_off_policy(lists: List[Dict[str, Any]], clicked, truth, seed: int = 0
     """IPS/SNIPS of the greedy policy from exploring lists: p_log = the logged propensity, p_target = 1 where the
     greedy list has the same item at that position, else 0; the truth is the greedy lists' expected CTR."""
     from preprocessing import feedback_sim
+    from preprocessing.utf8 import to_str
     from recsys import off_policy
 
     users, positions, clicks, p_log, p_target = [], [], [], [], []
     for s in lists:
-        greedy = [_text(g) for g in s["outputs"]["greedy_item_ids"]]
+        greedy = to_str(s["outputs"]["greedy_item_ids"]).tolist()
         for pos, (item, p) in enumerate(zip(s["item_ids"], s["outputs"]["propensities"]), 1):
             users.append(s["user_id"])
             positions.append(pos)
@@ -432,14 +433,10 @@ def greedy_off_policy(lists: List[Dict[str, Any]], clicked, truth, seed: int = 0
             p_log.append(float(p))
             p_target.append(float(pos <= len(greedy) and greedy[pos - 1] == item))
     truth_greedy = feedback_sim.expected_ctr(truth, [{"user_id": s["user_id"], "item_ids": [
-        _text(g) for g in s["outputs"]["greedy_item_ids"] if _text(g)]} for s in lists])
+        g for g in to_str(s["outputs"]["greedy_item_ids"]).tolist() if g]} for s in lists])
     est = {name: fn(users, positions, clicks, p_log, p_target, seed=seed).to_json()
            for name, fn in (("ips", off_policy.ips), ("snips", off_policy.snips))}
     return {"greedy_true_ctr": truth_greedy, "greedy_ips": est["ips"], "greedy_snips": est["snips"]}
-
-
-def _text(x) -> str:
-    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
 
 
 def format_policies(policies: Dict[str, Dict[str, Any]]) -> List[str]:
