@@ -108,3 +108,20 @@ def push(exported: Input[Model], blessing: Input[Artifact], serving_model_base_p
     from pipelines import runtime
 
     runtime.push(exported, blessing, serving_model_base_path, pushed)
+
+
+def model_to_push(model, common: dict, serving_model_base_path, **ranker_params) -> list:
+    """The tail both pipelines share, from a trained retrieval ``model``: evaluate, the ranker, export (staged),
+    the blessing against the served version and push; returns those tasks in DAG order. Bless and push are
+    never cached: they read the serving base path, which changes outside the pipeline."""
+    ev = evaluate(model=model, **common).set_display_name("evaluate")
+    rank = train_ranker(model=model, **ranker_params, **common).set_display_name("train ranker")
+    rank.set_cpu_limit("4").set_memory_limit("16G")
+    exp = export(model=model, ranker=rank.outputs["ranker"], **common).set_display_name("export (staged)")
+    blessing = bless(exported=exp.outputs["exported"], evaluation=ev.outputs["evaluation"],
+                     serving_model_base_path=serving_model_base_path, **common).set_display_name("bless vs served")
+    pushed = push(exported=exp.outputs["exported"], blessing=blessing.outputs["blessing"],
+                  serving_model_base_path=serving_model_base_path).set_display_name("push")
+    for task in (blessing, pushed):
+        task.set_caching_options(False)
+    return [ev, rank, exp, blessing, pushed]

@@ -71,19 +71,9 @@ def recsys_pipeline(config: str, serving_model_base_path: str, artifact_root: st
     pre = components.preprocess(raw=ingest.outputs["raw"], **common).set_display_name("preprocess")
     train = components.train_retrieval(preprocessed=pre.outputs["preprocessed"], **common)
     train.set_display_name("train retrieval").set_cpu_limit("4").set_memory_limit("16G")
-    ev = components.evaluate(model=train.outputs["model"], **common).set_display_name("evaluate")
-    rank = components.train_ranker(model=train.outputs["model"], **common).set_display_name("train ranker")
-    rank.set_cpu_limit("4").set_memory_limit("16G")
-    exp = components.export(model=train.outputs["model"], ranker=rank.outputs["ranker"],
-                            **common).set_display_name("export (staged)")
-    blessing = components.bless(exported=exp.outputs["exported"], evaluation=ev.outputs["evaluation"],
-                                serving_model_base_path=serving_model_base_path, **common).set_display_name("bless")
-    push = components.push(exported=exp.outputs["exported"], blessing=blessing.outputs["blessing"],
-                           serving_model_base_path=serving_model_base_path).set_display_name("push")
-    for task in (ingest, pre, train, ev, rank, exp, blessing, push):
+    for task in [ingest, pre, train] + components.model_to_push(train.outputs["model"], common,
+                                                                serving_model_base_path):
         task.set_container_image(image)
-    for task in (blessing, push):  # they read the serving base path, which changes outside the pipeline
-        task.set_caching_options(False)
 
 
 def compile_pipeline(out: str) -> str:

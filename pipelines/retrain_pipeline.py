@@ -62,23 +62,13 @@ def retrain_pipeline(config: str, serving_model_base_path: str, raw_uri: str, pr
     train = components.train_retrieval_warm(preprocessed=pre.outputs["preprocessed"], previous=previous.output,
                                             warm_start=warm_start, **common)
     train.set_display_name("train retrieval (warm start)").set_cpu_limit("4").set_memory_limit("16G")
-    ev = components.evaluate(model=train.outputs["model"], **common).set_display_name("evaluate")
-    rank = components.train_ranker(model=train.outputs["model"], with_ranker=with_ranker, **common)
-    rank.set_display_name("train ranker").set_cpu_limit("4").set_memory_limit("16G")
-    exp = components.export(model=train.outputs["model"], ranker=rank.outputs["ranker"],
-                            **common).set_display_name("export (staged)")
-    blessing = components.bless(exported=exp.outputs["exported"], evaluation=ev.outputs["evaluation"],
-                                serving_model_base_path=serving_model_base_path, **common)
-    blessing.set_display_name("bless vs served")
-    push = components.push(exported=exp.outputs["exported"], blessing=blessing.outputs["blessing"],
-                           serving_model_base_path=serving_model_base_path).set_display_name("push")
-    for task in (fb, pre, train, ev, rank, exp, blessing, push):
+    tail = components.model_to_push(train.outputs["model"], common, serving_model_base_path, with_ranker=with_ranker)
+    for task in [fb, pre, train] + tail:
         task.set_container_image(image)
     # add_feedback: the log locations stay the same while TF Serving appends to them, so KFP's cache key
     # (parameters + input artifacts) cannot see new feedback; its own fingerprint (files, sizes, mtimes)
-    # still reuses an unchanged result under artifact_root. bless/push read the live serving path.
-    for task in (fb, blessing, push):
-        task.set_caching_options(False)
+    # still reuses an unchanged result under artifact_root. (bless and push: never cached either.)
+    fb.set_caching_options(False)
 
 
 def compile_retrain_pipeline(out: str) -> str:
