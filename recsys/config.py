@@ -64,6 +64,9 @@ class RetrievalConfig:
     seq_layers: int = 2              # transformer blocks
     seq_heads: int = 2               # attention heads per block
     seq_dropout: float = 0.1
+    seq_keep_pooled: bool = True     # gru / transformer: keep the mean + last-3 pooled features beside the encoder
+    seq_gate: bool = True            # with seq_keep_pooled: the encoder output is scaled by a learned scalar from 0
+    seq_tables: str = "item"         # item tables the encoder reads: item (the candidates'), shared (+ next-item), own
     # candidate tower (trainer/models/content.py): id = item id (+ content when use_item_features);
     # content = content first (title, genres, price, release, + image), the id embedding dropped with
     # probability id_dropout in training and always for items unseen in training (cold start)
@@ -311,6 +314,7 @@ CHOICES = {
     "data.source": ("synthetic", "movielens"),
     "preprocess.direct_running_mode": ("in_memory", "multi_threading", "multi_processing"),
     "retrieval.history_encoder": ("mean", "gru", "transformer"),
+    "retrieval.seq_tables": ("shared", "item", "own"),
     "retrieval.candidate_tower": ("id", "content"),
     "ranking.dcn_structure": ("stacked", "parallel"),
     "ranking.engagement_label": ("consumed", "click"),

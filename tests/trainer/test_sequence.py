@@ -16,9 +16,11 @@ from trainer.models import sequence
 from trainer.models.retrieval import TwoTowerModel
 
 
-def _cfg(encoder: str) -> RetrievalConfig:
+def _cfg(encoder: str, pooled: bool = False) -> RetrievalConfig:
+    """Small towers; ``pooled=False``: the encoder alone reads the history (what its own tests are about)."""
     cfg = RetrievalConfig(history_encoder=encoder, embedding_dim=32, id_dim=16, feature_dim=4, hidden=(64,),
-                          seq_dim=32, seq_layers=2, seq_heads=2, seq_dropout=0.0)
+                          seq_dim=32, seq_layers=2, seq_heads=2, seq_dropout=0.0, seq_keep_pooled=pooled,
+                          seq_tables="shared" if not pooled else RetrievalConfig.seq_tables)
     return cfg
 
 
@@ -154,7 +156,7 @@ def test_transformer_export_reloads_in_a_fresh_process_and_answers_over_grpc(run
     from trainer import train as trainer_train
 
     cfg = copy.deepcopy(run_cfg)  # the session's run_cfg is shared: never mutate it
-    cfg.retrieval = _cfg("transformer")
+    cfg.retrieval = _cfg("transformer", pooled=True)  # the defaults: pooled features + a gated encoder
     cfg.train.epochs, cfg.train.batch_size, cfg.train.steps_per_epoch = 1, 256, 3
     cfg.export.top_k = 20
     trained = trainer_train.train_retrieval(preprocessed, cfg, out_dir=str(tmp_path / "train"))
@@ -183,3 +185,28 @@ def test_transformer_export_reloads_in_a_fresh_process_and_answers_over_grpc(run
 
     sig = loader_impl.parse_saved_model(path).meta_graphs[0].signature_def["serving_default"]
     assert [d.size for d in sig.inputs["history_item_ids"].tensor_shape.dim] == [-1, schema.HISTORY_LENGTH]
+
+
+def test_pooled_path_kept_beside_a_silent_encoder_that_can_grow():
+    """retrieval.seq_keep_pooled: mean + last-3 features stay; the encoder enters through a learned scale from 0."""
+    feats = {k: v[:16] for k, v in _planted(4, seed=4).items()}
+    sizes = FeatureSizes(users=2, items=N_ITEMS, genres=2, title_tokens=2, ages=2, countries=2, devices=2,
+                         price_buckets=2, item_age_buckets=2)
+    cfg = _cfg("transformer", pooled=True)
+    cfg.seq_tables, cfg.seq_dim, cfg.seq_layers = "shared", 8, 1
+    tf.keras.utils.set_random_seed(6)
+    tower = TwoTowerModel(sizes, cfg).query_tower
+    base = tower(feats).numpy()
+    assert any(w is tower.encoder_scale for w in tower.trainable_weights) and float(tower.encoder_scale) == 0.0
+    shared = {id(w) for w in tower.item_embedding.weights + tower.next_item.weights}  # the tables it reads
+    own = [w for w in tower.history_encoder.trainable_weights if id(w) not in shared]
+    assert own, "the encoder has weights of its own"
+    for w in own:  # a silent encoder: its own weights cannot move the query yet
+        w.assign(w + 1.0)
+    np.testing.assert_allclose(tower(feats).numpy(), base, atol=1e-6)
+    tower.encoder_scale.assign(1.0)
+    assert np.abs(tower(feats).numpy() - base).max() > 1e-3, "once the scale grows the encoder contributes"
+    tower.encoder_scale.assign(0.0)
+    changed = dict(feats, **{T.HISTORY_IDX: feats[T.HISTORY_IDX].copy()})
+    changed[T.HISTORY_IDX][:, -1] = (changed[T.HISTORY_IDX][:, -1] + 1) % N_ITEMS
+    assert np.abs(tower(changed).numpy() - base).max() > 1e-4, "the pooled last-item features are still read"

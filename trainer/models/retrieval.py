@@ -37,7 +37,12 @@ class QueryTower(tf.keras.Model):
         # "what comes after item X" differs from "item X": the most recent items get their own table
         self.next_item = IndexEmbedding(sizes.items, cfg.id_dim, l2, vocab=schema.VOCAB_ITEM, name="next_item_embedding")
         # retrieval.history_encoder: None = mean pooling below; gru / transformer read order and time gaps
-        self.history_encoder = sequence.build_encoder(cfg, item_embedding, self.next_item)
+        self.history_encoder = sequence.build_encoder(cfg, *self._encoder_tables(sizes, cfg, item_embedding))
+        # beside the pooled features the encoder starts silent (a learned scale at 0, ReZero-style) and grows
+        # only as far as it helps: a random encoder output would otherwise swamp the small pooled embeddings
+        self.encoder_scale = (self.add_weight(name="encoder_scale", shape=[], initializer="zeros")
+                              if self.history_encoder is not None and getattr(cfg, "seq_keep_pooled", True)
+                              and getattr(cfg, "seq_gate", True) else None)
         self.head = mlp(cfg.hidden, cfg.embedding_dim, cfg.dropout, cfg.batch_norm, l2, name="query_mlp")
 
     def call(self, x: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
@@ -47,18 +52,30 @@ class QueryTower(tf.keras.Model):
                  scalar(x[T.USER_TENURE_Z]), scalar(x[T.TIME_Z])]
         if self.cfg.use_history:
             hist = x[T.HISTORY_IDX]
-            if self.history_encoder is None:
+            # retrieval.seq_keep_pooled: the encoder adds to the pooled features instead of replacing them
+            if self.history_encoder is None or getattr(self.cfg, "seq_keep_pooled", True):
                 emb = self.item_embedding(hist)
                 recent = self.next_item(hist[:, -3:])
                 parts += [masked_mean(emb, hist), recent[:, -1, :], masked_mean(recent, hist[:, -3:])]
-            else:
-                parts.append(sequence.encode(self.history_encoder, x, training=training))
+            if self.history_encoder is not None:
+                encoded = sequence.encode(self.history_encoder, x, training=training)
+                parts.append(encoded if self.encoder_scale is None else self.encoder_scale * encoded)
             parts += [tf.math.log1p(scalar(x[T.HISTORY_LEN])), scalar(x[T.HISTORY_GAP_Z])]
         x = tf.concat([p for p in parts if p is not None], axis=1)
         q = tf.math.l2_normalize(self.head(x, training=training), axis=1)
         if self.cfg.item_bias:  # pairs with the candidate's bias slot: score = <q, c> + bias(item)
             q = tf.concat([q, tf.ones_like(q[:, :1])], axis=1)
         return q
+
+    def _encoder_tables(self, sizes: FeatureSizes, cfg, item_embedding: IndexEmbedding):
+        """``retrieval.seq_tables``: the item tables the sequence encoder reads. ``shared``: the candidates' item
+        table and the next-item table; ``item``: the candidates' table only (SASRec's input = output embedding);
+        ``own``: a table of its own, so the encoder's gradients (amplified by its layer norms on small rows) do not
+        move the rows the pooled features and the candidate tower read."""
+        kind = getattr(cfg, "seq_tables", "item")
+        if kind == "own":
+            return (IndexEmbedding(sizes.items, cfg.id_dim, cfg.l2, vocab=schema.VOCAB_ITEM, name="sequence_item_embedding"),)
+        return (item_embedding,) if kind == "item" else (item_embedding, self.next_item)
 
     def _user(self, idx: tf.Tensor, training) -> tf.Tensor:
         """User id embedding; with ``retrieval.user_id_dropout`` dropped at random in training and always for
