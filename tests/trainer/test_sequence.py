@@ -210,3 +210,12 @@ def test_pooled_path_kept_beside_a_silent_encoder_that_can_grow():
     changed = dict(feats, **{T.HISTORY_IDX: feats[T.HISTORY_IDX].copy()})
     changed[T.HISTORY_IDX][:, -1] = (changed[T.HISTORY_IDX][:, -1] + 1) % N_ITEMS
     assert np.abs(tower(changed).numpy() - base).max() > 1e-4, "the pooled last-item features are still read"
+
+
+def test_sequence_settings_are_validated_in_the_config():
+    from recsys.config import ConfigError, load_config
+
+    cfg = load_config(None, ["retrieval.seq_tables=own", "retrieval.seq_keep_pooled=false"])
+    assert (cfg.retrieval.seq_tables, cfg.retrieval.seq_keep_pooled) == ("own", False)
+    with pytest.raises(ConfigError, match="seq_tables"):
+        load_config(None, ["retrieval.seq_tables=nearby"])
