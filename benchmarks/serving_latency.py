@@ -23,6 +23,7 @@ every model; recommend end to end (gRPC) p99 <= 25 ms; zero failed requests duri
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import os
 import queue
@@ -54,9 +55,9 @@ class ServerProcess:
     """``python -m serving.server`` on a free loopback port; the address is read from its first output line."""
 
     def __init__(self, args: Sequence[str], log_path: str, timeout: float = 300.0,
-                 env: Optional[Dict[str, str]] = None):
-        cmd = [sys.executable, "-m", "serving.server", "--host", "127.0.0.1", "--port", "0",
-               "--rest_api_port", "0", *args]
+                 env: Optional[Dict[str, str]] = None, command: Optional[Sequence[str]] = None):
+        cmd = list(command) if command else [sys.executable, "-m", "serving.server", "--host", "127.0.0.1",
+                                             "--port", "0", "--rest_api_port", "0", *args]
         self.log = open(log_path, "ab")
         self.log.write(("\n$ " + " ".join(cmd) + "\n").encode())
         self.log.flush()
@@ -145,6 +146,17 @@ def summarize(runs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
             "errors": sorted(set(failures))[:5]}
 
 
+def _predict_request(model: str, inputs: Dict[str, np.ndarray]):
+    from tensorflow_serving.apis import predict_pb2
+
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = model
+    req.model_spec.signature_name = "serving_default"
+    for k, v in inputs.items():
+        codec.ndarray_to_proto(np.asarray(v), req.inputs[k])
+    return req
+
+
 def grpc_caller(address: str, model: str, batches: List[Dict[str, np.ndarray]], signature: str) -> Callable:
     local = threading.local()
 
@@ -155,6 +167,94 @@ def grpc_caller(address: str, model: str, batches: List[Dict[str, np.ndarray]], 
         return client.predict(model, batches[i % len(batches)], signature)
 
     return call
+
+
+# ---------------------------------------------------------------- floors: gRPC without the model server
+ECHO_METHOD = "/recsys.bench.Echo/Echo"
+ECHO_COMMAND = [sys.executable, "-m", "benchmarks.serving_latency", "--echo_server"]
+SERVER_GRPC_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", -1),
+                       ("grpc.so_reuseport", 0)]  # what ModelServer passes (serving/server.py)
+CLIENT_GRPC_OPTIONS = [("grpc.max_receive_message_length", 64 << 20),
+                       ("grpc.max_send_message_length", 64 << 20)]  # what ServingClient passes
+
+
+def echo_server_main(kind: str) -> int:
+    """A bare gRPC echo (bytes back as they came: no protos, no TensorFlow, no metrics) with the model
+    server's options and gRPC settings; ``sync`` = grpc.server + thread pool (as ModelServer), ``aio`` =
+    grpc.aio with an ``async def`` handler on the event loop. Prints ``gRPC host:port`` like the server."""
+    import asyncio
+
+    import grpc
+
+    def handler(fn):
+        return grpc.method_handlers_generic_handler(ECHO_METHOD.split("/")[1], {
+            "Echo": grpc.unary_unary_rpc_method_handler(fn)})
+
+    if kind == "sync":
+        from concurrent import futures
+
+        server = grpc.server(futures.ThreadPoolExecutor(16), options=SERVER_GRPC_OPTIONS)
+        server.add_generic_rpc_handlers((handler(lambda request, context: request),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        print(f"gRPC 127.0.0.1:{port}", flush=True)
+        server.wait_for_termination()
+        return 0
+
+    async def echo(request, context):
+        return request
+
+    async def serve():
+        server = grpc.aio.server(options=SERVER_GRPC_OPTIONS)
+        server.add_generic_rpc_handlers((handler(echo),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        print(f"gRPC 127.0.0.1:{port}", flush=True)
+        await server.wait_for_termination()
+
+    asyncio.run(serve())
+    return 0
+
+
+def sync_echo_caller(address: str, payload: bytes) -> Callable:
+    import grpc
+
+    channel = grpc.insecure_channel(address, options=CLIENT_GRPC_OPTIONS)
+    echo = channel.unary_unary(ECHO_METHOD)
+    return lambda i: echo(payload, timeout=30)
+
+
+def aio_echo_load(address: str, payload: bytes, requests: int, warmup: int, gap_s: float) -> Dict[str, Any]:
+    """Like run_load at concurrency 1, with a grpc.aio client awaiting each call on its own event loop."""
+    import asyncio
+
+    import grpc
+
+    async def go():
+        async with grpc.aio.insecure_channel(address, options=CLIENT_GRPC_OPTIONS) as channel:
+            echo = channel.unary_unary(ECHO_METHOD)
+            for _ in range(warmup):
+                await echo(payload, timeout=30)
+            latencies, t_start = [], time.perf_counter()
+            for _ in range(requests):
+                t0 = time.perf_counter()
+                await echo(payload, timeout=30)
+                latencies.append(time.perf_counter() - t0)
+                if gap_s:
+                    await asyncio.sleep(gap_s)
+            return latencies, time.perf_counter() - t_start
+
+    latencies, wall = asyncio.run(go())
+    return {"latencies": latencies, "failures": [], "wall_s": wall}
+
+
+def measure_floors(floors: Dict[str, Callable[[], Dict[str, Any]]], rounds: int) -> List[Dict[str, Any]]:
+    """Each floor's load function run ``rounds`` times, interleaved round by round (drift spreads evenly)."""
+    runs: Dict[str, list] = {k: [] for k in floors}
+    for _ in range(rounds):
+        for key, load in floors.items():
+            runs[key].append(load())
+    return [{"floor": key, **summarize(r)} for key, r in runs.items()]
 
 
 # ---------------------------------------------------------------- profile: where the overhead goes
@@ -342,11 +442,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip_swap", action="store_true")
     p.add_argument("--toy", action="store_true", help="dry run on generated toy models (no exports needed)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    p.add_argument("--echo_server", choices=("sync", "aio"), help=argparse.SUPPRESS)  # the floors' echo process
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.echo_server:
+        return echo_server_main(args.echo_server)
     from serving.servable import Servable
 
     os.makedirs(args.out, exist_ok=True)
@@ -419,12 +522,32 @@ def main(argv: Optional[List[str]] = None) -> int:
                         rows.append({"model": m, "mode": mode, "batching": batching, "concurrency": c, **r})
                         print(f"  {m:<22} {mode:<10} batching={batching:<3} c={c}: p50 {r['p50_ms']:.2f} ms  "
                               f"p99 {r['p99_ms']:.2f} ms  qps {r['qps']:.0f}  failed {r['failed']}", flush=True)
-            # the transport alone: a GetModelStatus round trip (no TensorFlow), to split the overhead
-            status_client = ServingClient(off.address)
+            # floors, c=1, same pacing: bare echo servers (sync and aio, sync and aio clients) echoing a
+            # real request's bytes, and the model server's GetModelStatus (no TensorFlow) through ServingClient
             first = next(iter(present))
-            floor = summarize([run_load(lambda i: status_client.status(first), args.requests, 1, args.warmup,
-                                        args.gap_ms / 1e3)])
+            payload = _predict_request(first, batches[first][0]).SerializeToString()
+            status_client = ServingClient(off.address)
+            gap_s = args.gap_ms / 1e3
+            with ServerProcess([], log_path, command=ECHO_COMMAND + ["sync"]) as echo_sync, \
+                    ServerProcess([], log_path, command=ECHO_COMMAND + ["aio"]) as echo_aio:
+                floor_loads = {
+                    "echo: sync server, sync client": (echo_sync.address, "sync"),
+                    "echo: aio server, sync client": (echo_aio.address, "sync"),
+                    "echo: sync server, aio client": (echo_sync.address, "aio"),
+                    "echo: aio server, aio client": (echo_aio.address, "aio")}
+                loads = {}
+                for key, (address, client) in floor_loads.items():
+                    if client == "sync":
+                        loads[key] = functools.partial(run_load, sync_echo_caller(address, payload), per_round, 1,
+                                                       args.warmup, gap_s)
+                    else:
+                        loads[key] = functools.partial(aio_echo_load, address, payload, per_round, args.warmup,
+                                                       gap_s)
+                loads["GetModelStatus: model server, ServingClient"] = functools.partial(
+                    run_load, lambda i: status_client.status(first), per_round, 1, args.warmup, gap_s)
+                floors = measure_floors(loads, args.rounds)
             status_client.close()
+            floor = floors[-1]
         profiles = []
         if args.profile:
             flags = [f for f in common_flags if f != "--model_config_file" and f != config]
@@ -457,7 +580,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         overhead_c1 = {r["model"]: r["overhead_p50_ms"] for r in rows
                        if r["mode"] == "grpc" and r["batching"] == "off" and r["concurrency"] == 1
                        and "overhead_p50_ms" in r}
-        print(f"\ngRPC round trip without TensorFlow (GetModelStatus, c=1): p50 {floor['p50_ms']:.2f} ms")
+        print()
+        common.print_table(floors, [("floor", "gRPC floor (c=1, no TensorFlow)"), ("requests", "requests"),
+                                    ("failed", "failed"), ("p50_ms", "p50 ms", ".3f"), ("p95_ms", "p95 ms", ".3f"),
+                                    ("p99_ms", "p99 ms", ".3f"), ("qps", "QPS", ".0f")],
+                           title=f"Floors (GRPC_EXPERIMENTS={os.environ.get('GRPC_EXPERIMENTS', '')!r})")
         checks = {"grpc_overhead_p50_ms_at_c1_max": max(overhead_c1.values()) if overhead_c1 else None,
                   "grpc_status_round_trip_p50_ms": floor["p50_ms"],
                   "grpc_overhead_target_ms": TARGET_OVERHEAD_P50_MS,
@@ -481,7 +608,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("\nTargets:", checks)
         path = common.write_json(os.path.join(args.out, "serving_latency.json"), {
             "benchmark": "serving_latency", "machine": info, "args": vars(args), "model_base_path": base,
-            "models": {m: sorted(v) for m, v in present.items()}, "results": rows, "swap": swap, "checks": checks,
+            "models": {m: sorted(v) for m, v in present.items()}, "results": rows, "floors": floors, "swap": swap,
+            "checks": checks, "grpc_experiments": os.environ.get("GRPC_EXPERIMENTS"),
             "profiles": profiles})
         print(f"wrote {path}")
         ok = checks["grpc_overhead_ok"] and checks.get("swap_ok", True) and checks["failed_requests"] == 0 \
