@@ -227,17 +227,40 @@ def retrain(cfg: Config, logs, events, force: bool = False, warm_start: bool = T
 
 def reload_in_subprocess(model_dir: str, request: Dict[str, np.ndarray]) -> Dict:
     """Calls ``recsys.reload_check`` in a fresh interpreter; returns its decoded outputs."""
-    payload = {k: v.tolist() for k, v in request.items()}
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(payload, f)
-    try:
-        proc = subprocess.run([sys.executable, "-m", "recsys.reload_check", model_dir, f.name],
-                              capture_output=True, text=True, timeout=300)
-    finally:
-        os.unlink(f.name)
-    if proc.returncode != 0:
-        raise RuntimeError(f"reloading {model_dir} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return start_reload(model_dir, request).result()
+
+
+def start_reload(model_dir: str, request: Dict[str, np.ndarray], timeout: float = 300.0) -> "PendingReload":
+    """``recsys.reload_check`` started in a fresh interpreter now; ``.result()`` waits for its outputs.
+
+    The demo starts its fresh-process reloads as soon as the exports exist and works on in the
+    meantime: each child spends seconds importing TensorFlow and loading, on the other core.
+    """
+    return PendingReload(model_dir, request, timeout)
+
+
+class PendingReload:
+    def __init__(self, model_dir: str, request: Dict[str, np.ndarray], timeout: float):
+        self.model_dir, self.deadline = model_dir, time.time() + timeout
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump({k: v.tolist() for k, v in request.items()}, f)
+        self.request_file = f.name
+        self.proc = subprocess.Popen([sys.executable, "-m", "recsys.reload_check", model_dir, f.name],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def result(self) -> Dict:
+        try:
+            out, err = self.proc.communicate(timeout=max(self.deadline - time.time(), 1.0))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            raise RuntimeError(f"reloading {self.model_dir} timed out")
+        finally:
+            if os.path.exists(self.request_file):
+                os.unlink(self.request_file)
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"reloading {self.model_dir} failed:\n{err[-3000:]}")
+        return json.loads(out.strip().splitlines()[-1])
 
 
 def in_process(model_dir: str, request: Dict[str, np.ndarray]) -> Dict:

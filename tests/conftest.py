@@ -143,7 +143,7 @@ MODULE_GROUPS = {
     "tests/trainer/test_ranking.py": "ranking", "tests/trainer/test_recommend.py": "ranking",
     "tests/trainer/test_explain.py": "ranking", "tests/trainer/test_export_recommend_exact.py": "ranking",
     "tests/pipelines/test_pipeline.py": "ram_pipeline", "tests/recsys/test_stages.py": "ram_pipeline",
-    "tests/recsys/test_retrain.py": "ram_pipeline",
+    "tests/recsys/test_retrain.py": "ram_pipeline", "tests/preprocessing/test_nonlocal_fs.py": "ram_pipeline",
 }
 # The groups that take minutes start first, longest first, so the two workers finish at about the same time
 # (longest-processing-time-first); the rest follow in collection order.

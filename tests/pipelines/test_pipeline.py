@@ -236,11 +236,12 @@ def test_changed_config_invalidates_only_what_depends_on_it(ram_pipeline):
 
 def test_cli_and_pipeline_produce_the_same_artifacts(ram_pipeline):
     """The CLI's steps on the same config (on ram:// too) give the pipeline's artifacts: the same
-    fingerprints, byte-identical preprocessed records, and the same plan for every later stage."""
+    fingerprints, the same preprocessed records and vocabularies (so a rerun of preprocessing is
+    deterministic), and the same plan for every later stage."""
     import tensorflow as tf
 
     from recsys import artifacts as af
-    from recsys import stages, steps
+    from recsys import fileio, stages, steps
 
     recs = _records(ram_pipeline["first"], STAGE_OUTPUTS)
     cfg = runtime.resolve_config("", list(runtime.TINY_OVERRIDES))
@@ -254,6 +255,12 @@ def test_cli_and_pipeline_produce_the_same_artifacts(ram_pipeline):
     assert a and [p.rsplit("/", 1)[1] for p in a] == [p.rsplit("/", 1)[1] for p in b]
     for x, y in zip(a, b):  # Beam does not fix the order of rows within a file: compare them as sorted rows
         assert _rows(x) == _rows(y), x
+    assets = ("transform_fn", "transform_fn", "assets")
+    vocabularies = sorted(tf.io.gfile.listdir(mine.path(*assets)))
+    assert vocabularies == sorted(tf.io.gfile.listdir(recs["pre"].path(*assets))) and vocabularies
+    for name in vocabularies:
+        assert fileio.read_bytes(mine.path(*assets, name)) == fileio.read_bytes(recs["pre"].path(*assets, name)), name
+    assert mine.uri.rsplit("/", 1)[1] == "v1" and fileio.read_text(f"{cfg.run_dir}/preprocessed/LATEST").strip() == "v1"
     assert stages.plan("train_retrieval", cfg, mine) == recs["model"].fingerprint
 
 

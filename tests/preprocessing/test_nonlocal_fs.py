@@ -4,10 +4,9 @@ TensorFlow's ram:// (in this process's memory) stands in for gs:// / s3://: raw 
 the real pipeline (DirectRunner, in process) reading and writing there through Beam's FileSystems
 (preprocessing/ram_filesystem.py) and tf.io.gfile, and the output read back from there with
 TFTransformOutput and tf.data, checked against the raw events (every valid event exactly once, split
-at the cutoff). Tiny data: 30 users x 8 events; one pipeline run, as each costs ~35 s of CPU.
+at the cutoff). The run checked is the session's ram:// pipeline run (tests/conftest.py ``ram_pipeline``:
+its ingest and preprocess stages), as each preprocessing run costs ~35 s of CPU.
 """
-import uuid
-
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -38,28 +37,25 @@ def events(version_dir, split, spec):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """One pipeline run with raw input and output on ram:// (~35 s of CPU: TF-Transform's fixed cost)."""
-    cfg = load_config(overrides=TINY)
-    tables = load_source(cfg.data)
-    ram = f"ram://preprocess-{uuid.uuid4().hex[:8]}"
+def run(ram_pipeline, tmp_path_factory):
+    """The ram:// run's raw tables and preprocessed version, and the same config's tables written locally."""
+    first = ram_pipeline["first"]
     local_raw = str(tmp_path_factory.mktemp("raw"))
-    write_raw(tables, local_raw)
-    write_raw(tables, f"{ram}/raw")
-    return {"cfg": cfg, "local_raw": local_raw, "ram": ram,
-            "version": pipeline.run(cfg, f"{ram}/raw", f"{ram}/preprocessed")}
+    write_raw(load_source(ram_pipeline["cfg"].data), local_raw)
+    return {"local_raw": local_raw, "raw": first["ingest"]["raw"].uri,
+            "version": first["preprocess"]["preprocessed"].uri}
 
 
 def test_raw_tables_on_ram_are_the_local_bytes(run):
     for name in ("interactions.jsonl.gz", "items.jsonl", "users.jsonl"):
-        assert fileio.read_bytes(f"{run['ram']}/raw/{name}") == fileio.read_bytes(f"{run['local_raw']}/{name}")
+        assert fileio.read_bytes(f"{run['raw']}/{name}") == fileio.read_bytes(f"{run['local_raw']}/{name}")
 
 
 def test_preprocessing_on_ram_writes_every_raw_event_once_split_by_time(run):
     version = run["version"]
-    assert version.startswith("ram://") and pipeline.latest(f"{run['ram']}/preprocessed") == version
+    assert version.startswith("ram://")
     raw = [(e["user_id"].encode(), e["item_id"].encode(), e["timestamp"])   # read back from ram:// too
-           for e in tables.read_interactions(f"{run['ram']}/raw/{tables.INTERACTIONS_FILE}")]
+           for e in tables.read_interactions(f"{run['raw']}/{tables.INTERACTIONS_FILE}")]
     stats = pipeline.load_stats(version)
     cutoff = stats["split_cutoff_ts"]
     assert stats["dead_letters"] == 0 and stats["train"] + stats["eval"] == len(raw) > 0
@@ -71,7 +67,6 @@ def test_preprocessing_on_ram_writes_every_raw_event_once_split_by_time(run):
     assert train == sorted(e for e in raw if e[2] < cutoff) and ev == sorted(e for e in raw if e[2] >= cutoff)
     vocab = set(out.vocabulary_by_name(schema.VOCAB_USER))   # analyzers saw the train split only
     assert vocab == {u for u, _, _ in train}
-    assert fileio.listdir(f"{run['ram']}/preprocessed") == ["LATEST", "v1"]   # no temporaries left
     assert fileio.read_bytes(f"{version}/items.jsonl") == fileio.read_bytes(f"{run['local_raw']}/items.jsonl")
     assert fileio.exists(f"{version}/raw_schema.json") and not fileio.exists(f"{version}/tmp")
 
