@@ -445,7 +445,7 @@ def demo(cfg: Config, data_dir: Optional[str] = None, is_quick: bool = False) ->
     request = steps.sample_request(cfg, version_dir)
 
     user = str(request["user_id"][0])
-    # both fresh-process reloads run beside the in-process work below (two cores: ~20 s less wall)
+    # both fresh-process reloads run beside the in-process work below (on the second core)
     reloads = {kind: steps.start_reload(paths[kind], request) for kind in ("scann", "recommend")}
     exact = steps.in_process(paths["brute_force"], request)
     explanation = steps.explain(cfg, trained, ev["item_vectors"], ranker, request)
