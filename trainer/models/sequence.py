@@ -13,6 +13,12 @@ so they need no new raw input and export with the same serving signature.
   bucketed gaps, so recent events can weigh more than old ones); the output at the most
   recent position is the history vector. Position i never attends to j > i.
 
+How the query tower combines them (trainer/models/retrieval.py): by default (``retrieval.seq_keep_pooled``) the
+encoder output sits beside the mean + last-3 pooled features, scaled by a learned scalar that starts at 0, so the
+encoder adds to today's features instead of replacing them; ``retrieval.seq_tables`` picks the item tables it
+reads (``item``: the candidates' table, SASRec's input = output embedding; ``shared``: + the next-item table;
+``own``). Setting ``seq_keep_pooled=false seq_tables=shared`` gives the encoder alone, as before.
+
 History length is whatever the data carries (the last axis of ``history_idx``): it is
 set in preprocessing (``preprocess.history_length``) and flows to training and export.
 """
