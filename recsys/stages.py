@@ -254,7 +254,13 @@ def trained_config(art: af.Artifact, cfg: Config, sub: str = "") -> Config:
     from recsys.config import load_config
 
     path = art.path(sub, "config.json") if sub else art.path("config.json")
-    return load_config(path) if fileio.exists(path) else cfg
+    if not fileio.exists(path):
+        return cfg
+    saved = load_config(path)
+    if "seq_keep_pooled" not in fileio.read_json(path).get("retrieval", {}):
+        # saved before sequence encoders sat beside the pooled history: the encoder alone, on shared tables
+        saved.retrieval.seq_keep_pooled, saved.retrieval.seq_tables = False, "shared"
+    return saved
 
 
 def restore_retrieval(model: af.RetrievalModel, cfg: Config):

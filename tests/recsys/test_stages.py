@@ -134,3 +134,24 @@ def test_ingested_item_images_travel_with_the_data_to_the_content_tower(tmp_path
     assert cfg.retrieval.item_images == "data"  # resolved on a copy
     with pytest.raises(FileNotFoundError, match="data.item_images=true"):
         with_item_images(cfg.retrieval, str(tmp_path / "plain"))
+
+
+def test_a_model_saved_before_the_pooled_sequence_path_restores_as_it_was_trained(tmp_path):
+    """Checkpoints of GRU/transformer towers trained before ``retrieval.seq_keep_pooled`` existed hold the
+    encoder alone on the shared tables: their config must rebuild that architecture, not today's default."""
+    import json
+
+    from recsys.config import Config
+
+    saved = Config(workdir=str(tmp_path)).to_dict()
+    saved["retrieval"]["history_encoder"] = "gru"
+    old = {**saved, "retrieval": {k: v for k, v in saved["retrieval"].items()
+                                  if k not in ("seq_keep_pooled", "seq_gate", "seq_tables")}}
+    for name, payload in (("old", old), ("new", saved)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(payload))
+    cfg = Config(workdir=str(tmp_path))
+    before = stages.trained_config(af.RetrievalModel(str(tmp_path / "old")), cfg).retrieval
+    assert (before.history_encoder, before.seq_keep_pooled, before.seq_tables) == ("gru", False, "shared")
+    now = stages.trained_config(af.RetrievalModel(str(tmp_path / "new")), cfg).retrieval
+    assert (now.seq_keep_pooled, now.seq_tables) == (Config().retrieval.seq_keep_pooled, Config().retrieval.seq_tables)
