@@ -152,8 +152,7 @@ MODULE_GROUPS = {
 # (longest-processing-time-first); the rest follow in collection order.
 SLOW_FIRST = ("tests/e2e/test_movielens_demo.py", "ranking", "ram_pipeline", "tests/benchmarks/test_bench_smoke.py",
               "tests/trainer/test_distribute.py", "tests/notebooks/test_walkthrough.py",
-              "tests/trainer/test_sequence.py", "tests/preprocessing/test_bad_input.py",
-              "tests/preprocessing/test_pipeline.py")
+              "tests/trainer/test_sequence.py", "tests/preprocessing/test_bad_input.py")
 
 
 def group_of(nodeid: str) -> str:
