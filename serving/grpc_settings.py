@@ -5,8 +5,8 @@ worker pool and then to the thread waiting on the completion queue: two more thr
 per message on each side than the older iomgr path, where the waiting thread polls the socket
 itself. On 2 loaded cores that is ~0.4 ms of a 1 ms loopback round trip (bare echo p50 1.10 ->
 0.68 ms with both sides switched, 0.83 server only, 0.75 client only; see serving/README.md).
-The wire protocol, TLS, Unix sockets and every API are unchanged. ``server.py`` and ``client.py``
-call ``prefer_low_latency_polling()`` before importing grpc; it does nothing when grpc is
+The wire protocol, TLS, Unix sockets and every API are unchanged. ``serving/__init__.py`` calls
+``prefer_low_latency_polling()`` before any serving module imports grpc; it does nothing when grpc is
 already imported (its core has read the variable) or when ``GRPC_EXPERIMENTS`` is set (set it,
 even to an empty string, to keep gRPC's own defaults).
 """
