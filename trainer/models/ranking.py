@@ -37,6 +37,7 @@ import tensorflow_recommenders as tfrs
 from preprocessing import schema
 from preprocessing.schema import T
 from trainer.features import FeatureSizes, IndexEmbedding, masked_mean, mlp, scalar
+from trainer.models.epoch_loss import EpochLossModel
 
 MODEL_KINDS = ("dcn", "wide_deep", "deepfm")
 
@@ -376,7 +377,7 @@ class DeepFMInteraction(tf.keras.layers.Layer):
         return self.deep(_concat(fields), training=training), pairwise + first
 
 
-class RankingModel(tfrs.models.Model):
+class RankingModel(EpochLossModel):
     """Shared feature layer -> interaction (by ``kind``) -> engagement and rating heads (multi-task)."""
 
     def __init__(self, sizes: FeatureSizes, cfg, kind: Optional[str] = None, rating_mean: float = 3.5, **kwargs):

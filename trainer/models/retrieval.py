@@ -18,6 +18,7 @@ from preprocessing import schema
 from preprocessing.schema import T
 from trainer.features import FeatureSizes, IndexEmbedding, id_keep, masked_mean, mlp, scalar, select
 from trainer.models import sequence
+from trainer.models.epoch_loss import EpochLossModel
 
 
 class QueryTower(tf.keras.Model):
@@ -129,7 +130,7 @@ def build_candidate_tower(sizes: FeatureSizes, cfg, item_embedding: IndexEmbeddi
     return CandidateTower(sizes, cfg, item_embedding, name="candidate_tower")
 
 
-class TwoTowerModel(tfrs.models.Model):
+class TwoTowerModel(EpochLossModel):
     """TFRS retrieval model; ``candidates`` (transformed catalogue) enables FactorizedTopK metrics."""
 
     def __init__(self, sizes: FeatureSizes, cfg, item_idx_counts: Optional[np.ndarray] = None,
