@@ -46,7 +46,7 @@ import numpy as np
 
 from benchmarks import common
 from serving import codec
-from serving.client import ServingClient, build_query_inputs
+from serving.client import ServingClient, build_query_inputs, predict_request
 from serving.models import list_versions
 
 KNOWN_MODELS = ("retrieval", "retrieval_brute_force", "ranking", "recommend")
@@ -150,17 +150,6 @@ def summarize(runs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     return {"requests": len(lat), "failed": len(failures), "p50_ms": pct["p50"], "p95_ms": pct["p95"],
             "p99_ms": pct["p99"], "qps": len(lat) / wall if wall > 0 else float("nan"),
             "errors": sorted(set(failures))[:5]}
-
-
-def _predict_request(model: str, inputs: Dict[str, np.ndarray]):
-    from tensorflow_serving.apis import predict_pb2
-
-    req = predict_pb2.PredictRequest()
-    req.model_spec.name = model
-    req.model_spec.signature_name = "serving_default"
-    for k, v in inputs.items():
-        codec.ndarray_to_proto(np.asarray(v), req.inputs[k])
-    return req
 
 
 def grpc_caller(address: str, model: str, batches: List[Dict[str, np.ndarray]], signature: str) -> Callable:
@@ -531,7 +520,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             # floors, c=1, same pacing: bare echo servers (sync and aio, sync and aio clients) echoing a
             # real request's bytes, and the model server's GetModelStatus (no TensorFlow) through ServingClient
             first = next(iter(present))
-            payload = _predict_request(first, batches[first][0]).SerializeToString()
+            payload = predict_request(first, batches[first][0]).SerializeToString()
             status_client = ServingClient(off.address)
             gap_s = args.gap_ms / 1e3
             with ServerProcess([], log_path, command=ECHO_COMMAND + ["sync"]) as echo_sync, \

@@ -251,13 +251,14 @@ def train_retrieval(pre: af.Preprocessed, cfg: Config, out: str, reuse: bool = F
 
 def trained_config(art: af.Artifact, cfg: Config, sub: str = "") -> Config:
     """The config a model was trained with (its architecture must match its weights), else ``cfg``."""
-    from recsys.config import load_config
+    from recsys.config import from_dict
 
     path = art.path(sub, "config.json") if sub else art.path("config.json")
     if not fileio.exists(path):
         return cfg
-    saved = load_config(path)
-    if "seq_keep_pooled" not in fileio.read_json(path).get("retrieval", {}):
+    data = fileio.read_json(path)
+    saved = from_dict(data)
+    if "seq_keep_pooled" not in data.get("retrieval", {}):
         # saved before sequence encoders sat beside the pooled history: the encoder alone, on shared tables
         saved.retrieval.seq_keep_pooled, saved.retrieval.seq_tables = False, "shared"
     return saved

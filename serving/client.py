@@ -115,6 +115,17 @@ def _read(path: Optional[str]) -> Optional[bytes]:
         return f.read()
 
 
+def predict_request(model: str, inputs: Dict[str, Any], signature_name: str = "serving_default", version=None,
+                    output_filter: Optional[Sequence[str]] = None):
+    """The gRPC PredictRequest ``ServingClient.predict`` sends (also what benchmarks replay as raw bytes)."""
+    req = predict_pb2.PredictRequest()
+    ServingClient._spec(req.model_spec, model, version, signature_name)  # noqa: SLF001 (same module)
+    for k, v in inputs.items():
+        codec.ndarray_to_proto(np.asarray(v), req.inputs[k])
+    req.output_filter.extend(output_filter or [])
+    return req
+
+
 class ServingClient:
     """predict / metadata / status against TF Serving's gRPC API (``address``) or REST API (``rest``)."""
 
@@ -188,11 +199,7 @@ class ServingClient:
         out = Prediction()
         out.signature_name = signature_name
         if self.address:
-            req = predict_pb2.PredictRequest()
-            self._spec(req.model_spec, model, version, signature_name)
-            for k, v in inputs.items():
-                codec.ndarray_to_proto(np.asarray(v), req.inputs[k])
-            req.output_filter.extend(output_filter or [])
+            req = predict_request(model, inputs, signature_name, version, output_filter)
             resp = self._rpc(self._predict.Predict, req)
             out.update({k: codec.proto_to_ndarray(v) for k, v in resp.outputs.items()})
             out.model_version = resp.model_spec.version.value if resp.model_spec.HasField("version") else None

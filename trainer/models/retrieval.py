@@ -41,9 +41,9 @@ class QueryTower(tf.keras.Model):
         self.history_encoder = sequence.build_encoder(cfg, *self._encoder_tables(sizes, cfg, item_embedding))
         # beside the pooled features the encoder starts silent (a learned scale at 0, ReZero-style) and grows
         # only as far as it helps: a random encoder output would otherwise swamp the small pooled embeddings
+        self.keep_pooled = self.history_encoder is None or cfg.seq_keep_pooled
         self.encoder_scale = (self.add_weight(name="encoder_scale", shape=[], initializer="zeros")
-                              if self.history_encoder is not None and getattr(cfg, "seq_keep_pooled", True)
-                              and getattr(cfg, "seq_gate", True) else None)
+                              if self.history_encoder is not None and cfg.seq_keep_pooled and cfg.seq_gate else None)
         self.head = mlp(cfg.hidden, cfg.embedding_dim, cfg.dropout, cfg.batch_norm, l2, name="query_mlp")
 
     def call(self, x: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
@@ -54,7 +54,7 @@ class QueryTower(tf.keras.Model):
         if self.cfg.use_history:
             hist = x[T.HISTORY_IDX]
             # retrieval.seq_keep_pooled: the encoder adds to the pooled features instead of replacing them
-            if self.history_encoder is None or getattr(self.cfg, "seq_keep_pooled", True):
+            if self.keep_pooled:
                 emb = self.item_embedding(hist)
                 recent = self.next_item(hist[:, -3:])
                 parts += [masked_mean(emb, hist), recent[:, -1, :], masked_mean(recent, hist[:, -3:])]
@@ -73,7 +73,7 @@ class QueryTower(tf.keras.Model):
         table and the next-item table; ``item``: the candidates' table only (SASRec's input = output embedding);
         ``own``: a table of its own, so the encoder's gradients (amplified by its layer norms on small rows) do not
         move the rows the pooled features and the candidate tower read."""
-        kind = getattr(cfg, "seq_tables", "item")
+        kind = cfg.seq_tables
         if kind == "own":
             return (IndexEmbedding(sizes.items, cfg.id_dim, cfg.l2, vocab=schema.VOCAB_ITEM, name="sequence_item_embedding"),)
         return (item_embedding,) if kind == "item" else (item_embedding, self.next_item)
