@@ -58,3 +58,14 @@ def build(train_cfg) -> tf.keras.optimizers.Optimizer:
     if name == "adagrad":
         return tf.keras.optimizers.Adagrad(lr)
     raise ValueError(f"unknown train.optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+def create_slots(model) -> None:
+    """The optimizer's slot variables, created before ``fit`` (the model's own weights must exist already).
+
+    A tf.function whose first trace creates variables is traced again without them, and one trace of these
+    models is most of a first epoch: created here, Keras traces ``train_step`` once instead of twice
+    (measured on the --quick demo's data: the two-tower's first epoch 10.9 -> 8.2 s, the DCN's 20.6 -> 18.9 s;
+    same losses to the printed digit).
+    """
+    model.optimizer.build(model.trainable_variables)

@@ -96,6 +96,12 @@ def train_retrieval(version_dir: str, cfg, out_dir: str, before_ts: Optional[int
         with tf.io.gfile.GFile(os.path.join(out_dir, "warm_start.json"), "w") as f:
             json.dump(dict(copied, previous=warm_start.out_dir), f, indent=2)
         print(f"[train] warm start from {warm_start.out_dir}: {copied}", flush=True)
+    if role.kind != "parameter_server":  # every variable before fit: one trace of train_step, not two
+        with role.strategy.scope():
+            if warm_start is None:  # (a warm start built them already)
+                for example in valid_ds.take(1):
+                    _build_towers(model, example)
+            optimizers.create_slots(model)
     ckpt = os.path.join(out_dir, "checkpoints", "best.weights")
     callbacks = [
         _progress(epochs),
@@ -125,7 +131,12 @@ def _warm_start(model: TwoTowerModel, tft_output, previous: TrainedRetrieval, ba
     from trainer import warm_start
 
     for m in (model, previous.model):
-        m.query_tower(batch)
-        m.candidate_tower(batch)
+        _build_towers(m, batch)
     outputs = {"old": previous.tft_output, "new": tft_output}
     return warm_start.warm_start(model, previous.model, lambda side, name: outputs[side].vocabulary_by_name(name))
+
+
+def _build_towers(model: TwoTowerModel, batch) -> None:
+    """Creates both towers' weights (inference mode: no dropout, batch norm statistics untouched)."""
+    model.query_tower(batch)
+    model.candidate_tower(batch)

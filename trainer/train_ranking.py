@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from preprocessing.schema import T
-from trainer import baselines, covisit, data, evaluation, text_table
+from trainer import baselines, covisit, data, evaluation, optimizers, text_table
 from trainer import evaluate_retrieval as er
 from trainer.features import FeatureSizes
 from trainer.progress import EpochProgress
@@ -161,6 +161,7 @@ def train_ranker(name: str, train: Pairs, valid: Pairs, sizes: FeatureSizes, cfg
     if covisit_tables is not None:
         model.set_covisit(*covisit_tables[0])
     model.compile(optimizer=tf.keras.optimizers.Adam(rcfg.learning_rate))
+    optimizers.create_slots(model)  # the model is built (example above): one trace of train_step, not two
     epochs = epochs or rcfg.epochs
     ckpt = os.path.join(out_dir, "checkpoints", "best.weights")
     keep = ("loss", "val_loss", "val_engagement_auc", "val_rating_rmse")
