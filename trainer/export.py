@@ -10,6 +10,7 @@ version. Any filesystem tf.io.gfile supports (``recsys.fileio``). ScaNN indexes 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Dict, Optional
@@ -108,6 +109,17 @@ def write_warmup(version_dir: str, model_name: str, example: Dict[str, np.ndarra
     return path
 
 
+def _signatures_only():
+    """Skips Keras' traces of every layer's ``call`` (its own loader's ``save_traces``): TF Serving, our server
+    and every reload here read the signatures alone, and those traces were a third to half of each export's
+    time. The signatures, variables and assets are saved as before."""
+    try:
+        from tf_keras.src.saving.legacy.saved_model.utils import keras_option_scope
+    except ImportError:  # another Keras layout: save as Keras would by default
+        return contextlib.nullcontext()
+    return keras_option_scope(save_traces=False)
+
+
 def save_atomically(module: tf.Module, signatures: Dict, base: str, name: str, version: int,
                     warmup: Optional[Dict[str, np.ndarray]] = None, namespace_whitelist=None) -> str:
     """Saves into ``<base>/<name>/.tmp-<version>-<pid>``, then publishes it (``trainer/publish.py``)."""
@@ -121,7 +133,8 @@ def save_atomically(module: tf.Module, signatures: Dict, base: str, name: str, v
     fileio.rmtree(tmp)
     fileio.makedirs(model_dir)
     options = tf.saved_model.SaveOptions(namespace_whitelist=namespace_whitelist) if namespace_whitelist else None
-    tf.saved_model.save(module, tmp, signatures=signatures, options=options)
+    with _signatures_only():
+        tf.saved_model.save(module, tmp, signatures=signatures, options=options)
     if warmup is not None:
         write_warmup(tmp, name, warmup)
     return publish.publish_version(base, tmp, final)

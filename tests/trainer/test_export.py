@@ -19,6 +19,12 @@ def test_layout_and_warmup(exported, run_cfg):
 
         logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(warmup)]
         assert logs and "user_id" in logs[0].predict_log.request.inputs
+        # signatures only: Keras' own per-layer call traces are not saved (export._signatures_only)
+        from tensorflow.core.protobuf import saved_model_pb2
+
+        sm = saved_model_pb2.SavedModel.FromString(open(os.path.join(model_dir, "1", "saved_model.pb"), "rb").read())
+        names = [f.signature.name for f in sm.meta_graphs[0].graph_def.library.function]
+        assert names and not [n for n in names if "layer_call" in n]
 
 
 def test_fresh_process_returns_same_top10_as_in_process(exported):
