@@ -65,7 +65,7 @@ def create_slots(model) -> None:
 
     A tf.function whose first trace creates variables is traced again without them, and one trace of these
     models is most of a first epoch: created here, Keras traces ``train_step`` once instead of twice
-    (measured on the --quick demo's data: the two-tower's first epoch 10.9 -> 8.2 s, the DCN's 20.6 -> 18.9 s;
-    same losses to the printed digit).
+    (measured on the --quick demo's data: the two-tower's first epoch 10.9 -> 7.2-8.2 s, the DCN's 20.6 ->
+    18.9 s; same losses to the printed digit).
     """
     model.optimizer.build(model.trainable_variables)
