@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -92,20 +92,23 @@ def build_index(kind: str, item_ids: np.ndarray, item_vectors: np.ndarray, k: in
 
 
 def write_warmup(version_dir: str, model_name: str, example: Dict[str, np.ndarray],
-                 signature_name: str = "serving_default") -> str:
-    """assets.extra/tf_serving_warmup_requests: PredictionLogs TF Serving replays before serving."""
+                 signature_names: Sequence[str] = ("serving_default",)) -> str:
+    """assets.extra/tf_serving_warmup_requests: PredictionLogs TF Serving replays before serving, one per
+    signature named (each signature is its own function: an unwarmed one pays its first-call cost on a
+    user's request)."""
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model_name
-    request.model_spec.signature_name = signature_name
-    for key, value in example.items():
-        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
     path = os.path.join(version_dir, "assets.extra", WARMUP_FILE)
     fileio.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path) as w:
-        log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
-        w.write(log.SerializeToString())
+        for signature_name in signature_names:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = model_name
+            request.model_spec.signature_name = signature_name
+            for key, value in example.items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            w.write(log.SerializeToString())
     return path
 
 
@@ -121,8 +124,10 @@ def _signatures_only():
 
 
 def save_atomically(module: tf.Module, signatures: Dict, base: str, name: str, version: int,
-                    warmup: Optional[Dict[str, np.ndarray]] = None, namespace_whitelist=None) -> str:
-    """Saves into ``<base>/<name>/.tmp-<version>-<pid>``, then publishes it (``trainer/publish.py``)."""
+                    warmup: Optional[Dict[str, np.ndarray]] = None, namespace_whitelist=None,
+                    warmup_signatures: Sequence[str] = ("serving_default",)) -> str:
+    """Saves into ``<base>/<name>/.tmp-<version>-<pid>``, then publishes it (``trainer/publish.py``).
+    ``warmup``: one request, written as a warmup record for each of ``warmup_signatures``."""
     from trainer import publish  # completion marker last, then the move (with its export set, if any)
 
     model_dir = fileio.join(base, name)
@@ -136,7 +141,7 @@ def save_atomically(module: tf.Module, signatures: Dict, base: str, name: str, v
     with _signatures_only():
         tf.saved_model.save(module, tmp, signatures=signatures, options=options)
     if warmup is not None:
-        write_warmup(tmp, name, warmup)
+        write_warmup(tmp, name, warmup, warmup_signatures)
     return publish.publish_version(base, tmp, final)
 
 

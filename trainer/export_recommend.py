@@ -346,7 +346,8 @@ def export_recommend(tft_output, query_tower, item_vectors: np.ndarray, catalogu
     if exploration is not None and exploration.policy == "epsilon_greedy":
         signatures["explore"] = tf.function(module.explore).get_concrete_function(**specs)
     return save_atomically(module, signatures, base, name, version,
-                           warmup, namespace_whitelist=["Scann"] if kind == "scann" else None)
+                           warmup, namespace_whitelist=["Scann"] if kind == "scann" else None,
+                           warmup_signatures=[s for s in ("serving_default", "explore") if s in signatures])
 
 
 def export_recommend_exact(tft_output, query_tower, item_vectors: np.ndarray, catalogue: data.Catalogue, ranker,
