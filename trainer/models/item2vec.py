@@ -174,6 +174,7 @@ def train_item2vec(sequences: List[np.ndarray], catalogue: data.Catalogue, icfg,
         token_counts = np.concatenate([counts, g_counts])
     model = SkipGram(vocab, icfg.dim, token_counts, icfg.negatives, seed)
     opt = tf.keras.optimizers.Adam(icfg.learning_rate)
+    opt.build([model.target, model.context])  # slots before the first trace: `step` is traced once, not twice
 
     @tf.function(reduce_retracing=True)
     def step(t, c, w):

@@ -86,6 +86,7 @@ def train_vae(user_items: Sequence[np.ndarray], n_items: int, vcfg, seed: int = 
     model = MultVAE(n_items, vcfg.hidden, vcfg.latent, vcfg.dropout, name="mult_vae")
     opt = tf.keras.optimizers.Adam(vcfg.learning_rate)
     model(tf.zeros([1, n_items]))
+    opt.build(model.trainable_variables)  # slots before the first trace: `step` is traced once, not twice
 
     @tf.function(reduce_retracing=True)
     def step(batch, beta):
