@@ -538,11 +538,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                     else:
                         loads[key] = functools.partial(aio_echo_load, address, payload, per_round, args.warmup,
                                                        gap_s)
-                loads["GetModelStatus: model server, ServingClient"] = functools.partial(
+                status_key = "GetModelStatus: model server, ServingClient"
+                loads[status_key] = functools.partial(
                     run_load, lambda i: status_client.status(first), per_round, 1, args.warmup, gap_s)
                 floors = measure_floors(loads, args.rounds)
             status_client.close()
-            floor = floors[-1]
+            floor = next(f for f in floors if f["floor"] == status_key)
         profiles = []
         if args.profile:
             flags = [f for f in common_flags if f != "--model_config_file" and f != config]

@@ -447,8 +447,10 @@ def _function_runner(fn: Callable, sig_def: meta_graph_pb2.SignatureDef) -> Call
 
 
 def write_warmup_requests(export_dir: str, model_name: str, batches: Sequence[Dict[str, np.ndarray]],
-                          signature_name: str = DEFAULT_SIGNATURE) -> str:
-    """Writes assets.extra/tf_serving_warmup_requests (PredictionLog TFRecords) that TF Serving and this server replay."""
+                          signature_names: Sequence[str] = (DEFAULT_SIGNATURE,)) -> str:
+    """Writes assets.extra/tf_serving_warmup_requests (PredictionLog TFRecords) that TF Serving and this server
+    replay: each batch once per signature named (each signature is its own function; an unwarmed one pays its
+    first call on a user's request). Any filesystem tf.io.gfile supports."""
     path = os.path.join(export_dir, WARMUP_FILE)
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path) as w:
@@ -456,8 +458,9 @@ def write_warmup_requests(export_dir: str, model_name: str, batches: Sequence[Di
             entry = prediction_log_pb2.PredictionLog()
             req = entry.predict_log.request
             req.model_spec.name = model_name
-            req.model_spec.signature_name = signature_name
             for k, v in inputs.items():
                 codec.ndarray_to_proto(np.asarray(v), req.inputs[k])
-            w.write(entry.SerializeToString())
+            for signature_name in signature_names:  # the inputs are converted once
+                req.model_spec.signature_name = signature_name
+                w.write(entry.SerializeToString())
     return path

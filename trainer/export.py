@@ -22,8 +22,9 @@ import tensorflow_recommenders as tfrs
 from preprocessing import schema
 from preprocessing.utf8 import to_bytes
 from recsys import fileio
+from serving import servable
 
-WARMUP_FILE = "tf_serving_warmup_requests"
+WARMUP_FILE = os.path.basename(servable.WARMUP_FILE)  # under assets.extra/
 
 
 def new_version(cfg_version: int = 0) -> int:
@@ -93,23 +94,8 @@ def build_index(kind: str, item_ids: np.ndarray, item_vectors: np.ndarray, k: in
 
 def write_warmup(version_dir: str, model_name: str, example: Dict[str, np.ndarray],
                  signature_names: Sequence[str] = ("serving_default",)) -> str:
-    """assets.extra/tf_serving_warmup_requests: PredictionLogs TF Serving replays before serving, one per
-    signature named (each signature is its own function: an unwarmed one pays its first-call cost on a
-    user's request)."""
-    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
-
-    path = os.path.join(version_dir, "assets.extra", WARMUP_FILE)
-    fileio.makedirs(os.path.dirname(path))
-    with tf.io.TFRecordWriter(path) as w:
-        for signature_name in signature_names:
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = model_name
-            request.model_spec.signature_name = signature_name
-            for key, value in example.items():
-                request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
-            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
-            w.write(log.SerializeToString())
-    return path
+    """assets.extra/tf_serving_warmup_requests: ``example`` once per signature (the server's own writer)."""
+    return servable.write_warmup_requests(version_dir, model_name, [example], signature_names)
 
 
 def _signatures_only():
