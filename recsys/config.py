@@ -184,7 +184,7 @@ class RankingConfig:
     # out_of_fold = a retriever that never saw those events, as at serving time | in_sample = the final retriever
     candidates: str = "out_of_fold"
     oof_fraction: float = 0.25       # the latest share of train events the ranker learns from
-    oof_epochs: int = 0              # epochs of the out-of-fold retriever (0 = train.epochs)
+    oof_epochs: int = 0              # epochs of the out-of-fold retriever (0 = the final one's best epoch)
     rating_init: str = "bias_model"  # bias_model = start the rating head at the user + item bias model | none
     # the rating head adds the user's recent ratings (history_ratings): their mean deviation from the rated items'
     # biases, shrunk towards 0 by this many pseudo-ratings (trainer/models/ranking.recent_rating_offset)

@@ -273,7 +273,9 @@ def restore_retrieval(model: af.RetrievalModel, cfg: Config):
     m, sizes, catalogue, stats, tft_output = trainer_train.build_retrieval(pre.uri, trained_config(model, cfg),
                                                                            with_metrics=False)
     m.load_weights(model.checkpoint).expect_partial()
-    return trainer_train.TrainedRetrieval(m, sizes, catalogue, stats, tft_output, {},
+    history = model.path("history.json")
+    return trainer_train.TrainedRetrieval(m, sizes, catalogue, stats, tft_output,
+                                          fileio.read_json(history) if fileio.exists(history) else {},
                                           float(model.get("train_seconds", 0.0)), model.uri)
 
 

@@ -11,6 +11,7 @@ import os
 import time
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 
 from trainer import data, distribute, optimizers
@@ -124,6 +125,12 @@ def train_retrieval(version_dir: str, cfg, out_dir: str, before_ts: Optional[int
         json.dump(sizes.to_dict(), f, indent=2)
     cfg.save(os.path.join(out_dir, "config.json"))
     return TrainedRetrieval(model, sizes, catalogue, stats, tft_output, history, seconds, out_dir)
+
+
+def best_epoch(history: dict) -> Optional[int]:
+    """The epoch early stopping kept (lowest validation loss, 1-based); None without a validation history."""
+    losses = history.get("val_loss") or []
+    return int(np.argmin(losses)) + 1 if losses else None
 
 
 def _warm_start(model: TwoTowerModel, tft_output, previous: TrainedRetrieval, batch) -> dict:

@@ -336,14 +336,16 @@ def candidate_retriever(cfg, version_dir: str, trained, item_vectors: np.ndarray
         return (lambda b: trained.model.query_tower(b)), item_vectors, None, {"candidates_from": "in_sample"}
     if rcfg.candidates != "out_of_fold":
         raise ValueError(f"ranking.candidates must be 'out_of_fold' or 'in_sample', got {rcfg.candidates!r}")
-    from trainer.train import train_retrieval
+    from trainer.train import best_epoch, train_retrieval
 
     cut = int(np.quantile(trained.stats.times, 1.0 - rcfg.oof_fraction))
     log(f"[ranking] out-of-fold candidates: retriever on train events before {cut} "
         f"({(trained.stats.times < cut).mean():.0%} of train), ranker on the rest")
     t0 = time.time()
+    # as many epochs as early stopping kept for the final retriever: the fold is the same model on 3/4 of
+    # its data, and waiting out the patience again would cost epochs whose weights are thrown away
     fold = train_retrieval(version_dir, cfg, out_dir=os.path.join(out_dir, "fold_retrieval"), before_ts=cut,
-                           epochs=rcfg.oof_epochs or None)
+                           epochs=rcfg.oof_epochs or best_epoch(trained.history))
     vectors = er.item_vectors(fold.model.candidate_tower,
                               fold.catalogue.transformed(fold.tft_output.transform_features_layer()))
     info = {"candidates_from": "out_of_fold", "fold_cutoff_ts": cut, "fold_seconds": round(time.time() - t0, 1)}
