@@ -442,12 +442,19 @@ def demo(cfg: Config, data_dir: Optional[str] = None, is_quick: bool = False) ->
     # second stage: a ranker trained on retrieval candidates, then every model staged, blessed and pushed
     ranking = steps.train_ranking(cfg, trained)
     ranker = ranking["rankers"][cfg.ranking.model].model
-    paths = steps.export(cfg, trained)
+    # the fresh interpreters of the reloads below import TensorFlow while the exports are written
+    children = {kind: steps.fresh_interpreter() for kind in ("scann", "recommend")}
+    try:
+        paths = steps.export(cfg, trained)
+    except BaseException:
+        for child in children.values():
+            child.kill()
+        raise
     request = steps.sample_request(cfg, version_dir)
 
     user = str(request["user_id"][0])
     # both fresh-process reloads run beside the in-process work below (on the second core)
-    reloads = {kind: steps.start_reload(paths[kind], request) for kind in ("scann", "recommend")}
+    reloads = {kind: steps.start_reload(paths[kind], request, child=children[kind]) for kind in ("scann", "recommend")}
     exact = steps.in_process(paths["brute_force"], request)
     explanation = steps.explain(cfg, trained, ev["item_vectors"], ranker, request)
     fresh = reloads["scann"].result()

@@ -1,8 +1,10 @@
 """Loads an exported SavedModel in a fresh process (TensorFlow + ScaNN ops only) and answers one request.
 
-``python -m recsys.reload_check MODEL_DIR REQUEST.json`` prints the signature's
+``python -m recsys.reload_check MODEL_DIR REQUEST.json [SIGNATURE]`` prints the signature's
 outputs as JSON. Used by ``recsys demo`` and the tests to prove an export is
 self-contained: no project code, no TFRS, no TF-Transform import needed.
+``python -m recsys.reload_check --stdin`` imports TensorFlow first, then reads those arguments as one
+JSON list from stdin: the demo starts it before its exports exist, so the import overlaps the exports.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import sys
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) < 2:
+    if len(argv) < 2 and argv != ["--stdin"]:
         print(__doc__)
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -23,6 +25,11 @@ def main(argv=None) -> int:
     from recsys.scann_ops import load_scann_ops
 
     load_scann_ops()
+    if argv == ["--stdin"]:
+        line = sys.stdin.readline()
+        if not line.strip():  # the parent went away (or changed its mind) before any export existed
+            return 0
+        argv = [str(a) for a in json.loads(line)]
     model = tf.saved_model.load(argv[0])
     signature = argv[2] if len(argv) > 2 else "serving_default"
     fn = model.signatures[signature]

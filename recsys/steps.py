@@ -230,23 +230,38 @@ def reload_in_subprocess(model_dir: str, request: Dict[str, np.ndarray]) -> Dict
     return start_reload(model_dir, request).result()
 
 
-def start_reload(model_dir: str, request: Dict[str, np.ndarray], timeout: float = 300.0) -> "PendingReload":
-    """``recsys.reload_check`` started in a fresh interpreter now; ``.result()`` waits for its outputs.
+def start_reload(model_dir: str, request: Dict[str, np.ndarray], timeout: float = 300.0,
+                 child: Optional[subprocess.Popen] = None) -> "PendingReload":
+    """``recsys.reload_check`` in a fresh interpreter, started now (or handed to ``child``, one from
+    ``fresh_interpreter``); ``.result()`` waits for its outputs.
 
     The demo starts its fresh-process reloads as soon as the exports exist and works on in the
     meantime: each child spends seconds importing TensorFlow and loading, on the other core.
     """
-    return PendingReload(model_dir, request, timeout)
+    return PendingReload(model_dir, request, timeout, child)
+
+
+def fresh_interpreter() -> subprocess.Popen:
+    """A fresh interpreter importing TensorFlow now and waiting for ``start_reload`` to name a model: started
+    before the exports, its seconds of imports overlap them. It exits if stdin closes first."""
+    return subprocess.Popen([sys.executable, "-m", "recsys.reload_check", "--stdin"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 class PendingReload:
-    def __init__(self, model_dir: str, request: Dict[str, np.ndarray], timeout: float):
+    def __init__(self, model_dir: str, request: Dict[str, np.ndarray], timeout: float,
+                 child: Optional[subprocess.Popen] = None):
         self.model_dir, self.deadline = model_dir, time.time() + timeout
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump({k: v.tolist() for k, v in request.items()}, f)
         self.request_file = f.name
-        self.proc = subprocess.Popen([sys.executable, "-m", "recsys.reload_check", model_dir, f.name],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if child is None:
+            self.proc = subprocess.Popen([sys.executable, "-m", "recsys.reload_check", model_dir, f.name],
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        else:  # the child reads one line and starts loading; result()'s communicate() closes stdin
+            self.proc = child
+            child.stdin.write(json.dumps([model_dir, f.name]) + "\n")
+            child.stdin.flush()
 
     def result(self) -> Dict:
         try:

@@ -202,7 +202,8 @@ def build_train_pairs(version_dir: str, query_fn: Callable, item_vectors: np.nda
             take &= b[T.TIMESTAMP] >= since_ts
         if not take.any():
             continue
-        transformed = {k: tf.boolean_mask(v, take) for k, v in b.pop("_batch").items()}
+        kept = np.flatnonzero(take)  # one gather per feature: eager boolean_mask is ~20 ops, 10x slower here
+        transformed = {k: tf.gather(v, kept) for k, v in b.pop("_batch").items()}
         b = {k: v[take] for k, v in b.items()}
         n_seen += int(take.sum())
         users = to_str(b["user_id"])
