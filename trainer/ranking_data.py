@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import weakref
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -138,7 +139,7 @@ def transform_pairs(tft_layer, query_raw: Dict[str, np.ndarray], event: np.ndarr
         ev, it = event[s:s + chunk], items[s:s + chunk]
         raw = {k: tf.constant(query_raw[k][ev]) for k in QUERY_RAW}
         raw.update({k: tf.constant(catalogue.raw[k][it]) for k in schema.CANDIDATE_FEATURES})
-        out = tft_layer(raw)
+        out = _apply(tft_layer, raw)
         parts.append({k: out[k].numpy() for k in TRANSFORMED_INPUTS})
     feats = _concat_dicts(parts) if parts else {k: np.empty(0) for k in TRANSFORMED_INPUTS}
     feats["candidate_source"] = np.full(len(event), source.encode(), dtype=object)
@@ -146,6 +147,21 @@ def transform_pairs(tft_layer, query_raw: Dict[str, np.ndarray], event: np.ndarr
     feats["retrieval_score"] = np.asarray(score, np.float32)
     assert set(feats) == set(MODEL_INPUTS)
     return feats
+
+
+_APPLY: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _apply(tft_layer, raw: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """``tft_layer(raw)`` through one tf.function per layer and input keys, for any batch size: an eager call of
+    the (tf.compat.v1-traced) transform graph costs ~0.1 s; the function, after a ~1 s trace, milliseconds."""
+    fns = _APPLY.setdefault(tft_layer, {})
+    keys = tuple(sorted(raw))
+    if keys not in fns:
+        spec = {k: tf.TensorSpec([None, *raw[k].shape[1:]], raw[k].dtype) for k in keys}
+        layer = weakref.ref(tft_layer)  # a strong reference here would keep the cache's key alive forever
+        fns[keys] = tf.function(lambda x: layer()(x), input_signature=[spec])
+    return fns[keys](raw)
 
 
 def _engagement(is_pos: np.ndarray, click: np.ndarray, label: str) -> np.ndarray:
