@@ -48,3 +48,10 @@ def test_towers_are_normalised_and_share_the_item_table(trained):
     dim = trained["trained"].model.cfg.embedding_dim
     np.testing.assert_allclose(np.linalg.norm(cands[:, :dim], axis=1), 1.0, rtol=1e-4)
     assert T.ITEM_IDX  # schema names are the contract between preprocessing and the towers
+
+
+def test_best_epoch_is_the_lowest_validation_loss_and_none_without_one():
+    from trainer.train import best_epoch
+
+    assert best_epoch({"val_loss": [3.0, 1.0, 2.0, 1.5]}) == 2  # 1-based: what early stopping restored
+    assert best_epoch({"loss": [3.0, 2.0]}) is None  # parameter-server coordinators validate nothing
