@@ -255,13 +255,13 @@ class PendingReload:
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump({k: v.tolist() for k, v in request.items()}, f)
         self.request_file = f.name
-        if child is None:
-            self.proc = subprocess.Popen([sys.executable, "-m", "recsys.reload_check", model_dir, f.name],
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        else:  # the child reads one line and starts loading; result()'s communicate() closes stdin
-            self.proc = child
-            child.stdin.write(json.dumps([model_dir, f.name]) + "\n")
-            child.stdin.flush()
+        # the child reads this one line and starts loading; result()'s communicate() closes stdin
+        self.proc = child or fresh_interpreter()
+        try:
+            self.proc.stdin.write(json.dumps([model_dir, f.name]) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:  # the child died starting up: result() reports its exit status and stderr
+            pass
 
     def result(self) -> Dict:
         try:

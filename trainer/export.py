@@ -22,9 +22,6 @@ import tensorflow_recommenders as tfrs
 from preprocessing import schema
 from preprocessing.utf8 import to_bytes
 from recsys import fileio
-from serving import servable
-
-WARMUP_FILE = os.path.basename(servable.WARMUP_FILE)  # under assets.extra/
 
 
 def new_version(cfg_version: int = 0) -> int:
@@ -95,6 +92,8 @@ def build_index(kind: str, item_ids: np.ndarray, item_vectors: np.ndarray, k: in
 def write_warmup(version_dir: str, model_name: str, example: Dict[str, np.ndarray],
                  signature_names: Sequence[str] = ("serving_default",)) -> str:
     """assets.extra/tf_serving_warmup_requests: ``example`` once per signature (the server's own writer)."""
+    from serving import servable  # only here: the trainer needs no server (nor gRPC) at import
+
     return servable.write_warmup_requests(version_dir, model_name, [example], signature_names)
 
 

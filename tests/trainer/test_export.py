@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from recsys import steps
+from serving import servable
 from trainer import export
 
 
@@ -14,7 +15,7 @@ def test_layout_and_warmup(exported, run_cfg):
         versions = os.listdir(model_dir)
         assert versions == ["1"], "integer version only, no temporary leftovers"
         assert os.path.exists(os.path.join(model_dir, "1", "saved_model.pb"))
-        warmup = os.path.join(model_dir, "1", "assets.extra", export.WARMUP_FILE)
+        warmup = os.path.join(model_dir, "1", servable.WARMUP_FILE)
         from tensorflow_serving.apis import prediction_log_pb2
 
         logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(warmup)]

@@ -60,7 +60,7 @@ def _reload(model_dir, request, signature="serving_default"):
 
 
 def test_layout_and_warmup(exported_stages):
-    from trainer.export import WARMUP_FILE
+    from serving.servable import WARMUP_FILE
 
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
@@ -68,7 +68,7 @@ def test_layout_and_warmup(exported_stages):
     for name, signatures in (("ranking", ["serving_default"]), ("recommend", ["serving_default", "explore"])):
         model_dir = os.path.join(exported_stages["base"], name)
         assert os.listdir(model_dir) == ["3"]
-        warmup = os.path.join(model_dir, "3", "assets.extra", WARMUP_FILE)
+        warmup = os.path.join(model_dir, "3", WARMUP_FILE)
         logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(warmup)]
         # every signature a client calls plain is warmed up, the explore one included
         assert [log.predict_log.request.model_spec.signature_name for log in logs] == signatures, name
