@@ -41,5 +41,5 @@ setup(
     packages=find_packages(include=["tfenv", "recsys*", "preprocessing*", "trainer*", "serving*", "pipelines*", "benchmarks*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["recsys=recsys.cli:main"]},
+    entry_points={"console_scripts": ["recsys=recsys.cli:run"]},
 )

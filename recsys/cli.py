@@ -219,6 +219,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         return code
 
 
+def run() -> None:
+    """The ``recsys`` console script: ``main``, then exit without the interpreter's teardown for the batch
+    commands. Tearing down frees TensorFlow's traced graphs object by object: 3-4 s after a demo, for
+    nothing. Output is flushed and the ``atexit`` handlers run first, as with ``sys.exit``. The server,
+    client, pipeline and benchmark commands exit normally (they own their shutdown)."""
+    argv = sys.argv[1:]
+    code = main(argv)
+    i = _command_index(argv)
+    if i < len(argv) and (argv[i] in PASSTHROUGH or argv[i] == "bench"):
+        sys.exit(code)
+    import atexit
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()  # noqa: SLF001  (what sys.exit would run; os._exit skips it)
+    os._exit(code)
+
+
 def _command_index(argv: List[str]) -> int:
     """Index of the subcommand in ``argv`` (global options come before it)."""
     for i, tok in enumerate(argv):
@@ -435,33 +453,41 @@ def demo(cfg: Config, data_dir: Optional[str] = None, is_quick: bool = False) ->
     if is_quick:
         quick(cfg)
     steps.log(f"[demo] run directory: {cfg.run_dir}")
-    steps.make_raw(cfg)
-    version_dir = steps.preprocess(cfg)
-    trained = steps.train(cfg, version_dir)
-    ev = steps.evaluate(cfg, trained)
-    # second stage: a ranker trained on retrieval candidates, then every model staged, blessed and pushed
-    ranking = steps.train_ranking(cfg, trained)
-    ranker = ranking["rankers"][cfg.ranking.model].model
-    # the fresh interpreters of the reloads below import TensorFlow while the exports are written
-    children = {kind: steps.fresh_interpreter() for kind in ("scann", "recommend")}
-    try:
-        paths = steps.export(cfg, trained)
-    except BaseException:
-        for child in children.values():
-            child.kill()
-        raise
-    request = steps.sample_request(cfg, version_dir)
+    from recsys.background import Worker
 
+    # a second interpreter (the second core) imports TensorFlow while this one preprocesses, then stages
+    # the retrieval models while the ranker trains here, and the ranking model beside the recommend model
+    with Worker() as worker:
+        steps.make_raw(cfg)
+        version_dir = steps.preprocess(cfg)
+        trained = steps.train(cfg, version_dir)
+        ev = steps.evaluate(cfg, trained)
+        version = steps.new_export_version(cfg)
+        steps.stage_models_in(worker, cfg, version, ["retrieval", "retrieval_brute_force"])
+        # the fresh interpreter of the reloads below imports TensorFlow while the ranker trains
+        reloads = steps.FreshReloads()
+        try:
+            # second stage: a ranker trained on retrieval candidates, then every model staged, blessed, pushed
+            ranking = steps.train_ranking(cfg, trained)
+            ranker = ranking["rankers"][cfg.ranking.model].model
+            staged = worker.result()
+            steps.stage_models_in(worker, cfg, version, ["ranking"])
+            staged.update(steps.stage_models(cfg, version, ["recommend"], trained=trained))
+            staged.update(worker.result())
+            paths = steps.export(cfg, trained, version=version, staged=staged)  # + blessed and pushed
+        except BaseException:
+            reloads.kill()
+            raise
+    request = steps.sample_request(cfg, version_dir)
+    # both models load in the fresh interpreter (the other core) while the work below goes on here
+    reloads.reload(paths["scann"], request).reload(paths["recommend"], request)
     user = str(request["user_id"][0])
-    # both fresh-process reloads run beside the in-process work below (on the second core)
-    reloads = {kind: steps.start_reload(paths[kind], request, child=children[kind]) for kind in ("scann", "recommend")}
     exact = steps.in_process(paths["brute_force"], request)
     explanation = steps.explain(cfg, trained, ev["item_vectors"], ranker, request)
-    fresh = reloads["scann"].result()
+    fresh, recommended = reloads.results()
     top10 = fresh["item_ids"][0][:10]
     overlap = len(set(top10) & set(exact["item_ids"][0][:10].astype(str))) / 10.0
     _print_example(cfg, version_dir, user, request, fresh)
-    recommended = reloads["recommend"].result()
     _print_recommend(version_dir, user, recommended)
     from preprocessing.sources import tables
     from trainer.explain import format_explanation
@@ -512,4 +538,4 @@ def _print_example(cfg: Config, version_dir: str, user: str, request, result) ->
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

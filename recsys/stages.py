@@ -387,45 +387,87 @@ def sample_request(pre: af.Preprocessed, user_id: Optional[str] = None) -> Dict[
                                   history_length=length)
 
 
-def export(model: af.RetrievalModel, ranker: Optional[af.Ranker], cfg: Config, out: str, trained=None,
-           reuse: bool = False) -> af.ExportedModels:
-    """Stages every serving model at ``<out>/<name>/1``: retrieval (ScaNN), retrieval_brute_force, and with a
-    ranker: ranking, recommend (+ recommend_exact). Nothing is visible to a server until ``push``."""
+RETRIEVAL_MODELS = ("retrieval", "retrieval_brute_force")
+
+
+def export_names(ranker: Optional[af.Ranker], cfg: Config) -> Tuple[str, ...]:
+    """The models ``export`` stages: the two retrieval models, and with a ranker ranking and recommend
+    (+ recommend_exact for stock TF Serving)."""
+    names = RETRIEVAL_MODELS
+    if ranker is not None:
+        names += ("ranking", "recommend") + (("recommend_exact",) if cfg.export.recommend_exact else ())
+    return names
+
+
+def export_models(model: af.RetrievalModel, ranker: Optional[af.Ranker], cfg: Config, out: str,
+                  names: Sequence[str], trained=None) -> Dict[str, str]:
+    """Stages the named models of ``export`` at ``<out>/<name>/1``; returns their directories.
+
+    Each needs only the artifacts, so ``recsys demo`` stages some in a second interpreter
+    (``recsys.background``): the retrieval models while the ranker trains, the ranking model beside
+    the recommend model. ``export`` then takes them as ``staged``.
+    """
     from trainer import export as trainer_export, export_recommend as xr
 
+    unknown = [n for n in names if n not in export_names(ranker, cfg)]
+    if unknown:
+        raise ValueError(f"cannot export {unknown}: this export has {list(export_names(ranker, cfg))}")
+    trained, vectors = restored(model, cfg, trained)
+    request = sample_request(preprocessed_of(model))
+    rk = load_ranker(ranker, trained, cfg) if set(names) - set(RETRIEVAL_MODELS) else None
+    tft, query, catalogue = trained.tft_output, trained.model.query_tower, trained.catalogue
+    jobs = {
+        "retrieval": lambda: trainer_export.export_retrieval(tft, query, catalogue.item_ids, vectors, out, 1,
+                                                             cfg.export, kind="scann", warmup=request),
+        "retrieval_brute_force": lambda: trainer_export.export_retrieval(tft, query, catalogue.item_ids, vectors, out,
+                                                                         1, cfg.export, kind="brute_force",
+                                                                         warmup=request),
+        "ranking": lambda: xr.export_ranking(tft, rk, out, 1, warmup=xr.ranking_request(
+            request, catalogue, list(range(min(3, catalogue.size))))),
+        "recommend": lambda: xr.export_recommend(tft, query, vectors, catalogue, rk, out, 1, cfg.export, cfg.ranking,
+                                                 warmup=request, exploration=cfg.exploration),
+        # stock TF Serving (GPU tier, k8s/): exact retrieval, no ScaNN ops
+        "recommend_exact": lambda: xr.export_recommend_exact(tft, query, vectors, catalogue, rk, out, 1, cfg.export,
+                                                             cfg.ranking, warmup=request,
+                                                             exploration=cfg.exploration),
+    }
+    paths: Dict[str, str] = {}
+    for name in names:
+        t0 = time.time()
+        paths[name] = jobs[name]()
+        log(f"[export] {name}: {paths[name]} ({time.time() - t0:.1f}s)")
+    return paths
+
+
+def export(model: af.RetrievalModel, ranker: Optional[af.Ranker], cfg: Config, out: str, trained=None,
+           reuse: bool = False, staged: Optional[Dict[str, str]] = None) -> af.ExportedModels:
+    """Stages every serving model (``export_names``) at ``<out>/<name>/1``. Nothing is visible to a server
+    until ``push``. ``staged``: models ``export_models`` already wrote under ``out`` (in another process)."""
     fp = plan("export", cfg, model, ranker)
     hit = _cached(af.ExportedModels, out, fp, reuse)
     if hit:
         return hit
-    pre = preprocessed_of(model)
-    trained, vectors = restored(model, cfg, trained)
-    request = sample_request(pre)
-    paths: Dict[str, str] = {}
-
-    def timed(name: str, fn: Callable[[], str]) -> None:
-        t0 = time.time()
-        paths[name] = fn()
-        log(f"[export] {name}: {paths[name]} ({time.time() - t0:.1f}s)")
-
-    for kind in ("scann", "brute_force"):
-        timed("retrieval" if kind == "scann" else "retrieval_brute_force", lambda kind=kind: (
-            trainer_export.export_retrieval(trained.tft_output, trained.model.query_tower, trained.catalogue.item_ids,
-                                            vectors, out, 1, cfg.export, kind=kind, warmup=request)))
-    if ranker is not None:
-        rk = load_ranker(ranker, trained, cfg)
-        items = list(range(min(3, trained.catalogue.size)))
-        timed("ranking", lambda: xr.export_ranking(trained.tft_output, rk, out, 1,
-                                                   warmup=xr.ranking_request(request, trained.catalogue, items)))
-        timed("recommend", lambda: xr.export_recommend(trained.tft_output, trained.model.query_tower, vectors,
-                                                       trained.catalogue, rk, out, 1, cfg.export, cfg.ranking,
-                                                       warmup=request, exploration=cfg.exploration))
-        if cfg.export.recommend_exact:  # stock TF Serving (GPU tier, k8s/): exact retrieval, no ScaNN ops
-            timed("recommend_exact", lambda: xr.export_recommend_exact(
-                trained.tft_output, trained.model.query_tower, vectors, trained.catalogue, rk, out, 1, cfg.export,
-                cfg.ranking, warmup=request, exploration=cfg.exploration))
+    names = export_names(ranker, cfg)
+    paths = _checked_staged(out, staged or {}, names)
+    todo = [n for n in names if n not in paths]
+    if todo:
+        paths.update(export_models(model, ranker, cfg, out, todo, trained=trained))
+    request = sample_request(preprocessed_of(model))
     af.write_json(af.join(out, "request.json"), {k: np.asarray(v).tolist() for k, v in request.items()})
     return af.ExportedModels(out, {"models": sorted(paths)}, _lineage(retrieval=model, ranker=ranker), fp,
                              "export").commit()
+
+
+def _checked_staged(out: str, staged: Dict[str, str], names: Sequence[str]) -> Dict[str, str]:
+    """``staged`` checked: models of this export, each complete at ``<out>/<name>/1``."""
+    from trainer import publish
+
+    for name, path in staged.items():
+        want = af.join(out, name, "1")
+        if name not in names or path != want or not publish.is_complete(want):
+            raise af.ArtifactError(f"staged model {name!r} at {path!r} is not a complete model of this export "
+                                   f"(expected one of {list(names)} at {want})")
+    return dict(staged)
 
 
 def example_request(exported: af.ExportedModels) -> Dict[str, np.ndarray]:

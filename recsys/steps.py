@@ -103,17 +103,19 @@ def load_ranker(cfg: Config, trained, name: Optional[str] = None):
 
 
 # ---------------------------------------------------------------- export -> bless -> push
-def export(cfg: Config, trained=None, gate: bool = True, force: bool = False) -> Dict[str, str]:
+def export(cfg: Config, trained=None, gate: bool = True, force: bool = False, version: Optional[int] = None,
+           staged: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """Stages every model (with the ranker when one is trained), blesses it against the served version
     and pushes it into the model base path; returns each pushed model's directory by name (``scann`` and
-    ``brute_force`` name the two retrieval models too). Raises ``NotBlessed`` when the gate blocks it."""
-    from trainer import export as trainer_export
+    ``brute_force`` name the two retrieval models too). Raises ``NotBlessed`` when the gate blocks it.
 
+    ``version`` and ``staged``: the retrieval models ``stage_retrieval`` staged for that version.
+    """
     layout = RunLayout(cfg)
     model = retrieval_artifact(cfg)
     ranker = af.Ranker.read(layout.ranker) if af.Ranker.exists(layout.ranker) else None
-    version = trainer_export.new_version(cfg.export.version)
-    exported = stages.export(model, ranker, cfg, layout.exported(version), trained=trained)
+    version = version or new_export_version(cfg)
+    exported = stages.export(model, ranker, cfg, layout.exported(version), trained=trained, staged=staged)
     blessing = None
     if gate and not force:
         evaluation = (af.Evaluation.read(layout.retrieval_evaluation)
@@ -127,6 +129,27 @@ def export(cfg: Config, trained=None, gate: bool = True, force: bool = False) ->
     paths = dict(pushed.get("models"))
     paths["scann"], paths["brute_force"] = paths["retrieval"], paths["retrieval_brute_force"]
     return paths
+
+
+def new_export_version(cfg: Config) -> int:
+    from trainer import export as trainer_export
+
+    return trainer_export.new_version(cfg.export.version)
+
+
+def stage_models(cfg: Config, version: int, names, trained=None) -> Dict[str, str]:
+    """Stages the named models of export ``version`` here; hand them to ``export`` as ``staged``."""
+    layout = RunLayout(cfg)
+    ranker = af.Ranker.read(layout.ranker) if af.Ranker.exists(layout.ranker) else None
+    return stages.export_models(retrieval_artifact(cfg), ranker, cfg, layout.exported(version), names, trained=trained)
+
+
+def stage_models_in(worker, cfg: Config, version: int, names) -> None:
+    """``stage_models`` in ``worker`` (a ``recsys.background.Worker``), which goes on beside this process;
+    ``worker.result()`` is their directories."""
+    layout = RunLayout(cfg)
+    worker.submit("export_models", cfg, retrieval=retrieval_artifact(cfg).uri, out=layout.exported(version),
+                  ranker=layout.ranker if af.Ranker.exists(layout.ranker) else None, names=list(names))
 
 
 class NotBlessed(RuntimeError):
@@ -227,55 +250,54 @@ def retrain(cfg: Config, logs, events, force: bool = False, warm_start: bool = T
 
 def reload_in_subprocess(model_dir: str, request: Dict[str, np.ndarray]) -> Dict:
     """Calls ``recsys.reload_check`` in a fresh interpreter; returns its decoded outputs."""
-    return start_reload(model_dir, request).result()
+    return FreshReloads().reload(model_dir, request).results()[0]
 
 
-def start_reload(model_dir: str, request: Dict[str, np.ndarray], timeout: float = 300.0,
-                 child: Optional[subprocess.Popen] = None) -> "PendingReload":
-    """``recsys.reload_check`` in a fresh interpreter, started now (or handed to ``child``, one from
-    ``fresh_interpreter``); ``.result()`` waits for its outputs.
+class FreshReloads:
+    """Exported models loaded and called in one fresh interpreter (``recsys.reload_check --stdin``:
+    TensorFlow and the ScaNN ops, no project model code), beside the caller's work.
 
-    The demo starts its fresh-process reloads as soon as the exports exist and works on in the
-    meantime: each child spends seconds importing TensorFlow and loading, on the other core.
+    Started early, its seconds of imports overlap other work: the demo starts it before its exports
+    exist. ``reload`` names a model and a request; ``results()`` waits for every answer, in order.
     """
-    return PendingReload(model_dir, request, timeout, child)
 
+    def __init__(self, timeout: float = 300.0):
+        self.timeout, self.models, self._files = timeout, [], []
+        self.proc = subprocess.Popen([sys.executable, "-m", "recsys.reload_check", "--stdin"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-def fresh_interpreter() -> subprocess.Popen:
-    """A fresh interpreter importing TensorFlow now and waiting for ``start_reload`` to name a model: started
-    before the exports, its seconds of imports overlap them. It exits if stdin closes first."""
-    return subprocess.Popen([sys.executable, "-m", "recsys.reload_check", "--stdin"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-class PendingReload:
-    def __init__(self, model_dir: str, request: Dict[str, np.ndarray], timeout: float,
-                 child: Optional[subprocess.Popen] = None):
-        self.model_dir, self.deadline = model_dir, time.time() + timeout
+    def reload(self, model_dir: str, request: Dict[str, np.ndarray]) -> "FreshReloads":
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump({k: v.tolist() for k, v in request.items()}, f)
-        self.request_file = f.name
-        # the child reads this one line and starts loading; result()'s communicate() closes stdin
-        self.proc = child or fresh_interpreter()
-        try:
+        self.models.append(model_dir)
+        self._files.append(f.name)
+        try:  # the child reads this line and starts loading
             self.proc.stdin.write(json.dumps([model_dir, f.name]) + "\n")
             self.proc.stdin.flush()
-        except BrokenPipeError:  # the child died starting up: result() reports its exit status and stderr
+        except BrokenPipeError:  # the child died starting up: results() reports its exit status and stderr
             pass
+        return self
 
-    def result(self) -> Dict:
+    def results(self) -> list:
+        """Each named model's outputs; closes stdin, so the child exits after the last one."""
         try:
-            out, err = self.proc.communicate(timeout=max(self.deadline - time.time(), 1.0))
+            out, err = self.proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.communicate()
-            raise RuntimeError(f"reloading {self.model_dir} timed out")
+            raise RuntimeError(f"reloading {self.models} timed out")
         finally:
-            if os.path.exists(self.request_file):
-                os.unlink(self.request_file)
-        if self.proc.returncode != 0:
-            raise RuntimeError(f"reloading {self.model_dir} failed:\n{err[-3000:]}")
-        return json.loads(out.strip().splitlines()[-1])
+            for path in self._files:
+                if os.path.exists(path):
+                    os.unlink(path)
+        lines = out.strip().splitlines()[-len(self.models):] if self.models else []
+        if self.proc.returncode != 0 or len(lines) != len(self.models):
+            raise RuntimeError(f"reloading {self.models} failed:\n{err[-3000:]}")
+        return [json.loads(line) for line in lines]
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.communicate()
 
 
 def in_process(model_dir: str, request: Dict[str, np.ndarray]) -> Dict:

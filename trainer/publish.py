@@ -179,7 +179,8 @@ def publish_version(base: str, tmp: str, final: str) -> str:
     return final
 
 
-def _complete(path: str) -> bool:
+def is_complete(path: str) -> bool:
+    """A version directory whose completion marker matches its files."""
     return fileio.isdir(path) and completion.check(path, completion.file_sizes(path))[0] == "complete"
 
 
@@ -187,7 +188,7 @@ def _roll_forward(tmp: str, final: str, atomic: bool) -> bool:
     """Finishes one interrupted move; True when ``final`` was published by it."""
     if atomic:
         if fileio.isdir(tmp) and not fileio.exists(final):
-            if not _complete(tmp):
+            if not is_complete(tmp):
                 log.warning("not publishing %s from interrupted export: %s", final,
                             completion.check(tmp, completion.file_sizes(tmp))[1] or "unmarked")
                 return False
@@ -197,8 +198,8 @@ def _roll_forward(tmp: str, final: str, atomic: bool) -> bool:
     pending = fileio.exists(publishing_path(final))
     if not pending:
         return False   # its copy had finished and it was made visible before the interruption
-    if not _complete(final):
-        if not _complete(tmp):   # neither copy is whole: nothing can be published, and nothing half is left
+    if not is_complete(final):
+        if not is_complete(tmp):   # neither copy is whole: nothing can be published, and nothing half is left
             log.warning("not publishing %s from interrupted export: its staged copy is incomplete", final)
             fileio.rmtree(final)
             fileio.rmtree(publishing_path(final))

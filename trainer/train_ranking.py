@@ -160,7 +160,7 @@ def train_ranker(name: str, train: Pairs, valid: Pairs, sizes: FeatureSizes, cfg
         init_rating_head(model, bias, blend)
     if covisit_tables is not None:
         model.set_covisit(*covisit_tables[0])
-    model.compile(optimizer=tf.keras.optimizers.Adam(rcfg.learning_rate))
+    model.compile(optimizer=optimizers.FusedAdam(rcfg.learning_rate))
     optimizers.create_slots(model)  # the model is built (example above): one trace of train_step, not two
     epochs = epochs or rcfg.epochs
     ckpt = os.path.join(out_dir, "checkpoints", "best.weights")

@@ -30,8 +30,10 @@ def test_layout_and_warmup(exported, run_cfg):
 
 def test_fresh_process_returns_same_top10_as_in_process(exported):
     request = exported["request"]
+    reloads = steps.FreshReloads()  # one fresh interpreter, both models in order (as the demo does)
     for kind in ("scann", "brute_force"):
-        fresh = steps.reload_in_subprocess(exported["paths"][kind], request)
+        reloads.reload(exported["paths"][kind], request)
+    for kind, fresh in zip(("scann", "brute_force"), reloads.results()):
         here = steps.in_process(exported["paths"][kind], request)
         assert fresh["item_ids"][0][:10] == here["item_ids"][0][:10].astype(str).tolist()
         np.testing.assert_allclose(fresh["scores"][0][:10], here["scores"][0][:10], rtol=1e-4)

@@ -50,3 +50,38 @@ def test_build_names_and_rejects_unknown():
     T.optimizer = "sgdd"
     with pytest.raises(ValueError, match="unknown train.optimizer 'sgdd'"):
         optimizers.build(T)
+
+
+def _two_variable_steps(opt, steps=4):
+    """An embedding table (row-sparse gradient) feeding a dense kernel, a few steps in one tf.function."""
+    tf.keras.utils.set_random_seed(0)
+    table = tf.Variable(np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32))
+    kernel = tf.Variable(np.random.default_rng(2).normal(size=(3, 4)).astype(np.float32))
+    target = tf.constant(np.random.default_rng(1).normal(size=(4,)).astype(np.float32))
+
+    @tf.function
+    def step(ids):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(tf.matmul(tf.nn.embedding_lookup(table, ids), kernel) - target))
+        opt.apply_gradients(zip(tape.gradient(loss, [table, kernel]), [table, kernel]))
+
+    for i in range(steps):
+        step(tf.constant([0, 1, 2, 2, i % 6]))  # a repeated row and unused rows: Keras' sparse path
+    return [table.numpy(), kernel.numpy()], step.get_concrete_function(tf.TensorSpec([None], tf.int32)).graph
+
+
+def test_fused_adam_moves_every_variable_as_keras_adam_with_one_kernel_each():
+    keras, keras_graph = _two_variable_steps(tf.keras.optimizers.Adam(0.1))
+    fused, fused_graph = _two_variable_steps(optimizers.FusedAdam(0.1))
+    for a, b in zip(fused, keras):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)  # float32 op order
+    assert not np.allclose(fused[0], _two_variable_steps(optimizers.FusedAdam(0.1), steps=0)[0][0])
+    ops = [op.type for op in fused_graph.get_operations()]
+    assert ops.count("ResourceApplyAdam") == 2
+    assert len(ops) < len(keras_graph.get_operations()) - 40  # the per-variable terms are built once a step
+
+
+def test_sparse_adam_dense_variables_take_the_fused_update():
+    _, graph = _two_variable_steps(optimizers.SparseAdam(0.1))
+    ops = [op.type for op in graph.get_operations()]
+    assert ops.count("ResourceApplyAdam") == 1 and "ResourceScatterSub" in ops

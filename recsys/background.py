@@ -1,0 +1,128 @@
+"""A second interpreter that runs stages beside the main one.
+
+Most of the demo is single-threaded Python (Beam's runner, TensorFlow's tracing), so on two cores
+one sits idle while the other works through a chain of stages. Some stages need nothing from the
+work running beside them: the retrieval models can be exported while the ranker trains, and the
+ranking model beside the recommend model. ``Worker``
+starts ``python -m recsys.background`` early; it imports TensorFlow while the parent preprocesses,
+then runs stages by name. Only a config and artifact URIs go in and only URIs come out, as between
+a pipeline's components. A stage's progress lines are printed by the parent when it asks for the result.
+
+Protocol (one JSON object per line): ``{"task": NAME, "config": {...}, "args": {...}}`` on stdin;
+``{"ok": true, "result": ..., "log": "..."}`` or ``{"ok": false, "error": "..."}`` on stdout. The
+worker exits when stdin closes.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import traceback
+from typing import Any, Callable, Dict, List, Optional
+
+_restored: Dict[str, Any] = {}  # retrieval URI -> the model restored from it: one restore per worker
+
+
+def _export_models(cfg, retrieval: str, out: str, names: List[str], ranker: Optional[str] = None) -> Dict[str, str]:
+    from recsys import artifacts as af, stages
+
+    model = af.RetrievalModel.read(retrieval)
+    if retrieval not in _restored:
+        _restored[retrieval] = stages.restore_retrieval(model, cfg)
+    return stages.export_models(model, af.Ranker.read(ranker) if ranker else None, cfg, out, names,
+                                trained=_restored[retrieval])
+
+
+TASKS: Dict[str, Callable[..., Any]] = {"export_models": _export_models}
+
+
+class Worker:
+    """The parent's handle: ``submit`` one task, later ``result()``; ``close()`` ends the process."""
+
+    def __init__(self):
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # TensorFlow's C++ notices; read only on failure
+        self._proc = subprocess.Popen([sys.executable, "-m", "recsys.background"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=self._stderr, text=True, encoding="utf-8")
+        self._pending = None
+
+    def submit(self, task: str, cfg, **args) -> "Worker":
+        if self._pending is not None:
+            raise RuntimeError(f"the background worker is still running {self._pending!r}")
+        try:
+            self._proc.stdin.write(json.dumps({"task": task, "config": cfg.to_dict(), "args": args}) + "\n")
+            self._proc.stdin.flush()
+        except BrokenPipeError:  # it died starting up: result() says how
+            pass
+        self._pending = task
+        return self
+
+    def result(self) -> Any:
+        """The pending task's result (its progress lines printed first); one clear error if it failed."""
+        task, self._pending = self._pending, None
+        line = self._proc.stdout.readline()
+        if not line:
+            self._proc.wait()
+            self._stderr.seek(0)
+            raise RuntimeError(f"the background worker exited ({self._proc.returncode}) during {task!r}:\n"
+                               f"{self._stderr.read()[-3000:]}")
+        reply = json.loads(line)
+        if reply.get("log"):
+            print(reply["log"], end="" if reply["log"].endswith("\n") else "\n", flush=True)
+        if not reply["ok"]:
+            raise RuntimeError(f"background {task} failed: {reply['error']}")
+        return reply["result"]
+
+    def close(self) -> None:
+        """Ends the worker (at once if a task is still running: its output is discarded)."""
+        if self._proc.poll() is None:
+            if self._pending is not None:
+                self._proc.kill()
+            else:
+                with contextlib.suppress(BrokenPipeError):
+                    self._proc.stdin.close()
+            self._proc.wait()
+        self._stderr.close()
+
+    def __enter__(self) -> "Worker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _run(request: Dict[str, Any]) -> Dict[str, Any]:
+    from recsys.config import from_dict
+
+    task = TASKS.get(request.get("task"))
+    if task is None:
+        return {"ok": False, "error": f"unknown task {request.get('task')!r}; known: {', '.join(sorted(TASKS))}"}
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):  # the stage's progress lines, for the parent to print
+            result = task(from_dict(request["config"]), **request.get("args", {}))
+        return {"ok": True, "result": result, "log": printed.getvalue()}
+    except Exception as e:  # noqa: BLE001  (reported to the parent, which raises it)
+        return {"ok": False, "error": f"{type(e).__name__}: {e}", "log": printed.getvalue(),
+                "traceback": traceback.format_exc()}
+
+
+def main() -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # (stderr goes to a file the parent reads on failure)
+    import recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+    import tensorflow  # noqa: F401  (now, while the parent works)
+
+    replies = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)  # anything else written to stdout, C++ included, goes to the parent's log file
+    for line in sys.stdin:
+        if line.strip():
+            replies.write(json.dumps(_run(json.loads(line))) + "\n")
+            replies.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
