@@ -2,8 +2,8 @@
 
 Most of the demo is single-threaded Python (Beam's runner, TensorFlow's tracing), so on two cores
 one sits idle while the other works through a chain of stages. Some stages need nothing from the
-work running beside them: the retrieval models can be exported while the ranker trains, and the
-ranking model beside the recommend model. ``Worker``
+work running beside them: the retrieval models can be exported while the ranker trains, the ranking
+model beside the recommend model, and an explanation computed while the models are blessed and pushed. ``Worker``
 starts ``python -m recsys.background`` early; it imports TensorFlow while the parent preprocesses,
 then runs stages by name. Only a config and artifact URIs go in and only URIs come out, as between
 a pipeline's components. A stage's progress lines are printed by the parent when it asks for the result.
@@ -31,13 +31,30 @@ def _export_models(cfg, retrieval: str, out: str, names: List[str], ranker: Opti
     from recsys import artifacts as af, stages
 
     model = af.RetrievalModel.read(retrieval)
-    if retrieval not in _restored:
-        _restored[retrieval] = stages.restore_retrieval(model, cfg)
     return stages.export_models(model, af.Ranker.read(ranker) if ranker else None, cfg, out, names,
-                                trained=_restored[retrieval])
+                                trained=_restore(model, cfg))
 
 
-TASKS: Dict[str, Callable[..., Any]] = {"export_models": _export_models}
+def _restore(model, cfg):
+    from recsys import stages
+
+    if model.uri not in _restored:
+        _restored[model.uri] = stages.restore_retrieval(model, cfg)
+    return _restored[model.uri]
+
+
+def _explain(cfg, retrieval: str, ranker: str, out_dir: str, user_id: Optional[str] = None) -> Dict[str, Any]:
+    from recsys import artifacts as af, stages
+    from trainer import explain
+
+    model = af.RetrievalModel.read(retrieval)
+    trained = _restore(model, cfg)
+    rk = stages.load_ranker(af.Ranker.read(ranker), trained, cfg)
+    request = stages.sample_request(stages.preprocessed_of(model), user_id)
+    return explain.explain_request(cfg, trained, stages.item_vectors(trained), rk, request, None, out_dir)
+
+
+TASKS: Dict[str, Callable[..., Any]] = {"export_models": _export_models, "explain": _explain}
 
 
 class Worker:

@@ -455,36 +455,37 @@ def demo(cfg: Config, data_dir: Optional[str] = None, is_quick: bool = False) ->
     steps.log(f"[demo] run directory: {cfg.run_dir}")
     from recsys.background import Worker
 
-    # a second interpreter (the second core) imports TensorFlow while this one preprocesses, then stages
-    # the retrieval models while the ranker trains here, and the ranking model beside the recommend model
+    # A second interpreter (the other core) imports TensorFlow while this one preprocesses. It then stages
+    # the retrieval models while the ranker trains here, the ranking model beside the recommend model, and
+    # explains the example's top item while the models are blessed and pushed here. A third, fresh one
+    # loads each staged model as soon as it exists and answers the example request.
     with Worker() as worker:
         steps.make_raw(cfg)
         version_dir = steps.preprocess(cfg)
-        trained = steps.train(cfg, version_dir)
-        ev = steps.evaluate(cfg, trained)
-        version = steps.new_export_version(cfg)
-        steps.stage_models_in(worker, cfg, version, ["retrieval", "retrieval_brute_force"])
-        # the fresh interpreter of the reloads below imports TensorFlow while the ranker trains
-        reloads = steps.FreshReloads()
+        request = steps.sample_request(cfg, version_dir)
+        reloads = steps.FreshReloads()  # imports TensorFlow while the retrieval model trains
         try:
+            trained = steps.train(cfg, version_dir)
+            ev = steps.evaluate(cfg, trained)
+            version = steps.new_export_version(cfg)
+            steps.stage_models_in(worker, cfg, version, ["retrieval", "retrieval_brute_force"])
             # second stage: a ranker trained on retrieval candidates, then every model staged, blessed, pushed
             ranking = steps.train_ranking(cfg, trained)
-            ranker = ranking["rankers"][cfg.ranking.model].model
             staged = worker.result()
+            reloads.reload(staged["retrieval"], request)
             steps.stage_models_in(worker, cfg, version, ["ranking"])
             staged.update(steps.stage_models(cfg, version, ["recommend"], trained=trained))
+            reloads.reload(staged["recommend"], request)
             staged.update(worker.result())
+            steps.explain_in(worker, cfg)
             paths = steps.export(cfg, trained, version=version, staged=staged)  # + blessed and pushed
+            exact = steps.in_process(paths["brute_force"], request)
+            explanation = worker.result()
+            fresh, recommended = reloads.results()
         except BaseException:
             reloads.kill()
             raise
-    request = steps.sample_request(cfg, version_dir)
-    # both models load in the fresh interpreter (the other core) while the work below goes on here
-    reloads.reload(paths["scann"], request).reload(paths["recommend"], request)
     user = str(request["user_id"][0])
-    exact = steps.in_process(paths["brute_force"], request)
-    explanation = steps.explain(cfg, trained, ev["item_vectors"], ranker, request)
-    fresh, recommended = reloads.results()
     top10 = fresh["item_ids"][0][:10]
     overlap = len(set(top10) & set(exact["item_ids"][0][:10].astype(str))) / 10.0
     _print_example(cfg, version_dir, user, request, fresh)
@@ -531,7 +532,7 @@ def _print_example(cfg: Config, version_dir: str, user: str, request, result) ->
     print(f"\nExample: user {user}, last {len(history)} items before the eval period:")
     for h in history:
         print("   ", name(h))
-    print(f"Top-10 from the exported ScaNN model (fresh process):")
+    print("Top-10 from the exported ScaNN model (fresh process):")
     for rank, (i, s) in enumerate(zip(result["item_ids"][0][:10], result["scores"][0][:10]), start=1):
         print(f"  {rank:2d}. {name(i)}  score={s:.3f}")
     print()

@@ -324,6 +324,14 @@ def explain(cfg: Config, trained, item_vectors: np.ndarray, ranker, request: Dic
                               out_dir or RunLayout(cfg).path("explain"))
 
 
+def explain_in(worker, cfg: Config, user_id: Optional[str] = None) -> None:
+    """``explain`` for the sample request's top item, in ``worker`` from the run's artifacts (the trained
+    retrieval model and ranker); ``worker.result()`` is the explanation."""
+    layout = RunLayout(cfg)
+    worker.submit("explain", cfg, retrieval=retrieval_artifact(cfg).uri, ranker=af.Ranker.read(layout.ranker).uri,
+                  user_id=user_id, out_dir=layout.path("explain"))
+
+
 # ---------------------------------------------------------------- item-to-item: item2vec -> similar_items
 def train_similar(cfg: Config, version_dir: Optional[str] = None) -> Dict:
     """item2vec (Meta-Prod2Vec with ``item2vec.side_information``) on the train split -> ``similar_items`` export.
