@@ -109,7 +109,7 @@ def export(cfg: Config, trained=None, gate: bool = True, force: bool = False, ve
     and pushes it into the model base path; returns each pushed model's directory by name (``scann`` and
     ``brute_force`` name the two retrieval models too). Raises ``NotBlessed`` when the gate blocks it.
 
-    ``version`` and ``staged``: the retrieval models ``stage_retrieval`` staged for that version.
+    ``version`` and ``staged``: the models ``stage_models`` / ``stage_models_in`` already staged for it.
     """
     layout = RunLayout(cfg)
     model = retrieval_artifact(cfg)
@@ -263,8 +263,9 @@ class FreshReloads:
 
     def __init__(self, timeout: float = 300.0):
         self.timeout, self.models, self._files = timeout, [], []
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # never a full pipe while the caller works on
         self.proc = subprocess.Popen([sys.executable, "-m", "recsys.reload_check", "--stdin"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=self._stderr, text=True)
 
     def reload(self, model_dir: str, request: Dict[str, np.ndarray]) -> "FreshReloads":
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
@@ -281,16 +282,18 @@ class FreshReloads:
     def results(self) -> list:
         """Each named model's outputs; closes stdin, so the child exits after the last one."""
         try:
-            out, err = self.proc.communicate(timeout=self.timeout)
+            out, _ = self.proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
+            self.kill()
             raise RuntimeError(f"reloading {self.models} timed out")
         finally:
             for path in self._files:
                 if os.path.exists(path):
                     os.unlink(path)
         lines = out.strip().splitlines()[-len(self.models):] if self.models else []
+        self._stderr.seek(0)
+        err = self._stderr.read()
+        self._stderr.close()
         if self.proc.returncode != 0 or len(lines) != len(self.models):
             raise RuntimeError(f"reloading {self.models} failed:\n{err[-3000:]}")
         return [json.loads(line) for line in lines]
@@ -298,6 +301,7 @@ class FreshReloads:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.communicate()
+        self._stderr.close()
 
 
 def in_process(model_dir: str, request: Dict[str, np.ndarray]) -> Dict:
