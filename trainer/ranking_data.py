@@ -74,7 +74,7 @@ class Pairs:
         ds = tf.data.Dataset.from_tensor_slices((self.features, self.labels()))
         if shuffle:
             ds = ds.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        return data.without_autotune_model(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
     def batches(self, batch_size: int = 8192) -> Iterator[Dict[str, tf.Tensor]]:
         for s in range(0, len(self), batch_size):

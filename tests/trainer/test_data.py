@@ -25,3 +25,10 @@ def test_train_and_valid_partition_the_train_split_and_the_window_bounds_time(pr
     early = _rows(preprocessed, keep="train", time_range=(None, cut))
     assert early and all(t < cut for _, t in early)
     assert early == [r for r in train if r[1] < cut]
+
+
+def test_training_input_runs_without_the_autotuning_thread_whose_sleep_stalled_every_epoch(preprocessed):
+    ds = data.dataset(preprocessed, "train", 64, shuffle=True, keep="train")
+    assert ds.options().autotune.enabled is False
+    first = next(iter(ds))
+    assert first["user_id"].shape[0] == 64  # and it still reads batches
