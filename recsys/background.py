@@ -3,10 +3,11 @@
 Most of the demo is single-threaded Python (Beam's runner, TensorFlow's tracing), so on two cores
 one sits idle while the other works through a chain of stages. Some stages need nothing from the
 work running beside them: the retrieval models can be exported while the ranker trains, the ranking
-model beside the recommend model, and an explanation computed while the models are blessed and pushed. ``Worker``
-starts ``python -m recsys.background`` early; it imports TensorFlow while the parent preprocesses,
-then runs stages by name. Only a config and artifact URIs go in and only URIs come out, as between
-a pipeline's components. A stage's progress lines are printed by the parent when it asks for the result.
+model beside the recommend model, and an explanation computed while the models are blessed and
+pushed. ``Worker`` starts ``python -m recsys.background`` early; it imports TensorFlow while the parent
+preprocesses, then runs stages by name. Only a config and artifact URIs go in and only URIs (or an
+explanation) come out, as between a pipeline's components. A stage's progress lines are printed by
+the parent when it asks for the result.
 
 Protocol (one JSON object per line): ``{"task": NAME, "config": {...}, "args": {...}}`` on stdin;
 ``{"ok": true, "result": ..., "log": "..."}`` or ``{"ok": false, "error": "..."}`` on stdout. The

@@ -35,7 +35,8 @@ class FusedAdam(tf.keras.optimizers.Adam):
     """
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, name="Adam", **kwargs):
-        # XLA would compile each update separately (on GPUs only; TF-Keras turns it off on CPUs)
+        # one graph per step: with jit_compile (GPUs) Keras traces each variable's update as its own XLA
+        # function, apart from the step's shared terms
         kwargs.setdefault("jit_compile", False)
         super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
                          amsgrad=False, name=name, **kwargs)
