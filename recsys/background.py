@@ -2,12 +2,12 @@
 
 Most of the demo is single-threaded Python (Beam's runner, TensorFlow's tracing), so on two cores
 one sits idle while the other works through a chain of stages. Some stages need nothing from the
-work running beside them: the retrieval models can be exported while the ranker trains, the ranking
-model beside the recommend model, and an explanation computed while the models are blessed and
-pushed. ``Worker`` starts ``python -m recsys.background`` early; it imports TensorFlow while the parent
-preprocesses, then runs stages by name. Only a config and artifact URIs go in and only URIs (or an
-explanation) come out, as between a pipeline's components. A stage's progress lines are printed by
-the parent when it asks for the result.
+work running beside them: the retrieval models can be exported while the ranker trains, then the
+ranking model and an explanation while the recommend model is exported, blessed and pushed.
+``Worker`` starts ``python -m recsys.background`` early; it imports TensorFlow while the parent
+preprocesses, then runs stages by name, one after another. Only a config and artifact URIs go in and
+only URIs (or an explanation) come out, as between a pipeline's components. A stage's progress lines
+are printed by the parent when it asks for the result.
 
 Protocol (one JSON object per line): ``{"task": NAME, "config": {...}, "args": {...}}`` on stdin;
 ``{"ok": true, "result": ..., "log": "..."}`` or ``{"ok": false, "error": "..."}`` on stdout. The
@@ -59,28 +59,29 @@ TASKS: Dict[str, Callable[..., Any]] = {"export_models": _export_models, "explai
 
 
 class Worker:
-    """The parent's handle: ``submit`` one task, later ``result()``; ``close()`` ends the process."""
+    """The parent's handle: ``submit`` tasks (run one after another, in order), ``result()`` for the oldest
+    pending one; ``close()`` ends the process."""
 
     def __init__(self):
         self._stderr = tempfile.TemporaryFile(mode="w+")  # TensorFlow's C++ notices; read only on failure
         self._proc = subprocess.Popen([sys.executable, "-m", "recsys.background"], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=self._stderr, text=True, encoding="utf-8")
-        self._pending = None
+        self._pending: List[str] = []
 
     def submit(self, task: str, cfg, **args) -> "Worker":
-        if self._pending is not None:
-            raise RuntimeError(f"the background worker is still running {self._pending!r}")
         try:
             self._proc.stdin.write(json.dumps({"task": task, "config": cfg.to_dict(), "args": args}) + "\n")
             self._proc.stdin.flush()
         except BrokenPipeError:  # it died starting up: result() says how
             pass
-        self._pending = task
+        self._pending.append(task)
         return self
 
     def result(self) -> Any:
-        """The pending task's result (its progress lines printed first); one clear error if it failed."""
-        task, self._pending = self._pending, None
+        """The oldest pending task's result (its progress lines printed first); one clear error if it failed."""
+        if not self._pending:
+            raise RuntimeError("no background task is pending")
+        task = self._pending.pop(0)
         line = self._proc.stdout.readline()
         if not line:
             self._proc.wait()
@@ -95,9 +96,9 @@ class Worker:
         return reply["result"]
 
     def close(self) -> None:
-        """Ends the worker (at once if a task is still running: its output is discarded)."""
+        """Ends the worker (at once if a task is still pending: its output is discarded)."""
         if self._proc.poll() is None:
-            if self._pending is not None:
+            if self._pending:
                 self._proc.kill()
             else:
                 with contextlib.suppress(BrokenPipeError):

@@ -456,8 +456,8 @@ def demo(cfg: Config, data_dir: Optional[str] = None, is_quick: bool = False) ->
     from recsys.background import Worker
 
     # A second interpreter (the other core) imports TensorFlow while this one preprocesses. It then stages
-    # the retrieval models while the ranker trains here, the ranking model beside the recommend model, and
-    # explains the example's top item while the models are blessed and pushed here. A third, fresh one
+    # the retrieval models while the ranker trains here, then the ranking model and the explanation of the
+    # example's top item while the recommend model is staged, blessed and pushed here. A third, fresh one
     # loads each staged model as soon as it exists and answers the example request.
     with Worker() as worker:
         steps.make_raw(cfg)
@@ -474,10 +474,10 @@ def demo(cfg: Config, data_dir: Optional[str] = None, is_quick: bool = False) ->
             staged = worker.result()
             reloads.reload(staged["retrieval"], request)
             steps.stage_models_in(worker, cfg, version, ["ranking"])
+            steps.explain_in(worker, cfg)  # next in the worker, while the models are blessed and pushed here
             staged.update(steps.stage_models(cfg, version, ["recommend"], trained=trained))
             reloads.reload(staged["recommend"], request)
             staged.update(worker.result())
-            steps.explain_in(worker, cfg)
             paths = steps.export(cfg, trained, version=version, staged=staged)  # + blessed and pushed
             exact = steps.in_process(paths["brute_force"], request)
             explanation = worker.result()

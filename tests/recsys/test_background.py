@@ -27,7 +27,7 @@ def test_models_staged_in_the_worker_answer_as_the_exported_ones_and_export_take
         stages.export(model, None, run_cfg, out, staged={"ranking": af.join(out, "ranking", "1")})
 
 
-def test_a_failed_task_is_one_error_and_the_worker_takes_the_next(run_cfg, tmp_path):
+def test_a_failed_task_is_one_error_and_the_worker_takes_the_next_in_order(run_cfg, tmp_path):
     with Worker() as worker:
         with pytest.raises(RuntimeError, match="unknown task 'train_everything'"):
             worker.submit("train_everything", run_cfg).result()
@@ -35,5 +35,9 @@ def test_a_failed_task_is_one_error_and_the_worker_takes_the_next(run_cfg, tmp_p
                       names=["retrieval"])
         with pytest.raises(RuntimeError, match="background export_models failed: ArtifactError: no complete"):
             worker.result()
-        with pytest.raises(RuntimeError, match="unknown task"):
-            worker.submit("nothing", run_cfg).result()  # still answering
+        worker.submit("first", run_cfg).submit("second", run_cfg)  # queued: run and answered in order
+        for name in ("first", "second"):
+            with pytest.raises(RuntimeError, match=f"unknown task '{name}'"):
+                worker.result()
+        with pytest.raises(RuntimeError, match="no background task is pending"):
+            worker.result()
