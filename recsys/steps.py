@@ -113,7 +113,7 @@ def export(cfg: Config, trained=None, gate: bool = True, force: bool = False, ve
     """
     layout = RunLayout(cfg)
     model = retrieval_artifact(cfg)
-    ranker = af.Ranker.read(layout.ranker) if af.Ranker.exists(layout.ranker) else None
+    ranker = _trained_ranker(layout)
     version = version or new_export_version(cfg)
     exported = stages.export(model, ranker, cfg, layout.exported(version), trained=trained, staged=staged)
     blessing = None
@@ -137,11 +137,16 @@ def new_export_version(cfg: Config) -> int:
     return trainer_export.new_version(cfg.export.version)
 
 
+def _trained_ranker(layout: RunLayout) -> Optional[af.Ranker]:
+    """The run's ranker, if one was trained (exports then include ranking and recommend)."""
+    return af.Ranker.read(layout.ranker) if af.Ranker.exists(layout.ranker) else None
+
+
 def stage_models(cfg: Config, version: int, names, trained=None) -> Dict[str, str]:
     """Stages the named models of export ``version`` here; hand them to ``export`` as ``staged``."""
     layout = RunLayout(cfg)
-    ranker = af.Ranker.read(layout.ranker) if af.Ranker.exists(layout.ranker) else None
-    return stages.export_models(retrieval_artifact(cfg), ranker, cfg, layout.exported(version), names, trained=trained)
+    return stages.export_models(retrieval_artifact(cfg), _trained_ranker(layout), cfg, layout.exported(version),
+                                names, trained=trained)
 
 
 def stage_models_in(worker, cfg: Config, version: int, names) -> None:
@@ -149,7 +154,7 @@ def stage_models_in(worker, cfg: Config, version: int, names) -> None:
     ``worker.result()`` is their directories."""
     layout = RunLayout(cfg)
     worker.submit("export_models", cfg, retrieval=retrieval_artifact(cfg).uri, out=layout.exported(version),
-                  ranker=layout.ranker if af.Ranker.exists(layout.ranker) else None, names=list(names))
+                  ranker=getattr(_trained_ranker(layout), "uri", None), names=list(names))
 
 
 class NotBlessed(RuntimeError):
