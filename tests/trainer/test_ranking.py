@@ -68,8 +68,10 @@ def test_each_model_beats_a_constant_on_planted_structure(name, ranking_cfg, ran
     if name == "dcn":
         model = dcn_ranker.model
     else:
+        # 120 steps: at 60, DeepFM's rating RMSE sits near the constant's on some CPUs (0.8628 vs 0.8626
+        # on an AVX-512 machine; 0.8552 at 30 steps, 0.8348 at 120): early training is not monotone
         model = train_ranking.train_ranker(name, d["train"], d["valid"], d["sizes"], ranking_cfg,
-                                           str(tmp_path / name), epochs=1, steps_per_epoch=60,
+                                           str(tmp_path / name), epochs=1, steps_per_epoch=120,
                                            tables=d["tables"]).model
     # every variable existed before fit (optimizers.create_slots): Keras traced train_step once, not twice
     assert model.train_function.experimental_get_tracing_count() == 1
