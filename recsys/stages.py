@@ -400,12 +400,14 @@ def export_names(ranker: Optional[af.Ranker], cfg: Config) -> Tuple[str, ...]:
 
 
 def export_models(model: af.RetrievalModel, ranker: Optional[af.Ranker], cfg: Config, out: str,
-                  names: Sequence[str], trained=None) -> Dict[str, str]:
+                  names: Sequence[str], trained=None,
+                  request: Optional[Dict[str, np.ndarray]] = None) -> Dict[str, str]:
     """Stages the named models of ``export`` at ``<out>/<name>/1``; returns their directories.
 
     Each needs only the artifacts, so ``recsys demo`` stages some in a second interpreter
     (``recsys.background``): the retrieval models while the ranker trains, the ranking model beside
-    the recommend model. ``export`` then takes them as ``staged``.
+    the recommend model. ``export`` then takes them as ``staged``. ``request``: the warmup request
+    (``sample_request`` of the model's data) when the caller has it already.
     """
     from trainer import export as trainer_export, export_recommend as xr
 
@@ -413,7 +415,8 @@ def export_models(model: af.RetrievalModel, ranker: Optional[af.Ranker], cfg: Co
     if unknown:
         raise ValueError(f"cannot export {unknown}: this export has {list(export_names(ranker, cfg))}")
     trained, vectors = restored(model, cfg, trained)
-    request = sample_request(preprocessed_of(model))
+    if request is None:
+        request = sample_request(preprocessed_of(model))
     rk = load_ranker(ranker, trained, cfg) if set(names) - set(RETRIEVAL_MODELS) else None
     tft, query, catalogue = trained.tft_output, trained.model.query_tower, trained.catalogue
     jobs = {
@@ -450,9 +453,9 @@ def export(model: af.RetrievalModel, ranker: Optional[af.Ranker], cfg: Config, o
     names = export_names(ranker, cfg)
     paths = _checked_staged(out, staged or {}, names)
     todo = [n for n in names if n not in paths]
+    request = sample_request(preprocessed_of(model))  # one read of the raw events: warmup and request.json
     if todo:
-        paths.update(export_models(model, ranker, cfg, out, todo, trained=trained))
-    request = sample_request(preprocessed_of(model))
+        paths.update(export_models(model, ranker, cfg, out, todo, trained=trained, request=request))
     af.write_json(af.join(out, "request.json"), {k: np.asarray(v).tolist() for k, v in request.items()})
     return af.ExportedModels(out, {"models": sorted(paths)}, _lineage(retrieval=model, ranker=ranker), fp,
                              "export").commit()
