@@ -19,11 +19,11 @@ import contextlib
 import io
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import traceback
 from typing import Any, Callable, Dict, List, Optional
+
+from recsys.child import JsonLinesChild
 
 _restored: Dict[str, Any] = {}  # retrieval URI -> the model restored from it: one restore per worker
 
@@ -63,17 +63,11 @@ class Worker:
     pending one; ``close()`` ends the process."""
 
     def __init__(self):
-        self._stderr = tempfile.TemporaryFile(mode="w+")  # TensorFlow's C++ notices; read only on failure
-        self._proc = subprocess.Popen([sys.executable, "-m", "recsys.background"], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=self._stderr, text=True, encoding="utf-8")
+        self._child = JsonLinesChild("recsys.background")
         self._pending: List[str] = []
 
     def submit(self, task: str, cfg, **args) -> "Worker":
-        try:
-            self._proc.stdin.write(json.dumps({"task": task, "config": cfg.to_dict(), "args": args}) + "\n")
-            self._proc.stdin.flush()
-        except BrokenPipeError:  # it died starting up: result() says how
-            pass
+        self._child.send({"task": task, "config": cfg.to_dict(), "args": args})
         self._pending.append(task)
         return self
 
@@ -82,13 +76,9 @@ class Worker:
         if not self._pending:
             raise RuntimeError("no background task is pending")
         task = self._pending.pop(0)
-        line = self._proc.stdout.readline()
-        if not line:
-            self._proc.wait()
-            self._stderr.seek(0)
-            raise RuntimeError(f"the background worker exited ({self._proc.returncode}) during {task!r}:\n"
-                               f"{self._stderr.read()[-3000:]}")
-        reply = json.loads(line)
+        reply = self._child.read()
+        if reply is None:
+            raise RuntimeError(f"the background worker exited during {task!r}, {self._child.failure()}")
         if reply.get("log"):
             print(reply["log"], end="" if reply["log"].endswith("\n") else "\n", flush=True)
         if not reply["ok"]:
@@ -97,14 +87,7 @@ class Worker:
 
     def close(self) -> None:
         """Ends the worker (at once if a task is still pending: its output is discarded)."""
-        if self._proc.poll() is None:
-            if self._pending:
-                self._proc.kill()
-            else:
-                with contextlib.suppress(BrokenPipeError):
-                    self._proc.stdin.close()
-            self._proc.wait()
-        self._stderr.close()
+        self._child.close(kill=bool(self._pending))
 
     def __enter__(self) -> "Worker":
         return self

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from typing import Dict, Optional
@@ -18,6 +17,7 @@ import numpy as np
 
 from recsys import artifacts as af
 from recsys import fileio, stages
+from recsys.child import JsonLinesChild
 from recsys.config import Config
 from recsys.layout import RunLayout
 
@@ -268,45 +268,36 @@ class FreshReloads:
 
     def __init__(self, timeout: float = 300.0):
         self.timeout, self.models, self._files = timeout, [], []
-        self._stderr = tempfile.TemporaryFile(mode="w+")  # never a full pipe while the caller works on
-        self.proc = subprocess.Popen([sys.executable, "-m", "recsys.reload_check", "--stdin"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._stderr, text=True)
+        self._child = JsonLinesChild("recsys.reload_check", "--stdin")
 
     def reload(self, model_dir: str, request: Dict[str, np.ndarray]) -> "FreshReloads":
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump({k: v.tolist() for k, v in request.items()}, f)
         self.models.append(model_dir)
         self._files.append(f.name)
-        try:  # the child reads this line and starts loading
-            self.proc.stdin.write(json.dumps([model_dir, f.name]) + "\n")
-            self.proc.stdin.flush()
-        except BrokenPipeError:  # the child died starting up: results() reports its exit status and stderr
-            pass
+        self._child.send([model_dir, f.name])  # the child reads this line and starts loading
         return self
 
     def results(self) -> list:
         """Each named model's outputs; closes stdin, so the child exits after the last one."""
         try:
-            out, _ = self.proc.communicate(timeout=self.timeout)
+            lines = self._child.finish(self.timeout)
         except subprocess.TimeoutExpired:
-            self.kill()
-            raise RuntimeError(f"reloading {self.models} timed out")
+            raise RuntimeError(f"reloading {self.models} timed out") from None
         finally:
             for path in self._files:
                 if os.path.exists(path):
                     os.unlink(path)
-        lines = out.strip().splitlines()[-len(self.models):] if self.models else []
-        self._stderr.seek(0)
-        err = self._stderr.read()
-        self._stderr.close()
-        if self.proc.returncode != 0 or len(lines) != len(self.models):
-            raise RuntimeError(f"reloading {self.models} failed:\n{err[-3000:]}")
+        lines = lines[-len(self.models):] if self.models else []  # (after anything else printed to stdout)
+        failed = self._child.proc.returncode != 0 or len(lines) != len(self.models)
+        failure = self._child.failure() if failed else ""
+        self._child.close()
+        if failed:
+            raise RuntimeError(f"reloading {self.models} failed, {failure}")
         return [json.loads(line) for line in lines]
 
     def kill(self) -> None:
-        self.proc.kill()
-        self.proc.communicate()
-        self._stderr.close()
+        self._child.close(kill=True)
 
 
 def in_process(model_dir: str, request: Dict[str, np.ndarray]) -> Dict:
