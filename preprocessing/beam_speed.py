@@ -1,6 +1,8 @@
-"""Cuts Beam's fixed per-run cost on the local runner; the pipeline's results do not change.
+"""Cuts Beam's fixed per-run cost and a peak-memory copy on the local runner; the pipeline's results
+do not change.
 
-A small run pays mostly for Beam itself. The profile of 3,842 rows (68 s) showed these avoidable costs:
+A small run pays mostly for Beam itself. The profile of 3,842 rows (68 s) showed these avoidable
+costs:
 
 * **The Prism attempt.** Beam 2.72's ``DirectRunner`` first tries the Prism runner: it converts the
   whole graph to protos (~8 s for our ~2,500 transforms), tries to download a Go binary from GitHub
@@ -14,6 +16,16 @@ A small run pays mostly for Beam itself. The profile of 3,842 rows (68 s) showed
   per ParDo while building, translating and executing the graph: 7,812 calls, ~20 s.
   ``memoised_dofn_specs`` answers repeated questions from a per-class cache.
 
+A large run's peak memory (1M rows, RSS sampled with stack dumps) showed one more:
+
+* **Stage inputs copied three times.** In ``in_memory`` mode a stage's whole input goes to the worker
+  in one message: ``BundleManager._send_input_to_worker`` concatenates every buffered chunk into one
+  stream, copies that into ``bytes`` and the bytes into a protobuf, while the chunks stay buffered.
+  For the 1M-row run's training batches (~0.6 GB encoded) that was the run's peak (4.1 GB).
+  ``chunked_stage_inputs`` hands each chunk over as its own ``Elements.Data`` (one copy); the worker
+  decodes the same elements in the same order (every chunk holds whole elements: it is one earlier
+  bundle's output), so the pipeline's results are the same.
+
 Why the cache is exact: ``get_dofn_specs`` looks at ``dir(dofn)``, keeps the attributes that are
 bound methods and reads their signatures' defaults (StateParam/TimerParam). For an instance whose
 class resolves attributes the ordinary way (no ``__getattr__``/``__getattribute__``/``__dir__``,
@@ -22,13 +34,6 @@ and no ``_inspect_*`` hooks, the bound methods are the class's functions, so the
 the class and on which of its methods the instance shadows with plain attributes (``beam.Map``
 sets ``self.process = fn``), and both are in the cache key. Anything else is passed through to
 Beam's own function uncached, and so is every error Beam raises (nothing failing is cached).
-* **Stage inputs copied three times.** In ``in_memory`` mode a stage's whole input goes to the worker
-  in one message: ``BundleManager._send_input_to_worker`` concatenates every buffered chunk into one
-  stream, copies that into ``bytes`` and the bytes into a protobuf, while the chunks stay buffered.
-  For the 1M-row run's training batches (~0.6 GB encoded) that was the run's peak (4.1 GB).
-  ``chunked_stage_inputs`` hands each chunk over as its own ``Elements.Data`` (one copy); the worker
-  decodes the same elements in the same order (every chunk holds whole elements: it is one earlier
-  bundle's output), so the output is byte for byte the same.
 
 The patches are installed only while our pipeline runs (context managers, reference-counted), never
 at import.
