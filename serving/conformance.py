@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -52,17 +54,25 @@ class Server:
         self._log.write(("\n$ " + " ".join(cmd) + "\n").encode())
         self._log.flush()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True)
-        self.address = ""
-        deadline = time.monotonic() + timeout
-        for line in self.proc.stdout:  # the server prints "gRPC  host:port" once it serves
+        lines: "queue.Queue[Optional[str]]" = queue.Queue()
+
+        def pump():  # stdout read off the caller's thread, so a silent server cannot block past the timeout
+            for line in self.proc.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        self.address, deadline = "", time.monotonic() + timeout
+        while not self.address:  # the server prints "gRPC  host:port" once it serves
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:
+                self.stop()
+                raise RuntimeError(f"server did not start; see {log_path}")
             if line.startswith("gRPC"):
                 self.address = line.split()[1]
-                break
-            if time.monotonic() > deadline:
-                break
-        if not self.address:
-            self.stop()
-            raise RuntimeError(f"server did not start; see {log_path}")
 
     def rest(self, path: str, body: Optional[dict] = None) -> Tuple[int, dict]:
         data = None if body is None else json.dumps(body).encode()
@@ -264,8 +274,10 @@ def build_self_saved(out: str) -> None:
     """The models TF Serving's tests save themselves, rebuilt in a child interpreter with Keras 2 (the
     tests' ``tf.keras``) and two logical CPUs (for the MirroredStrategy one)."""
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
-    subprocess.run([sys.executable, "-m", "serving.conformance", "--_build", out], check=True, env=env,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    done = subprocess.run([sys.executable, "-m", "serving.conformance", "--_build", out], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"building the self-saved models failed ({done.returncode}):\n{done.stderr[-2000:]}")
 
 
 def _build(out: str) -> int:
