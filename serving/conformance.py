@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import queue
+import shutil
 import socket
 import subprocess
 import sys
@@ -45,7 +46,8 @@ class Server:
     """``python -m serving.server`` with TF Serving's test flags; ``address`` is its gRPC host:port."""
 
     def __init__(self, flags: List[str], log_path: str, timeout: float = 120.0):
-        self.rest_port, self.socket = free_port(), tempfile.mktemp(prefix="tfs-conformance-", suffix=".sock")
+        self._dir = tempfile.mkdtemp(prefix="tfs-conformance-")   # private: the Unix socket lives here
+        self.rest_port, self.socket = free_port(), os.path.join(self._dir, "grpc.sock")
         cmd = [sys.executable, "-m", "serving.server", f"--port={free_port()}", f"--rest_api_port={self.rest_port}",
                "--rest_api_timeout_in_ms=5000", f"--grpc_socket_path={self.socket}", *flags,
                "--grpc_channel_arguments=grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb,"
@@ -95,8 +97,7 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
-        if os.path.exists(self.socket):
-            os.unlink(self.socket)
+        shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> "Server":
         return self
