@@ -32,7 +32,6 @@ import argparse
 import functools
 import itertools
 import os
-import queue
 import shutil
 import subprocess
 import sys
@@ -48,6 +47,7 @@ from benchmarks import common
 from serving import codec
 from serving.client import ServingClient, build_query_inputs, predict_request
 from serving.models import list_versions
+from serving.launch import announced
 
 KNOWN_MODELS = ("retrieval", "retrieval_brute_force", "ranking", "recommend")
 DEFAULT_MODELS = ("retrieval", "ranking", "recommend")
@@ -69,26 +69,11 @@ class ServerProcess:
         self.log.flush()
         self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                      env=None if env is None else {**os.environ, **env})
-        lines: "queue.Queue[Optional[str]]" = queue.Queue()
-
-        def pump():
-            for line in self.proc.stdout:
-                lines.put(line)
-            lines.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-        deadline = time.monotonic() + timeout
-        self.address = None
-        while self.address is None:
-            try:
-                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                line = None
-            if line is None:
-                self.stop()
-                raise RuntimeError(f"server did not start; see {log_path}")
-            if line.startswith("gRPC"):
-                self.address = line.split()[1]
+        line = announced(self.proc, "gRPC", timeout)   # "gRPC  host:port" once it serves
+        if line is None:
+            self.stop()
+            raise RuntimeError(f"server did not start; see {log_path}")
+        self.address = line.split()[1]
 
     def stop(self) -> None:
         common.stop_process(self.proc, 30)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import socket
 import statistics
 import subprocess
@@ -28,6 +27,7 @@ import urllib.request
 from typing import Dict, List, Optional
 
 from benchmarks import common
+from serving.launch import announced, free_port
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HISTORY = 20
@@ -65,12 +65,6 @@ def body(rows: int, id_len: int = 8) -> bytes:
     return b'{"instances": [' + b", ".join([row] * rows) + b"]}"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class ServerProcess:
     """``python -m serving.server`` on fixed free loopback ports (0 disables REST in both old and new code)."""
 
@@ -88,21 +82,10 @@ class ServerProcess:
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.url = f"http://127.0.0.1:{self.rest_port}"
-        lines: "queue.Queue[Optional[str]]" = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(x) for x in self.proc.stdout] + [lines.put(None)],
-                         daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                line = None
-            if line is None:
-                self.stop()
-                self.log.seek(0)
-                raise RuntimeError("server did not start: " + self.log.read()[-3000:].decode("utf-8", "replace"))
-            if line.startswith("REST"):
-                break
+        if announced(self.proc, "REST", timeout) is None:   # REST is the last thing the server starts
+            self.stop()
+            self.log.seek(0)
+            raise RuntimeError("server did not start: " + self.log.read()[-3000:].decode("utf-8", "replace"))
 
     def status(self) -> Dict[str, int]:
         """VmRSS / VmHWM in bytes, threads, open file descriptors, CPU seconds."""

@@ -15,31 +15,25 @@ Prints one PASS/FAIL line per check; exit status 1 when any fails.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
-import queue
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
 from typing import Callable, Dict, List, Optional, Tuple
+
+from serving.launch import announced, free_port
 
 VERSION = 123  # every testdata model is version 00000123 (the two-version model adds 124)
 MONITORING = 'prometheus_config: { enable: true, path: "/monitoring/prometheus/metrics" }\n'
 BATCHING = ("max_batch_size { value: 128 }\nbatch_timeout_micros { value: 0 }\n"
             "max_enqueued_batches { value: 1000000 }\nnum_batch_threads { value: 8 }\n")
 SELF_SAVED = ("tf_saved_model_save", "multiple_signatures", "keras_sequential", "keras_sequential_distributed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -56,25 +50,11 @@ class Server:
         self._log.write(("\n$ " + " ".join(cmd) + "\n").encode())
         self._log.flush()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True)
-        lines: "queue.Queue[Optional[str]]" = queue.Queue()
-
-        def pump():  # stdout read off the caller's thread, so a silent server cannot block past the timeout
-            for line in self.proc.stdout:
-                lines.put(line)
-            lines.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-        self.address, deadline = "", time.monotonic() + timeout
-        while not self.address:  # the server prints "gRPC  host:port" once it serves
-            try:
-                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                line = None
-            if line is None:
-                self.stop()
-                raise RuntimeError(f"server did not start; see {log_path}")
-            if line.startswith("gRPC"):
-                self.address = line.split()[1]
+        line = announced(self.proc, "gRPC", timeout)   # "gRPC  host:port" once it serves
+        if line is None:
+            self.stop()
+            raise RuntimeError(f"server did not start; see {log_path}")
+        self.address = line.split()[1]
 
     def rest(self, path: str, body: Optional[dict] = None) -> Tuple[int, dict]:
         data = None if body is None else json.dumps(body).encode()
@@ -98,6 +78,7 @@ class Server:
                 self.proc.wait()
         self._log.close()
         shutil.rmtree(self._dir, ignore_errors=True)
+        _stubs.cache_clear()   # a later server may get this port: no channel to a stopped one is reused
 
     def __enter__(self) -> "Server":
         return self
@@ -121,7 +102,9 @@ class Checks:
 
 
 # ---------------------------------------------------------------- requests as TF Serving's tests build them
+@functools.lru_cache(maxsize=None)
 def _stubs(address: str):
+    """One channel per server address, shared by all of that server's checks."""
     import grpc
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 

@@ -3,7 +3,8 @@
     with start_server(model_base_path="models/retrieval", model_name="retrieval") as srv:
         client = ServingClient(srv.grpc_address)
 
-Same code path as ``recsys serve``; only the ports are picked by the OS.
+Same code path as ``recsys serve``; only the ports are picked by the OS (``serving.launch`` helps callers
+that start ``python -m serving.server`` as a process instead).
 """
 from __future__ import annotations
 
