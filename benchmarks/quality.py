@@ -146,9 +146,10 @@ def dataset_label(name: str, args) -> str:
 
 
 def make_config(args, workdir: str):
-    from recsys.config import Config
+    from recsys.config import load_config
 
-    cfg = Config(workdir=workdir)
+    cfg = load_config(overrides=args.set)
+    cfg.workdir = workdir
     if args.epochs:
         cfg.train.epochs = args.epochs
     cfg.ranking.max_train_events = args.ranker_max_train_events
@@ -678,6 +679,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tfrs-protocol", choices=("on", "off"), default="on",
                    help="also run the TFRS tutorials' protocol (tfrs_random_80_20; one more two-tower training)")
     p.add_argument("--seed", type=int, default=42, help="data and sampling seed")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="config override for every row (repeatable), e.g. --set preprocess.history_length=50; "
+                        "rows stay comparable because every model reads the same config")
     p.add_argument("--keep-work", action="store_true", help="keep <out>/work (raw data, preprocessing, models)")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
     return p
@@ -711,6 +715,12 @@ def resolve_args(argv) -> argparse.Namespace:
 
     a.model_list = quality_models.model_list(a.models if a.models is not None else
                                              ("none" if a.quick else ",".join(quality_models.MODELS)))
+    from recsys.config import ConfigError, load_config
+
+    try:
+        load_config(overrides=a.set)  # a bad --set fails here, in one line, before any data is read
+    except ConfigError as e:
+        raise SystemExit(f"--set: {e}") from None
     a.dataset_list = [d.strip() for d in a.datasets.split(",") if d.strip()]
     for d in a.dataset_list:
         if d not in ("synthetic", "movielens"):

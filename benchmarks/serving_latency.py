@@ -317,16 +317,33 @@ def signature_spec(sig) -> dict:
     return {"method_name": sig.method_name, "inputs": conv(sig.inputs), "outputs": conv(sig.outputs)}
 
 
-def make_batches(spec: dict, n: int, batch_size: int, k: int, candidates: Sequence[str]) -> List[Dict[str, np.ndarray]]:
-    """``n`` distinct requests of ``batch_size`` users each (a ranker gets one row per candidate instead)."""
+def make_batches(spec: dict, n: int, batch_size: int, k: int, candidates: Sequence[str],
+                 query_once: bool = False) -> List[Dict[str, np.ndarray]]:
+    """``n`` distinct requests of ``batch_size`` users each (a ranker gets one row per candidate instead;
+    ``query_once``: with the user, context and history features once, batch_size 1 only)."""
     out = []
     for j in range(n):
         users = [f"u{(j * batch_size + b) % 997}" for b in range(batch_size)]
-        rows = [build_query_inputs(spec, u, k=k, items=candidates if "item_id" in spec["inputs"] else ())
-                for u in users]
+        rows = [build_query_inputs(spec, u, k=k, items=candidates if "item_id" in spec["inputs"] else (),
+                                   query_once=query_once) for u in users]
         out.append({name: (rows[0][name] if rows[0][name].ndim == 0 else np.concatenate([r[name] for r in rows]))
                     for name in rows[0]})
     return out
+
+
+def query_once_workload(ranking, k: int, candidates: Sequence[str]) -> list:
+    """[("ranking:query_once", "ranking", requests)]: the same ranking requests with the query's features sent
+    once (``build_query_inputs(query_once=True)``), or [] with a note when this ranker does not broadcast them
+    (exported before ``export_recommend.broadcast_query``)."""
+    sig = ranking.signature("")
+    requests = make_batches(signature_spec(sig), 16, 1, k, candidates, query_once=True)
+    try:
+        sig.run_unchecked(requests[0])
+    except Exception as e:  # noqa: BLE001  (TensorFlow's shape error: an older export)
+        print(f"  ranking:query_once skipped: this ranker needs one query row per candidate "
+              f"({str(e).splitlines()[0][:120]})", flush=True)
+        return []
+    return [("ranking:query_once", "ranking", requests)]
 
 
 def _candidates(loaded: Dict[str, Any], n: int) -> List[str]:
@@ -469,6 +486,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         candidates = _candidates(loaded, args.rank_candidates)
         batches = {m: make_batches(signature_spec(s.signature("")), 16, args.batch_size, args.k, candidates)
                    for m, s in loaded.items()}
+        workloads = [(m, m, batches[m]) for m in loaded]  # (row label, served model, requests)
+        if "ranking" in loaded and args.batch_size == 1:
+            at = [w[0] for w in workloads].index("ranking") + 1
+            workloads[at:at] = query_once_workload(loaded["ranking"], args.k, candidates)
         config = os.path.join(workdir, "models.config")
         with open(config, "w") as f:
             f.write("model_config_list {\n" + "".join(
@@ -487,19 +508,21 @@ def main(argv: Optional[List[str]] = None) -> int:
                      ("grpc-on", "grpc", "on", on.address)]
             rows: List[Dict[str, Any]] = []
             per_round = max(1, args.requests // args.rounds)
-            for m, s in loaded.items():
-                sig = s.signature("")
-                calls = {"in-process": lambda i, sig=sig, b=batches[m]: sig.run_unchecked(b[i % len(b)])}
+            for m, served, requests in workloads:
+                sig = loaded[served].signature("")
+                calls = {"in-process": lambda i, sig=sig, b=requests: sig.run_unchecked(b[i % len(b)])}
                 for key, _, _, address in modes[1:]:
-                    calls[key] = grpc_caller(address, m, batches[m], "serving_default")
+                    calls[key] = grpc_caller(address, served, requests, "serving_default")
                 for c in concurrencies:
                     runs: Dict[str, list] = {key: [] for key, *_ in modes}
                     for _ in range(args.rounds):
                         for key, *_ in modes:
                             runs[key].append(run_load(calls[key], per_round, c, args.warmup, args.gap_ms / 1e3))
+                    size = len(predict_request(served, requests[0]).SerializeToString())
                     for key, mode, batching, _ in modes:
                         r = summarize(runs[key])
-                        rows.append({"model": m, "mode": mode, "batching": batching, "concurrency": c, **r})
+                        rows.append({"model": m, "mode": mode, "batching": batching, "concurrency": c,
+                                     "request_kb": size / 1024, **r})
                         print(f"  {m:<22} {mode:<10} batching={batching:<3} c={c}: p50 {r['p50_ms']:.2f} ms  "
                               f"p99 {r['p99_ms']:.2f} ms  qps {r['qps']:.0f}  failed {r['failed']}", flush=True)
             # floors, c=1, same pacing: bare echo servers (sync and aio, sync and aio clients) echoing a
@@ -553,7 +576,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                    "serving_default")
 
         cols = [("model", "model"), ("mode", "mode"), ("batching", "batching"), ("concurrency", "conc"),
-                ("requests", "requests"), ("failed", "failed"), ("p50_ms", "p50 ms", ".2f"),
+                ("request_kb", "req KB", ".1f"), ("requests", "requests"), ("failed", "failed"), ("p50_ms", "p50 ms", ".2f"),
                 ("p95_ms", "p95 ms", ".2f"), ("p99_ms", "p99 ms", ".2f"), ("qps", "QPS", ".0f"),
                 ("overhead_p50_ms", "overhead p50 ms", ".2f"), ("overhead_ratio", "ratio", ".2f")]
         print()

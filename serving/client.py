@@ -268,11 +268,13 @@ def grpc_code_name(number: int) -> str:
 # ---------------------------------------------------------------- `recsys query`
 def build_query_inputs(signature: dict, user: str, *, k: Optional[int] = None, timestamp: Optional[int] = None,
                        history: Sequence[str] = (), items: Sequence[str] = (),
-                       features: Optional[Dict[str, str]] = None) -> Dict[str, np.ndarray]:
+                       features: Optional[Dict[str, str]] = None, query_once: bool = False) -> Dict[str, np.ndarray]:
     """Raw-feature request for one user from the schema defaults, shaped as the signature wants.
 
     ``history`` is oldest first (left-padded with "" to the list width, as in the schema).
-    With ``items`` and a rank-1 ``item_id`` input (a ranking signature): one row per candidate.
+    With ``items`` and a rank-1 ``item_id`` input (a ranking signature): one row per candidate;
+    ``query_once``: the query's features (user, context, history) as one row for all of them, which
+    rankers exported by this project broadcast (``export_recommend.broadcast_query``).
     """
     from preprocessing import schema
 
@@ -284,6 +286,7 @@ def build_query_inputs(signature: dict, user: str, *, k: Optional[int] = None, t
     for name, spec in signature["inputs"].items():
         dtype, shape = spec["dtype"], spec["shape"] if spec["shape"] is not None else [-1]
         col = schema.COLUMNS.get(name)
+        rows_here = 1 if query_once and name in schema.QUERY_FEATURES else rows
         width = None
         if len(shape) >= 2:
             width = shape[1] if shape[1] > 0 else (col.length if col is not None and col.length else len(items))
@@ -313,11 +316,11 @@ def build_query_inputs(signature: dict, user: str, *, k: Optional[int] = None, t
             out[name] = _to_array(value, dtype)
         elif width:                          # fixed-length list feature, left-padded, same for every row
             value = list(value)[-width:]
-            out[name] = _to_array([[pad] * (width - len(value)) + value] * rows, dtype)
+            out[name] = _to_array([[pad] * (width - len(value)) + value] * rows_here, dtype)
         elif name == "item_id" and items:    # one candidate per row
             out[name] = _to_array(list(items), dtype)
         else:
-            out[name] = _to_array([value] * rows, dtype)
+            out[name] = _to_array([value] * rows_here, dtype)
     return out
 
 
@@ -385,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
                                               "(default: the top --num_candidates from --candidates_model)")
     p.add_argument("--candidates_model", default="retrieval", help="ranking without --items: where candidates come from")
     p.add_argument("--num_candidates", type=int, default=100, help="ranking without --items: how many to rank")
+    p.add_argument("--query_once", action="store_true",
+                   help="ranking: send the user, context and history features once instead of once per candidate "
+                        "(rankers exported by this project broadcast them; smaller, faster requests)")
     p.add_argument("--history", default="", help="comma-separated recent item ids, oldest first")
     p.add_argument("--timestamp", type=int, default=None, help="event time (unix s); default now")
     p.add_argument("--feature", action="append", default=[], metavar="NAME=VALUE",
@@ -420,7 +426,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 features=features))
             items = [r[1] for r in format_table(cand, args.num_candidates)[1:]]
         inputs = build_query_inputs(sig, args.user, k=args.k, timestamp=args.timestamp, history=history,
-                                    items=items, features=features)
+                                    items=items, features=features, query_once=args.query_once)
         t0 = time.perf_counter()
         result = client.predict(args.model, inputs, args.signature, args.version)
         ms = (time.perf_counter() - t0) * 1e3

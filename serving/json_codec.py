@@ -576,19 +576,22 @@ def _batch_first(sig_inputs: SignatureInputs) -> bool:
 
 
 def check_batch_sizes(sig_inputs: SignatureInputs, arrays: Mapping[str, np.ndarray]) -> None:
-    """Every input of an all-batch-first signature must have the same batch size (INVALID_ARGUMENT).
+    """Every input of an all-batch-first signature must have the same batch size, or one row (INVALID_ARGUMENT).
 
     TensorFlow would otherwise broadcast or slice some graphs silently (``recommend`` with a ``k``
-    batch that differs from the request's returned outputs of the wrong shape). Signatures with any
-    input whose leading dimension is fixed or unknown-rank are left alone.
+    batch that differs from the request's returned outputs of the wrong shape). One row is left to
+    the graph, as TF Serving leaves every shape: this project's graphs broadcast it on purpose (a
+    ranker's query features once for all candidates, one ``k`` for all users) and others fail in
+    TensorFlow, which is INVALID_ARGUMENT too. Signatures with any input whose leading dimension is
+    fixed or unknown-rank are left alone.
     """
     if not _batch_first(sig_inputs):
         return
     sizes = {k: a.shape[0] for k, a in arrays.items() if k in sig_inputs and getattr(a, "ndim", 0) >= 1}
-    if len(set(sizes.values())) > 1:
+    if len(set(sizes.values()) - {1}) > 1:
         desc = ", ".join(f"{k}: {v}" for k, v in sorted(sizes.items()))
         raise _bad(f"inputs have different batch sizes ({desc}); every input's first dimension must be the "
-                   f"same batch size")
+                   f"same batch size (or 1: one row for every row)")
 
 
 def parse_predict(body: bytes, signature_inputs: Callable[[str], SignatureInputs],
@@ -674,7 +677,8 @@ def _columns(p: _Parser, sig: SignatureInputs) -> Dict[str, np.ndarray]:
             t.max_rows = rows if batch_first else None
             p.tensor(t, 0)
             out[name] = t.finish()
-            if batch_first and rows is None and out[name].ndim >= 1:
+            # the batch size is fixed by the first input with more than one row (one row is for every row)
+            if batch_first and rows is None and out[name].ndim >= 1 and out[name].shape[0] != 1:
                 rows = out[name].shape[0]
     return out
 

@@ -90,6 +90,20 @@ def _model_inputs(tft_out: Dict[str, tf.Tensor], raw: Dict[str, tf.Tensor]) -> D
     return feats
 
 
+def broadcast_query(raw: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """The query's features (``schema.QUERY_FEATURES``: user, context, history) may come once, as one row, for
+    every candidate: TF Ranking's context/example split. A 50-candidate request with a 20-item history then
+    carries 40 history values instead of 2,000. One row per candidate still works; any other row count is
+    TensorFlow's own broadcast error (INVALID_ARGUMENT from the server)."""
+    rows = tf.shape(raw["item_id"])[0]
+    out = dict(raw)
+    for name in schema.QUERY_FEATURES:
+        if name in out:
+            v = out[name]
+            out[name] = tf.broadcast_to(v, tf.concat([[rows], tf.shape(v)[1:]], 0))
+    return out
+
+
 class RankingModule(tf.Module):
     """Raw (query x candidate) rows -> TFT layer -> ranker -> score / rating."""
 
@@ -99,6 +113,7 @@ class RankingModule(tf.Module):
         self.ranker = ranker
 
     def rank(self, **raw):
+        raw = broadcast_query(raw)
         tft_in = {k: v for k, v in raw.items() if k not in schema.RETRIEVAL_FEATURES}
         out = self.ranker(_model_inputs(self.tft_layer(tft_in), raw), training=False)
         return {"score": tf.sigmoid(out["engagement_logit"]), "engagement_logit": out["engagement_logit"],
@@ -215,7 +230,11 @@ class RecommendModule(tf.Module):
                         tf.fill([batch], self.default_k))
 
     def serve_with_options(self, exclude_item_ids, num_candidates, k, **raw):
-        return self.run(raw, exclude_item_ids, num_candidates, k)
+        # one row of options is for every user; any other row count fails here, in the graph, so TF Serving
+        # (which leaves shapes to the graph) rejects it as INVALID_ARGUMENT too instead of mis-shaping outputs
+        batch = tf.shape(raw["user_id"])[0]
+        exclude_item_ids = tf.broadcast_to(exclude_item_ids, tf.stack([batch, tf.shape(exclude_item_ids)[1]]))
+        return self.run(raw, exclude_item_ids, tf.broadcast_to(num_candidates, [batch]), tf.broadcast_to(k, [batch]))
 
     def explore(self, **raw):
         """serving_default's list under the version's exploration policy, with each item's propensity."""
@@ -282,7 +301,8 @@ def _call(fn, request: Dict[str, np.ndarray]):
 def ranking_request(query: Dict[str, np.ndarray], catalogue: data.Catalogue, items: Sequence[int],
                     ranks: Optional[Sequence[int]] = None, scores: Optional[Sequence[float]] = None,
                     source: str = "scann") -> Dict[str, np.ndarray]:
-    """A ranking request: one row per candidate (the batch-of-one query repeated)."""
+    """A ranking request: one row per candidate (the batch-of-one query repeated; ``compact_ranking_request``
+    sends it once)."""
     n = len(items)
     out = {k: np.repeat(np.asarray(v)[:1], n, axis=0) for k, v in query.items()}
     for k in schema.CANDIDATE_FEATURES:

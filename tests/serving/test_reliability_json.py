@@ -59,13 +59,22 @@ def test_strings_are_compact_but_a_long_one_does_not_blow_up_the_width():
     ({"instances": [{"ids": ["a", "b"], "ts": [1, 2, 3], "x": [0, 0], "flag": True},
                     {"ids": ["a", "b", "c"], "ts": [1, 2, 3], "x": [0, 0], "flag": True}]}, "ragged"),
     ({"instances": [{"ids": ["a", "b", "c"], "ts": [1, 2, 3], "x": [0, 1e39], "flag": True}]}, "out of range"),
-    ({"inputs": {"ids": [["a", "b", "c"]], "ts": [[1, 2, 3], [4, 5, 6]], "x": [[0, 0]], "flag": [True]}},
-     "more than 1 rows"),
+    ({"inputs": {"ids": [["a", "b", "c"]] * 2, "ts": [[1, 2, 3]] * 3, "x": [[0, 0]] * 2, "flag": [True] * 2}},
+     "more than 2 rows"),
 ])
 def test_type_shape_and_range_errors(body, fragment):
     with pytest.raises(ServingError) as e:
         parse(body)
     assert e.value.code_name == "INVALID_ARGUMENT" and fragment in e.value.message
+
+
+def test_one_row_beside_many_is_left_to_the_graph():
+    """A one-row input is for every row (a ranker's query features once for all candidates): parsed whichever
+    input comes first, as TF Serving leaves shapes to the graph."""
+    for inputs in ({"ids": [["a", "b", "c"]], "ts": [[1, 2, 3]] * 3, "x": [[0, 0]] * 3, "flag": [True]},
+                   {"ts": [[1, 2, 3]] * 3, "ids": [["a", "b", "c"]], "x": [[0, 0]] * 3, "flag": [True] * 3}):
+        _, _, arrays = parse({"inputs": inputs})
+        assert {k: a.shape[0] for k, a in arrays.items()} == {k: len(v) for k, v in inputs.items()}
 
 
 def test_value_cap_is_resource_exhausted_and_stops_early():

@@ -129,6 +129,27 @@ def test_recommend_scores_equal_the_ranking_model(exported_stages, trained):
     np.testing.assert_allclose(scores, out["scores"][0], rtol=1e-4, atol=1e-5)
 
 
+def test_ranking_takes_the_query_once_for_all_candidates(exported_stages, trained):
+    """The query's features sent as one row score exactly as one row per candidate; 2 rows for 5 candidates
+    is TensorFlow's own INVALID_ARGUMENT, not a silent broadcast."""
+    from preprocessing import schema
+    from serving.errors import ServingError
+    from serving.servable import Servable
+
+    request = {k: v[:1] for k, v in exported_stages["request"].items()}
+    rows = xr.ranking_request(request, trained["trained"].catalogue, [0, 1, 2, 3, 4])
+    once = {k: (v[:1] if k in schema.QUERY_FEATURES else v) for k, v in rows.items()}
+    servable = Servable("ranking", 3, exported_stages["paths"]["ranking"])
+    full, compact = servable.predict(rows), servable.predict(once)
+    assert compact["score"].shape == (5,)
+    np.testing.assert_allclose(compact["score"], full["score"], rtol=1e-6)
+    np.testing.assert_allclose(compact["rating"], full["rating"], rtol=1e-6)
+    two = dict(once, history_item_ids=np.repeat(once["history_item_ids"], 2, axis=0))
+    with pytest.raises(ServingError) as e:
+        servable.predict(two)
+    assert e.value.code_name == "INVALID_ARGUMENT"
+
+
 def test_ranking_from_tf_examples_matches_raw_signature(exported_stages, trained):
     from preprocessing import schema
 
@@ -186,6 +207,7 @@ def test_bad_inputs_give_clear_errors(exported_stages):
 def test_one_grpc_predict_call_gives_final_recommendations(exported_stages):
     """The recommend model behind the TF-Serving-compatible server: one Predict, final top-k."""
     from serving.client import ServingClient
+    from serving.errors import ServingError
     from serving.testing import start_server
 
     request = {k: v[:2] for k, v in exported_stages["request"].items()}
@@ -197,9 +219,18 @@ def test_one_grpc_predict_call_gives_final_recommendations(exported_stages):
                                                                                          dtype=object),
                                                       num_candidates=np.array([20, 20], np.int32),
                                                       k=np.array([5, 5], np.int32)), signature_name="recommend")
+            one_row = client.predict("recommend", dict(request, exclude_item_ids=np.array([[""]], dtype=object),
+                                                       num_candidates=np.array([20], np.int32),
+                                                       k=np.array([5], np.int32)), signature_name="recommend")
+            with pytest.raises(ServingError) as e:  # 3 rows of k for 2 users: refused, not mis-shaped
+                client.predict("recommend", dict(request, exclude_item_ids=np.array([[""]], dtype=object),
+                                                 num_candidates=np.array([20], np.int32),
+                                                 k=np.array([5, 5, 5], np.int32)), signature_name="recommend")
+    assert e.value.code_name == "INVALID_ARGUMENT"
     ids = to_str(np.asarray(out["item_ids"]))
     assert ids.shape == (2, K) and all(len(set(r)) == K for r in ids)
     assert np.asarray(mixed["item_ids"]).shape == (2, 5)
+    np.testing.assert_array_equal(np.asarray(one_row["item_ids"]), np.asarray(mixed["item_ids"]))  # one k for all
     assert out.model_version == 3
 
 
