@@ -261,6 +261,8 @@ def trained_config(art: af.Artifact, cfg: Config, sub: str = "") -> Config:
     if "seq_keep_pooled" not in data.get("retrieval", {}):
         # saved before sequence encoders sat beside the pooled history: the encoder alone, on shared tables
         saved.retrieval.seq_keep_pooled, saved.retrieval.seq_tables = False, "shared"
+    if "early_stopping_metric" not in data.get("train", {}):  # saved when early stopping watched the loss
+        saved.train.early_stopping_metric = "loss"
     return saved
 
 
@@ -270,13 +272,14 @@ def restore_retrieval(model: af.RetrievalModel, cfg: Config):
     from trainer import train as trainer_train
 
     pre = preprocessed_of(model)
-    m, sizes, catalogue, stats, tft_output = trainer_train.build_retrieval(pre.uri, trained_config(model, cfg),
-                                                                           with_metrics=False)
+    tcfg = trained_config(model, cfg)
+    m, sizes, catalogue, stats, tft_output = trainer_train.build_retrieval(pre.uri, tcfg, with_metrics=False)
     m.load_weights(model.checkpoint).expect_partial()
     history = model.path("history.json")
     return trainer_train.TrainedRetrieval(m, sizes, catalogue, stats, tft_output,
                                           fileio.read_json(history) if fileio.exists(history) else {},
-                                          float(model.get("train_seconds", 0.0)), model.uri)
+                                          float(model.get("train_seconds", 0.0)), model.uri,
+                                          trainer_train.early_stopping_monitor(tcfg.train, tcfg.eval.ks, True))
 
 
 def load_retrieval(model: af.RetrievalModel, cfg: Config):

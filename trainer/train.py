@@ -30,6 +30,20 @@ class TrainedRetrieval:
     history: dict
     train_seconds: float
     out_dir: str
+    monitor: tuple = ("val_loss", "min")  # (history key, mode) early stopping kept the best epoch by
+
+
+def early_stopping_monitor(t, eval_ks, with_metrics: bool) -> tuple:
+    """(Keras log key, mode) for ``train.early_stopping_metric``; ``val_loss`` when no top-K metric is computed
+    (multi-worker roles validate without the catalogue metrics)."""
+    metric = t.early_stopping_metric
+    k = metric[4:] if metric.startswith("top_") else ""
+    if metric != "loss" and not (k.isdigit() and int(k) in tuple(eval_ks)):
+        raise ValueError(f"train.early_stopping_metric={metric!r} must be 'loss' or top_K with K one of eval.ks "
+                         f"{tuple(eval_ks)}, e.g. top_{tuple(eval_ks)[0]}")
+    if metric == "loss" or not with_metrics:
+        return "val_loss", "min"
+    return f"val_factorized_top_k/top_{k}_categorical_accuracy", "max"
 
 
 def _progress(epochs: int) -> EpochProgress:
@@ -104,11 +118,13 @@ def train_retrieval(version_dir: str, cfg, out_dir: str, before_ts: Optional[int
                     _build_towers(model, example)
             optimizers.create_slots(model)
     ckpt = os.path.join(out_dir, "checkpoints", "best.weights")
+    monitor, mode = early_stopping_monitor(t, cfg.eval.ks, with_metrics=role.kind == "none")
     callbacks = [
         _progress(epochs),
-        tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=t.early_stopping_patience,
+        tf.keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=t.early_stopping_patience,
                                          restore_best_weights=True),
-        tf.keras.callbacks.ModelCheckpoint(ckpt, monitor="val_loss", save_best_only=True, save_weights_only=True),
+        tf.keras.callbacks.ModelCheckpoint(ckpt, monitor=monitor, mode=mode, save_best_only=True,
+                                           save_weights_only=True),
     ]
     if role.kind == "parameter_server":  # the coordinator runs no validation pass: keep the last weights
         callbacks = [callbacks[0], tf.keras.callbacks.ModelCheckpoint(ckpt, save_weights_only=True)]
@@ -124,13 +140,17 @@ def train_retrieval(version_dir: str, cfg, out_dir: str, before_ts: Optional[int
     with tf.io.gfile.GFile(os.path.join(out_dir, "feature_sizes.json"), "w") as f:
         json.dump(sizes.to_dict(), f, indent=2)
     cfg.save(os.path.join(out_dir, "config.json"))
-    return TrainedRetrieval(model, sizes, catalogue, stats, tft_output, history, seconds, out_dir)
+    return TrainedRetrieval(model, sizes, catalogue, stats, tft_output, history, seconds, out_dir, (monitor, mode))
 
 
-def best_epoch(history: dict) -> Optional[int]:
-    """The epoch early stopping kept (lowest validation loss, 1-based); None without a validation history."""
-    losses = history.get("val_loss") or []
-    return int(np.argmin(losses)) + 1 if losses else None
+def best_epoch(history: dict, monitor: tuple = ("val_loss", "min")) -> Optional[int]:
+    """The epoch early stopping kept (1-based: the best ``monitor`` = (history key, min | max), the first of
+    ties; the lowest val_loss when the history lacks that key); None without a validation history."""
+    key, mode = monitor if monitor[0] in history else ("val_loss", "min")  # trained without top-K metrics
+    values = history.get(key) or []
+    if not values:
+        return None
+    return int(np.argmin(values) if mode == "min" else np.argmax(values)) + 1
 
 
 def _warm_start(model: TwoTowerModel, tft_output, previous: TrainedRetrieval, batch) -> dict:

@@ -345,7 +345,7 @@ def candidate_retriever(cfg, version_dir: str, trained, item_vectors: np.ndarray
     # as many epochs as early stopping kept for the final retriever: the fold is the same model on 3/4 of
     # its data, and waiting out the patience again would cost epochs whose weights are thrown away
     fold = train_retrieval(version_dir, cfg, out_dir=os.path.join(out_dir, "fold_retrieval"), before_ts=cut,
-                           epochs=rcfg.oof_epochs or best_epoch(trained.history))
+                           epochs=rcfg.oof_epochs or best_epoch(trained.history, trained.monitor))
     vectors = er.item_vectors(fold.model.candidate_tower,
                               fold.catalogue.transformed(fold.tft_output.transform_features_layer()))
     info = {"candidates_from": "out_of_fold", "fold_cutoff_ts": cut, "fold_seconds": round(time.time() - t0, 1)}

@@ -50,8 +50,23 @@ def test_towers_are_normalised_and_share_the_item_table(trained):
     assert T.ITEM_IDX  # schema names are the contract between preprocessing and the towers
 
 
-def test_best_epoch_is_the_lowest_validation_loss_and_none_without_one():
+def test_best_epoch_follows_the_monitored_metric_and_none_without_one():
     from trainer.train import best_epoch
 
     assert best_epoch({"val_loss": [3.0, 1.0, 2.0, 1.5]}) == 2  # 1-based: what early stopping restored
+    recall = "val_factorized_top_k/top_50_categorical_accuracy"
+    history = {"val_loss": [3.0, 1.0, 2.0], recall: [0.1, 0.2, 0.3]}
+    assert best_epoch(history, (recall, "max")) == 3  # recall still rising while the loss turned
     assert best_epoch({"loss": [3.0, 2.0]}) is None  # parameter-server coordinators validate nothing
+
+
+def test_early_stopping_watches_recall_at_k_or_the_loss():
+    from recsys.config import TrainConfig
+    from trainer.train import early_stopping_monitor
+
+    assert early_stopping_monitor(TrainConfig(), (10, 50, 100), True) == (
+        "val_factorized_top_k/top_50_categorical_accuracy", "max")
+    assert early_stopping_monitor(TrainConfig(), (10, 50, 100), False) == ("val_loss", "min")  # no metrics
+    assert early_stopping_monitor(TrainConfig(early_stopping_metric="loss"), (10,), True) == ("val_loss", "min")
+    with pytest.raises(ValueError, match="one of eval.ks"):
+        early_stopping_monitor(TrainConfig(early_stopping_metric="top_20"), (10, 50), True)
