@@ -41,6 +41,18 @@ def test_build_query_inputs_from_schema_defaults():
     assert inputs["k"].shape == () and inputs["k"].dtype == np.int32 and int(inputs["k"]) == 4
 
 
+def test_build_ranking_inputs_one_row_per_candidate_or_the_query_once():
+    sig = {"inputs": {name: {"dtype": spec.dtype.name, "shape": [-1] + [d or -1 for d in spec.shape.as_list()[1:]]}
+                      for name, spec in schema.serving_signature(schema.RANKING_ROLES).items()}}
+    rows = build_query_inputs(sig, "u7", timestamp=1000, history=["i1"], items=["a", "b", "c"])
+    once = build_query_inputs(sig, "u7", timestamp=1000, history=["i1"], items=["a", "b", "c"], query_once=True)
+    assert {k: v.shape[0] for k, v in rows.items()} == {k: 3 for k in rows}
+    assert {k for k, v in once.items() if v.shape[0] == 1} == set(schema.QUERY_FEATURES)
+    assert {k for k, v in once.items() if v.shape[0] == 3} == set(rows) - set(schema.QUERY_FEATURES)
+    for k, v in once.items():
+        np.testing.assert_array_equal(np.broadcast_to(v, rows[k].shape), rows[k])
+
+
 def test_query_ranking_gets_candidates_from_retrieval(server, capsys):
     assert main(["--user", "u", "--model", "toy", "--signature", "rank", "--candidates_model", "toy",
                  "--num_candidates", "3", "--address", server.grpc_address]) == 0
