@@ -64,9 +64,10 @@ def test_early_stopping_watches_recall_at_k_or_the_loss():
     from recsys.config import TrainConfig
     from trainer.train import early_stopping_monitor
 
-    assert early_stopping_monitor(TrainConfig(), (10, 50, 100), True) == (
+    top_50 = TrainConfig(early_stopping_metric="top_50")
+    assert early_stopping_monitor(top_50, (10, 50, 100), True) == (
         "val_factorized_top_k/top_50_categorical_accuracy", "max")
-    assert early_stopping_monitor(TrainConfig(), (10, 50, 100), False) == ("val_loss", "min")  # no metrics
-    assert early_stopping_monitor(TrainConfig(early_stopping_metric="loss"), (10,), True) == ("val_loss", "min")
+    assert early_stopping_monitor(top_50, (10, 50, 100), False) == ("val_loss", "min")  # no metrics computed
+    assert early_stopping_monitor(TrainConfig(), (10,), True) == ("val_loss", "min")  # the default
     with pytest.raises(ValueError, match="one of eval.ks"):
         early_stopping_monitor(TrainConfig(early_stopping_metric="top_20"), (10, 50), True)
