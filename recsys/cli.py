@@ -194,6 +194,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     verbose = any(a in ("-v", "--verbose") for a in argv[:_command_index(argv)])
     if not verbose:  # TensorFlow's C++ start-up notices (CUDA probes) would bury progress and errors
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        # gRPC core logs connection events ("Got goaway" when a benchmark's server stops) at INFO
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
         _quiet_python()
     else:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
