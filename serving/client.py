@@ -341,7 +341,8 @@ def format_table(result: Dict[str, np.ndarray], k: int, items: Sequence[str] = (
     strings = {n: flat(a) for n, a in result.items() if a.dtype == object}
     numbers = {n: flat(a) for n, a in result.items() if a.dtype != object}
     ids_name = "item_ids" if "item_ids" in strings else next(iter(strings), None)
-    score_name = "scores" if "scores" in numbers else next(iter(numbers), None)
+    # the ranker's "score" (not "rating" or a logit, whichever the response map lists first)
+    score_name = next((n for n in ("scores", "score") if n in numbers), next(iter(numbers), None))
     if ids_name is not None:
         ids = [codec._as_bytes(x).decode("utf-8", "replace") for x in strings[ids_name]]
     else:

@@ -23,6 +23,14 @@ def test_query_ranking_signature_with_items(server, capsys):
     assert [r[1] for r in rows] == ["bbb", "cc", "a"]  # sorted by score
 
 
+def test_ranking_table_sorts_by_the_score_whatever_the_output_order():
+    from serving.client import format_table
+
+    result = {"rating": np.array([5.0, 1.0, 3.0], np.float32), "score": np.array([0.1, 0.9, 0.5], np.float32)}
+    rows = format_table(result, 3, items=["a", "b", "c"])
+    assert rows[0][:3] == ["rank", "item_id", "score"] and [r[1] for r in rows[1:]] == ["b", "c", "a"]
+
+
 def test_query_errors_are_reported_not_raised(server, capsys):
     assert main(["--user", "u", "--model", "missing", "--address", server.grpc_address]) == 1
     assert "NOT_FOUND" in capsys.readouterr().err
