@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 
@@ -405,6 +406,8 @@ def check_value(dotted: str, value: Any, default: Any = None) -> None:
     if dotted in CHOICES and value not in CHOICES[dotted]:
         raise ConfigError(f"{dotted}={value!r} is not one of {', '.join(CHOICES[dotted])}"
                           f"; e.g. --set {dotted}={CHOICES[dotted][0]}")
+    if dotted == "train.early_stopping_metric" and not re.fullmatch(r"loss|top_[1-9][0-9]*", str(value)):
+        raise ConfigError(f"{dotted}={value!r} must be loss or top_K (K one of eval.ks); e.g. --set {dotted}=top_50")
     items = value if isinstance(value, (tuple, list)) else [value]
     for v in items:
         if isinstance(v, bool) or not isinstance(v, (int, float)):

@@ -301,8 +301,8 @@ def _call(fn, request: Dict[str, np.ndarray]):
 def ranking_request(query: Dict[str, np.ndarray], catalogue: data.Catalogue, items: Sequence[int],
                     ranks: Optional[Sequence[int]] = None, scores: Optional[Sequence[float]] = None,
                     source: str = "scann") -> Dict[str, np.ndarray]:
-    """A ranking request: one row per candidate (the batch-of-one query repeated; ``compact_ranking_request``
-    sends it once)."""
+    """A ranking request: one row per candidate (the batch-of-one query repeated; ``broadcast_query`` also
+    accepts it once)."""
     n = len(items)
     out = {k: np.repeat(np.asarray(v)[:1], n, axis=0) for k, v in query.items()}
     for k in schema.CANDIDATE_FEATURES:

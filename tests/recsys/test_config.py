@@ -42,6 +42,7 @@ def test_run_paths():
     ("retrieval.hidden=128,0", "at least 1"), ("eval.ks=10,-1", "at least 1"),
     ("serving.rest_port=99999", "port"), ("preprocess.direct_running_mode=fast", "not one of"),
     ("train.seed=-1", "must not be negative"), ("data.n_users=1e3", "not a valid int"),
+    ("train.early_stopping_metric=recall", "loss or top_K"), ("train.early_stopping_metric=top_0", "loss or top_K"),
 ])
 def test_values_are_validated_when_parsed(bad, match):
     with pytest.raises(ConfigError, match=match):
