@@ -2,8 +2,10 @@
 
 For each model in the base path (retrieval, ranking, recommend, ...): p50/p95/p99 and QPS
 at concurrency 1, 8 and 32, in-process and over gRPC (loopback only) with batching off and
-on; the overhead of the server (absolute p50 ms and ratio); and a version swap under
-load that counts failed requests. Request counts are bounded. The server runs as a
+on (``--rest``: also REST, JSON in columnar form); the overhead of the server (absolute p50 ms
+and ratio); and a version swap under load that counts failed requests. A ranker is measured
+twice: one query row per candidate (``ranking``) and the query's features once for all
+candidates (``ranking:query_once``), with each request's size. Request counts are bounded. The server runs as a
 separate process (``python -m serving.server``) as it would in production.
 
 Every mode runs under the same pacing: each client thread waits ``--gap_ms`` after each
@@ -47,7 +49,7 @@ from benchmarks import common
 from serving import codec
 from serving.client import ServingClient, build_query_inputs, predict_request
 from serving.models import list_versions
-from serving.launch import announced
+from serving.launch import announced, free_port
 
 KNOWN_MODELS = ("retrieval", "retrieval_brute_force", "ranking", "recommend")
 DEFAULT_MODELS = ("retrieval", "ranking", "recommend")
@@ -137,13 +139,16 @@ def summarize(runs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
             "errors": sorted(set(failures))[:5]}
 
 
-def grpc_caller(address: str, model: str, batches: List[Dict[str, np.ndarray]], signature: str) -> Callable:
+def grpc_caller(address: str, model: str, batches: List[Dict[str, np.ndarray]], signature: str,
+                rest: bool = False) -> Callable:
+    """One ServingClient per thread calling Predict over gRPC at ``address`` (``rest``: over REST at that URL)."""
     local = threading.local()
 
     def call(i: int):
         client = getattr(local, "client", None)
         if client is None:
-            client = local.client = ServingClient(address, timeout=30)
+            client = local.client = (ServingClient(rest=address, timeout=30) if rest
+                                     else ServingClient(address, timeout=30))
         return client.predict(model, batches[i % len(batches)], signature)
 
     return call
@@ -437,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TF intra/inter-op threads, in-process and in the server (0 = TF's default: all cores)")
     p.add_argument("--swap_model", default="", help="model for the swap-under-load run (default: first measured)")
     p.add_argument("--skip_swap", action="store_true")
+    p.add_argument("--rest", action="store_true",
+                   help="also measure REST (JSON, columnar) on the batching-off server: one more mode per row")
     p.add_argument("--toy", action="store_true", help="dry run on generated toy models (no exports needed)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     p.add_argument("--echo_server", choices=("sync", "aio"), help=argparse.SUPPRESS)  # the floors' echo process
@@ -503,16 +510,20 @@ def main(argv: Optional[List[str]] = None) -> int:
                           "--batch_timeout_micros", str(args.batch_timeout_micros)]
         # Both servers stay up (idle ones cost nothing) so the three modes run interleaved, round by
         # round: on a shared machine, load drifts; interleaving spreads it evenly over the modes.
-        with ServerProcess(common_flags, log_path) as off, ServerProcess(common_flags + batching_flags, log_path) as on:
+        rest_port = free_port() if args.rest else 0
+        off_flags = common_flags + (["--rest_api_port", str(rest_port)] if args.rest else [])
+        with ServerProcess(off_flags, log_path) as off, ServerProcess(common_flags + batching_flags, log_path) as on:
             modes = [("in-process", "in-process", "-", None), ("grpc-off", "grpc", "off", off.address),
                      ("grpc-on", "grpc", "on", on.address)]
+            if args.rest:  # the same requests as JSON (columnar) to the batching-off server's REST API
+                modes.append(("rest-off", "rest", "off", f"http://127.0.0.1:{rest_port}"))
             rows: List[Dict[str, Any]] = []
             per_round = max(1, args.requests // args.rounds)
             for m, served, requests in workloads:
                 sig = loaded[served].signature("")
                 calls = {"in-process": lambda i, sig=sig, b=requests: sig.run_unchecked(b[i % len(b)])}
-                for key, _, _, address in modes[1:]:
-                    calls[key] = grpc_caller(address, served, requests, "serving_default")
+                for key, mode, _, address in modes[1:]:
+                    calls[key] = grpc_caller(address, served, requests, "serving_default", rest=mode == "rest")
                 for c in concurrencies:
                     runs: Dict[str, list] = {key: [] for key, *_ in modes}
                     for _ in range(args.rounds):
@@ -564,7 +575,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         base_p50 = {(r["model"], r["concurrency"]): r["p50_ms"] for r in rows if r["mode"] == "in-process"}
         for r in rows:
             ref = base_p50.get((r["model"], r["concurrency"]))
-            if r["mode"] == "grpc" and ref:
+            if r["mode"] in ("grpc", "rest") and ref:
                 r["overhead_p50_ms"] = r["p50_ms"] - ref
                 r["overhead_ratio"] = r["p50_ms"] / ref
 

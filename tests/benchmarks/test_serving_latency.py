@@ -1,4 +1,4 @@
-"""benchmarks/serving_latency.py end to end on toy models: every workload in-process and over gRPC, JSON written."""
+"""benchmarks/serving_latency.py end to end on toy models: every workload in-process, over gRPC and REST, JSON written."""
 import json
 
 from benchmarks import serving_latency
@@ -7,14 +7,14 @@ from benchmarks import serving_latency
 def test_toy_run_measures_every_workload_side_by_side(tmp_path):
     out = tmp_path / "bench"
     rc = serving_latency.main(["--toy", "--out", str(out), "--concurrency", "1", "--requests", "10", "--rounds", "1",
-                               "--warmup", "1", "--skip_swap"])
+                               "--warmup", "1", "--skip_swap", "--rest"])
     assert rc == 0
     data = json.loads((out / "serving_latency.json").read_text())
     rows = {(r["model"], r["mode"], r["batching"]) for r in data["results"]}
     for model in ("retrieval", "ranking", "ranking:query_once", "recommend"):
-        assert {(model, "in-process", "-"), (model, "grpc", "off"), (model, "grpc", "on")} <= rows
+        assert {(model, "in-process", "-"), (model, "grpc", "off"), (model, "grpc", "on"), (model, "rest", "off")} <= rows
     assert all(r["failed"] == 0 and r["request_kb"] > 0 for r in data["results"])
-    grpc_rows = [r for r in data["results"] if r["mode"] == "grpc"]
+    grpc_rows = [r for r in data["results"] if r["mode"] in ("grpc", "rest")]
     assert all(r["overhead_p50_ms"] == r["p50_ms"] - next(
         b["p50_ms"] for b in data["results"] if b["model"] == r["model"] and b["mode"] == "in-process")
         for r in grpc_rows)
