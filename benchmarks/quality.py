@@ -640,8 +640,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="bench_results/quality", help="output directory")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: synthetic only, 300 users, 2 epochs, LOO cut from the time-split run, "
-                        "1 ranker epoch on <= 2,000 events")
+                   help="smoke run: synthetic data of 300 users, 2 epochs, LOO cut from the time-split run, "
+                        "1 ranker epoch on <= 2,000 events, no extra models; MovieLens still runs when present "
+                        "(at those settings) unless --datasets synthetic")
     p.add_argument("--datasets", default="synthetic,movielens", help="comma-separated: synthetic, movielens")
     p.add_argument("--movielens", default=DEFAULT_MOVIELENS,
                    help="MovieLens directory (any layout movielens.load reads); skipped cleanly when absent")
