@@ -56,6 +56,21 @@ def test_transformer_attention_mask_is_causal_and_skips_padding():
     np.testing.assert_array_equal(m, expected)
 
 
+def test_attention_softmax_without_the_softmax_op_gives_keras_numbers():
+    """The transformer's attention (exp - logsumexp) equals Keras' MultiHeadAttention with the same weights
+    and causal mask, and its graph has no Softmax op (grappler warns about that op in loaded SavedModels)."""
+    x = tf.random.stateless_normal([2, 5, 8], seed=[1, 2])
+    mask = sequence.causal_mask(tf.constant([[False, True, True, True, True], [True] * 5]))
+    ours = sequence._Attention(2, 4)
+    keras = tf.keras.layers.MultiHeadAttention(2, 4)
+    ours(x, x, attention_mask=mask), keras(x, x, attention_mask=mask)
+    keras.set_weights(ours.get_weights())
+    np.testing.assert_allclose(ours(x, x, attention_mask=mask).numpy(), keras(x, x, attention_mask=mask).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    graph = tf.function(lambda t: ours(t, t, attention_mask=mask)).get_concrete_function(x).graph
+    assert "Softmax" not in {op.type for op in graph.get_operations()}
+
+
 def test_time_gap_features_on_a_hand_built_case():
     now = 1_000 * HOUR
     # left-padded history: pad, 10 days ago, 2 days ago, 2 hours ago, 10 minutes ago, same second (clipped at 0)

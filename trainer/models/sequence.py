@@ -107,13 +107,27 @@ class GRUEncoder(tf.keras.layers.Layer):
         return self.sequence(hist, gaps, training)[:, -1, :]
 
 
+class _Attention(tf.keras.layers.MultiHeadAttention):
+    """Keras MultiHeadAttention with the masked softmax written as exp(x - logsumexp(x)): the same numbers
+    (the mask adds -1e9 as Keras' Softmax does), without the Softmax op. Inside a loaded SavedModel grappler
+    cannot size that op ("Error in PredictCost() for the op: Softmax ... unknown_rank", TF issue 50575) and
+    printed the warning on every first call of an exported transformer (demo, benchmarks, the server)."""
+
+    def _masked_softmax(self, attention_scores, attention_mask=None):
+        if attention_mask is not None:  # [B, T, S] -> [B, 1, T, S], as the parent does
+            for _ in range(len(attention_scores.shape) - len(attention_mask.shape)):
+                attention_mask = tf.expand_dims(attention_mask, axis=-len(self._attention_axes) * 2 - 1)
+            attention_scores += (1.0 - tf.cast(attention_mask, attention_scores.dtype)) * -1e9
+        return tf.exp(attention_scores - tf.reduce_logsumexp(attention_scores, axis=-1, keepdims=True))
+
+
 class _Block(tf.keras.layers.Layer):
     """Pre-norm transformer block: causal multi-head self-attention + position-wise feed-forward."""
 
     def __init__(self, dim: int, heads: int, dropout: float, **kwargs):
         super().__init__(**kwargs)
         self.norm1 = tf.keras.layers.LayerNormalization(epsilon=1e-6)
-        self.attention = tf.keras.layers.MultiHeadAttention(heads, max(dim // heads, 1), dropout=dropout)
+        self.attention = _Attention(heads, max(dim // heads, 1), dropout=dropout)
         self.norm2 = tf.keras.layers.LayerNormalization(epsilon=1e-6)
         self.ffn1 = tf.keras.layers.Dense(dim, activation="gelu")
         self.ffn2 = tf.keras.layers.Dense(dim)
