@@ -71,3 +71,19 @@ def test_early_stopping_watches_recall_at_k_or_the_loss():
     assert early_stopping_monitor(TrainConfig(), (10,), True) == ("val_loss", "min")  # the default
     with pytest.raises(ValueError, match="one of eval.ks"):
         early_stopping_monitor(TrainConfig(early_stopping_metric="top_20"), (10, 50), True)
+
+
+def test_training_can_stop_on_validation_recall(run_cfg, preprocessed, tmp_path):
+    """train.early_stopping_metric=top_K: Keras finds the metric under the key it watches (a wrong key would
+    only warn, and the best-weights checkpoint would never be written)."""
+    import copy
+
+    from trainer.train import best_epoch, train_retrieval
+
+    cfg = copy.deepcopy(run_cfg)
+    cfg.train.epochs, cfg.train.steps_per_epoch, cfg.train.early_stopping_metric = 2, 15, "top_10"
+    trained = train_retrieval(preprocessed, cfg, str(tmp_path / "model"))
+    key, mode = trained.monitor
+    assert (key, mode) == ("val_factorized_top_k/top_10_categorical_accuracy", "max")
+    assert len(trained.history[key]) == 2 and best_epoch(trained.history, trained.monitor) in (1, 2)
+    assert tf.io.gfile.glob(str(tmp_path / "model" / "checkpoints" / "best.weights*"))
