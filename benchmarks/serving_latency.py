@@ -591,7 +591,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 ("p95_ms", "p95 ms", ".2f"), ("p99_ms", "p99 ms", ".2f"), ("qps", "QPS", ".0f"),
                 ("overhead_p50_ms", "overhead p50 ms", ".2f"), ("overhead_ratio", "ratio", ".2f")]
         print()
-        common.print_table(rows, cols, title=f"Serving latency (batch_size={args.batch_size}, loopback gRPC)")
+        common.print_table(rows, cols, title=f"Serving latency (batch_size={args.batch_size}, loopback gRPC"
+                                             f"{' and REST' if args.rest else ''})")
         overhead_c1 = {r["model"]: r["overhead_p50_ms"] for r in rows
                        if r["mode"] == "grpc" and r["batching"] == "off" and r["concurrency"] == 1
                        and "overhead_p50_ms" in r}
@@ -620,7 +621,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             checks["recommend_p99_ok"] = rec[0]["p99_ms"] <= TARGET_RECOMMEND_P99_MS
         for prof in profiles:
             print_profile(prof)
-        print("\nTargets:", checks)
+        print("\nTargets (concurrency 1, batching off):")
+        for m, v in overhead_c1.items():
+            print(f"  gRPC overhead p50 {m:<20} {v:5.2f} ms  {'met' if v <= TARGET_OVERHEAD_P50_MS else 'NOT met'} "
+                  f"(target {TARGET_OVERHEAD_P50_MS} ms)")
+        if rec:
+            print(f"  recommend p99 {rec[0]['p99_ms']:.1f} ms  {'met' if checks['recommend_p99_ok'] else 'NOT met'} "
+                  f"(target {TARGET_RECOMMEND_P99_MS} ms)")
+        print(f"  failed requests {checks['failed_requests']}"
+              + (f", during the swap {checks['swap_failed_requests']}" if swap is not None else ""))
         path = common.write_json(os.path.join(args.out, "serving_latency.json"), {
             "benchmark": "serving_latency", "machine": info, "args": vars(args), "model_base_path": base,
             "models": {m: sorted(v) for m, v in present.items()}, "results": rows, "floors": floors, "swap": swap,
