@@ -269,7 +269,11 @@ def fit_baselines(trained, kinds: Sequence[str], log: Callable[[str], None], tag
     split = baselines.Split(trained.stats.users, trained.stats.items, trained.stats.times)
     out = {}
     for kind in kinds:
-        model, rec = baselines.fit_tuned(kind, split, trained.catalogue.size)
+        try:
+            model, rec = baselines.fit_tuned(kind, split, trained.catalogue.size)
+        except baselines.TooLarge as e:
+            log(f"[{tag}] {e}")
+            continue
         log(f"[{tag}] {kind}: {rec.get('param')}={rec.get('best')} (tuned in {rec.get('seconds', 0):.0f} s, "
             f"fit {rec['fit_seconds']:.0f} s)")
         out[kind] = (model, rec)

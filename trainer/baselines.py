@@ -14,6 +14,8 @@ Every baseline scores a query from the set of items the user had **strictly befo
 (the same set the evaluation excludes), so a sequential split is handled the same way for all of
 them and none sees the future. Matrices are dense NumPy (no extra dependency): meant for
 catalogues up to a few tens of thousands of items, which covers MovieLens 100K-1M and the demo.
+Beyond ``MAX_DENSE_BYTES`` a baseline is skipped with the reason (``TooLarge``) rather than
+exhausting memory part-way through an evaluation.
 
 ``tune`` picks each baseline's main hyper-parameter on a validation slice of the train split
 (the latest train events by time), never on the evaluation split.
@@ -341,8 +343,29 @@ def tune(kind: str, split: Split, n_items: int, valid_fraction: float = 0.1, met
             "metric": metric, "valid_queries": int((targets >= 0).sum()), "seconds": round(time.time() - t0, 1)}
 
 
+MAX_DENSE_BYTES = 4 << 30  # the largest dense float32 matrix a baseline may build (users x items or items^2)
+
+
+class TooLarge(ValueError):
+    """The data set is beyond what these dense baselines are meant for; callers skip the baseline and say why."""
+
+
+def check_size(kind: str, n_users: int, n_items: int, limit: Optional[int] = None) -> None:
+    """Raises TooLarge when ``kind`` would build a dense matrix above ``limit`` bytes: the user x item input of
+    every baseline, and the item x item matrices of EASE (Gram, inverse and weights at once) and item-kNN."""
+    need = {"users x items": 4 * n_users * n_items}
+    if kind in ("ease", "item_knn"):
+        need["items x items"] = 4 * n_items * n_items * (3 if kind == "ease" else 2)
+    what, size = max(need.items(), key=lambda kv: kv[1])
+    limit = MAX_DENSE_BYTES if limit is None else limit
+    if size > limit:
+        raise TooLarge(f"{kind} skipped: {n_users:,} users x {n_items:,} items need a {size / 2**30:.1f} GiB dense "
+                       f"{what} matrix (limit {limit / 2**30:.0f} GiB; these baselines are dense NumPy)")
+
+
 def fit_tuned(kind: str, split: Split, n_items: int, tune_first: bool = True, **tune_kwargs) -> tuple:
-    """(fitted baseline on the whole train split, tuning record)."""
+    """(fitted baseline on the whole train split, tuning record); TooLarge when the data is beyond dense NumPy."""
+    check_size(kind, len(np.unique(split.users[split.items >= 0])), n_items)
     record = tune(kind, split, n_items, **tune_kwargs) if tune_first else {"kind": kind, "best": None}
     kwargs = {BASELINES[kind].param_name: record["best"]} if record.get("best") is not None else {}
     t0 = time.time()

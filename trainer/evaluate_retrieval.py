@@ -99,7 +99,12 @@ def evaluate(version_dir: str, query_fn: Callable, item_vectors: np.ndarray, cat
         split = baselines.Split(stats.users, stats.items, stats.times)
         for kind in use:
             t0 = time.time()
-            model, rec = baselines.fit_tuned(kind, split, catalogue.size, tune_first=cfg.eval.tune_baselines)
+            try:
+                model, rec = baselines.fit_tuned(kind, split, catalogue.size, tune_first=cfg.eval.tune_baselines)
+            except baselines.TooLarge as e:
+                print(f"[evaluate] {e}", flush=True)
+                tuning[kind] = {"skipped": str(e)}
+                continue
             tops[kind] = model.topk(eq.prior, kmax, exclude, catalogue.size, order_key=eq.users)
             rec["seconds_total"] = round(time.time() - t0, 1)
             tuning[kind] = rec

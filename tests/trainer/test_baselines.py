@@ -154,6 +154,19 @@ def test_tune_picks_from_the_grid_on_train_only():
     assert max(rec["grid"].values()) > 0.3  # random is ~0.2: the taste groups must be found
 
 
+def test_data_beyond_dense_numpy_is_refused_with_the_reason_before_any_matrix_is_built(monkeypatch):
+    with pytest.raises(baselines.TooLarge, match=r"ease skipped: 1,000 users x 30,000 items need a 10.1 GiB dense "
+                                                 r"items x items matrix"):
+        baselines.check_size("ease", 1_000, 30_000)
+    with pytest.raises(baselines.TooLarge, match="users x items"):
+        baselines.check_size("als", 200_000, 30_000)  # ML-20M-sized: the input matrix alone is 22 GiB
+    baselines.check_size("ease", 6_040, 3_706)  # MovieLens 1M fits
+    split = baselines.Split(np.array(["a", "b"]), np.array([0, 1]), np.array([1, 2]))
+    monkeypatch.setattr(baselines, "MAX_DENSE_BYTES", 8)
+    with pytest.raises(baselines.TooLarge, match="item_knn skipped"):
+        baselines.fit_tuned("item_knn", split, 2)
+
+
 @pytest.mark.parametrize("kind", ["ease", "item_knn"])
 def test_incremental_scoring_equals_direct_scoring(kind):
     rng = np.random.default_rng(3)

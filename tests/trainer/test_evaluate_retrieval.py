@@ -42,3 +42,18 @@ def test_baselines_score_the_same_queries_as_the_model(trained):
     assert lead["versus"] in ("popularity", "ease", "item_knn", "als")
     assert lead["low"] <= lead["lead"] <= lead["high"]
     assert lead["n_users"] > 100  # the interval resamples users, not queries
+
+
+def test_a_baseline_too_large_for_dense_numpy_is_skipped_with_its_reason(preprocessed, trained, monkeypatch, capsys):
+    from recsys.config import Config
+    from trainer import baselines
+
+    tr = trained["trained"]
+    cfg = Config()
+    cfg.eval.baselines, cfg.eval.tune_baselines, cfg.eval.max_queries = ("ease",), False, 200
+    monkeypatch.setattr(baselines, "MAX_DENSE_BYTES", 1024)
+    details = {}
+    res = er.evaluate(preprocessed, lambda b: tr.model.query_tower(b), trained["item_vectors"], tr.catalogue,
+                      tr.stats, cfg, details=details)
+    assert "ease" not in res and res["two_tower"]["n_queries"] > 0 and "popularity" in res
+    assert "ease skipped" in details["tuning"]["ease"]["skipped"] and "ease skipped" in capsys.readouterr().out
