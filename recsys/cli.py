@@ -181,6 +181,10 @@ def _user_error(e: BaseException):
         return EXIT_BLOCKED, str(e)
     if isinstance(e, ArtifactError):
         return EXIT_INPUT, str(e)
+    from trainer.covisit import TooLarge  # numpy only
+
+    if isinstance(e, TooLarge):  # data beyond what a dense stage is built for
+        return EXIT_INPUT, str(e)
     if isinstance(e, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)):
         if e.filename and e.strerror:
             return EXIT_INPUT, f"{e.strerror}: {e.filename}"

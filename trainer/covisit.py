@@ -15,6 +15,11 @@ from typing import Optional, Tuple
 import numpy as np
 
 _BLOCK = 1024  # rows of the item x item similarity computed at a time (bounds memory)
+MAX_DENSE_BYTES = 4 << 30  # the dense users x items matrix (and its transpose) this module may build
+
+
+class TooLarge(ValueError):
+    """The interactions are beyond this dense builder; the message says the sizes and what to do."""
 
 
 def table(users: np.ndarray, items: np.ndarray, times: np.ndarray, n_items: int, k: int,
@@ -27,7 +32,13 @@ def table(users: np.ndarray, items: np.ndarray, times: np.ndarray, n_items: int,
     if before_ts is not None:
         ok &= times < before_ts
     u = np.unique(np.asarray(users)[ok], return_inverse=True)[1].ravel()
-    x = np.zeros((int(u.max(initial=-1)) + 1, n_items), np.float32)
+    n_users = int(u.max(initial=-1)) + 1
+    if 8 * n_users * n_items > MAX_DENSE_BYTES:  # x and its transpose, float32: fail now, not out of memory later
+        raise TooLarge(f"co-visitation table: {n_users:,} users x {n_items:,} items need "
+                       f"{8 * n_users * n_items / 2**30:.1f} GiB dense here (limit {MAX_DENSE_BYTES / 2**30:.0f} GiB); "
+                       f"the ranker's co-visitation features are built for catalogues and user bases the size of "
+                       f"MovieLens 1M-10M")
+    x = np.zeros((n_users, n_items), np.float32)
     x[u, np.asarray(items)[ok]] = 1.0
     norms = np.sqrt(x.sum(0))
     ids = np.full((n_items + 1, k), -1, np.int64)

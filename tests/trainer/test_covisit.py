@@ -20,6 +20,17 @@ def test_table_is_cosine_top_k_without_self_and_respects_the_cut():
     assert ids_cut[1 + 0].tolist() == [1, -1]                          # item 2 only appears from t=5 on
 
 
+def test_interactions_beyond_the_dense_builder_are_a_clear_error_and_a_cli_input_error(monkeypatch):
+    import pytest
+
+    from recsys import cli
+
+    monkeypatch.setattr(covisit, "MAX_DENSE_BYTES", 100)
+    with pytest.raises(covisit.TooLarge, match=r"co-visitation table: 3 users x 5 items need") as e:
+        covisit.table(np.array(["a", "b", "c"]), np.array([0, 1, 2]), np.array([1, 2, 3]), n_items=5, k=2)
+    assert cli._user_error(e.value) == (cli.EXIT_INPUT, str(e.value))  # one line, exit 4: not a crash
+
+
 def test_match_sums_history_weights_for_the_candidate():
     ids, w = covisit.table(np.array(["a", "a", "b", "b", "b"]), np.array([0, 1, 0, 1, 2]),
                            np.zeros(5, np.int64), n_items=3, k=2)
