@@ -316,20 +316,6 @@ def _set_numpy_openblas_threads(n: int) -> Optional[int]:
     return None
 
 
-def stop_process(proc, grace_seconds: float = 20.0) -> None:
-    """SIGTERM a child (a server under benchmark), then SIGKILL it if it outlives the grace period."""
-    import signal
-    import subprocess
-
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace_seconds)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def fmt_seconds(s: float) -> str:
     if s < 1e-3:
         return f"{s * 1e6:.0f} us"

@@ -49,7 +49,7 @@ from benchmarks import common
 from serving import codec
 from serving.client import ServingClient, build_query_inputs, predict_request
 from serving.models import list_versions
-from serving.launch import announced, free_port
+from serving.launch import announced, free_port, stop_process
 
 KNOWN_MODELS = ("retrieval", "retrieval_brute_force", "ranking", "recommend")
 DEFAULT_MODELS = ("retrieval", "ranking", "recommend")
@@ -78,7 +78,7 @@ class ServerProcess:
         self.address = line.split()[1]
 
     def stop(self) -> None:
-        common.stop_process(self.proc, 30)
+        stop_process(self.proc, 30)
         self.log.close()
 
     def __enter__(self):
@@ -511,6 +511,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         # Both servers stay up (idle ones cost nothing) so the three modes run interleaved, round by
         # round: on a shared machine, load drifts; interleaving spreads it evenly over the modes.
         rest_port = free_port() if args.rest else 0
+        # ServerProcess passes --rest_api_port 0 (REST off); a later value of the flag wins
         off_flags = common_flags + (["--rest_api_port", str(rest_port)] if args.rest else [])
         with ServerProcess(off_flags, log_path) as off, ServerProcess(common_flags + batching_flags, log_path) as on:
             modes = [("in-process", "in-process", "-", None), ("grpc-off", "grpc", "off", off.address),
@@ -524,12 +525,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                 calls = {"in-process": lambda i, sig=sig, b=requests: sig.run_unchecked(b[i % len(b)])}
                 for key, mode, _, address in modes[1:]:
                     calls[key] = grpc_caller(address, served, requests, "serving_default", rest=mode == "rest")
+                size = len(predict_request(served, requests[0]).SerializeToString())
                 for c in concurrencies:
                     runs: Dict[str, list] = {key: [] for key, *_ in modes}
                     for _ in range(args.rounds):
                         for key, *_ in modes:
                             runs[key].append(run_load(calls[key], per_round, c, args.warmup, args.gap_ms / 1e3))
-                    size = len(predict_request(served, requests[0]).SerializeToString())
                     for key, mode, batching, _ in modes:
                         r = summarize(runs[key])
                         rows.append({"model": m, "mode": mode, "batching": batching, "concurrency": c,

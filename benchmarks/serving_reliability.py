@@ -27,7 +27,7 @@ import urllib.request
 from typing import Dict, List, Optional
 
 from benchmarks import common
-from serving.launch import announced, free_port
+from serving.launch import announced, free_port, stop_process
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HISTORY = 20
@@ -113,7 +113,7 @@ class ServerProcess:
             return False
 
     def stop(self) -> None:
-        common.stop_process(self.proc, 20)
+        stop_process(self.proc, 20)
 
 
 def post(url: str, data: bytes, timeout: float = 300.0):

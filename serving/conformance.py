@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 from typing import Callable, Dict, List, Optional, Tuple
 
-from serving.launch import announced, free_port
+from serving.launch import announced, free_port, stop_process
 
 VERSION = 123  # every testdata model is version 00000123 (the two-version model adds 124)
 MONITORING = 'prometheus_config: { enable: true, path: "/monitoring/prometheus/metrics" }\n'
@@ -69,13 +69,7 @@ class Server:
             return e.code, json.loads(e.read().decode() or "{}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 30)
         self._log.close()
         shutil.rmtree(self._dir, ignore_errors=True)
         _stubs.cache_clear()   # a later server may get this port: no channel to a stopped one is reused

@@ -1,9 +1,10 @@
 """For callers that start ``python -m serving.server`` as a process (benchmarks, ``serving.conformance``):
-a free port to give it and its start-up line to wait for. Standard library only, so the caller need not
-load TensorFlow."""
+a free port to give it, its start-up line to wait for, and a stop. Standard library only, so the caller
+need not load TensorFlow."""
 from __future__ import annotations
 
 import queue
+import signal
 import socket
 import subprocess
 import threading
@@ -39,3 +40,16 @@ def announced(proc: subprocess.Popen, prefix: str, timeout: float) -> Optional[s
             return None
         if line is None or line.startswith(prefix):
             return line
+        if time.monotonic() > deadline:  # other lines keep coming, the announcement does not
+            return None
+
+
+def stop_process(proc: subprocess.Popen, grace_seconds: float = 20.0) -> None:
+    """SIGTERM a child (a server), then SIGKILL it if it outlives the grace period."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace_seconds)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

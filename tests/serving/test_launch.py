@@ -1,9 +1,9 @@
-"""serving.launch: waiting for a server process's start-up line (no server needed)."""
+"""serving.launch: waiting for a server process's start-up line and stopping it (no server needed)."""
 import subprocess
 import sys
 import time
 
-from serving.launch import announced, free_port
+from serving.launch import announced, free_port, stop_process
 
 
 def _child(code: str) -> subprocess.Popen:
@@ -31,3 +31,25 @@ def test_free_port_is_a_bindable_loopback_port():
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", free_port()))
+
+
+def test_a_chatty_child_that_never_announces_gives_none_after_the_timeout():
+    chatty = _child("import time\nwhile True:\n    print('still loading'); time.sleep(0.05)")
+    t0 = time.monotonic()
+    assert announced(chatty, "gRPC", 1.0) is None
+    assert time.monotonic() - t0 < 10
+    stop_process(chatty, 5)
+    assert chatty.returncode is not None
+
+
+def test_stop_process_terminates_then_kills_a_child_that_ignores_sigterm():
+    polite = _child("import time; time.sleep(60)")
+    stop_process(polite, 10)
+    assert polite.returncode == -15                      # SIGTERM was enough
+    stubborn = _child("import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                      "print('ready', flush=True); time.sleep(60)")
+    assert announced(stubborn, "ready", 30)
+    t0 = time.monotonic()
+    stop_process(stubborn, 0.5)
+    assert stubborn.returncode == -9 and time.monotonic() - t0 < 10
+    stop_process(stubborn, 0.5)                          # already gone: nothing to do
