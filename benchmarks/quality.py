@@ -25,7 +25,8 @@ Models on every protocol: ``popularity`` (train-split counts, same exclusions) a
 (``trainer/train_ranking.py``), each ranker (default DCN-v2) is trained on the train split of
 the time-split protocol (``--ranker-protocols`` adds leave-one-out) and re-ranks the
 two-tower's top-100 (``two_tower+<ranker>``); the sampled protocol has no retrieval stage, so
-rankers are not run there.
+rankers are not run there. On synthetic data an ``oracle`` row ranks by the generator's own next-item
+probabilities (``benchmarks/quality_oracle.py``): the ceiling, not a model; leads never compare against it.
 
 Metrics for every row: recall@10/50/100, nDCG@10, MRR (over the whole returned list) and
 MRR@10, catalogue coverage@10, novelty@10 (mean self-information, bits) and popularity
@@ -47,7 +48,7 @@ import recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
 import numpy as np
 
-from benchmarks import common
+from benchmarks import common, quality_oracle
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MOVIELENS = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data", "ml-latest-small"))
@@ -112,8 +113,8 @@ REFERENCE_NOTES = [
 # --------------------------------------------------------------------------- data and splits
 
 
-def write_tables(name: str, args, raw_dir: str) -> Dict[str, Any]:
-    """Raw tables for a dataset under raw_dir; returns a description."""
+def write_tables(name: str, args, raw_dir: str):
+    """Raw tables for a dataset under raw_dir; returns a description and the tables (synthetic: with their truth)."""
     from preprocessing.sources import write_raw
 
     if name == "synthetic":
@@ -132,7 +133,7 @@ def write_tables(name: str, args, raw_dir: str) -> Dict[str, Any]:
     write_raw(tables, raw_dir)
     label = dataset_label(name, args)
     return {"description": desc, "label": label, "interactions": tables.num_interactions,
-            "users": len(tables.users["user_id"]), "items": len(tables.items["item_id"])}
+            "users": len(tables.users["user_id"]), "items": len(tables.items["item_id"])}, tables
 
 
 def dataset_label(name: str, args) -> str:
@@ -257,6 +258,7 @@ def full_ranking(version_dir: str, trained, vectors: np.ndarray, cfg) -> Dict[st
     exclude = eq.prior if cfg.eval.exclude_seen else None
     kmax = max(KS)
     return {"q": eq.vectors, "targets": eq.targets, "exclude": exclude, "users": eq.users, "prior": eq.prior,
+            "times": eq.times,
             "topk": {"popularity": evaluation.popularity_topk(trained.stats.item_counts, len(eq.targets), kmax,
                                                               exclude),
                      "two_tower": evaluation.full_ranking_topk(eq.vectors, vectors, kmax, exclude)}}
@@ -287,7 +289,7 @@ def lead_over_best(topks: Dict[str, np.ndarray], targets: np.ndarray, users: np.
 
     kind, k = metric.split("@")
     per = {m: evaluation.per_query(kind, t, targets, int(k)) for m, t in topks.items()
-           if m == model or "+" not in m}
+           if m == model or ("+" not in m and m != quality_oracle.NAME)}
     others = {m: float(np.nanmean(v)) for m, v in per.items() if m != model}
     if model not in per or not others:
         return None
@@ -378,13 +380,14 @@ def run_dataset(name: str, args, out_dir: str, log: Callable[[str], None]) -> Di
     if prepared:
         ts_dir = prepared
         info["data"] = {"description": f"prepared time-split version dir {prepared} (--prepared)"}
-        raw_dir = None
+        raw_dir = truth_tables = None
     else:
         if os.path.exists(work) and not args.keep_work:
             shutil.rmtree(work)
         raw_dir = os.path.join(work, "raw")
         t0 = time.perf_counter()
-        info["data"] = write_tables(name, args, raw_dir)
+        info["data"], tables = write_tables(name, args, raw_dir)
+        truth_tables = tables if tables.truth is not None else None
         timings["data_s"] = time.perf_counter() - t0
         log(f"[{name}] {info['data']['interactions']:,} interactions, {info['data']['users']:,} users, "
             f"{info['data']['items']:,} items")
@@ -427,6 +430,9 @@ def run_dataset(name: str, args, out_dir: str, log: Callable[[str], None]) -> Di
         popularity = np.asarray(trained.stats.item_counts, np.float64)
         genres = er.genre_matrix(trained.catalogue)
         topks = dict(ev["topk"])
+        if truth_tables is not None:  # the ceiling: the generator's own next-item probabilities
+            topks[quality_oracle.NAME] = quality_oracle.oracle_topk(truth_tables, ev["users"], ev["times"],
+                                                                    ev["exclude"], trained.catalogue.item_ids, max(KS))
         t1 = time.perf_counter()
         fitted = fit_baselines(trained, args.baseline_list, log, f"{name}/{protocol}")
         for kind, (model, rec) in fitted.items():

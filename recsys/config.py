@@ -68,6 +68,8 @@ class RetrievalConfig:
     seq_keep_pooled: bool = True     # gru / transformer: keep the mean + last-3 pooled features beside the encoder
     seq_gate: bool = True            # with seq_keep_pooled: the encoder output is scaled by a learned scalar from 0
     seq_tables: str = "item"         # item tables the encoder reads: item (the candidates'), shared (+ next-item), own
+    history_content: bool = False    # the query tower also reads the latest history item's title tokens and genres
+                                     # (the candidate tower's tables): finds a rarely seen item's sequel by its title
     # candidate tower (trainer/models/content.py): id = item id (+ content when use_item_features);
     # content = content first (title, genres, price, release, + image), the id embedding dropped with
     # probability id_dropout in training and always for items unseen in training (cold start)

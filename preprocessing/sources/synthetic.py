@@ -13,6 +13,8 @@ Same seed, same output, byte for byte.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from preprocessing.sources import images
@@ -158,8 +160,29 @@ def generate(n_users: int = 2000, n_items: int = 1500, events_per_user: float = 
         "item_price": prices,
         "item_release_ts": [int(r) for r in release],
     }
-    truth = {"successor": successor, "item_vec": item_vec, "taste": taste, "pop_bias": pop_bias}
+    truth = {"successor": successor, "item_vec": item_vec, "taste": taste, "pop_bias": pop_bias, "release": release,
+             "p_sequel": p_sequel, "taste_strength": taste_strength}
     return RawTables(users=users, items=items, interactions=cols, truth=truth)
+
+
+def next_item_probability(truth, user: int, t: int, history: Sequence[int]) -> np.ndarray:
+    """The generator's own probability of each item being ``user``'s next event at time ``t`` after ``history``
+    (item indices, oldest first): the planted successor of the latest item with probability ``p_sequel`` when it is
+    released and unseen, else an item drawn by taste x popularity and accepted by freshness, as ``generate`` draws
+    them (its rare pool-exhaustion fallback aside). Ranking by it is the Bayes-optimal next-item ranking: the
+    ceiling no model can beat on average, so a benchmark can say how much of the planted signal a model finds."""
+    seen = np.zeros(len(truth["release"]), bool)
+    seen[np.asarray(history, np.int64)] = True
+    age_days = (t - truth["release"]) / DAY
+    accept = np.where(age_days >= 0, 0.3 + 0.7 * np.exp(-np.maximum(age_days, 0.0) / 240.0), 0.0)
+    logits = truth["taste_strength"] * truth["item_vec"] @ truth["taste"][user] + truth["pop_bias"]
+    q = np.exp(logits - logits.max()) * accept * ~seen
+    q = q / max(q.sum(), 1e-300)
+    nxt = truth["successor"][history[-1]] if len(history) else -1
+    if nxt >= 0 and not seen[nxt] and truth["release"][nxt] <= t:
+        q = (1.0 - truth["p_sequel"]) * q
+        q[nxt] += truth["p_sequel"]
+    return q
 
 
 def write_item_images(tables: RawTables, raw_dir: str, seed: int = 42, size: int = images.DEFAULT_SIZE) -> str:

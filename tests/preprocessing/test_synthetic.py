@@ -47,3 +47,19 @@ def test_sizes_scale_and_columns_follow_schema():
     assert set(t.interactions) == {"user_id", "item_id", "timestamp", "rating", "click", "device"}
     assert all(1 <= r <= 5 for r in t.interactions["rating"])
     assert t.num_interactions >= 50 * 3
+
+
+def test_next_item_probability_follows_the_generator():
+    t = synthetic.generate(n_users=200, n_items=150, events_per_user=12, seed=2)
+    truth, succ = t.truth, t.truth["successor"]
+    series_head = int(np.flatnonzero(succ >= 0)[0])
+    nxt = int(succ[series_head])
+    late = int(truth["release"].max()) + 1
+    p = synthetic.next_item_probability(truth, 0, late, [series_head])
+    assert abs(p.sum() - 1.0) < 1e-9 and p[series_head] == 0.0, "a distribution over unseen items"
+    assert p[nxt] >= truth["p_sequel"] and p.argmax() == nxt, "the released, unseen sequel takes p_sequel"
+    p_seen = synthetic.next_item_probability(truth, 0, late, [nxt, series_head])
+    assert p_seen[nxt] == 0.0 and p_seen.max() < truth["p_sequel"], "a sequel already seen is not planted again"
+    early = int(truth["release"].min())
+    p_early = synthetic.next_item_probability(truth, 0, early, [])
+    assert np.all(p_early[truth["release"] > early] == 0.0), "unreleased items never come next"

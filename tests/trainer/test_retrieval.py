@@ -87,3 +87,89 @@ def test_training_can_stop_on_validation_recall(run_cfg, preprocessed, tmp_path)
     assert (key, mode) == ("val_factorized_top_k/top_10_categorical_accuracy", "max")
     assert len(trained.history[key]) == 2 and best_epoch(trained.history, trained.monitor) in (1, 2)
     assert tf.io.gfile.glob(str(tmp_path / "model" / "checkpoints" / "best.weights*"))
+
+
+# ---------------------------------------------------------------- retrieval.history_content
+def _sizes():
+    from trainer.features import FeatureSizes
+
+    return FeatureSizes(users=3, items=7, genres=4, title_tokens=9, ages=2, countries=2, devices=2, price_buckets=2,
+                        item_age_buckets=2)
+
+
+def _content_model(history_content: bool = True):
+    from recsys.config import RetrievalConfig
+    from trainer.models.retrieval import TwoTowerModel, item_content_table
+
+    sizes = _sizes()
+    # a catalogue of 6 items in an order unlike the vocabulary's; index 6 is the OOV bucket
+    catalogue = {T.ITEM_IDX: np.array([3, 0, 5, 1, 4, 2]),
+                 T.TITLE_IDX: np.array([[3, 4, -1], [0, -1, -1], [5, 6, 7], [1, 2, -1], [4, -1, -1], [2, 8, -1]]),
+                 T.GENRE_IDX: np.array([[1, -1], [0, -1], [2, 3], [1, 0], [3, -1], [2, -1]])}
+    table = item_content_table(catalogue, sizes.items)
+    cfg = RetrievalConfig(embedding_dim=8, id_dim=4, feature_dim=2, hidden=(16,), history_content=history_content)
+    tf.keras.utils.set_random_seed(1)
+    return TwoTowerModel(sizes, cfg, item_content=table if history_content else None), table
+
+
+def _query_rows(latest):
+    n = len(latest)
+    z = np.zeros(n, np.int64)
+    hist = np.stack([np.full(n, -1), np.full(n, 2), np.asarray(latest)], axis=1)
+    return {T.USER_IDX: z, T.USER_AGE_IDX: z, T.USER_COUNTRY_IDX: z, T.DEVICE_IDX: z, T.HOUR: z, T.WEEKDAY: z,
+            T.USER_TENURE_Z: z.astype(np.float32), T.TIME_Z: z.astype(np.float32), T.HISTORY_IDX: hist,
+            T.HISTORY_GAPS: np.zeros(hist.shape, np.float32), T.HISTORY_LEN: (hist >= 0).sum(1),
+            T.HISTORY_GAP_Z: z.astype(np.float32)}
+
+
+def test_item_content_table_follows_the_item_index_and_leaves_the_oov_row_empty():
+    _, table = _content_model()
+    assert table[T.TITLE_IDX].shape == (7, 3) and table[T.GENRE_IDX].shape == (7, 2)
+    assert table[T.TITLE_IDX][3].tolist() == [3, 4, -1] and table[T.TITLE_IDX][2].tolist() == [2, 8, -1]
+    assert table[T.GENRE_IDX][5].tolist() == [2, 3]
+    assert (table[T.TITLE_IDX][6] == -1).all() and (table[T.GENRE_IDX][6] == -1).all()
+
+
+def test_history_content_reads_the_latest_items_title_through_the_candidate_tables():
+    model, _ = _content_model()
+    tower = model.query_tower
+    assert tower.content_tables[T.TITLE_IDX] is model.candidate_tower.title, "one token space for both towers"
+    rows = _query_rows([3, 5, 6])  # 6 = OOV: no content
+    base = tower(rows).numpy()
+    titles = tower.item_content[T.TITLE_IDX]
+    old = titles.numpy()
+    titles.assign(np.where(np.arange(7)[:, None] == 3, [[7, 7, 7]], old).astype(np.int32))
+    moved = np.abs(tower(rows).numpy() - base).max(axis=1)
+    assert moved[0] > 1e-5 and moved[1] < 1e-6 and moved[2] < 1e-6, "only the query whose latest item changed"
+    titles.assign(np.where(np.arange(7)[:, None] == 2, [[7, 7, 7]], old).astype(np.int32))
+    np.testing.assert_allclose(tower(rows).numpy(), base, atol=1e-6, err_msg="older history items' titles are not read")
+    with pytest.raises(ValueError, match="history_content"):
+        from trainer.models.retrieval import TwoTowerModel
+
+        TwoTowerModel(_sizes(), model.cfg)
+
+
+def test_history_content_model_exports_and_answers_the_same_in_a_fresh_process(run_cfg, preprocessed, tmp_path):
+    """The item content table lives in the exported query tower: a fresh interpreter gives the same top-10."""
+    import copy
+
+    from recsys import steps
+    from trainer import evaluate_retrieval as er, export
+    from trainer import train as trainer_train
+
+    cfg = copy.deepcopy(run_cfg)
+    cfg.retrieval.history_content = True
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.steps_per_epoch = 1, 256, 3
+    cfg.export.top_k = 10
+    trained = trainer_train.train_retrieval(preprocessed, cfg, out_dir=str(tmp_path / "train"))
+    assert trained.model.query_tower.content_tables is not None
+    vectors = er.item_vectors(trained.model.candidate_tower,
+                              trained.catalogue.transformed(trained.tft_output.transform_features_layer()))
+    request = steps.sample_request(cfg, preprocessed)
+    path = export.export_retrieval(trained.tft_output, trained.model.query_tower, trained.catalogue.item_ids,
+                                   vectors, str(tmp_path / "models"), 1, cfg.export, kind="brute_force")
+    fresh = steps.reload_in_subprocess(path, request)
+    loaded = tf.saved_model.load(path)
+    here = loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in request.items()})
+    ids = [x.decode("utf-8") for x in here["item_ids"].numpy()[0]]
+    assert fresh["item_ids"][0] == ids and len(ids) == 10

@@ -8,7 +8,7 @@ log(sampling probability) removes that bias.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -24,7 +24,8 @@ from trainer.models.epoch_loss import EpochLossModel
 class QueryTower(tf.keras.Model):
     """User, context and history features -> L2-normalised query embedding."""
 
-    def __init__(self, sizes: FeatureSizes, cfg, item_embedding: IndexEmbedding, **kwargs):
+    def __init__(self, sizes: FeatureSizes, cfg, item_embedding: IndexEmbedding, content_tables=None,
+                 item_content: Optional[Dict[str, np.ndarray]] = None, **kwargs):
         super().__init__(**kwargs)
         self.cfg = cfg
         f, l2 = cfg.feature_dim, cfg.l2
@@ -44,6 +45,19 @@ class QueryTower(tf.keras.Model):
         self.keep_pooled = self.history_encoder is None or cfg.seq_keep_pooled
         self.encoder_scale = (self.add_weight(name="encoder_scale", shape=[], initializer="zeros")
                               if self.history_encoder is not None and cfg.seq_keep_pooled and cfg.seq_gate else None)
+        # retrieval.history_content: the latest history item's title tokens and genres, read through the candidate
+        # tower's own token tables, so "the next part of what you just watched" is found from its title even when
+        # that pair of ids is rare in training (a rare pair's id rows have learned nothing about each other)
+        self.content_tables, self.item_content = None, {}
+        if getattr(cfg, "history_content", False):
+            if content_tables is None or item_content is None:
+                raise ValueError("retrieval.history_content needs the catalogue's content per item index "
+                                 "(trainer.train.build_retrieval passes it; see item_content_table)")
+            self.content_tables = dict(content_tables)
+            for name, table in item_content.items():
+                self.item_content[name] = self.add_weight(
+                    name=f"item_{name}", shape=table.shape, dtype=tf.int32, trainable=False,
+                    initializer=tf.keras.initializers.Constant(np.asarray(table, np.int32)))
         self.head = mlp(cfg.hidden, cfg.embedding_dim, cfg.dropout, cfg.batch_norm, l2, name="query_mlp")
 
     def call(self, x: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
@@ -61,12 +75,24 @@ class QueryTower(tf.keras.Model):
             if self.history_encoder is not None:
                 encoded = sequence.encode(self.history_encoder, x, training=training)
                 parts.append(encoded if self.encoder_scale is None else self.encoder_scale * encoded)
+            if self.content_tables is not None:
+                parts += self._latest_content(hist[:, -1])
             parts += [tf.math.log1p(scalar(x[T.HISTORY_LEN])), scalar(x[T.HISTORY_GAP_Z])]
         x = tf.concat([p for p in parts if p is not None], axis=1)
         q = tf.math.l2_normalize(self.head(x, training=training), axis=1)
         if self.cfg.item_bias:  # pairs with the candidate's bias slot: score = <q, c> + bias(item)
             q = tf.concat([q, tf.ones_like(q[:, :1])], axis=1)
         return q
+
+    def _latest_content(self, latest: tf.Tensor) -> List[tf.Tensor]:
+        """Mean token embedding per content feature of the latest history item (zeros for an empty history)."""
+        latest = tf.cast(latest, tf.int32)
+        out = []
+        for name, table in self.item_content.items():
+            rows = tf.gather(table, tf.maximum(latest, 0))
+            rows = tf.where(latest[:, None] >= 0, rows, -1)
+            out.append(masked_mean(self.content_tables[name](rows), rows))
+        return out
 
     def _encoder_tables(self, sizes: FeatureSizes, cfg, item_embedding: IndexEmbedding):
         """``retrieval.seq_tables``: the item tables the sequence encoder reads. ``shared``: the candidates' item
@@ -130,16 +156,36 @@ def build_candidate_tower(sizes: FeatureSizes, cfg, item_embedding: IndexEmbeddi
     return CandidateTower(sizes, cfg, item_embedding, name="candidate_tower")
 
 
+HISTORY_CONTENT = (T.TITLE_IDX, T.GENRE_IDX)  # what retrieval.history_content reads of the latest history item
+
+
+def item_content_table(transformed_catalogue: Dict[str, Any], num_items: int) -> Dict[str, np.ndarray]:
+    """Per item index (the item vocabulary's order), its transformed title tokens and genres; -1 rows for indices
+    no catalogue item has (the OOV bucket). Built once from the catalogue and kept in the query tower."""
+    idx = np.asarray(transformed_catalogue[T.ITEM_IDX]).reshape(-1)
+    keep = (idx >= 0) & (idx < num_items)
+    out = {}
+    for name in HISTORY_CONTENT:
+        values = np.asarray(transformed_catalogue[name])
+        table = np.full((num_items, values.shape[1]), -1, np.int32)
+        table[idx[keep]] = values[keep]
+        out[name] = table
+    return out
+
+
 class TwoTowerModel(EpochLossModel):
-    """TFRS retrieval model; ``candidates`` (transformed catalogue) enables FactorizedTopK metrics."""
+    """TFRS retrieval model; ``candidates`` (transformed catalogue) enables FactorizedTopK metrics;
+    ``item_content`` (``item_content_table``) is what ``retrieval.history_content`` reads."""
 
     def __init__(self, sizes: FeatureSizes, cfg, item_idx_counts: Optional[np.ndarray] = None,
-                 candidates: Optional[Dict[str, tf.Tensor]] = None, metric_ks=(10, 50, 100)):
+                 candidates: Optional[Dict[str, tf.Tensor]] = None, metric_ks=(10, 50, 100),
+                 item_content: Optional[Dict[str, np.ndarray]] = None):
         super().__init__()
         self.cfg = cfg
         item_embedding = IndexEmbedding(sizes.items, cfg.id_dim, cfg.l2, vocab=schema.VOCAB_ITEM, name="item_id_embedding")
-        self.query_tower = QueryTower(sizes, cfg, item_embedding, name="query_tower")
         self.candidate_tower = build_candidate_tower(sizes, cfg, item_embedding)
+        tables = {T.TITLE_IDX: self.candidate_tower.title, T.GENRE_IDX: self.candidate_tower.genre}
+        self.query_tower = QueryTower(sizes, cfg, item_embedding, tables, item_content, name="query_tower")
         probs = np.ones(sizes.items) if item_idx_counts is None else np.asarray(item_idx_counts, np.float64) + 1.0
         self.log_q = tf.constant(np.log(probs / probs.sum()), tf.float32)
         metrics = None
