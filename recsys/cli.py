@@ -181,9 +181,9 @@ def _user_error(e: BaseException):
         return EXIT_BLOCKED, str(e)
     if isinstance(e, ArtifactError):
         return EXIT_INPUT, str(e)
-    from trainer.covisit import TooLarge  # numpy only
+    from trainer.covisit import TooLarge  # no TensorFlow at import
 
-    if isinstance(e, TooLarge):  # data beyond what a dense stage is built for
+    if isinstance(e, TooLarge):  # data beyond what the exact co-visitation builder finishes in time
         return EXIT_INPUT, str(e)
     if isinstance(e, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)):
         if e.filename and e.strerror:

@@ -14,12 +14,13 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-_BLOCK = 1024  # rows of the item x item similarity computed at a time (bounds memory)
-MAX_DENSE_BYTES = 4 << 30  # the dense users x items matrix (and its transpose) this module may build
+_BLOCK = 1024  # most item rows of the item x item similarity computed at a time
+BLOCK_BYTES = 512 << 20  # and at most this much dense memory per block (fewer rows for big catalogues / user bases)
+MAX_WORK = 4e12  # multiply-adds (interactions x items) beyond which the exact table would take hours here
 
 
 class TooLarge(ValueError):
-    """The interactions are beyond this dense builder; the message says the sizes and what to do."""
+    """The interactions are beyond what this exact builder finishes in reasonable time; the message says why."""
 
 
 def table(users: np.ndarray, items: np.ndarray, times: np.ndarray, n_items: int, k: int,
@@ -27,35 +28,47 @@ def table(users: np.ndarray, items: np.ndarray, times: np.ndarray, n_items: int,
     """(neighbour ids [n_items + 1, k] int64, weights [n_items + 1, k] float32), row = TFT item index + 1.
 
     Row 0 is padding (history slot -1); -1 ids / 0 weights fill rows with fewer than k neighbours.
+    The user x item matrix is never dense: a block of items' co-occurrence counts is the sparse item x user
+    matrix times that block's dense user columns, so memory follows the interactions and ``BLOCK_BYTES``
+    (MovieLens 20M: 138K users x 27K items, 20M events, within ~1 GiB), not users x items.
     """
     ok = (items >= 0) & (items < n_items)
     if before_ts is not None:
         ok &= times < before_ts
-    u = np.unique(np.asarray(users)[ok], return_inverse=True)[1].ravel()
+    u = np.unique(np.asarray(users)[ok], return_inverse=True)[1].ravel().astype(np.int64)
     n_users = int(u.max(initial=-1)) + 1
-    if 8 * n_users * n_items > MAX_DENSE_BYTES:  # x and its transpose, float32: fail now, not out of memory later
-        raise TooLarge(f"co-visitation table: {n_users:,} users x {n_items:,} items need "
-                       f"{8 * n_users * n_items / 2**30:.1f} GiB dense here (limit {MAX_DENSE_BYTES / 2**30:.0f} GiB); "
-                       f"the ranker's co-visitation features are built for catalogues and user bases the size of "
-                       f"MovieLens 1M-10M")
-    x = np.zeros((n_users, n_items), np.float32)
-    x[u, np.asarray(items)[ok]] = 1.0
-    norms = np.sqrt(x.sum(0))
+    it = np.asarray(items)[ok].astype(np.int64)
+    pairs = np.unique(it * max(n_users, 1) + u)                       # (item, user) once each, item-major
+    ii, uu = pairs // max(n_users, 1), pairs % max(n_users, 1)
     ids = np.full((n_items + 1, k), -1, np.int64)
     weights = np.zeros((n_items + 1, k), np.float32)
     kk = min(k, max(n_items - 1, 0))
-    if kk == 0 or x.shape[0] == 0:
+    if kk == 0 or n_users == 0:
         return ids, weights
-    xt = np.ascontiguousarray(x.T)
-    for s in range(0, n_items, _BLOCK):
-        co = xt[s:s + _BLOCK] @ x                                    # [b, n_items] co-occurrence counts
-        denom = norms[s:s + _BLOCK, None] * norms[None, :]
+    if float(len(pairs)) * n_items > MAX_WORK:
+        raise TooLarge(f"co-visitation table: {len(pairs):,} distinct user-item pairs x {n_items:,} items is "
+                       f"{len(pairs) * n_items:.1e} multiply-adds (limit {MAX_WORK:.0e}, hours on this machine); "
+                       f"lower the catalogue (e.g. drop items with very few events) or set "
+                       f"ranking.covisit_neighbours=0 to train the ranker without co-visitation features")
+    import tensorflow as tf  # only here: the CLI imports this module for TooLarge
+
+    norms = np.sqrt(np.bincount(ii, minlength=n_items).astype(np.float32))
+    item_user = tf.sparse.SparseTensor(np.stack([ii, uu], 1), tf.ones(len(pairs), tf.float32), [n_items, n_users])
+    block = int(max(1, min(_BLOCK, BLOCK_BYTES // (4 * (n_users + 4 * n_items)))))
+    starts = np.searchsorted(ii, np.arange(0, n_items + block, block))  # pairs are sorted by item
+    for b, s in enumerate(range(0, n_items, block)):
+        e = min(s + block, n_items)
+        cols = np.zeros((n_users, e - s), np.float32)                # the block's items, as dense user columns
+        lo, hi = starts[b], starts[b + 1]
+        cols[uu[lo:hi], ii[lo:hi] - s] = 1.0
+        co = tf.sparse.sparse_dense_matmul(item_user, cols).numpy().T  # [b, n_items] co-occurrence counts
+        denom = norms[s:e, None] * norms[None, :]
         sim = np.divide(co, denom, out=np.zeros_like(co), where=denom > 0)
-        sim[np.arange(len(sim)), np.arange(s, s + len(sim))] = 0.0   # never your own neighbour
+        sim[np.arange(len(sim)), np.arange(s, e)] = 0.0              # never your own neighbour
         top = np.argpartition(-sim, kk - 1, axis=1)[:, :kk]
         w = np.take_along_axis(sim, top, 1)
         order = np.argsort(-w, axis=1, kind="stable")
         top, w = np.take_along_axis(top, order, 1), np.take_along_axis(w, order, 1)
-        ids[s + 1:s + 1 + len(sim), :kk] = np.where(w > 0, top, -1)
-        weights[s + 1:s + 1 + len(sim), :kk] = np.maximum(w, 0.0)
+        ids[s + 1:e + 1, :kk] = np.where(w > 0, top, -1)
+        weights[s + 1:e + 1, :kk] = np.maximum(w, 0.0)
     return ids, weights

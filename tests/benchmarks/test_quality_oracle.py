@@ -48,3 +48,17 @@ def test_oracle_finds_the_planted_structure_and_honours_exclusions():
         if checked >= 20:
             break
     assert checked > 0
+
+
+def test_successor_targets_mark_the_planted_sequels():
+    t = synthetic.generate(n_users=150, n_items=120, events_per_user=12, seed=6)
+    users, times, targets, _ = _last_events(t)
+    ids = np.array(t.items["item_id"])
+    mask = quality_oracle.successor_targets(t, users, times, targets, ids)
+    succ = t.truth["successor"]
+    expected = []
+    for u, tgt in zip(users, targets):
+        ev = sorted((int(ts), int(i[1:])) for uu, i, ts in zip(t.interactions["user_id"], t.interactions["item_id"],
+                                                               t.interactions["timestamp"]) if uu == u)
+        expected.append(succ[ev[-2][1]] == tgt)
+    assert mask.tolist() == expected and 0 < mask.sum() < len(mask)

@@ -20,15 +20,41 @@ def test_table_is_cosine_top_k_without_self_and_respects_the_cut():
     assert ids_cut[1 + 0].tolist() == [1, -1]                          # item 2 only appears from t=5 on
 
 
-def test_interactions_beyond_the_dense_builder_are_a_clear_error_and_a_cli_input_error(monkeypatch):
+def test_blocks_of_the_sparse_builder_give_the_dense_cosine_top_k(monkeypatch):
+    """Any block size gives the table a dense users x items matrix gives (the memory-bounded path is exact)."""
+    rng = np.random.default_rng(0)
+    n_users, n_items, k = 60, 37, 5
+    users = rng.integers(0, n_users, 900).astype(str)
+    items = np.minimum(rng.zipf(1.6, 900) - 1, n_items - 1)
+    times = rng.integers(0, 100, 900)
+    x = np.zeros((n_users, n_items), np.float32)
+    x[users.astype(int), items] = 1.0
+    norms = np.sqrt(x.sum(0))
+    sim = (x.T @ x) / np.maximum(norms[:, None] * norms[None, :], 1e-12)
+    np.fill_diagonal(sim, 0.0)
+    whole = covisit.table(users, items, times, n_items, k)
+    monkeypatch.setattr(covisit, "_BLOCK", 4)  # ten blocks, the last one short
+    ids, w = covisit.table(users, items, times, n_items, k)
+    np.testing.assert_array_equal(ids, whole[0])
+    np.testing.assert_allclose(w, whole[1], rtol=1e-6)
+    for i in range(n_items):
+        expected = np.sort(sim[i])[::-1][:k]
+        np.testing.assert_allclose(w[1 + i], np.maximum(expected, 0.0), rtol=1e-5, atol=1e-7)
+        hit = ids[1 + i] >= 0
+        np.testing.assert_allclose(sim[i, ids[1 + i][hit]], w[1 + i][hit], rtol=1e-5)
+
+
+def test_work_beyond_the_exact_builder_is_a_clear_error_and_a_cli_input_error(monkeypatch):
     import pytest
 
     from recsys import cli
 
-    monkeypatch.setattr(covisit, "MAX_DENSE_BYTES", 100)
-    with pytest.raises(covisit.TooLarge, match=r"co-visitation table: 3 users x 5 items need") as e:
+    monkeypatch.setattr(covisit, "MAX_WORK", 10)
+    with pytest.raises(covisit.TooLarge, match=r"co-visitation table: 3 distinct user-item pairs x 5 items") as e:
         covisit.table(np.array(["a", "b", "c"]), np.array([0, 1, 2]), np.array([1, 2, 3]), n_items=5, k=2)
     assert cli._user_error(e.value) == (cli.EXIT_INPUT, str(e.value))  # one line, exit 4: not a crash
+    ids, w = covisit.table(np.array(["a", "b", "c"]), np.array([0, 1, 2]), np.array([1, 2, 3]), n_items=5, k=0)
+    assert ids.shape == (6, 0) and w.shape == (6, 0), "ranking.covisit_neighbours=0 needs no table work"
 
 
 def test_match_sums_history_weights_for_the_candidate():
