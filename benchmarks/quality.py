@@ -606,17 +606,25 @@ def plot(datasets: List[Dict[str, Any]], path: str) -> Optional[str]:
         return None
     metrics = ["recall@10", "ndcg@10", "recall@100", "mrr"]
     shown = [p for p in PROTOCOLS if any(r["protocol"] == p for d in ds for r in d["rows"])]  # those that ran
+    models = list(dict.fromkeys(r["model"] for d in ds for r in d["rows"] if r["model"] != quality_oracle.NAME))
+    palette = plt.get_cmap("tab10" if len(models) <= 10 else "tab20").colors
+    colour = {m: palette[n % len(palette)] for n, m in enumerate(models)}  # one colour per model in every panel
     fig, axes = plt.subplots(len(ds), len(shown), figsize=(5.2 * len(shown), 4.2 * len(ds)), squeeze=False)
     for i, d in enumerate(ds):
         for j, protocol in enumerate(shown):
             ax = axes[i][j]
-            rows = [r for r in d["rows"] if r["protocol"] == protocol]
+            rows = sorted((r for r in d["rows"] if r["protocol"] == protocol),
+                          key=lambda r: r["model"] == quality_oracle.NAME)  # the ceiling last, drawn apart
             mets = ["recall@10", "ndcg@10"] if protocol == "sampled_1_99" else metrics
             width = 0.8 / max(len(rows), 1)
             x = np.arange(len(mets))
             for k, r in enumerate(rows):
                 vals = [r.get(m) or 0.0 for m in mets]
-                bars = ax.bar(x + k * width - 0.4 + width / 2, vals, width, label=r["model"])
+                ceiling = r["model"] == quality_oracle.NAME
+                bars = ax.bar(x + k * width - 0.4 + width / 2, vals, width,
+                              label="oracle (planted truth: the ceiling)" if ceiling else r["model"],
+                              color="white" if ceiling else colour[r["model"]], edgecolor="0.4" if ceiling else None,
+                              hatch="//" if ceiling else None)
                 for b, v in zip(bars, vals):
                     ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.3f}", ha="center", va="bottom", fontsize=6)
             if d["name"] == "movielens":

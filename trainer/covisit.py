@@ -29,8 +29,8 @@ def table(users: np.ndarray, items: np.ndarray, times: np.ndarray, n_items: int,
 
     Row 0 is padding (history slot -1); -1 ids / 0 weights fill rows with fewer than k neighbours.
     The user x item matrix is never dense: a block of items' co-occurrence counts is the sparse item x user
-    matrix times that block's dense user columns, so memory follows the interactions and ``BLOCK_BYTES``
-    (MovieLens 20M: 138K users x 27K items, 20M events, within ~1 GiB), not users x items.
+    matrix times that block's dense user columns, so memory follows the interactions and ``BLOCK_BYTES``, not
+    users x items (MovieLens-20M-sized random data, 138K users x 27K items, 20M events: 236 s, 2.9 GiB peak).
     """
     ok = (items >= 0) & (items < n_items)
     if before_ts is not None:
