@@ -360,9 +360,14 @@ def format_table(result: Dict[str, np.ndarray], k: int, items: Sequence[str] = (
         row = [str(r), ids[i], f"{float(scores[i]):.4f}" if len(scores) else ""]
         for m in extras:
             v = (strings.get(m) if m in strings else numbers.get(m))[i]
-            row.append(codec._as_bytes(v).decode("utf-8", "replace") if m in strings else f"{v}")
+            row.append(codec._as_bytes(v).decode("utf-8", "replace") if m in strings else _number(v))
         rows.append(row)
     return rows
+
+
+def _number(v) -> str:
+    """A table cell: integers as they are, floats to 4 decimals like the score column (--json has full precision)."""
+    return str(int(v)) if np.issubdtype(np.asarray(v).dtype, np.integer) else f"{float(v):.4f}"
 
 
 def _print_table(rows: List[List[str]]) -> None:

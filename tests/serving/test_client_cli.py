@@ -29,6 +29,10 @@ def test_ranking_table_sorts_by_the_score_whatever_the_output_order():
     result = {"rating": np.array([5.0, 1.0, 3.0], np.float32), "score": np.array([0.1, 0.9, 0.5], np.float32)}
     rows = format_table(result, 3, items=["a", "b", "c"])
     assert rows[0][:3] == ["rank", "item_id", "score"] and [r[1] for r in rows[1:]] == ["b", "c", "a"]
+    assert rows[1][3] == "1.0000", "every float column to 4 decimals, like the score (--json keeps all digits)"
+    ranks = format_table({"item_ids": np.array([[b"x", b"y"]], object), "scores": np.array([[0.5, 0.25]], np.float32),
+                          "retrieval_ranks": np.array([[3, 1]], np.int32)}, 2)
+    assert [r[3] for r in ranks[1:]] == ["3", "1"], "integers stay integers"
 
 
 def test_query_errors_are_reported_not_raised(server, capsys):
