@@ -62,8 +62,9 @@ class RetrievalModule(tf.Module):
         return {"query_embedding": self.query_tower(self.tft_layer(raw), training=False)}
 
 
-def scann_leaves(n: int, ecfg) -> tuple:
-    """Partitioning defaults: sqrt(n) leaves; search 10% of them but at least ~5000 items' worth.
+def scann_leaves(n: int, ecfg, k: int = 0) -> tuple:
+    """Partitioning defaults: sqrt(n) leaves; search 10% of them but at least ~5000 items' worth, and enough
+    leaves to hold ~2x the ``k`` fetched (ScaNN returns at most the points in the leaves it searches).
 
     Small catalogues are then searched almost exhaustively (recall ~1); at 1M items this is
     1000 leaves / 100 searched, recall@10 ~0.99 in benchmarks/ann.py.
@@ -71,13 +72,17 @@ def scann_leaves(n: int, ecfg) -> tuple:
     leaves = ecfg.scann_num_leaves or max(1, int(np.sqrt(n)))
     per_leaf = max(n / leaves, 1.0)
     to_search = ecfg.scann_leaves_to_search or max(int(np.ceil(0.1 * leaves)), int(np.ceil(5000 / per_leaf)))
+    to_search = max(to_search, int(np.ceil(2.0 * k * leaves / max(n, 1))))
     return leaves, max(1, min(to_search, leaves))
 
 
-def build_index(kind: str, item_ids: np.ndarray, item_vectors: np.ndarray, k: int, ecfg) -> tf.keras.layers.Layer:
-    n = len(item_ids)
+def build_index(kind: str, item_ids: Optional[np.ndarray], item_vectors: np.ndarray, k: int,
+                ecfg) -> tf.keras.layers.Layer:
+    """A TFRS top-k layer over ``item_vectors`` (``scann`` or ``brute_force``) returning ``item_ids``, or the
+    catalogue positions (int32) when ``item_ids`` is None, so a graph can gather the candidates' own features."""
+    n = len(item_vectors)
     if kind == "scann":
-        leaves, to_search = scann_leaves(n, ecfg)
+        leaves, to_search = scann_leaves(n, ecfg, k)
         index = tfrs.layers.factorized_top_k.ScaNN(
             k=k, num_leaves=leaves, num_leaves_to_search=to_search,
             num_reordering_candidates=max(ecfg.scann_reordering, k))
@@ -85,7 +90,10 @@ def build_index(kind: str, item_ids: np.ndarray, item_vectors: np.ndarray, k: in
         index = tfrs.layers.factorized_top_k.BruteForce(k=k)
     else:
         raise ValueError(f"unknown index kind {kind!r}")
-    index.index(tf.constant(item_vectors, tf.float32), tf.constant(to_bytes(item_ids), tf.string))
+    if item_ids is None:
+        index.index(tf.constant(item_vectors, tf.float32))
+    else:
+        index.index(tf.constant(item_vectors, tf.float32), tf.constant(to_bytes(item_ids), tf.string))
     return index
 
 

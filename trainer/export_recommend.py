@@ -46,7 +46,7 @@ import tensorflow as tf
 from preprocessing import schema
 from preprocessing.utf8 import to_bytes
 from trainer import data
-from trainer.export import _dummy, save_atomically
+from trainer.export import _dummy, build_index, save_atomically
 
 MAX_EXCLUDE = 200  # exclusions (history + exclude_item_ids) the candidate fetch makes room for
 
@@ -348,7 +348,7 @@ def export_recommend(tft_output, query_tower, item_vectors: np.ndarray, catalogu
     ``exploration``: ``config.exploration``; with policy epsilon_greedy the version gets the explore signature."""
     max_n = max(1, min(rcfg.recommend_candidates, catalogue.size))
     max_fetch = min(catalogue.size, max_n + schema.HISTORY_LENGTH + MAX_EXCLUDE)
-    index = index_by_position(kind, item_vectors, max_fetch, ecfg)
+    index = build_index(kind, None, item_vectors, max_fetch, ecfg)  # positions: gather the candidates' features
     module = RecommendModule(tft_output.transform_features_layer(), query_tower, index, ranker, catalogue, max_n,
                              max_n, min(rcfg.recommend_k, max_n), max_fetch)
     module.source = kind
@@ -378,26 +378,3 @@ def export_recommend_exact(tft_output, query_tower, item_vectors: np.ndarray, ca
     under the name ``recommend``, so clients switch tiers by address only)."""
     return export_recommend(tft_output, query_tower, item_vectors, catalogue, ranker, base, version, ecfg, rcfg,
                             kind="brute_force", warmup=warmup, name="recommend_exact", exploration=exploration)
-
-
-def index_by_position(kind: str, item_vectors: np.ndarray, k: int, ecfg) -> tf.keras.layers.Layer:
-    """Like trainer.export.build_index but returning catalogue positions (int32) instead of ids,
-    so the candidates' raw features can be gathered from the catalogue tables."""
-    import tensorflow_recommenders as tfrs
-
-    from trainer.export import scann_leaves
-
-    n = len(item_vectors)
-    if kind == "scann":
-        leaves, to_search = scann_leaves(n, ecfg)
-        # ScaNN returns at most the points in the leaves it searches: make them hold ~2x what we fetch
-        to_search = min(leaves, max(to_search, int(np.ceil(2.0 * k * leaves / max(n, 1)))))
-        index = tfrs.layers.factorized_top_k.ScaNN(
-            k=k, num_leaves=leaves, num_leaves_to_search=to_search,
-            num_reordering_candidates=max(ecfg.scann_reordering, k))
-    elif kind == "brute_force":
-        index = tfrs.layers.factorized_top_k.BruteForce(k=k)
-    else:
-        raise ValueError(f"unknown index kind {kind!r}")
-    index.index(tf.constant(item_vectors, tf.float32))
-    return index

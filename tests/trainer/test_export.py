@@ -95,3 +95,16 @@ def test_saved_model_cli_lists_the_serving_signature(exported):
     out = subprocess.run([cli, "show", "--dir", exported["paths"]["scann"], "--tag_set", "serve",
                           "--signature_def", "serving_default"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "item_ids" in out.stdout and "DT_STRING" in out.stdout
+
+
+def test_scann_searches_leaves_enough_for_the_k_it_returns():
+    """ScaNN returns at most the points in the leaves it searches: a large k widens the search, a small one
+    keeps the defaults (sqrt(n) leaves, 10% of them but ~5000 items' worth)."""
+    from recsys.config import ExportConfig
+    from trainer.export import scann_leaves
+
+    ecfg = ExportConfig()
+    assert scann_leaves(1_000_000, ecfg, k=100) == (1000, 100)
+    leaves, to_search = scann_leaves(1_000_000, ecfg, k=200_000)
+    assert leaves == 1000 and to_search * (1_000_000 / leaves) >= 2 * 200_000
+    assert scann_leaves(1500, ecfg, k=10) == (38, 38), "a small catalogue is searched exhaustively"
