@@ -16,6 +16,7 @@ import numpy as np
 
 _BLOCK = 1024  # most item rows of the item x item similarity computed at a time
 BLOCK_BYTES = 512 << 20  # and at most this much dense memory per block (fewer rows for big catalogues / user bases)
+DENSE_BYTES = 1 << 30  # up to here the users x items matrix (and its transpose) is dense: BLAS beats sparse products
 MAX_WORK = 4e12  # multiply-adds (interactions x items) beyond which the exact table would take hours here
 
 
@@ -28,9 +29,11 @@ def table(users: np.ndarray, items: np.ndarray, times: np.ndarray, n_items: int,
     """(neighbour ids [n_items + 1, k] int64, weights [n_items + 1, k] float32), row = TFT item index + 1.
 
     Row 0 is padding (history slot -1); -1 ids / 0 weights fill rows with fewer than k neighbours.
-    The user x item matrix is never dense: a block of items' co-occurrence counts is the sparse item x user
-    matrix times that block's dense user columns, so memory follows the interactions and ``BLOCK_BYTES``, not
-    users x items (MovieLens-20M-sized random data, 138K users x 27K items, 20M events: 236 s, 2.9 GiB peak).
+    Past ``DENSE_BYTES`` the user x item matrix is never dense: a block of items' co-occurrence counts is the
+    sparse item x user matrix times that block's dense user columns, so memory follows the interactions and
+    ``BLOCK_BYTES``, not users x items (MovieLens-20M-sized random data, 138K users x 27K items, 20M events:
+    236 s, 2.9 GiB peak). Below it (MovieLens 1M and smaller) dense BLAS products are faster; both give the
+    same table.
     """
     ok = (items >= 0) & (items < n_items)
     if before_ts is not None:
@@ -50,18 +53,12 @@ def table(users: np.ndarray, items: np.ndarray, times: np.ndarray, n_items: int,
                        f"{len(pairs) * n_items:.1e} multiply-adds (limit {MAX_WORK:.0e}, hours on this machine); "
                        f"lower the catalogue (e.g. drop items with very few events) or set "
                        f"ranking.covisit_neighbours=0 to train the ranker without co-visitation features")
-    import tensorflow as tf  # only here: the CLI imports this module for TooLarge
-
     norms = np.sqrt(np.bincount(ii, minlength=n_items).astype(np.float32))
-    item_user = tf.sparse.SparseTensor(np.stack([ii, uu], 1), tf.ones(len(pairs), tf.float32), [n_items, n_users])
     block = int(max(1, min(_BLOCK, BLOCK_BYTES // (4 * (n_users + 4 * n_items)))))
-    starts = np.searchsorted(ii, np.arange(0, n_items + block, block))  # pairs are sorted by item
-    for b, s in enumerate(range(0, n_items, block)):
+    counts = _block_counts(ii, uu, n_items, n_users, block)
+    for s in range(0, n_items, block):
         e = min(s + block, n_items)
-        cols = np.zeros((n_users, e - s), np.float32)                # the block's items, as dense user columns
-        lo, hi = starts[b], starts[b + 1]
-        cols[uu[lo:hi], ii[lo:hi] - s] = 1.0
-        co = tf.sparse.sparse_dense_matmul(item_user, cols).numpy().T  # [b, n_items] co-occurrence counts
+        co = counts(s, e)                                            # [b, n_items] co-occurrence counts
         denom = norms[s:e, None] * norms[None, :]
         sim = np.divide(co, denom, out=np.zeros_like(co), where=denom > 0)
         sim[np.arange(len(sim)), np.arange(s, e)] = 0.0              # never your own neighbour
@@ -72,3 +69,23 @@ def table(users: np.ndarray, items: np.ndarray, times: np.ndarray, n_items: int,
         ids[s + 1:e + 1, :kk] = np.where(w > 0, top, -1)
         weights[s + 1:e + 1, :kk] = np.maximum(w, 0.0)
     return ids, weights
+
+
+def _block_counts(ii: np.ndarray, uu: np.ndarray, n_items: int, n_users: int, block: int):
+    """``counts(s, e)`` -> [e - s, n_items] float32: how many users had both item s+j and each item."""
+    if 8 * n_users * n_items <= DENSE_BYTES:
+        x = np.zeros((n_users, n_items), np.float32)
+        x[uu, ii] = 1.0
+        xt = np.ascontiguousarray(x.T)
+        return lambda s, e: xt[s:e] @ x
+    import tensorflow as tf  # only here: the CLI imports this module for TooLarge
+
+    item_user = tf.sparse.SparseTensor(np.stack([ii, uu], 1), tf.ones(len(ii), tf.float32), [n_items, n_users])
+    starts = np.searchsorted(ii, np.arange(0, n_items + block, block))  # (item, user) pairs are sorted by item
+
+    def counts(s: int, e: int) -> np.ndarray:
+        cols = np.zeros((n_users, e - s), np.float32)                # the block's items, as dense user columns
+        lo, hi = starts[s // block], starts[s // block + 1]
+        cols[uu[lo:hi], ii[lo:hi] - s] = 1.0
+        return tf.sparse.sparse_dense_matmul(item_user, cols).numpy().T
+    return counts

@@ -1,5 +1,6 @@
 """Co-visitation tables on a hand-checkable case, and the in-graph match the ranker reads."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from trainer import covisit
@@ -20,8 +21,10 @@ def test_table_is_cosine_top_k_without_self_and_respects_the_cut():
     assert ids_cut[1 + 0].tolist() == [1, -1]                          # item 2 only appears from t=5 on
 
 
-def test_blocks_of_the_sparse_builder_give_the_dense_cosine_top_k(monkeypatch):
-    """Any block size gives the table a dense users x items matrix gives (the memory-bounded path is exact)."""
+@pytest.mark.parametrize("dense_bytes", [covisit.DENSE_BYTES, 0])
+def test_dense_and_sparse_builders_in_any_block_size_give_the_cosine_top_k(monkeypatch, dense_bytes):
+    """Both paths (dense BLAS for small data, sparse x dense columns beyond ``DENSE_BYTES``) and any block size
+    give the table a brute-force cosine gives."""
     rng = np.random.default_rng(0)
     n_users, n_items, k = 60, 37, 5
     users = rng.integers(0, n_users, 900).astype(str)
@@ -32,6 +35,7 @@ def test_blocks_of_the_sparse_builder_give_the_dense_cosine_top_k(monkeypatch):
     norms = np.sqrt(x.sum(0))
     sim = (x.T @ x) / np.maximum(norms[:, None] * norms[None, :], 1e-12)
     np.fill_diagonal(sim, 0.0)
+    monkeypatch.setattr(covisit, "DENSE_BYTES", dense_bytes)
     whole = covisit.table(users, items, times, n_items, k)
     monkeypatch.setattr(covisit, "_BLOCK", 4)  # ten blocks, the last one short
     ids, w = covisit.table(users, items, times, n_items, k)
@@ -45,8 +49,6 @@ def test_blocks_of_the_sparse_builder_give_the_dense_cosine_top_k(monkeypatch):
 
 
 def test_work_beyond_the_exact_builder_is_a_clear_error_and_a_cli_input_error(monkeypatch):
-    import pytest
-
     from recsys import cli
 
     monkeypatch.setattr(covisit, "MAX_WORK", 10)
