@@ -29,6 +29,9 @@ ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children", "Com
 ML1M_AGES = {"1": "18-24", "18": "18-24", "25": "25-34", "35": "35-44", "45": "45-54", "50": "55+", "56": "55+"}
 RATINGS_CSV_HEADER = ("userId", "movieId", "rating", "timestamp")
 MOVIES_CSV_HEADER = ("movieId", "title", "genres")
+# the "::" files: ML-1M's are Latin-1; a line that is valid UTF-8 is read as UTF-8 (a re-encoded or later export),
+# any other as Latin-1, which never fails, so an accented title is never a dead letter nor mojibake either way
+DAT_ENCODING = "utf-8|latin-1"
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
 
 
@@ -65,15 +68,17 @@ class _Reader:
              encoding: str = "utf-8", count: bool = False) -> Iterable[Tuple[int, List[str]]]:
         """(line number, fields) of each good line. ``header``: the layout's column names; line 1 is
         skipped only when its content is that header, so a file without one keeps its first row.
-        Lines that are not valid ``encoding`` are dead letters (never replacement characters)."""
+        Lines that are not valid ``encoding`` are dead letters (never replacement characters);
+        ``utf-8|latin-1`` reads a line as UTF-8 when it is valid UTF-8 and as Latin-1 otherwise."""
+        encodings = encoding.split("|")
         with fileio.open_read(path) as f:
             for lineno, raw in enumerate(f, start=1):
                 try:
-                    line = raw.decode(encoding)
+                    line = _decode(raw, encodings)
                 except UnicodeDecodeError as e:
                     self.total += count
                     self.bad(path, lineno, f"invalid {encoding} at byte {e.start}: {raw[e.start:e.start + 4]!r}",
-                             raw.decode(encoding, "backslashreplace").rstrip("\r\n"))
+                             raw.decode(encodings[-1], "backslashreplace").rstrip("\r\n"))
                     continue
                 text = line.rstrip("\r\n")
                 if not text.strip():
@@ -89,6 +94,15 @@ class _Reader:
 
     def bad(self, path: str, lineno: int, reason: str, text: str) -> None:
         self.dead.append({"file": os.path.basename(path), "line": lineno, "reason": reason, "text": text[:500]})
+
+
+def _decode(raw: bytes, encodings: Sequence[str]) -> str:
+    for enc in encodings[:-1]:
+        try:
+            return raw.decode(enc)
+        except UnicodeDecodeError:
+            pass
+    return raw.decode(encodings[-1])
 
 
 def _is_header(text: str, split: Callable[[str], List[str]], names: Sequence[str]) -> bool:
@@ -119,14 +133,14 @@ def load(path: str, max_bad_fraction: float = 0.01, dead_letter_path: Optional[s
                 age = int(f[1]) if f[1].isdigit() else 0
                 users[f[0]] = {"user_age_bucket": _age_bucket(age) if age else "unknown", "user_country": "US"}
         source = (j("u.data"), lambda s: s.split("\t"), 4, (), "utf-8")
-    elif layout == "1m":
-        for _, f in reader.rows(j("movies.dat"), lambda s: s.split("::"), 3, encoding="latin-1"):
+    elif layout == "1m":  # also MovieLens 10M: the same "::" files, without users.dat
+        for _, f in reader.rows(j("movies.dat"), lambda s: s.split("::"), 3, encoding=DAT_ENCODING):
             title, ts = _year_ts(f[1])
             items[f[0]] = {"item_title": title, "item_genres": f[2], "item_release_ts": ts}
         if fileio.exists(j("users.dat")):
-            for _, f in reader.rows(j("users.dat"), lambda s: s.split("::"), 5, encoding="latin-1"):
+            for _, f in reader.rows(j("users.dat"), lambda s: s.split("::"), 5, encoding=DAT_ENCODING):
                 users[f[0]] = {"user_age_bucket": ML1M_AGES.get(f[2], "unknown"), "user_country": "US"}
-        source = (j("ratings.dat"), lambda s: s.split("::"), 4, (), "latin-1")
+        source = (j("ratings.dat"), lambda s: s.split("::"), 4, (), DAT_ENCODING)
     else:
         for _, f in reader.rows(j("movies.csv"), _csv_split, 3, header=MOVIES_CSV_HEADER):
             title, ts = _year_ts(f[1])

@@ -123,3 +123,15 @@ def test_out_of_range_values_and_bad_utf8_are_dead_letters(tmp_path):
     assert reasons["1,\\xff\\xfe2,4.0,964982703"].startswith("invalid utf-8")
     assert reasons["4,Caf\\xe9 (1999),Drama"].startswith("invalid utf-8")
     assert "4" not in t.items["item_id"] and not any("\ufffd" in x for x in t.items["item_title"])
+
+
+def test_dat_titles_read_right_in_latin_1_or_utf_8(tmp_path):
+    """ML-1M's .dat files are Latin-1; the same layout written as UTF-8 (ML-10M's layout, re-encoded copies)
+    must not turn 'Misérables' into mojibake, and a Latin-1 file must not lose its accented titles."""
+    for encoding in ("latin-1", "utf-8"):
+        d = tmp_path / encoding
+        ml1m(str(d))
+        write(str(d), "movies.dat", "1::Misérables, Les (1995)::Drama|Musical\n2::Heat (1995)::Action\n", encoding)
+        t = movielens.load(str(d))
+        titles = dict(zip(t.items["item_id"], t.items["item_title"]))
+        assert titles["1"] == "Misérables, Les" and not t.dead_letters, encoding
