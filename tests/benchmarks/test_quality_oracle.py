@@ -62,3 +62,16 @@ def test_successor_targets_mark_the_planted_sequels():
                                                                t.interactions["timestamp"]) if uu == u)
         expected.append(succ[ev[-2][1]] == tgt)
     assert mask.tolist() == expected and 0 < mask.sum() < len(mask)
+
+
+def test_a_lead_is_never_measured_against_the_oracle():
+    from benchmarks import quality
+
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 50, 200)
+    users = np.arange(200).astype(str)
+    perfect = np.stack([targets] + [np.full(200, -1)] * 9, axis=1)   # the ceiling: every target first
+    weak = rng.integers(0, 50, (200, 10))
+    lead = quality.lead_over_best({"two_tower": weak, "ease": weak[:, ::-1], quality_oracle.NAME: perfect},
+                                  targets, users, metric="recall@10")
+    assert lead["versus"] == "ease"
