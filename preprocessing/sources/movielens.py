@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import calendar
 import csv
+import functools
 import io
 import os
 import re
+import sys
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from preprocessing.sources.tables import MAX_RATING, MIN_RATING, DataError, RawTables, latest_valid_timestamp
@@ -96,6 +98,11 @@ class _Reader:
         self.dead.append({"file": os.path.basename(path), "line": lineno, "reason": reason, "text": text[:500]})
 
 
+@functools.lru_cache(maxsize=256)
+def _float(text: str) -> float:
+    return float(text)
+
+
 def _decode(raw: bytes, encodings: Sequence[str]) -> str:
     for enc in encodings[:-1]:
         try:
@@ -152,7 +159,8 @@ def load(path: str, max_bad_fraction: float = 0.01, dead_letter_path: Optional[s
     max_ts = latest_valid_timestamp()   # also bounds timestamps to int64
     for lineno, f in reader.rows(rpath, split, n, header=header, encoding=enc, count=True):
         try:
-            user, item, rating, ts = f[0].strip(), f[1].strip(), float(f[2]), int(f[3])
+            # ids interned and ratings shared: one object per distinct value, not per line (ML-25M: 25M lines)
+            user, item, rating, ts = sys.intern(f[0].strip()), sys.intern(f[1].strip()), _float(f[2]), int(f[3])
         except ValueError as e:
             reader.bad(rpath, lineno, f"unparsable value: {e}", "\t".join(f))
             continue
