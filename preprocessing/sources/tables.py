@@ -63,6 +63,12 @@ def _write_jsonl(f, rows: Iterator[Dict[str, Any]]) -> None:
         f.write("".join(chunk).encode())
 
 
+def _gzip_writer(raw) -> gzip.GzipFile:
+    """gzip at zlib's default level 6 (gzip's own CLI default): Python's 9 took half of write_raw's time for 7% smaller
+    files (5M MovieLens-style rows: 50 -> 28 s, 59 -> 63 MB). mtime=0: identical input, byte-identical file."""
+    return gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=6)
+
+
 def write_raw(tables: RawTables, raw_dir: str) -> Dict[str, str]:
     """Writes the tables (and any dead letters) under ``raw_dir`` (any filesystem); returns the file paths."""
     fileio.makedirs(raw_dir)
@@ -71,8 +77,7 @@ def write_raw(tables: RawTables, raw_dir: str) -> Dict[str, str]:
         "items": fileio.join(raw_dir, ITEMS_FILE),
         "users": fileio.join(raw_dir, USERS_FILE),
     }
-    # mtime=0: identical input gives byte-identical files.
-    with fileio.open_write(paths["interactions"]) as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+    with fileio.open_write(paths["interactions"]) as raw, _gzip_writer(raw) as f:
         _write_jsonl(f, _rows(tables.interactions))
     for name, table in (("items", tables.items), ("users", tables.users)):
         with fileio.open_write(paths[name]) as f:
@@ -90,7 +95,7 @@ def append_interactions(src: str, rows: Iterable[Dict[str, Any]], dst: str) -> i
     The old rows are copied as they are (dead-lettered later, like any raw row); returns the rows appended.
     """
     rows = list(rows)
-    with fileio.open_write(dst) as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+    with fileio.open_write(dst) as raw, _gzip_writer(raw) as f:
         with fileio.open_read(src) as old, gzip.GzipFile(fileobj=old, mode="rb") as g:
             for block in iter(lambda: g.read(1 << 20), b""):
                 f.write(block)
