@@ -372,6 +372,7 @@ def run_dataset(name: str, args, out_dir: str, log: Callable[[str], None]) -> Di
     """All protocols and models for one dataset; returns its rows and timings."""
     from preprocessing import pipeline
     from trainer import evaluate_retrieval as er
+    from trainer import evaluation
 
     work = os.path.join(out_dir, "work", name)
     timings: Dict[str, float] = {}
@@ -430,9 +431,12 @@ def run_dataset(name: str, args, out_dir: str, log: Callable[[str], None]) -> Di
         popularity = np.asarray(trained.stats.item_counts, np.float64)
         genres = er.genre_matrix(trained.catalogue)
         topks = dict(ev["topk"])
-        if truth_tables is not None:  # the ceiling: the generator's own next-item probabilities
-            topks[quality_oracle.NAME] = quality_oracle.oracle_topk(truth_tables, ev["users"], ev["times"],
-                                                                    ev["exclude"], trained.catalogue.item_ids, max(KS))
+        planted = None
+        if truth_tables is not None:  # the ceiling (the generator's own probabilities) and where hits come from
+            truth = quality_oracle.PlantedTruth(truth_tables, trained.catalogue.item_ids)
+            topks[quality_oracle.NAME] = truth.topk(ev["users"], ev["times"], ev["exclude"], max(KS))
+            planted = truth.sequel_targets(ev["users"], ev["times"], ev["targets"])
+            info.setdefault("planted_successor_share", {})[protocol] = round(float(planted.mean()), 4)
         t1 = time.perf_counter()
         fitted = fit_baselines(trained, args.baseline_list, log, f"{name}/{protocol}")
         for kind, (model, rec) in fitted.items():
@@ -469,18 +473,11 @@ def run_dataset(name: str, args, out_dir: str, log: Callable[[str], None]) -> Di
             timings[f"rankers_{protocol}_s"] = time.perf_counter() - t1
         else:
             ranker_status[protocol] = {"status": "not run", "reason": why_not}
-        planted = None
-        if truth_tables is not None:  # where the hits come from: the planted sequels, or everything else
-            planted = quality_oracle.successor_targets(truth_tables, ev["users"], ev["times"], ev["targets"],
-                                                       trained.catalogue.item_ids)
-            info.setdefault("planted_successor_share", {})[protocol] = round(float(planted.mean()), 4)
         for model, topk in topks.items():
             row = {"dataset": name, "protocol": protocol, "model": model}
             row.update(metrics_row(topk, ev["targets"], n_items, popularity, genres))
             row.update(extras.get(model, {}))
             if planted is not None:
-                from trainer import evaluation
-
                 hit = evaluation.per_query("recall", topk, ev["targets"], 10)
                 row["recall@10_successor"] = float(np.nanmean(hit[planted])) if planted.any() else None
                 row["recall@10_other"] = float(np.nanmean(hit[~planted])) if (~planted).any() else None

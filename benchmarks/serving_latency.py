@@ -60,12 +60,13 @@ TARGET_RECOMMEND_P99_MS = 25.0
 
 # ---------------------------------------------------------------- server process
 class ServerProcess:
-    """``python -m serving.server`` on a free loopback port; the address is read from its first output line."""
+    """``python -m serving.server`` on a free loopback port; the address is read from its first output line.
+    REST is off unless ``rest_port`` names a port for it."""
 
     def __init__(self, args: Sequence[str], log_path: str, timeout: float = 300.0,
-                 env: Optional[Dict[str, str]] = None, command: Optional[Sequence[str]] = None):
+                 env: Optional[Dict[str, str]] = None, command: Optional[Sequence[str]] = None, rest_port: int = 0):
         cmd = list(command) if command else [sys.executable, "-m", "serving.server", "--host", "127.0.0.1",
-                                             "--port", "0", "--rest_api_port", "0", *args]
+                                             "--port", "0", "--rest_api_port", str(rest_port), *args]
         self.log = open(log_path, "ab")
         self.log.write(("\n$ " + " ".join(cmd) + "\n").encode())
         self.log.flush()
@@ -511,9 +512,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         # Both servers stay up (idle ones cost nothing) so the three modes run interleaved, round by
         # round: on a shared machine, load drifts; interleaving spreads it evenly over the modes.
         rest_port = free_port() if args.rest else 0
-        # ServerProcess passes --rest_api_port 0 (REST off); a later value of the flag wins
-        off_flags = common_flags + (["--rest_api_port", str(rest_port)] if args.rest else [])
-        with ServerProcess(off_flags, log_path) as off, ServerProcess(common_flags + batching_flags, log_path) as on:
+        with ServerProcess(common_flags, log_path, rest_port=rest_port) as off, \
+                ServerProcess(common_flags + batching_flags, log_path) as on:
             modes = [("in-process", "in-process", "-", None), ("grpc-off", "grpc", "off", off.address),
                      ("grpc-on", "grpc", "on", on.address)]
             if args.rest:  # the same requests as JSON (columnar) to the batching-off server's REST API

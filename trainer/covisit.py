@@ -40,14 +40,13 @@ def table(users: np.ndarray, items: np.ndarray, times: np.ndarray, n_items: int,
         ok &= times < before_ts
     u = np.unique(np.asarray(users)[ok], return_inverse=True)[1].ravel().astype(np.int64)
     n_users = int(u.max(initial=-1)) + 1
-    it = np.asarray(items)[ok].astype(np.int64)
-    pairs = np.unique(it * max(n_users, 1) + u)                       # (item, user) once each, item-major
-    ii, uu = pairs // max(n_users, 1), pairs % max(n_users, 1)
     ids = np.full((n_items + 1, k), -1, np.int64)
     weights = np.zeros((n_items + 1, k), np.float32)
     kk = min(k, max(n_items - 1, 0))
     if kk == 0 or n_users == 0:
         return ids, weights
+    pairs = np.unique(np.asarray(items)[ok].astype(np.int64) * n_users + u)  # (item, user) once each, item-major
+    ii, uu = pairs // n_users, pairs % n_users
     if float(len(pairs)) * n_items > MAX_WORK:
         raise TooLarge(f"co-visitation table: {len(pairs):,} distinct user-item pairs x {n_items:,} items is "
                        f"{len(pairs) * n_items:.1e} multiply-adds (limit {MAX_WORK:.0e}, hours on this machine); "

@@ -27,7 +27,7 @@ def test_oracle_finds_the_planted_structure_and_honours_exclusions():
     t = synthetic.generate(n_users=300, n_items=200, events_per_user=15, seed=5)
     users, times, targets, prior = _last_events(t)
     ids = np.array(t.items["item_id"])
-    topk = quality_oracle.oracle_topk(t, users, times, prior, ids, 10)
+    topk = quality_oracle.PlantedTruth(t, ids).topk(users, times, prior, 10)
     assert not any(set(row) & set(p) for row, p in zip(topk.tolist(), prior)), "seen items excluded"
     counts = np.bincount(np.concatenate(prior), minlength=len(ids))
     pop = evaluation.popularity_topk(counts, len(users), 10, prior)
@@ -54,7 +54,7 @@ def test_successor_targets_mark_the_planted_sequels():
     t = synthetic.generate(n_users=150, n_items=120, events_per_user=12, seed=6)
     users, times, targets, _ = _last_events(t)
     ids = np.array(t.items["item_id"])
-    mask = quality_oracle.successor_targets(t, users, times, targets, ids)
+    mask = quality_oracle.PlantedTruth(t, ids).sequel_targets(users, times, targets)
     succ = t.truth["successor"]
     expected = []
     for u, tgt in zip(users, targets):

@@ -49,7 +49,7 @@ class QueryTower(tf.keras.Model):
         # tower's own token tables, so "the next part of what you just watched" is found from its title even when
         # that pair of ids is rare in training (a rare pair's id rows have learned nothing about each other)
         self.content_tables, self.item_content = None, {}
-        if getattr(cfg, "history_content", False):
+        if cfg.history_content:
             if content_tables is None or item_content is None:
                 raise ValueError("retrieval.history_content needs the catalogue's content per item index "
                                  "(trainer.train.build_retrieval passes it; see item_content_table)")
