@@ -2,7 +2,8 @@
 beside published reference figures (which are quoted, never measured here).
 
 Per dataset (synthetic data at the config's default size; ``ml-latest-small`` from
-``../shared/data`` when present, else skipped with the reason):
+``../shared/data`` when present, else skipped with the reason; your own interaction log with
+``--datasets log --log PATH``, read as ``recsys data csv`` reads it):
 
 * ``time_split_full`` (the project's protocol, ``trainer/evaluate_retrieval.py``): the
   pipeline's own split (latest 10% of events by time = test); every test event is a query
@@ -124,6 +125,14 @@ def write_tables(name: str, args, raw_dir: str):
                                     events_per_user=args.synthetic_events, seed=args.seed)
         desc = (f"synthetic.generate(n_users={args.synthetic_users}, n_items={args.synthetic_items}, "
                 f"events_per_user={args.synthetic_events:g}, seed={args.seed})")
+    elif name == "log":   # the team's own interaction log, read as `recsys data csv` reads it (data.* of --set)
+        from preprocessing.sources import interaction_log
+        from recsys.config import load_config
+
+        d = load_config(overrides=args.set).data
+        tables = interaction_log.load(args.log, columns=d.columns, header=d.header, rating_max=d.rating_max,
+                                      max_bad_fraction=d.max_bad_fraction)
+        desc = f"interaction_log.load({args.log!r}), {len(tables.dead_letters)} malformed rows left out"
     else:
         from preprocessing.sources import movielens
 
@@ -140,6 +149,8 @@ def dataset_label(name: str, args) -> str:
     """What was actually loaded: 'synthetic' or 'MovieLens <layout> (<directory name>)', never a guess."""
     if name == "synthetic":
         return f"synthetic ({args.synthetic_users} users, {args.synthetic_items} items)"
+    if name == "log":
+        return f"log ({os.path.basename(os.path.normpath(args.log))})"
     from preprocessing.sources import movielens
 
     layout = movielens.detect_layout(args.movielens)
@@ -669,7 +680,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="smoke run: synthetic data of 300 users, 2 epochs, LOO cut from the time-split run, "
                         "1 ranker epoch on <= 2,000 events, no extra models; MovieLens still runs when present "
                         "(at those settings) unless --datasets synthetic")
-    p.add_argument("--datasets", default="synthetic,movielens", help="comma-separated: synthetic, movielens")
+    p.add_argument("--datasets", default="synthetic,movielens",
+                   help="comma-separated: synthetic, movielens, log (your interaction log, --log)")
+    p.add_argument("--log", default="", help="an interaction log (file or directory) for --datasets log, read as "
+                                             "`recsys data csv` reads it (--set data.columns=..., data.header=...)")
     p.add_argument("--movielens", default=DEFAULT_MOVIELENS,
                    help="MovieLens directory (any layout movielens.load reads); skipped cleanly when absent")
     p.add_argument("--synthetic-users", type=int, default=None, help="synthetic users (default: the config's 2000; "
@@ -750,14 +764,16 @@ def resolve_args(argv) -> argparse.Namespace:
         raise SystemExit(f"--set: {e}") from None
     a.dataset_list = [d.strip() for d in a.datasets.split(",") if d.strip()]
     for d in a.dataset_list:
-        if d not in ("synthetic", "movielens"):
-            raise SystemExit(f"unknown dataset {d!r}; use synthetic and/or movielens")
+        if d not in ("synthetic", "movielens", "log"):
+            raise SystemExit(f"unknown dataset {d!r}; use synthetic, movielens and/or log")
     a.prepared_map = {}
     for item in a.prepared:
         k, _, v = item.partition("=")
         if not v:
             raise SystemExit(f"--prepared wants DATASET=VERSION_DIR, got {item!r}")
         a.prepared_map[k.strip()] = v.strip()
+    if "log" in a.dataset_list and "log" not in a.prepared_map and not (a.log and os.path.exists(a.log)):
+        raise SystemExit(f"--datasets log needs --log FILE_OR_DIR (an interaction log); got {a.log!r}")
     return a
 
 

@@ -57,12 +57,29 @@ def _parser() -> argparse.ArgumentParser:
                    help="on errors, also print the Python traceback (errors from bad input print one line)")
     sub = p.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run every step end to end and print metrics and an example top-10")
-    demo.add_argument("--data", help="MovieLens directory instead of synthetic data (e.g. ml-latest-small)")
+    demo.add_argument("--data", help="real data instead of synthetic: a MovieLens directory (e.g. ml-latest-small) or "
+                                     "your interaction log (a CSV file, or a directory with interactions.csv "
+                                     "[+ items.csv, users.csv]; see `recsys data --help`)")
     demo.add_argument("--quick", action="store_true",
                       help="tiny sizes and in-sample ranker candidates, for smoke tests (~1-2 minutes)")
-    data = sub.add_parser("data", help="write raw tables")
-    data.add_argument("kind", choices=["synth", "movielens"])
-    data.add_argument("--path", help="MovieLens directory (for `data movielens`)")
+    data = sub.add_parser(
+        "data", help="write raw tables from synthetic data, MovieLens or your own interaction log",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Writes <workdir>/<run>/raw/ (interactions, items, users, dead letters) from one source:\n"
+                    "  synth      the generator (data.n_users, data.n_items, data.seed ...)\n"
+                    "  movielens  a MovieLens directory: 100K (u.data), 1M/10M (ratings.dat) or latest (ratings.csv)\n"
+                    "  csv        your interaction log: a CSV/TSV file (.gz too), or a directory with\n"
+                    "             interactions.csv and optionally items.csv and users.csv\n\n"
+                    "A log needs a header with a user id, an item id and a time (unix s/ms or ISO 8601);\n"
+                    "rating, click and device are optional (no rating: every event is an engagement).\n"
+                    "items.csv: title, genres, price, release; users.csv: age, country. Common header\n"
+                    "names are recognised (userId, customer_id, sku, event_time ...); name others with\n"
+                    "  --set data.columns=user_id=cust,item_id=sku,timestamp=t\n"
+                    "(a file without a header line: --set data.header=user_id,item_id,rating,timestamp)\n"
+                    "and give a rating scale other than 5 with --set data.rating_max=10.\n"
+                    "Malformed rows go to raw/dead_letter/ with why; more than data.max_bad_fraction is an error.")
+    data.add_argument("kind", choices=["synth", "movielens", "csv"], help="the source (above)")
+    data.add_argument("--path", help="MovieLens directory, or the log file / directory (movielens, csv)")
     sub.add_parser("preprocess", help="Beam + TF-Transform over <run>/raw into <run>/preprocessed/v<N>")
     sub.add_parser("train", help="train + evaluate retrieval on the latest preprocessed version")
     sub.add_parser("evaluate", help="evaluate the last trained retrieval model")
@@ -194,7 +211,7 @@ def _user_error(e: BaseException):
 
 def main(argv: Optional[List[str]] = None) -> int:
     """`recsys ...`; returns the exit code (see EXIT_*)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     verbose = any(a in ("-v", "--verbose") for a in argv[:_command_index(argv)])
     if not verbose:  # TensorFlow's C++ start-up notices (CUDA probes) would bury progress and errors
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
@@ -243,10 +260,34 @@ def run() -> None:
     os._exit(code)
 
 
+GLOBAL_WITH_VALUE = ("--config", "--set", "--workdir")
+
+
+def _hoist_global_options(argv: List[str]) -> List[str]:
+    """``recsys data csv --path LOG --set data.rating_max=10`` means what it says: global options given after
+    one of our own subcommands move in front of it (serve, query and bench keep theirs: they own their flags)."""
+    i = _command_index(argv)
+    if i >= len(argv) or argv[i] in PASSTHROUGH or argv[i] == "bench":
+        return argv
+    moved, rest, j = [], [], i + 1
+    while j < len(argv):
+        tok = argv[j]
+        if tok in GLOBAL_WITH_VALUE and j + 1 < len(argv):
+            moved += argv[j:j + 2]
+            j += 2
+            continue
+        if tok.split("=", 1)[0] in GLOBAL_WITH_VALUE or tok in ("-v", "--verbose"):
+            moved.append(tok)
+        else:
+            rest.append(tok)
+        j += 1
+    return argv[:i] + moved + argv[i:i + 1] + rest
+
+
 def _command_index(argv: List[str]) -> int:
     """Index of the subcommand in ``argv`` (global options come before it)."""
     for i, tok in enumerate(argv):
-        if not tok.startswith("-") and (i == 0 or argv[i - 1] not in ("--config", "--set", "--workdir")):
+        if not tok.startswith("-") and (i == 0 or argv[i - 1] not in GLOBAL_WITH_VALUE):
             return i
     return len(argv)
 
@@ -267,7 +308,7 @@ def _main(argv: List[str]) -> int:
             import importlib
 
             return int(importlib.import_module(module).main(rest) or 0)
-        if not tok.startswith("-") and (i == 0 or argv[i - 1] not in ("--config", "--set", "--workdir")):
+        if not tok.startswith("-") and (i == 0 or argv[i - 1] not in GLOBAL_WITH_VALUE):
             break
     args = _parser().parse_args(argv)
     cfg = _config(args)
@@ -278,8 +319,10 @@ def _main(argv: List[str]) -> int:
     if args.command == "demo":
         return demo(cfg, args.data, args.quick)
     if args.command == "data":
-        if args.kind == "movielens":
-            cfg.data.source, cfg.data.path = "movielens", args.path or cfg.data.path
+        if args.kind in ("movielens", "csv"):
+            cfg.data.source, cfg.data.path = args.kind, args.path or cfg.data.path
+        else:
+            cfg.data.source = "synthetic"
         steps.make_raw(cfg)
     elif args.command == "preprocess":
         steps.preprocess(cfg)
@@ -455,7 +498,9 @@ def demo(cfg: Config, data_dir: Optional[str] = None, is_quick: bool = False) ->
 
     t0 = time.time()
     if data_dir:
-        cfg.data.source, cfg.data.path = "movielens", data_dir
+        from preprocessing.sources import detect
+
+        cfg.data.source, cfg.data.path = detect(data_dir), data_dir
     if is_quick:
         quick(cfg)
     steps.log(f"[demo] run directory: {cfg.run_dir}")

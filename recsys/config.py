@@ -16,8 +16,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 @dataclasses.dataclass
 class DataConfig:
-    source: str = "synthetic"        # synthetic | movielens
-    path: str = ""                   # MovieLens directory (100K, 1M or latest layout)
+    source: str = "synthetic"        # synthetic | movielens | csv (your own interaction log)
+    path: str = ""                   # MovieLens directory (100K, 1M or latest layout), or for csv: the log file or
+                                     # a directory with interactions.csv (+ items.csv, users.csv)
+    columns: str = ""                # csv: header names the aliases miss, e.g. "user_id=cust,item_id=sku,timestamp=t"
+    header: str = ""                 # csv: the interactions file's columns when it has no header line
+                                     # ("user_id,item_id,rating,timestamp")
+    rating_max: float = 5.0          # csv: the log's top rating (mapped to 5; 10 for a 1-10 scale)
     n_users: int = 2000
     n_items: int = 1500
     events_per_user: float = 25.0    # mean; geometric-ish spread
@@ -121,6 +126,9 @@ class TrainConfig:
     # top_50 trains longer: better when the test is each user's latest item (ml-latest-small leave-one-out),
     # worse when it is a later period (ml-latest-small time split), so the default is the loss (README)
     early_stopping_metric: str = "loss"
+    # retrieval learns first-time events only: an event whose item is already in its history (a re-watch, a
+    # re-purchase) is left out of training and validation, as evaluation leaves it out (a no-op on MovieLens)
+    skip_repeats: bool = True
     shuffle_buffer: int = 20000
     seed: int = 7
     verbose: int = 2                 # Keras: 1 = progress bar, 2 = one line per epoch
@@ -282,7 +290,10 @@ def default_run_id(cfg: Config) -> str:
     d = cfg.data
     if d.source == "synthetic":
         return f"synthetic-u{d.n_users}-i{d.n_items}-s{d.seed}"
-    return "movielens-" + os.path.basename(os.path.normpath(d.path or "data"))
+    name = os.path.basename(os.path.normpath(d.path or "data"))
+    if d.source == "csv":   # "events.csv.gz" -> "log-events"
+        return "log-" + re.sub(r"(\.(csv|tsv|txt))?(\.gz)?$", "", name)
+    return "movielens-" + name
 
 
 # ---------------------------------------------------------------- overrides and validation
@@ -293,7 +304,7 @@ class ConfigError(ValueError):
 # Value rules, checked whenever a config is parsed (file, --set, saved config.json). Every number
 # must be finite and >= 0; these keys must also be positive (ints >= 1, floats > 0; lists: each item).
 POSITIVE = {
-    "data.n_users", "data.n_items", "data.events_per_user",
+    "data.n_users", "data.n_items", "data.events_per_user", "data.rating_max",
     "preprocess.direct_num_workers", "preprocess.title_vocab_size", "preprocess.num_price_buckets",
     "preprocess.num_age_buckets", "preprocess.history_length",
     "retrieval.embedding_dim", "retrieval.id_dim", "retrieval.feature_dim", "retrieval.hidden",
@@ -319,7 +330,7 @@ FRACTIONS = {
     "exploration.epsilon": (0.0, 1.0, True),
 }
 CHOICES = {
-    "data.source": ("synthetic", "movielens"),
+    "data.source": ("synthetic", "movielens", "csv"),
     "preprocess.direct_running_mode": ("in_memory", "multi_threading", "multi_processing"),
     "retrieval.history_encoder": ("mean", "gru", "transformer"),
     "retrieval.seq_tables": ("shared", "item", "own"),

@@ -17,6 +17,7 @@ compositions of these functions.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -82,7 +83,7 @@ def _lineage(**inputs: Optional[af.Artifact]) -> Dict[str, str]:
 
 # ---------------------------------------------------------------- data
 def ingest(cfg: Config, out: str, reuse: bool = False) -> af.RawData:
-    """The configured source's raw tables (synthetic generator or MovieLens files) at ``out``."""
+    """The configured source's raw tables (synthetic generator, MovieLens files or an interaction log) at ``out``."""
     from preprocessing.sources import load_source, write_raw
 
     fp = plan("ingest", cfg)
@@ -131,9 +132,11 @@ def copy_item_images(src_dir: str, dst_dir: str) -> None:
 
 
 def source_stamp(cfg: Config) -> list:
-    """What identifies file input beyond the config: each source file's name, size and mtime (MovieLens)."""
-    if cfg.data.source == "synthetic" or not cfg.data.path or not fileio.isdir(cfg.data.path):
+    """What identifies file input beyond the config: each source file's name, size and mtime (MovieLens, a log)."""
+    if cfg.data.source == "synthetic" or not cfg.data.path or not fileio.exists(cfg.data.path):
         return []
+    if not fileio.isdir(cfg.data.path):   # an interaction log given as one file
+        return [[os.path.basename(cfg.data.path), fileio.size(cfg.data.path), fileio.mtime(cfg.data.path)]]
     return sorted([name, fileio.size(fileio.join(cfg.data.path, name)), fileio.mtime(fileio.join(cfg.data.path, name))]
                   for name in fileio.listdir(cfg.data.path) if not fileio.isdir(fileio.join(cfg.data.path, name)))
 

@@ -106,8 +106,10 @@ def train_retrieval(version_dir: str, cfg, out_dir: str, before_ts: Optional[int
     window = None if before_ts is None else (None, before_ts)
     epochs = epochs or t.epochs
     train_ds = data.dataset(version_dir, "train", t.batch_size, spec, shuffle=True, seed=t.seed,
-                            shuffle_buffer=t.shuffle_buffer, keep="train", time_range=window)
-    valid_ds = data.dataset(version_dir, "train", 1024, spec, keep="valid", time_range=window)
+                            shuffle_buffer=t.shuffle_buffer, keep="train", time_range=window,
+                            skip_repeats=t.skip_repeats)
+    valid_ds = data.dataset(version_dir, "train", 1024, spec, keep="valid", time_range=window,
+                            skip_repeats=t.skip_repeats)
     if warm_start is not None:
         with role.strategy.scope():
             copied = _warm_start(model, tft_output, warm_start, next(iter(valid_ds)))

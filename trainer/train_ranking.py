@@ -164,7 +164,8 @@ def train_ranker(name: str, train: Pairs, valid: Pairs, sizes: FeatureSizes, cfg
     optimizers.create_slots(model)  # the model is built (example above): one trace of train_step, not two
     epochs = epochs or rcfg.epochs
     ckpt = os.path.join(out_dir, "checkpoints", "best.weights")
-    keep = ("loss", "val_loss", "val_engagement_auc", "val_rating_rmse")
+    # an implicit log has no ratings: its rating head has nothing to fit and its RMSE would print as 0.0
+    keep = ("loss", "val_loss", "val_engagement_auc") + (("val_rating_rmse",) if valid.rating_weight.any() else ())
     callbacks = [EpochProgress(f"ranking {name}", epochs, keep=lambda k: k in keep),
                  tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=rcfg.early_stopping_patience,
                                                   restore_best_weights=True),
@@ -272,8 +273,8 @@ def evaluate_rankers(eval_set: EvalSet, scorers: Dict[str, Callable[[Pairs], Tup
     base_ndcg = evaluation.per_query("ndcg", eval_set.rerank(base), eval_set.targets, 10)
     target_rows = eval_set.target_pairs
     f, y = target_rows.features, target_rows.rating
-    rating_baselines = {"global_mean": np.full(len(target_rows), train_rating_mean)}
-    if bias is not None:
+    rating_baselines = {"global_mean": np.full(len(target_rows), train_rating_mean)} if len(y) else {}
+    if bias is not None and len(y):   # no rated eval items (an implicit log): no rating yardsticks to print
         rating_baselines["bias_model"] = bias.predict(f[T.USER_IDX], f[T.ITEM_IDX])
         rating_baselines["bias_recent"] = bias.predict_recent(f[T.ITEM_IDX], f[T.HISTORY_IDX], f[T.HISTORY_RATINGS],
                                                               history_rating_reg)

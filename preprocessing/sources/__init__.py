@@ -6,7 +6,7 @@ from recsys import fileio
 
 
 def load_source(data_cfg, dead_letter_path: str = "") -> RawTables:
-    """Builds the raw tables the config asks for (synthetic generator or MovieLens files)."""
+    """Builds the raw tables the config asks for (synthetic generator, MovieLens files or an interaction log)."""
     if data_cfg.source == "synthetic":
         from preprocessing.sources import synthetic
 
@@ -26,4 +26,35 @@ def load_source(data_cfg, dead_letter_path: str = "") -> RawTables:
                             f"or --set data.path=DIR")
         return movielens.load(data_cfg.path, max_bad_fraction=data_cfg.max_bad_fraction,
                               dead_letter_path=dead_letter_path or None)
-    raise DataError(f"unknown data.source {data_cfg.source!r}; use 'synthetic' or 'movielens'")
+    if data_cfg.source == "csv":
+        from preprocessing.sources import interaction_log
+
+        if not data_cfg.path:
+            raise DataError("data.source=csv needs data.path: an interactions file or a directory with "
+                            "interactions.csv (--path, --data or --set data.path=...)")
+        return interaction_log.load(data_cfg.path, columns=data_cfg.columns, header=data_cfg.header,
+                                    rating_max=data_cfg.rating_max,
+                                    max_bad_fraction=data_cfg.max_bad_fraction,
+                                    dead_letter_path=dead_letter_path or None)
+    raise DataError(f"unknown data.source {data_cfg.source!r}; use 'synthetic', 'movielens' or 'csv'")
+
+
+def detect(path: str) -> str:
+    """Which file source reads ``path``: ``movielens`` for a directory in one of its layouts (a ratings
+    file and its movies file), else ``csv`` (an interaction log); a one-line error when neither fits."""
+    from preprocessing.sources import interaction_log, movielens
+
+    if fileio.isdir(path):
+        try:
+            layout = movielens.detect_layout(path)
+        except DataError:
+            layout = ""
+        catalogue = {"100k": "u.item", "1m": "movies.dat", "latest": "movies.csv"}.get(layout)
+        if catalogue and fileio.exists(fileio.join(path, catalogue)):
+            return "movielens"
+    try:
+        interaction_log.find_interactions(path)
+    except DataError as e:
+        raise DataError(f"{e}; or a MovieLens directory (u.data, ratings.dat or ratings.csv with its movies file)") \
+            from None
+    return "csv"

@@ -43,7 +43,10 @@ def _bad_files(tmp_path):
     (["--set", "data.n_users=0", "data", "synth"], 3, "data.n_users=0 must be at least 1; e.g. --set data.n_users="),
     (["--set", "data.events_per_user=-1", "demo"], 3, "data.events_per_user=-1.0 must be greater than 0"),
     (["--set", "preprocess.eval_fraction=1.5", "preprocess"], 3, "must be a fraction in (0, 1)"),
-    (["--set", "data.source=csv", "demo"], 3, "data.source='csv' is not one of synthetic, movielens"),
+    (["--set", "data.source=parquet", "demo"], 3, "data.source='parquet' is not one of synthetic, movielens, csv"),
+    (["--workdir", "{tmp}/w", "data", "csv"], 4, "data.source=csv needs data.path"),
+    (["--workdir", "{tmp}/w", "data", "csv", "--path", "{tmp}/nothing.csv"], 4, "does not exist"),
+    (["--workdir", "{tmp}/w", "demo", "--data", "{tmp}"], 4, "holds no interaction log"),
     (["--set", "train.epochs", "train"], 3, "must look like section.key=value"),
     (["--set", "nope.x=1", "train"], 3, "unknown config section 'nope'"),
     (["--config", "{tmp}/bad.yaml", "demo"], 3, "is not valid YAML"),
@@ -86,3 +89,13 @@ def test_a_crash_is_exit_1_with_its_traceback(tmp_path, capsys, monkeypatch):
 def test_exit_codes_are_distinct():
     codes = [cli.EXIT_CRASH, cli.EXIT_USAGE, cli.EXIT_CONFIG, cli.EXIT_INPUT, cli.EXIT_INTERRUPTED]
     assert len(set(codes)) == len(codes) and 0 not in codes
+
+
+def test_global_options_after_our_subcommand_move_in_front_of_it():
+    assert cli._hoist_global_options(["data", "csv", "--path", "x.csv", "--set", "data.rating_max=10", "-v",
+                                      "--workdir=w"]) == \
+        ["--set", "data.rating_max=10", "-v", "--workdir=w", "data", "csv", "--path", "x.csv"]
+    assert cli._hoist_global_options(["--set", "a=1", "demo", "--quick"]) == ["--set", "a=1", "demo", "--quick"]
+    # serve, query and bench own their flags (`recsys bench quality --set ...` is the benchmark's own)
+    for argv in (["bench", "quality", "--set", "a=1"], ["serve", "--port", "1"], ["query", "-v"]):
+        assert cli._hoist_global_options(list(argv)) == argv

@@ -32,3 +32,15 @@ def test_training_input_runs_without_the_autotuning_thread_whose_sleep_stalled_e
     assert ds.options().autotune.enabled is False
     first = next(iter(ds))
     assert first["user_id"].shape[0] == 64  # and it still reads batches
+
+
+def test_skip_repeats_leaves_out_only_events_whose_item_is_in_their_history(preprocessed):
+    import tensorflow as tf
+
+    f = {"user_id": tf.constant([b"a", b"a", b"b", b"b"]), T.TIMESTAMP: tf.constant([1, 2, 3, 4], tf.int64),
+         T.ITEM_IDX: tf.constant([5, 7, 0, 3], tf.int64),
+         T.HISTORY_IDX: tf.constant([[-1, 5], [5, 6], [-1, -1], [3, -1]], tf.int64)}
+    assert data._keep_mask(f, None, None, skip_repeats=True).numpy().tolist() == [False, True, True, False]
+    assert data._keep_mask(f, None, None).numpy().all()
+    # the synthetic users never repeat an item: nothing is left out, padding (-1) never matches
+    assert _rows(preprocessed, keep="train", skip_repeats=True) == _rows(preprocessed, keep="train")

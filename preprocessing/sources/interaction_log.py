@@ -1,0 +1,377 @@
+"""A team's own interaction log (CSV or TSV, optionally gzipped) mapped onto the project schema.
+
+``data.path`` is one interactions file, or a directory holding ``interactions.csv`` (``.tsv``, ``.gz``
+too) and optionally ``items.csv`` and ``users.csv``. Columns are found by their header names
+(case-insensitive, with the usual aliases: ``userId``, ``customer_id``, ``product_id``, ``event_time``...;
+see ``ALIASES``) or named with ``data.columns`` ("user_id=customer,item_id=sku"). The delimiter is
+whatever the header line is split by (comma, tab, semicolon or pipe).
+
+- Required: user id, item id and event time: unix seconds, milliseconds or microseconds, or ISO 8601
+  ("2024-03-01", "2024-03-01T12:30:00Z", "2024-03-01 12:30:00+02:00"; no zone means UTC).
+- Optional: rating (rescaled from ``data.rating_max`` to the schema's 0.5..5; 0 or empty = none), click
+  (0/1, true/false), device. Without a rating the log is implicit: every event is an engagement.
+- Items (keyed by the item id column, or a bare `id`): title, genres (separated by ``|``, ``,`` or ``;``), price, release (a year, unix time or
+  ISO date). Items the log names but ``items.csv`` does not are kept with empty content, as production
+  catalogues lag their logs. Users: age (years, or a bucket name), country.
+
+Text is UTF-8 (a field that is not valid UTF-8 is read as Latin-1, so it is never mojibake of a
+valid file, never a crash). Malformed rows become dead letters (file, line, reason, text); above
+``max_bad_fraction`` of the interactions the load fails with a ``DataError`` that says where.
+Repeated (user, item) events are kept: evaluation leaves re-consumption out on its own.
+"""
+from __future__ import annotations
+
+import calendar
+import csv
+import datetime
+import functools
+import gzip
+import io
+import itertools
+import os
+import re
+import sys
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+from preprocessing.sources.tables import MAX_RATING, MIN_RATING, RELEASE_MIN_TS, DataError, RawTables, \
+    latest_valid_timestamp
+from recsys import fileio
+
+INTERACTIONS_NAMES = ("interactions", "events", "ratings", "log")
+EXTENSIONS = (".csv", ".tsv", ".csv.gz", ".tsv.gz", ".txt", ".txt.gz")
+# schema field -> header names that mean it (compared lower-case, without "_", "-" and spaces)
+ALIASES: Dict[str, Tuple[str, ...]] = {
+    "user_id": ("user_id", "userid", "user", "customer_id", "customerid", "customer", "visitorid", "visitor_id",
+                "member_id", "account_id", "client_id", "uid"),
+    "item_id": ("item_id", "itemid", "item", "movieid", "product_id", "productid", "product", "sku", "article_id",
+                "content_id", "video_id", "track_id", "book_id", "isbn", "asin", "iid"),
+    "timestamp": ("timestamp", "ts", "time", "event_time", "eventtime", "datetime", "date", "event_timestamp",
+                  "created_at", "event_date", "t_dat", "unix_time", "unixreviewtime"),
+    "rating": ("rating", "score", "stars", "overall", "review_score", "book_rating"),
+    "click": ("click", "clicked", "label", "engaged", "is_click"),
+    "device": ("device", "device_type", "platform"),
+    "item_title": ("title", "item_title", "name", "product_name", "item_name"),
+    "item_genres": ("genres", "item_genres", "genre", "category", "categories", "tags"),
+    "item_price": ("price", "item_price"),
+    "item_release_ts": ("release", "release_date", "item_release_ts", "released", "year", "release_year",
+                        "published", "publication_year", "year_of_publication"),
+    "user_age": ("age", "user_age", "age_bucket", "user_age_bucket"),
+    "user_country": ("country", "user_country", "location", "region"),
+}
+REQUIRED = ("user_id", "item_id", "timestamp")
+_TRUE = {"1", "1.0", "true", "yes", "y", "t"}
+_FALSE = {"0", "0.0", "false", "no", "n", "f", ""}
+_NUMBER = re.compile(r"[+-]?\d+(\.\d*)?([eE][+-]?\d+)?$")
+_GENRE_SPLIT = re.compile(r"\s*[|,;]\s*")
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[\s_\-]", "", name.strip().lstrip("\ufeff").lower())
+
+
+def parse_column_map(text: str) -> Dict[str, str]:
+    """``"user_id=customer,item_id=sku"`` -> {"user_id": "customer", ...}; unknown fields are a one-line error."""
+    out: Dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        field, sep, column = part.partition("=")
+        field = field.strip()
+        if not sep or not column.strip():
+            raise DataError(f"data.columns entry {part!r} is not FIELD=COLUMN (e.g. user_id=customer)")
+        if field not in ALIASES:
+            raise DataError(f"data.columns names unknown field {field!r}; fields: {', '.join(ALIASES)}")
+        out[field] = column.strip()
+    return out
+
+
+def find_interactions(path: str) -> str:
+    """The interactions file: ``path`` itself, or the first ``interactions|events|ratings|log.<ext>`` in it."""
+    if not fileio.isdir(path):
+        if fileio.exists(path):
+            return path
+        raise DataError(f"data.path={path!r} does not exist")
+    for name in INTERACTIONS_NAMES:
+        for ext in EXTENSIONS:
+            candidate = fileio.join(path, name + ext)
+            if fileio.exists(candidate):
+                return candidate
+    raise DataError(f"{path!r} holds no interaction log: expected one of "
+                    f"{', '.join(n + '.csv' for n in INTERACTIONS_NAMES)} (or .tsv, .gz), or give the file itself")
+
+
+def _side_file(path: str, name: str) -> Optional[str]:
+    if not fileio.isdir(path):
+        return None
+    for ext in EXTENSIONS:
+        candidate = fileio.join(path, name + ext)
+        if fileio.exists(candidate):
+            return candidate
+    return None
+
+
+def _text(raw: io.RawIOBase, path: str) -> io.TextIOWrapper:
+    stream = gzip.GzipFile(fileobj=raw, mode="rb") if path.endswith(".gz") else raw
+    # surrogateescape: bytes that are not UTF-8 survive to _field(), which re-reads that field as Latin-1
+    return io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _field(text: str) -> str:
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
+def _delimiter(header: str) -> str:
+    counts = {d: header.count(d) for d in (",", "\t", ";", "|")}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
+class _Table:
+    """Rows of one delimited file as {field: text}, with dead letters for rows that cannot be read."""
+
+    def __init__(self, path: str, fields: Sequence[str], explicit: Dict[str, str], dead: List[Dict],
+                 required: Sequence[str] = (), side: bool = False, names: Sequence[str] = ()):
+        """``side``: an items or users file; ``data.columns`` names it only where it has that column (else the
+        aliases, and a bare ``id`` as its key), since one mapping serves every file. ``names``: the columns of
+        a file without a header line (``data.header``)."""
+        self.path, self.dead, self.total = path, dead, 0
+        self.file = os.path.basename(path)
+        self._raw = fileio.open_read(path)
+        self._f = _text(self._raw, path)
+        first = self._f.readline()
+        if not first.strip():
+            self.close()
+            raise DataError(f"{path} is empty")
+        self.delimiter = _delimiter(first)
+        self._first: List[str] = []         # no header: the first line is a row, handed to the reader first
+        self._line0 = 1                      # lines read before the csv reader starts
+        if names:
+            self._first, self._line0 = [first], 0
+            header = list(names)
+        else:
+            header = [_field(h) for h in next(csv.reader([first], delimiter=self.delimiter))]
+        self.n_columns = len(header)
+        by_key = {}
+        for i, h in enumerate(header):
+            by_key.setdefault(_key(h), i)
+        self.columns: Dict[str, int] = {}
+        for field in fields:
+            if field in explicit and (not side or _key(explicit[field]) in by_key):
+                if _key(explicit[field]) not in by_key:
+                    self.close()
+                    raise DataError(f"data.columns: {path} has no column {explicit[field]!r} for {field}; "
+                                    f"its columns: {', '.join(header)}")
+                self.columns[field] = by_key[_key(explicit[field])]
+                continue
+            for alias in ALIASES[field] + (("id",) if side and field == required[0] else ()):
+                if _key(alias) in by_key:
+                    self.columns[field] = by_key[_key(alias)]
+                    break
+        missing = [f for f in required if f not in self.columns]
+        if missing:
+            self.close()
+            hint = (f"name it with --set data.columns={missing[0]}=COLUMN" if names or not _looks_like_data(header)
+                    else "no header line? name the columns with --set data.header=user_id,item_id,...")
+            raise DataError(f"{path}: no column for {', '.join(missing)} among {', '.join(header)}; {hint}")
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def rows(self, count: bool = False) -> Iterator[Tuple[int, Dict[str, str]]]:
+        reader = csv.reader(itertools.chain(self._first, self._f), delimiter=self.delimiter)
+        line = 1
+        try:
+            while True:
+                try:
+                    fields = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as e:   # NUL bytes, an unterminated quote at the end: that row only
+                    line = reader.line_num + self._line0
+                    self.total += count
+                    self.bad(line, f"unreadable row: {e}", "")
+                    continue
+                line = reader.line_num + self._line0
+                if not fields or (len(fields) == 1 and not fields[0].strip()):
+                    continue
+                self.total += count
+                if len(fields) != self.n_columns:
+                    self.bad(line, f"expected {self.n_columns} fields, got {len(fields)}",
+                             self.delimiter.join(fields))
+                    continue
+                yield line, {f: fields[i] for f, i in self.columns.items()}
+        finally:
+            self.close()
+
+    def bad(self, line: int, reason: str, text: str) -> None:
+        self.dead.append({"file": self.file, "line": line, "reason": reason, "text": _field(text)[:500]})
+
+
+def _looks_like_data(header: Sequence[str]) -> bool:
+    """A first line with numbers in it is more likely a row than a header."""
+    return any(_NUMBER.match(h.strip()) for h in header)
+
+
+def parse_time(text: str) -> int:
+    """Unix seconds from unix seconds / ms / us / ns or an ISO 8601 date or datetime (no zone = UTC)."""
+    t = text.strip()
+    if _NUMBER.match(t):
+        v = float(t)
+        for scale in (1e18, 1e15, 1e12):   # ns, us, ms: seconds past 1e11 would be after the year 5000
+            if abs(v) >= scale / 10:
+                v /= scale / 1e9
+                break
+        return int(v)
+    try:
+        dt = datetime.datetime.fromisoformat(t)
+    except ValueError:
+        raise ValueError(f"time {text!r} is neither a unix time nor ISO 8601") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=datetime.timezone.utc)
+    return int(dt.timestamp())
+
+
+def parse_release(text: str) -> int:
+    """A year (1800-2200) is its January 1st; anything else is a time (``parse_time``)."""
+    t = text.strip()
+    if re.fullmatch(r"\d{4}", t) and 1800 <= int(t) <= 2200:
+        return calendar.timegm((int(t), 1, 1, 0, 0, 0))
+    return parse_time(t)
+
+
+@functools.lru_cache(maxsize=1024)
+def _rating(text: str, rating_max: float) -> float:
+    """The schema's scale: 0 = none, else 0.5..5 (``rating_max`` maps to 5; small ones to 0.5)."""
+    t = text.strip()
+    if not t:
+        return 0.0
+    value = float(t)
+    if not 0 <= value <= rating_max:
+        raise ValueError(f"rating {value:g} is outside 0..{rating_max:g} (data.rating_max)")
+    if value == 0:
+        return 0.0
+    return round(min(max(value * MAX_RATING / rating_max, MIN_RATING), MAX_RATING), 4)
+
+
+def _click(text: str) -> float:
+    t = text.strip().lower()
+    if t in _TRUE:
+        return 1.0
+    if t in _FALSE:
+        return 0.0
+    raise ValueError(f"click {text!r} is not 0/1 or true/false")
+
+
+def _age_bucket(text: str) -> str:
+    from preprocessing.sources.movielens import _age_bucket as bucket
+
+    t = text.strip()
+    if not t:
+        return "unknown"
+    if re.fullmatch(r"\d{1,3}(\.\d+)?", t):
+        age = int(float(t))
+        return bucket(age) if 0 < age < 120 else "unknown"
+    return t
+
+
+def load(path: str, columns: str = "", rating_max: float = 5.0, max_bad_fraction: float = 0.01,
+         dead_letter_path: Optional[str] = None, header: str = "") -> RawTables:
+    """Loads an interaction log (file or directory, see the module docstring) into ``RawTables``.
+    ``header``: the interactions file's column names when it has no header line ("user_id,item_id,rating,ts")."""
+    if not rating_max > 0:
+        raise DataError(f"data.rating_max must be > 0, got {rating_max}")
+    explicit = parse_column_map(columns)
+    names = [n.strip() for n in header.split(",")] if header.strip() else []
+    ipath = find_interactions(path)
+    dead: List[Dict] = []
+    table = _Table(ipath, ("user_id", "item_id", "timestamp", "rating", "click", "device"), explicit, dead, REQUIRED,
+                   names=names)
+    has_rating, has_click = "rating" in table.columns, "click" in table.columns
+    events: List[Tuple[str, str, float, int, float, str]] = []
+    max_ts = latest_valid_timestamp()
+    for line, row in table.rows(count=True):
+        try:
+            user, item = sys.intern(_field(row["user_id"]).strip()), sys.intern(_field(row["item_id"]).strip())
+            ts = parse_time(row["timestamp"])
+            rating = _rating(row["rating"], rating_max) if has_rating else 0.0
+            # implicit events (no rating) are engagements; explicit ones are when rated 4+ of 5, as MovieLens
+            click = _click(row["click"]) if has_click else (1.0 if rating == 0 or rating >= 4.0 else 0.0)
+            device = sys.intern(_field(row.get("device", "")).strip() or "unknown")
+        except (ValueError, OverflowError) as e:
+            table.bad(line, f"unparsable value: {e}", table.delimiter.join(row.values()))
+            continue
+        if not user or not item:
+            table.bad(line, "empty user or item id", table.delimiter.join(row.values()))
+        elif not 0 < ts <= max_ts:
+            table.bad(line, f"timestamp {ts} is not after 1970 and before now ({max_ts})",
+                      table.delimiter.join(row.values()))
+        else:
+            events.append((user, item, rating, ts, click, device))
+    bad = len(dead)
+    if table.total and bad / table.total > max_bad_fraction:
+        where = ""
+        if dead_letter_path:
+            _write_dead(dead, dead_letter_path)
+            where = f"; dead letters in {dead_letter_path}"
+        raise DataError(f"{bad} of {table.total} rows in {ipath} are malformed ({bad / table.total:.1%} > "
+                        f"max_bad_fraction={max_bad_fraction:.1%}){where}; first: line {dead[0]['line']}: "
+                        f"{dead[0]['reason']}")
+    if not events:
+        raise DataError(f"no usable interactions in {ipath}")
+
+    items = _items(_side_file(path, "items"), explicit, dead)
+    users = _users(_side_file(path, "users"), explicit, dead)
+    events.sort(key=lambda e: (e[3], e[0], e[1]))
+    inter = {"user_id": [e[0] for e in events], "item_id": [e[1] for e in events],
+             "timestamp": [e[3] for e in events], "rating": [e[2] for e in events],
+             "click": [e[4] for e in events], "device": [e[5] for e in events]}
+    item_ids = sorted(set(items) | set(inter["item_id"]), key=lambda s: (len(s), s))
+    empty = {"item_title": "", "item_genres": "", "item_price": 0.0, "item_release_ts": 0}
+    item_table = {"item_id": item_ids, **{k: [items.get(i, empty)[k] for i in item_ids] for k in empty}}
+    user_ids = sorted(set(inter["user_id"]), key=lambda s: (len(s), s))
+    unknown = {"user_age_bucket": "unknown", "user_country": "unknown"}
+    user_table = {"user_id": user_ids, **{k: [users.get(u, unknown)[k] for u in user_ids] for k in unknown},
+                  "user_signup_ts": [0] * len(user_ids)}
+    return RawTables(users=user_table, items=item_table, interactions=inter, dead_letters=dead)
+
+
+def _items(path: Optional[str], explicit: Dict[str, str], dead: List[Dict]) -> Dict[str, Dict]:
+    if not path:
+        return {}
+    table = _Table(path, ("item_id", "item_title", "item_genres", "item_price", "item_release_ts"),
+                   explicit, dead, ("item_id",), side=True)
+    items: Dict[str, Dict] = {}
+    for line, row in table.rows():
+        try:
+            price = float(row["item_price"]) if row.get("item_price", "").strip() else 0.0
+            release = parse_release(row["item_release_ts"]) if row.get("item_release_ts", "").strip() else 0
+            if not (price >= 0 and price != float("inf")):
+                raise ValueError(f"price {price} is not a finite number >= 0")
+            if release and release < RELEASE_MIN_TS:
+                raise ValueError(f"release {row['item_release_ts']!r} is before 1800")
+        except (ValueError, OverflowError) as e:
+            table.bad(line, f"unparsable value: {e}", table.delimiter.join(row.values()))
+            continue
+        genres = [g for g in _GENRE_SPLIT.split(_field(row.get("item_genres", "")).strip()) if g]
+        items[sys.intern(_field(row["item_id"]).strip())] = {
+            "item_title": _field(row.get("item_title", "")).strip(), "item_genres": "|".join(genres),
+            "item_price": price, "item_release_ts": release}
+    return items
+
+
+def _users(path: Optional[str], explicit: Dict[str, str], dead: List[Dict]) -> Dict[str, Dict]:
+    if not path:
+        return {}
+    table = _Table(path, ("user_id", "user_age", "user_country"),
+                   explicit, dead, ("user_id",), side=True)
+    return {sys.intern(_field(row["user_id"]).strip()): {
+        "user_age_bucket": _age_bucket(_field(row.get("user_age", ""))),
+        "user_country": _field(row.get("user_country", "")).strip() or "unknown"} for _, row in table.rows()}
+
+
+def _write_dead(dead: List[Dict], path: str) -> None:
+    import json
+
+    fileio.write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in dead))

@@ -1,0 +1,134 @@
+"""The generic interaction-log source on small CSV fixtures written here."""
+import gzip
+import json
+import os
+
+import pytest
+
+from preprocessing.sources import detect, interaction_log as log
+from preprocessing.sources.tables import DataError
+
+
+def write(path, name, text, encoding="utf-8"):
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, name), "w", encoding=encoding, newline="") as f:
+        f.write(text)
+    return os.path.join(path, name)
+
+
+def test_aliases_iso_times_and_an_implicit_log(tmp_path):
+    d = str(tmp_path)
+    write(d, "interactions.csv", "Customer_ID,SKU,event_time,platform\n"
+                                 "c2,p1,2024-03-01T12:00:00Z,web\n"
+                                 "c1,p2,2024-03-01 12:00:00+02:00,mobile\n"
+                                 "c1,p1,2024-02-29,\n")
+    t = log.load(d)
+    assert t.interactions["timestamp"] == [1709164800, 1709287200, 1709294400], "sorted by time; offsets honoured"
+    assert t.interactions["user_id"] == ["c1", "c1", "c2"]
+    assert t.interactions["rating"] == [0.0] * 3 and t.interactions["click"] == [1.0] * 3, "implicit: engagements"
+    assert t.interactions["device"] == ["unknown", "mobile", "web"]
+    assert t.items["item_id"] == ["p1", "p2"] and t.items["item_title"] == ["", ""], "items the log names, no content"
+    assert t.users["user_age_bucket"] == ["unknown", "unknown"]
+
+
+def test_explicit_ratings_rescale_and_unix_units(tmp_path):
+    path = write(str(tmp_path), "log.tsv", "user\titem\tscore\tts\n"
+                                           "u1\ti1\t10\t1700000000\n"        # seconds
+                                           "u1\ti2\t1\t1700000001000\n"      # milliseconds
+                                           "u2\ti1\t7\t1700000002000000\n"   # microseconds
+                                           "u2\ti3\t0\t1700000003\n")        # 0: no rating
+    t = log.load(path, rating_max=10)
+    assert t.interactions["timestamp"] == [1700000000, 1700000001, 1700000002, 1700000003]
+    assert t.interactions["rating"] == [5.0, 0.5, 3.5, 0.0]
+    assert t.interactions["click"] == [1.0, 0.0, 0.0, 1.0], "rated 4+ of 5 engages; an unrated event does"
+    with pytest.raises(DataError, match="malformed"):
+        log.load(path)   # 10 and 7 are outside 0..5: dead letters, too many of them
+
+
+def test_items_users_and_explicit_column_names(tmp_path):
+    d = str(tmp_path)
+    write(d, "events.csv", "who;what;when;stars\nu1;a;1700000000;4\nu2;b;1700000100;2\n")
+    write(d, "items.csv", 'id;title;genres;price;release\na;"Café; ""Noir""";Drama, Crime;9.5;1995\n'
+                          "b;Heat;Action|Crime;;2001-06-15\nc;Unseen;Comedy;3;\n")
+    write(d, "users.csv", "user;age;country\nu1;29;DE\nu2;55+;\n")
+    t = log.load(d, columns="user_id=who,item_id=what,timestamp=when")
+    items = {i: (ti, g, p, r) for i, ti, g, p, r in zip(*(t.items[k] for k in
+             ("item_id", "item_title", "item_genres", "item_price", "item_release_ts")))}
+    assert items["a"] == ('Café; "Noir"', "Drama|Crime", 9.5, 788918400), "quotes, delimiter inside quotes"
+    assert items["b"][2:] == (0.0, 992563200) and items["c"][0] == "Unseen", "catalogue items with no events stay"
+    assert dict(zip(t.users["user_id"], t.users["user_age_bucket"])) == {"u1": "25-34", "u2": "55+"}
+    assert dict(zip(t.users["user_id"], t.users["user_country"])) == {"u1": "DE", "u2": "unknown"}
+
+
+def test_bad_rows_become_dead_letters_with_line_numbers(tmp_path):
+    good = "".join(f"u{i},i{i % 7},{1700000000 + i}\n" for i in range(300))
+    path = write(str(tmp_path), "interactions.csv", "user_id,item_id,timestamp\n" + good +
+                 "u1,i1,yesterday\n"          # unparsable time
+                 "u1,,1700000000\n"           # empty item
+                 "u1,i1\n"                    # too few fields
+                 "u1,i1,99999999999999999999\n")   # the far future
+    t = log.load(path, max_bad_fraction=0.05)
+    assert t.num_interactions == 300
+    reasons = {d["line"]: d["reason"] for d in t.dead_letters}
+    assert sorted(reasons) == [302, 303, 304, 305]
+    assert "ISO 8601" in reasons[302] and "empty" in reasons[303] and "fields" in reasons[304]
+    dead = str(tmp_path / "dead.jsonl")
+    with pytest.raises(DataError, match=r"4 of 304 rows .* dead letters in"):
+        log.load(path, max_bad_fraction=0.01, dead_letter_path=dead)
+    assert len(open(dead).read().splitlines()) == 4
+
+
+def test_latin_1_fields_read_right_and_gzip_and_bom(tmp_path):
+    d = str(tmp_path)
+    with gzip.open(os.path.join(d, "interactions.csv.gz"), "wb") as f:
+        f.write("\ufeffuser_id,item_id,timestamp\nu1,i1,1700000000\n".encode("utf-8"))
+    write(d, "items.csv", "item_id,title\ni1,Les Misérables\n", encoding="latin-1")
+    t = log.load(d)
+    assert t.num_interactions == 1 and t.items["item_title"] == ["Les Misérables"], "not mojibake, not a crash"
+
+
+def test_clear_errors(tmp_path):
+    d = str(tmp_path)
+    with pytest.raises(DataError, match="no interaction log"):
+        log.load(d)
+    write(d, "interactions.csv", "user_id,thing,timestamp\nu1,i1,1\n")
+    with pytest.raises(DataError, match=r"no column for item_id .* data.columns=item_id=COLUMN"):
+        log.load(d)
+    with pytest.raises(DataError, match="no column 'sku'"):
+        log.load(d, columns="item_id=sku")
+    with pytest.raises(DataError, match="unknown field 'itemid'"):
+        log.load(d, columns="itemid=thing")
+    with pytest.raises(DataError, match="does not exist"):
+        log.load(str(tmp_path / "nope.csv"))
+
+
+def test_detect_tells_movielens_from_a_log(tmp_path):
+    ml = str(tmp_path / "ml")
+    write(ml, "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n")
+    write(ml, "movies.csv", "movieId,title,genres\n1,Heat (1995),Action\n")
+    assert detect(ml) == "movielens"
+    own = str(tmp_path / "own")
+    write(own, "ratings.csv", "user,item,rating,time\nu1,i1,4,2024-01-01\n")   # no movies file: a log
+    assert detect(own) == "csv"
+    assert detect(os.path.join(own, "ratings.csv")) == "csv"
+    with pytest.raises(DataError, match="MovieLens directory"):
+        detect(str(tmp_path))
+
+
+def test_the_cli_writes_raw_tables_from_a_log(tmp_path):
+    from recsys import cli
+
+    path = write(str(tmp_path / "in"), "clicks.csv", "user_id,item_id,timestamp\nu1,i1,1700000000\nu2,i1,1700000001\n")
+    assert cli.main(["--workdir", str(tmp_path / "runs"), "data", "csv", "--path", path]) == 0
+    raw = tmp_path / "runs" / "log-clicks" / "raw"
+    with gzip.open(raw / "interactions.jsonl.gz", "rt") as f:
+        rows = [json.loads(line) for line in f]
+    assert [r["user_id"] for r in rows] == ["u1", "u2"] and rows[0]["click"] == 1.0
+
+
+def test_a_log_without_a_header_line(tmp_path):
+    path = write(str(tmp_path), "ratings.tsv", "7\t42\t4\t1700000000\n8\t42\t5\t1700000100\n")
+    with pytest.raises(DataError, match="no header line"):
+        log.load(path)
+    t = log.load(path, header="user_id,item_id,rating,timestamp")
+    assert t.interactions["user_id"] == ["7", "8"] and t.interactions["rating"] == [4.0, 5.0], "first row kept"
