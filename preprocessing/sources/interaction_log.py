@@ -1,18 +1,24 @@
-"""A team's own interaction log (CSV or TSV, optionally gzipped) mapped onto the project schema.
+"""A team's own interaction log (CSV, TSV or JSON lines, optionally gzipped) mapped onto the project schema.
 
-``data.path`` is one interactions file, or a directory holding ``interactions.csv`` (``.tsv``, ``.gz``
-too) and optionally ``items.csv`` and ``users.csv``. Columns are found by their header names
-(case-insensitive, with the usual aliases: ``userId``, ``customer_id``, ``product_id``, ``event_time``...;
-see ``ALIASES``) or named with ``data.columns`` ("user_id=customer,item_id=sku"). The delimiter is
-whatever the header line is split by (comma, tab, semicolon or pipe).
+``data.path`` is one interactions file, or a directory holding ``interactions.csv`` (or ``events``,
+``ratings``, ``reviews``, ``transactions``; ``.tsv``, ``.jsonl``, ``.gz`` too) and optionally an items
+file (``items.csv``, ``products``, ``articles``, ...: ``ITEMS_NAMES``) and a users file (``users``,
+``customers``, ...: ``USERS_NAMES``). Columns are found by their header names (case-insensitive, with
+the usual aliases: ``userId``, ``customer_id``, ``product_id``, ``event_time``...; see ``ALIASES``) or
+named with ``data.columns`` ("user_id=customer,item_id=sku"); a file without a header line takes
+``data.header``. The delimiter is whatever the header line is split by (comma, tab, semicolon or pipe).
+JSON lines (one object a line, as Amazon, Yelp and Goodreads publish them) read like a CSV whose header
+is the first object's keys; nested lists (Amazon's categories) are joined.
 
-- Required: user id, item id and event time: unix seconds, milliseconds or microseconds, or ISO 8601
-  ("2024-03-01", "2024-03-01T12:30:00Z", "2024-03-01 12:30:00+02:00"; no zone means UTC).
+- Required: user id, item id and event time: unix seconds, milliseconds or microseconds, ISO 8601
+  ("2024-03-01", "2024-03-01T12:30:00Z", "2024-03-01 12:30:00+02:00"; no zone means UTC), RFC 2822, or
+  one of the unambiguous ``TIME_FORMATS`` (day/month order is never guessed).
 - Optional: rating (rescaled from ``data.rating_max`` to the schema's 0.5..5; 0 or empty = none), click
   (0/1, true/false), device. Without a rating the log is implicit: every event is an engagement.
-- Items (keyed by the item id column, or a bare `id`): title, genres (separated by ``|``, ``,`` or ``;``), price, release (a year, unix time or
-  ISO date). Items the log names but ``items.csv`` does not are kept with empty content, as production
-  catalogues lag their logs. Users: age (years, or a bucket name), country.
+- Items (keyed by the item id column, or a bare ``id``): title, genres (separated by ``|``, ``,`` or
+  ``;``), price, release (a year, unix time or date). Items the log names but the items file does not are
+  kept with empty content, as production catalogues lag their logs. Users: age (years, or a bucket
+  name), country.
 
 Text is UTF-8 (a field that is not valid UTF-8 is read as Latin-1, so it is never mojibake of a
 valid file, never a crash). Malformed rows become dead letters (file, line, reason, text); above
@@ -28,6 +34,7 @@ import functools
 import gzip
 import io
 import itertools
+import json
 import os
 import re
 import sys
@@ -37,21 +44,27 @@ from preprocessing.sources.tables import MAX_RATING, MIN_RATING, RELEASE_MIN_TS,
     latest_valid_timestamp
 from recsys import fileio
 
-INTERACTIONS_NAMES = ("interactions", "events", "ratings", "log")
-EXTENSIONS = (".csv", ".tsv", ".csv.gz", ".tsv.gz", ".txt", ".txt.gz")
+INTERACTIONS_NAMES = ("interactions", "events", "ratings", "reviews", "transactions", "log")
+ITEMS_NAMES = ("items", "products", "articles", "catalog", "catalogue", "books", "movies", "meta")
+USERS_NAMES = ("users", "customers", "members", "profiles")
+JSON_EXTENSIONS = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
+EXTENSIONS = (".csv", ".tsv", ".csv.gz", ".tsv.gz", ".txt", ".txt.gz") + JSON_EXTENSIONS
 # schema field -> header names that mean it (compared lower-case, without "_", "-" and spaces)
 ALIASES: Dict[str, Tuple[str, ...]] = {
     "user_id": ("user_id", "userid", "user", "customer_id", "customerid", "customer", "visitorid", "visitor_id",
-                "member_id", "account_id", "client_id", "uid"),
-    "item_id": ("item_id", "itemid", "item", "movieid", "product_id", "productid", "product", "sku", "article_id",
-                "content_id", "video_id", "track_id", "book_id", "isbn", "asin", "iid"),
+                "member_id", "account_id", "client_id", "reviewerid", "uid"),
+    "item_id": ("item_id", "itemid", "item", "movieid", "movie_id", "product_id", "productid", "product", "sku",
+                "article_id", "content_id", "video_id", "track_id", "song_id", "book_id", "isbn", "asin",
+                "business_id", "recipe_id", "game_id", "app_id", "anime_id", "iid"),
     "timestamp": ("timestamp", "ts", "time", "event_time", "eventtime", "datetime", "date", "event_timestamp",
-                  "created_at", "event_date", "t_dat", "unix_time", "unixreviewtime"),
+                  "created_at", "event_date", "t_dat", "unix_time", "unixreviewtime", "date_added", "played_at",
+                  "order_date", "purchase_date", "review_date", "rated_at"),
     "rating": ("rating", "score", "stars", "overall", "review_score", "book_rating"),
     "click": ("click", "clicked", "label", "engaged", "is_click"),
     "device": ("device", "device_type", "platform"),
-    "item_title": ("title", "item_title", "name", "product_name", "item_name"),
-    "item_genres": ("genres", "item_genres", "genre", "category", "categories", "tags"),
+    "item_title": ("title", "item_title", "name", "product_name", "item_name", "book_title", "movie_title",
+                   "track_name", "prod_name"),
+    "item_genres": ("genres", "item_genres", "genre", "category", "categories", "tags", "product_type_name"),
     "item_price": ("price", "item_price"),
     "item_release_ts": ("release", "release_date", "item_release_ts", "released", "year", "release_year",
                         "published", "publication_year", "year_of_publication"),
@@ -63,6 +76,20 @@ _TRUE = {"1", "1.0", "true", "yes", "y", "t"}
 _FALSE = {"0", "0.0", "false", "no", "n", "f", ""}
 _NUMBER = re.compile(r"[+-]?\d+(\.\d*)?([eE][+-]?\d+)?$")
 _GENRE_SPLIT = re.compile(r"\s*[|,;]\s*")
+try:
+    import orjson   # pinned (a dependency of apache-beam); about 5x faster than json
+except ImportError:  # pragma: no cover
+    orjson = None
+
+
+def _loads(text: str):
+    """orjson, else ``json`` (which also takes what orjson refuses: NaN, a Latin-1 field's surrogate escapes)."""
+    if orjson is not None:
+        try:
+            return orjson.loads(text)
+        except ValueError:
+            pass
+    return json.loads(text)
 
 
 def _key(name: str) -> str:
@@ -98,14 +125,40 @@ def find_interactions(path: str) -> str:
                     f"{', '.join(n + '.csv' for n in INTERACTIONS_NAMES)} (or .tsv, .gz), or give the file itself")
 
 
-def _side_file(path: str, name: str) -> Optional[str]:
+def _side_file(path: str, names: Sequence[str]) -> Optional[str]:
     if not fileio.isdir(path):
         return None
-    for ext in EXTENSIONS:
-        candidate = fileio.join(path, name + ext)
-        if fileio.exists(candidate):
-            return candidate
+    for name in names:
+        for ext in EXTENSIONS:
+            candidate = fileio.join(path, name + ext)
+            if fileio.exists(candidate):
+                return candidate
     return None
+
+
+def _json_text(value) -> str:
+    """A JSON value as the text a CSV cell would hold: lists (Amazon's nested categories) joined by '|'."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "|".join(t for t in (_json_text(v) for v in value) if t)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _json_object(line: str):
+    try:
+        obj = _loads(line)
+    except ValueError as e:
+        raise ValueError(f"not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"a JSON {type(obj).__name__}, not an object")
+    return obj
 
 
 def _text(raw: io.RawIOBase, path: str) -> io.TextIOWrapper:
@@ -129,7 +182,7 @@ def _delimiter(header: str) -> str:
 
 
 class _Table:
-    """Rows of one delimited file as {field: text}, with dead letters for rows that cannot be read."""
+    """Rows of one delimited or JSON-lines file as {field: text}, with dead letters for rows that cannot be read."""
 
     def __init__(self, path: str, fields: Sequence[str], explicit: Dict[str, str], dead: List[Dict],
                  required: Sequence[str] = (), side: bool = False, names: Sequence[str] = ()):
@@ -144,10 +197,18 @@ class _Table:
         if not first.strip():
             self.close()
             raise DataError(f"{path} is empty")
-        self.delimiter = _delimiter(first)
+        self.json = path.endswith(JSON_EXTENSIONS)
+        self.delimiter = "," if self.json else _delimiter(first)
         self._first: List[str] = []         # no header: the first line is a row, handed to the reader first
         self._line0 = 1                      # lines read before the csv reader starts
-        if names:
+        if self.json:                        # JSON lines: the first object's keys name the columns
+            self._first, self._line0 = [first], 0
+            try:
+                header = list(_json_object(first))
+            except ValueError as e:
+                self.close()
+                raise DataError(f"{path}: line 1 is {e} (a .json/.jsonl log holds one JSON object a line)") from None
+        elif names:
             self._first, self._line0 = [first], 0
             header = list(names)
         else:
@@ -169,6 +230,8 @@ class _Table:
                 if _key(alias) in by_key:
                     self.columns[field] = by_key[_key(alias)]
                     break
+        if self.json:   # JSON rows are read by key, not position
+            self.columns = {f: header[i] for f, i in self.columns.items()}
         missing = [f for f in required if f not in self.columns]
         if missing:
             self.close()
@@ -180,6 +243,9 @@ class _Table:
         self._raw.close()
 
     def rows(self, count: bool = False) -> Iterator[Tuple[int, Dict[str, str]]]:
+        if self.json:
+            yield from self._json_rows(count)
+            return
         reader = csv.reader(itertools.chain(self._first, self._f), delimiter=self.delimiter)
         line = 1
         try:
@@ -205,6 +271,21 @@ class _Table:
         finally:
             self.close()
 
+    def _json_rows(self, count: bool) -> Iterator[Tuple[int, Dict[str, str]]]:
+        try:
+            for line, text in enumerate(itertools.chain(self._first, self._f), start=1):
+                if not text.strip():
+                    continue
+                self.total += count
+                try:
+                    obj = _json_object(text)
+                except ValueError as e:
+                    self.bad(line, str(e), text.rstrip("\r\n"))
+                    continue
+                yield line, {f: _json_text(obj.get(k)) for f, k in self.columns.items()}
+        finally:
+            self.close()
+
     def bad(self, line: int, reason: str, text: str) -> None:
         self.dead.append({"file": self.file, "line": line, "reason": reason, "text": _field(text)[:500]})
 
@@ -227,10 +308,33 @@ def parse_time(text: str) -> int:
     try:
         dt = datetime.datetime.fromisoformat(t)
     except ValueError:
-        raise ValueError(f"time {text!r} is neither a unix time nor ISO 8601") from None
+        dt = _other_time_format(t)
+        if dt is None:
+            raise ValueError(f"time {text!r} is neither a unix time nor ISO 8601") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=datetime.timezone.utc)
     return int(dt.timestamp())
+
+
+# unambiguous formats seen in public logs, tried after ISO 8601 (day/month order is never guessed)
+TIME_FORMATS = ("%a %b %d %H:%M:%S %z %Y",    # Goodreads, Twitter: "Fri Sep 08 10:44:24 -0700 2017"
+                "%Y/%m/%d %H:%M:%S", "%Y/%m/%d",
+                "%d.%m.%Y %H:%M:%S", "%d.%m.%Y", "%d.%m.%Y %H:%M",
+                "%m %d, %Y")                    # Amazon's reviewTime: "09 13, 2009"
+
+
+def _other_time_format(t: str) -> Optional[datetime.datetime]:
+    for fmt in TIME_FORMATS:
+        try:
+            return datetime.datetime.strptime(t, fmt)
+        except ValueError:
+            pass
+    try:   # RFC 2822 (e-mail, HTTP, RSS): "Fri, 08 Sep 2017 10:44:24 +0000"
+        from email.utils import parsedate_to_datetime
+
+        return parsedate_to_datetime(t)
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def parse_release(text: str) -> int:
@@ -321,8 +425,8 @@ def load(path: str, columns: str = "", rating_max: float = 5.0, max_bad_fraction
     if not events:
         raise DataError(f"no usable interactions in {ipath}")
 
-    items = _items(_side_file(path, "items"), explicit, dead)
-    users = _users(_side_file(path, "users"), explicit, dead)
+    items = _items(_side_file(path, ITEMS_NAMES), explicit, dead)
+    users = _users(_side_file(path, USERS_NAMES), explicit, dead)
     events.sort(key=lambda e: (e[3], e[0], e[1]))
     inter = {"user_id": [e[0] for e in events], "item_id": [e[1] for e in events],
              "timestamp": [e[3] for e in events], "rating": [e[2] for e in events],
@@ -372,6 +476,4 @@ def _users(path: Optional[str], explicit: Dict[str, str], dead: List[Dict]) -> D
 
 
 def _write_dead(dead: List[Dict], path: str) -> None:
-    import json
-
     fileio.write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in dead))

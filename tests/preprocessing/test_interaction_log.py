@@ -132,3 +132,38 @@ def test_a_log_without_a_header_line(tmp_path):
         log.load(path)
     t = log.load(path, header="user_id,item_id,rating,timestamp")
     assert t.interactions["user_id"] == ["7", "8"] and t.interactions["rating"] == [4.0, 5.0], "first row kept"
+
+
+def test_json_lines_as_public_review_dumps_publish_them(tmp_path):
+    d = str(tmp_path)
+    with gzip.open(os.path.join(d, "reviews.jsonl.gz"), "wt", encoding="utf-8") as f:   # Amazon's layout
+        f.write('{"reviewerID": "A1", "asin": "B01", "overall": 5.0, "unixReviewTime": 1400000000, '
+                '"reviewText": "great, \\"really\\""}\n')
+        f.write('{"reviewerID": "A2", "asin": "B02", "overall": 2.0, "unixReviewTime": 1400000100}\n')
+        f.write("not json\n")
+        f.write("[1, 2]\n")
+    write(d, "meta.jsonl", '{"asin": "B01", "title": "Kettle", "categories": [["Home", "Kitchen"]], '
+                           '"price": 12.5}\n')
+    t = log.load(d, max_bad_fraction=0.5)
+    assert t.interactions["user_id"] == ["A1", "A2"] and t.interactions["rating"] == [5.0, 2.0]
+    assert t.interactions["click"] == [1.0, 0.0]
+    items = dict(zip(t.items["item_id"], zip(t.items["item_title"], t.items["item_genres"], t.items["item_price"])))
+    assert items == {"B01": ("Kettle", "Home|Kitchen", 12.5), "B02": ("", "", 0.0)}, "nested categories joined"
+    assert [(x["line"], x["reason"][:8]) for x in t.dead_letters] == [(3, "not JSON"), (4, "a JSON l")]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Fri Sep 08 10:44:24 -0700 2017", 1504892664),     # Goodreads
+    ("Fri, 08 Sep 2017 17:44:24 +0000", 1504892664),    # RFC 2822
+    ("09 13, 2009", 1252800000),                        # Amazon reviewTime
+    ("2009/09/13", 1252800000), ("13.09.2009", 1252800000),
+    ("1252800000", 1252800000), ("1252800000000", 1252800000), ("2009-09-13T00:00:00+00:00", 1252800000),
+])
+def test_time_formats(text, expected):
+    assert log.parse_time(text) == expected
+
+
+@pytest.mark.parametrize("text", ["09/13/2009", "13/09/2009", "yesterday", ""])
+def test_ambiguous_or_unknown_times_are_refused(text):
+    with pytest.raises(ValueError):
+        log.parse_time(text)
