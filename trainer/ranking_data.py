@@ -81,6 +81,38 @@ class Pairs:
             yield {k: tf.constant(v[s:s + batch_size]) for k, v in self.features.items()}
 
 
+class LazyPairs(Pairs):
+    """Pairs whose features are built when read, batch by batch: an eval set of millions of (event, candidate)
+    rows would otherwise hold them all at once (MovieLens-1M-sized data: 9.9M rows, ~6 GB of features). Each
+    scorer rebuilds its batches through the TFT layer (about 5 s per million rows); ``features`` builds every
+    row (only the GBDT baseline asks for that)."""
+
+    def __init__(self, build: Callable[[int, int], Dict[str, np.ndarray]], *labels: np.ndarray):
+        self._build = build
+        super().__init__({}, *labels)
+
+    @property
+    def features(self) -> Dict[str, np.ndarray]:
+        return self._build(0, len(self))
+
+    @features.setter
+    def features(self, value: Dict[str, np.ndarray]) -> None:
+        if value:
+            raise AttributeError("LazyPairs builds its own features")
+
+    def __repr__(self) -> str:
+        return f"LazyPairs({len(self)} rows)"
+
+    def batches(self, batch_size: int = 8192) -> Iterator[Dict[str, tf.Tensor]]:
+        for s in range(0, len(self), batch_size):
+            yield {k: tf.constant(v) for k, v in self._build(s, min(s + batch_size, len(self))).items()}
+
+
+# eval sets up to this many rows keep their features in memory (ml-latest-small: ~1M rows, ~0.6 GB); larger
+# ones build each scorer's batches when it reads them (LazyPairs)
+EAGER_EVAL_ROWS = 2_000_000
+
+
 @dataclasses.dataclass
 class EvalSet:
     """Retrieval's top-N per eval event, as rows to re-rank, plus the logged items' rows for RMSE."""
@@ -325,11 +357,15 @@ def build_eval_set(version_dir: str, query_fn: Callable, item_vectors: np.ndarra
     ev, pos = np.nonzero(cand >= 0)
     items = cand[ev, pos]
     is_pos = items == targets[ev]
-    feats = transform_pairs(tft_layer, raw, ev, items, catalogue, pos + 1, cscore[ev, pos])
     rating = np.where(is_pos, raw["rating"][ev], 0.0).astype(np.float32)
-    pairs = Pairs(feats, _engagement(is_pos, raw["click"][ev], rcfg.engagement_label), np.ones(len(ev), np.float32),
-                  rating,
-                  ((rating > 0) & is_pos).astype(np.float32), ev, items, is_pos)
+    labels = (_engagement(is_pos, raw["click"][ev], rcfg.engagement_label), np.ones(len(ev), np.float32), rating,
+              ((rating > 0) & is_pos).astype(np.float32), ev, items, is_pos)
+    score = cscore[ev, pos]
+
+    def build(s0: int, s1: int) -> Dict[str, np.ndarray]:
+        return transform_pairs(tft_layer, raw, ev[s0:s1], items[s0:s1], catalogue, pos[s0:s1] + 1, score[s0:s1])
+
+    pairs = Pairs(build(0, len(ev)), *labels) if len(ev) <= EAGER_EVAL_ROWS else LazyPairs(build, *labels)
     # the logged item of every event with an observed rating (RMSE), its rank clipped to the list length
     rated = np.flatnonzero((targets >= 0) & (raw["rating"] > 0))
     tr = np.minimum(np.concatenate(t_rank)[rated], n_cand)
@@ -338,8 +374,9 @@ def build_eval_set(version_dir: str, query_fn: Callable, item_vectors: np.ndarra
     target_pairs = Pairs(tfeats, ones, np.zeros(len(rated), np.float32), raw["rating"][rated].astype(np.float32),
                          ones, rated, targets[rated],
                          np.ones(len(rated), bool))
+    lazy = "; features built batch by batch when scored" if isinstance(pairs, LazyPairs) else ""
     log(f"[ranking-data] eval: {len(q)} queries x top-{n_cand} = {len(pairs)} pairs, "
-        f"{int(is_pos.sum())} with the logged item in the list, {len(rated)} rated; {time.time() - t0:.1f}s")
+        f"{int(is_pos.sum())} with the logged item in the list, {len(rated)} rated; {time.time() - t0:.1f}s{lazy}")
     return EvalSet(targets, cand, cscore, pairs, pos, target_pairs, users, raw)
 
 

@@ -91,6 +91,23 @@ def test_dcn_reranking_beats_retrieval_only(ranking_data_fixture, dcn_ranker):
     print(train_ranking.report(res))
 
 
+def test_a_large_eval_set_builds_features_per_batch_with_the_same_scores(ranking_cfg, ranking_data_fixture, trained,
+                                                                         preprocessed, dcn_ranker, monkeypatch):
+    eager = ranking_data_fixture["eval"]
+    tr = trained["trained"]
+    monkeypatch.setattr(ranking_data, "EAGER_EVAL_ROWS", 0)   # every eval set counts as large
+    lazy = ranking_data.build_eval_set(preprocessed, lambda b: tr.model.query_tower(b), trained["item_vectors"],
+                                       tr.catalogue, tr.stats, tr.tft_output.transform_features_layer(), ranking_cfg)
+    assert isinstance(lazy.pairs, ranking_data.LazyPairs) and not isinstance(eager.pairs, ranking_data.LazyPairs)
+    assert len(lazy.pairs) == len(eager.pairs)
+    np.testing.assert_array_equal(lazy.pairs.engagement, eager.pairs.engagement)
+    batch = next(lazy.pairs.batches(1000))
+    for k, v in eager.pairs.features.items():
+        np.testing.assert_array_equal(batch[k].numpy(), v[:1000], err_msg=k)
+    np.testing.assert_allclose(train_ranking.predict(dcn_ranker.model, lazy.pairs, batch_size=777)[0],
+                               train_ranking.predict(dcn_ranker.model, eager.pairs)[0], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["dcn_parallel", "dcn_lowrank"])
 def test_dcn_variants_build_and_step(name, ranking_cfg, ranking_data_fixture):
     d = ranking_data_fixture
