@@ -38,6 +38,7 @@ import json
 import os
 import re
 import sys
+import zlib
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from preprocessing.sources.tables import MAX_RATING, MIN_RATING, RELEASE_MIN_TS, DataError, RawTables, \
@@ -111,7 +112,7 @@ def parse_column_map(text: str) -> Dict[str, str]:
 
 
 def find_interactions(path: str) -> str:
-    """The interactions file: ``path`` itself, or the first ``interactions|events|ratings|log.<ext>`` in it."""
+    """The interactions file: ``path`` itself, or the first ``INTERACTIONS_NAMES`` + ``EXTENSIONS`` file in it."""
     if not fileio.isdir(path):
         if fileio.exists(path):
             return path
@@ -122,7 +123,7 @@ def find_interactions(path: str) -> str:
             if fileio.exists(candidate):
                 return candidate
     raise DataError(f"{path!r} holds no interaction log: expected one of "
-                    f"{', '.join(n + '.csv' for n in INTERACTIONS_NAMES)} (or .tsv, .gz), or give the file itself")
+                    f"{', '.join(n + '.csv' for n in INTERACTIONS_NAMES)} (or .tsv, .jsonl, .gz), or give the file itself")
 
 
 def _side_file(path: str, names: Sequence[str]) -> Optional[str]:
@@ -243,9 +244,12 @@ class _Table:
         self._raw.close()
 
     def rows(self, count: bool = False) -> Iterator[Tuple[int, Dict[str, str]]]:
-        if self.json:
-            yield from self._json_rows(count)
-            return
+        try:
+            yield from self._json_rows(count) if self.json else self._csv_rows(count)
+        except (EOFError, OSError, zlib.error) as e:   # a truncated or corrupt .gz: one clear line, not a crash
+            raise DataError(f"{self.path}: cannot read past line {self.total + self._line0}: {e}") from None
+
+    def _csv_rows(self, count: bool) -> Iterator[Tuple[int, Dict[str, str]]]:
         reader = csv.reader(itertools.chain(self._first, self._f), delimiter=self.delimiter)
         line = 1
         try:

@@ -167,3 +167,12 @@ def test_time_formats(text, expected):
 def test_ambiguous_or_unknown_times_are_refused(text):
     with pytest.raises(ValueError):
         log.parse_time(text)
+
+
+def test_a_truncated_gzip_is_one_clear_error(tmp_path):
+    rows = "".join(f"u{i},i{i},{1700000000 + i}\n" for i in range(20000))
+    data = gzip.compress(("user_id,item_id,timestamp\n" + rows).encode())
+    path = tmp_path / "interactions.csv.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="cannot read past line"):
+        log.load(str(path))
