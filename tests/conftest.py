@@ -150,7 +150,8 @@ MODULE_GROUPS = {
 }
 # The groups that take minutes start first, longest first, so the two workers finish at about the same time
 # (longest-processing-time-first); the rest follow in collection order.
-SLOW_FIRST = ("tests/e2e/test_movielens_demo.py", "ranking", "ram_pipeline", "tests/benchmarks/test_bench_smoke.py",
+SLOW_FIRST = ("tests/e2e/test_movielens_demo.py", "ranking", "tests/serving/test_conformance.py",
+              "tests/e2e/test_log_demo.py", "ram_pipeline", "tests/benchmarks/test_bench_smoke.py",
               "tests/trainer/test_distribute.py", "tests/notebooks/test_walkthrough.py",
               "tests/trainer/test_sequence.py", "tests/preprocessing/test_bad_input.py")
 
