@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     data = sub.add_parser(
         "data", help="write raw tables from synthetic data, MovieLens or your own interaction log",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Writes <workdir>/<run>/raw/ (interactions, items, users, dead letters) from one source:\n"
+        description="Writes <workdir>/<run>/raw/ (interactions, items, users, dead letters) from one source\n"
+                    "(without one, the config's data.source and data.path, as the Kubernetes data Job runs it):\n"
                     "  synth      the generator (data.n_users, data.n_items, data.seed ...)\n"
                     "  movielens  a MovieLens directory: 100K (u.data), 1M/10M (ratings.dat) or latest (ratings.csv)\n"
                     "  csv        your interaction log: a CSV/TSV file (.gz too), or a directory with\n"
@@ -78,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
                     "(a file without a header line: --set data.header=user_id,item_id,rating,timestamp)\n"
                     "and give a rating scale other than 5 with --set data.rating_max=10.\n"
                     "Malformed rows go to raw/dead_letter/ with why; more than data.max_bad_fraction is an error.")
-    data.add_argument("kind", choices=["synth", "movielens", "csv"], help="the source (above)")
+    data.add_argument("kind", nargs="?", choices=["synth", "movielens", "csv"],
+                      help="the source (above); without it, data.source and data.path of the config decide")
     data.add_argument("--path", help="MovieLens directory, or the log file / directory (movielens, csv)")
     sub.add_parser("preprocess", help="Beam + TF-Transform over <run>/raw into <run>/preprocessed/v<N>")
     sub.add_parser("train", help="train + evaluate retrieval on the latest preprocessed version")
@@ -321,8 +323,10 @@ def _main(argv: List[str]) -> int:
     if args.command == "data":
         if args.kind in ("movielens", "csv"):
             cfg.data.source, cfg.data.path = args.kind, args.path or cfg.data.path
-        else:
+        elif args.kind == "synth":
             cfg.data.source = "synthetic"
+        elif args.path:   # `recsys data --path X`: the config's source, read from X
+            cfg.data.path = args.path
         steps.make_raw(cfg)
     elif args.command == "preprocess":
         steps.preprocess(cfg)

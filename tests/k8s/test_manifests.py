@@ -37,7 +37,7 @@ CLUSTER_SCOPED = {"Namespace"}
 CRDS = {"ServiceMonitor", "PrometheusRule", "TFJob"}  # not in kubernetes-validate: schemas/ (see below)
 SCHEMAS = os.path.join(os.path.dirname(__file__), "schemas")
 # the pipeline, in order: (Job, recsys args, file the step writes last, relative to the run directory)
-PIPELINE = [("recsys-data", ["data", "movielens"], "raw/artifact.json"),
+PIPELINE = [("recsys-data", ["data"], "raw/artifact.json"),   # the config's data.source decides
             ("recsys-preprocess", ["preprocess"], "preprocessed/LATEST"),
             ("recsys-train", ["train"], "evaluation/retrieval/artifact.json"),
             ("recsys-train-ranking", ["train-ranking"], "evaluation/ranking/artifact.json"),

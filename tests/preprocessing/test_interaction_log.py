@@ -176,3 +176,12 @@ def test_a_truncated_gzip_is_one_clear_error(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match="cannot read past line"):
         log.load(str(path))
+
+
+def test_recsys_data_without_a_kind_reads_the_configs_source(tmp_path):
+    """What the Kubernetes data Job runs: `recsys --config job.yaml data`, the config naming the source."""
+    from recsys import cli
+
+    path = write(str(tmp_path / "in"), "events.csv", "user_id,item_id,timestamp\nu1,i1,1700000000\n")
+    assert cli.main(["--workdir", str(tmp_path / "runs"), "--set", "data.source=csv", "data", "--path", path]) == 0
+    assert (tmp_path / "runs" / "log-events" / "raw" / "interactions.jsonl.gz").exists()
