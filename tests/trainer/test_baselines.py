@@ -52,6 +52,24 @@ def test_item_knn_cosine_on_4x4():
     assert m1.sim[1, 0] > 0 and m1.sim[2, 0] == 0.0
 
 
+def test_gram_adds_users_up_when_sparse_and_equals_blas():
+    rng = np.random.default_rng(0)
+    sparse = (rng.random((300, 2000)) < 0.004).astype(np.float32)   # review-log density: the per-user path
+    sparse[7, :40] = 1.0                                              # one heavy user
+    dense = (rng.random((40, 30)) < 0.5).astype(np.float32)           # BLAS
+    for x in (sparse, dense, np.zeros((3, 5), np.float32)):
+        g = baselines.gram(x)
+        assert g.dtype == np.float32
+        np.testing.assert_array_equal(g, x.T @ x)
+
+
+def test_item_knn_sweep_matches_direct_fits():
+    x = (np.random.default_rng(1).random((60, 25)) < 0.2).astype(np.float32)
+    for n, swept in zip((0, 3, 10), baselines.ItemKNN().sweep(x, (0, 3, 10))):
+        np.testing.assert_array_equal(swept.sim, baselines.ItemKNN(n).fit(x).sim)
+        assert swept.neighbours == n
+
+
 def test_als_reconstructs_block_structure():
     x = np.zeros((20, 10), np.float32)
     x[:10, :5] = 1
