@@ -126,13 +126,13 @@ def write_tables(name: str, args, raw_dir: str):
         desc = (f"synthetic.generate(n_users={args.synthetic_users}, n_items={args.synthetic_items}, "
                 f"events_per_user={args.synthetic_events:g}, seed={args.seed})")
     elif name == "log":   # the team's own interaction log, read as `recsys data csv` reads it (data.* of --set)
-        from preprocessing.sources import interaction_log
+        from preprocessing.sources import load_source
         from recsys.config import load_config
 
         d = load_config(overrides=args.set).data
-        tables = interaction_log.load(args.log, columns=d.columns, header=d.header, rating_max=d.rating_max,
-                                      max_bad_fraction=d.max_bad_fraction)
-        desc = f"interaction_log.load({args.log!r}), {len(tables.dead_letters)} malformed rows left out"
+        d.source, d.path = "csv", args.log
+        tables = load_source(d)
+        desc = f"load_source(data.source=csv, path={args.log!r}), {len(tables.dead_letters)} malformed rows left out"
     else:
         from preprocessing.sources import movielens
 

@@ -44,14 +44,8 @@ def detect(path: str) -> str:
     file and its movies file), else ``csv`` (an interaction log); a one-line error when neither fits."""
     from preprocessing.sources import interaction_log, movielens
 
-    if fileio.isdir(path):
-        try:
-            layout = movielens.detect_layout(path)
-        except DataError:
-            layout = ""
-        catalogue = {"100k": "u.item", "1m": "movies.dat", "latest": "movies.csv"}.get(layout)
-        if catalogue and fileio.exists(fileio.join(path, catalogue)):
-            return "movielens"
+    if movielens.is_movielens(path):
+        return "movielens"
     try:
         interaction_log.find_interactions(path)
     except DataError as e:

@@ -42,7 +42,7 @@ import zlib
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from preprocessing.sources.tables import MAX_RATING, MIN_RATING, RELEASE_MIN_TS, DataError, RawTables, \
-    latest_valid_timestamp
+    latest_valid_timestamp, require_few_bad
 from recsys import fileio
 
 INTERACTIONS_NAMES = ("interactions", "events", "ratings", "reviews", "transactions", "log")
@@ -417,15 +417,7 @@ def load(path: str, columns: str = "", rating_max: float = 5.0, max_bad_fraction
                       table.delimiter.join(row.values()))
         else:
             events.append((user, item, rating, ts, click, device))
-    bad = len(dead)
-    if table.total and bad / table.total > max_bad_fraction:
-        where = ""
-        if dead_letter_path:
-            _write_dead(dead, dead_letter_path)
-            where = f"; dead letters in {dead_letter_path}"
-        raise DataError(f"{bad} of {table.total} rows in {ipath} are malformed ({bad / table.total:.1%} > "
-                        f"max_bad_fraction={max_bad_fraction:.1%}){where}; first: line {dead[0]['line']}: "
-                        f"{dead[0]['reason']}")
+    require_few_bad(len(dead), table.total, f"rows in {ipath}", dead, max_bad_fraction, dead_letter_path)
     if not events:
         raise DataError(f"no usable interactions in {ipath}")
 
@@ -477,7 +469,3 @@ def _users(path: Optional[str], explicit: Dict[str, str], dead: List[Dict]) -> D
     return {sys.intern(_field(row["user_id"]).strip()): {
         "user_age_bucket": _age_bucket(_field(row.get("user_age", ""))),
         "user_country": _field(row.get("user_country", "")).strip() or "unknown"} for _, row in table.rows()}
-
-
-def _write_dead(dead: List[Dict], path: str) -> None:
-    fileio.write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in dead))

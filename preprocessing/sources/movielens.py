@@ -22,7 +22,8 @@ import re
 import sys
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from preprocessing.sources.tables import MAX_RATING, MIN_RATING, DataError, RawTables, latest_valid_timestamp
+from preprocessing.sources.tables import MAX_RATING, MIN_RATING, DataError, RawTables, latest_valid_timestamp, \
+    require_few_bad
 from recsys import fileio
 
 ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary",
@@ -37,11 +38,26 @@ DAT_ENCODING = "utf-8|latin-1"
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
 
 
+LAYOUTS = {"100k": ("u.data", "u.item"), "1m": ("ratings.dat", "movies.dat"), "latest": ("ratings.csv", "movies.csv")}
+
+
 def detect_layout(path: str) -> str:
-    for layout, marker in (("100k", "u.data"), ("1m", "ratings.dat"), ("latest", "ratings.csv")):
+    for layout, (marker, _) in LAYOUTS.items():
         if fileio.exists(fileio.join(path, marker)):
             return layout
     raise DataError(f"{path!r} holds no MovieLens ratings file (expected u.data, ratings.dat or ratings.csv)")
+
+
+def is_movielens(path: str) -> bool:
+    """A directory in one of the layouts: its ratings file beside its movies file (a bare ``ratings.csv`` may be
+    anyone's log)."""
+    if not fileio.isdir(path):
+        return False
+    try:
+        layout = detect_layout(path)
+    except DataError:
+        return False
+    return fileio.exists(fileio.join(path, LAYOUTS[layout][1]))
 
 
 def _age_bucket(age: int) -> str:
@@ -175,13 +191,8 @@ def load(path: str, max_bad_fraction: float = 0.01, dead_letter_path: Optional[s
             ratings.append((user, item, rating, ts))
 
     bad_ratings = sum(1 for d in reader.dead if d["file"] == os.path.basename(rpath))
-    if reader.total and bad_ratings / reader.total > max_bad_fraction:
-        where = f"; dead letters in {dead_letter_path}" if dead_letter_path else ""
-        if dead_letter_path:
-            _write_dead(reader.dead, dead_letter_path)
-        raise DataError(f"{bad_ratings} of {reader.total} rating lines in {rpath} are malformed "
-                        f"({bad_ratings / reader.total:.1%} > max_bad_fraction={max_bad_fraction:.1%}){where}; "
-                        f"first: line {reader.dead[0]['line']}: {reader.dead[0]['reason']}")
+    require_few_bad(bad_ratings, reader.total, f"rating lines in {rpath}", reader.dead, max_bad_fraction,
+                    dead_letter_path)
     if not ratings:
         raise DataError(f"no usable ratings in {rpath}")
 
@@ -208,8 +219,3 @@ def load(path: str, max_bad_fraction: float = 0.01, dead_letter_path: Optional[s
     }
     return RawTables(users=user_table, items=item_table, interactions=inter, dead_letters=reader.dead)
 
-
-def _write_dead(dead: List[Dict], path: str) -> None:
-    import json
-
-    fileio.write_text(path, "".join(json.dumps(row) + "\n" for row in dead))

@@ -89,6 +89,20 @@ def write_raw(tables: RawTables, raw_dir: str) -> Dict[str, str]:
     return paths
 
 
+def require_few_bad(bad: int, total: int, what: str, dead: List[Dict[str, Any]], max_bad_fraction: float,
+                    dead_letter_path: Optional[str] = None) -> None:
+    """A file source's gate: more than ``max_bad_fraction`` of ``total`` rows malformed is a ``DataError`` naming the
+    count, the first reason and where the dead letters were written (before the step fails, so the reasons stay)."""
+    if not total or bad / total <= max_bad_fraction:
+        return
+    where = ""
+    if dead_letter_path:
+        fileio.write_text(dead_letter_path, "".join(json.dumps(row) + "\n" for row in dead))
+        where = f"; dead letters in {dead_letter_path}"
+    raise DataError(f"{bad} of {total} {what} are malformed ({bad / total:.1%} > max_bad_fraction="
+                    f"{max_bad_fraction:.1%}){where}; first: line {dead[0]['line']}: {dead[0]['reason']}")
+
+
 def append_interactions(src: str, rows: Iterable[Dict[str, Any]], dst: str) -> int:
     """Writes ``src``'s interactions file followed by ``rows`` to ``dst`` (a new file; any filesystem).
 
