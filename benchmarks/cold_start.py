@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -174,14 +175,18 @@ def main(argv=None) -> int:
     print(common.format_machine(machine), flush=True)
     results, skipped = [], {}
     work_root = args.workdir or tempfile.mkdtemp(prefix="cold_start_")
-    for d in datasets:
-        if d == "movielens" and not os.path.isdir(args.movielens):
-            skipped[d] = f"{args.movielens} is not a directory"
-            print(f"[cold-start] movielens skipped: {skipped[d]}", flush=True)
-            continue
-        res = run_dataset(d, args, os.path.join(work_root, d))
-        report(res)
-        results.append(res)
+    try:
+        for d in datasets:
+            if d == "movielens" and not os.path.isdir(args.movielens):
+                skipped[d] = f"{args.movielens} is not a directory"
+                print(f"[cold-start] movielens skipped: {skipped[d]}", flush=True)
+                continue
+            res = run_dataset(d, args, os.path.join(work_root, d))
+            report(res)
+            results.append(res)
+    finally:
+        if not args.workdir:   # our own temporary models; a --workdir is the caller's to keep
+            shutil.rmtree(work_root, ignore_errors=True)
     path = os.path.join(args.out, "cold_start.json")
     results = _kept(path, datasets) + results   # a rerun of one dataset keeps the other's figures
     payload = {"benchmark": "cold_start", "args": vars(args), "machine": machine, "results": results,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -191,6 +192,13 @@ def main(argv=None) -> int:
     p.add_argument("--rows", default="15000,60000", help="rows per body (about 550 bytes each)")
     args = p.parse_args(argv)
     work = tempfile.mkdtemp(prefix="reliability-")
+    try:
+        return _run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)   # the generated model; the results are written under --out
+
+
+def _run(args, work: str) -> int:
     write_model(os.path.join(work, "m"))
     results = {"label": args.label, "memory": [], "connections": None}
     for rows in [int(r) for r in args.rows.split(",")]:

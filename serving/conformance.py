@@ -420,9 +420,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.makedirs(work, exist_ok=True)
     checks = run(os.path.abspath(testdata), os.path.abspath(work))
     passed = sum(ok for _, ok in checks.results)
-    print(f"\n{passed}/{len(checks.results)} of TF Serving's server-test expectations passed "
-          f"(server log: {os.path.join(work, 'server.log')})")
-    return 0 if passed == len(checks.results) else 1
+    ok = passed == len(checks.results)
+    where = f"server log: {os.path.join(work, 'server.log')}" if args.work or not ok else "server log removed"
+    print(f"\n{passed}/{len(checks.results)} of TF Serving's server-test expectations passed ({where})")
+    if ok and not args.work:  # a temporary folder of our own: kept only when there is a failure to read
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -22,10 +22,12 @@ the collective ops at program start.
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 
 import os
+import shutil
 import tempfile
 from typing import Any, Dict, Mapping, Optional
 
@@ -96,10 +98,13 @@ class Role:
         return self.kind == "parameter_server" and self.task_type in ("worker", "ps")
 
     def out_dir(self, out_dir: str) -> str:
-        """Where this process writes: the run's directory on the chief, a scratch directory elsewhere."""
+        """Where this process writes: the run's directory on the chief, elsewhere a scratch directory that
+        is removed when the process exits (as TensorFlow's multi-worker guide does with non-chief writes)."""
         if self.is_chief:
             return out_dir
-        return tempfile.mkdtemp(prefix=f"recsys-{self.task_type}-{self.task_index}-")
+        scratch = tempfile.mkdtemp(prefix=f"recsys-{self.task_type}-{self.task_index}-")
+        atexit.register(shutil.rmtree, scratch, True)
+        return scratch
 
     def fit_inputs(self, train_ds, valid_ds, n_examples: int, batch_size: int,
                    steps_per_epoch: Optional[int] = None, valid_fraction: float = 0.05,

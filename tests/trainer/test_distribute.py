@@ -125,6 +125,7 @@ def test_two_workers_train_together_to_the_quality_of_one(run_cfg, preprocessed,
     assert alone.model.train_function.experimental_get_tracing_count() == 1  # towers + slots built before fit
     assert [r["task"]["index"] for r in reports] == [0, 1] and all(r["num_workers"] == 2 for r in reports)
     assert reports[0]["out_dir"] == str(out) and reports[1]["out_dir"] != str(out)  # only the chief writes the run
+    assert not os.path.exists(reports[1]["out_dir"])  # the other worker's scratch went with its process
     assert sorted(os.listdir(out)) >= ["checkpoints", "config.json", "feature_sizes.json", "history.json"]
     history = json.load(open(out / "history.json"))
     assert len(history["loss"]) == len(alone.history["loss"]) == 2
