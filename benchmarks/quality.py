@@ -849,14 +849,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ref_table = common.format_table(reference_rows(), REF_COLUMNS,
                                     title="Published reference figures (quoted, NOT measured here; on ML-1M, "
                                           "not on the data sets above)")
-    print()
-    print(ref_table)
-    for ref in REFERENCES:
-        print(f"  - {ref['model']}: {ref['source']}. Protocol: {ref['protocol_note']}.")
-    for note in REFERENCE_NOTES:
-        print(f"  * {note}")
-    print("  * sampled_1_99 rows are for comparison with those papers only: sampled metrics can rank models "
-          "differently from full ranking (Krichene & Rendle, 'On Sampled Metrics for Item Recommendation', KDD 2020).")
+    if any(d["name"] == "movielens" and d.get("rows") for d in datasets):  # quoted for MovieLens only
+        print()
+        print(ref_table)
+        for ref in REFERENCES:
+            print(f"  - {ref['model']}: {ref['source']}. Protocol: {ref['protocol_note']}.")
+        for note in REFERENCE_NOTES:
+            print(f"  * {note}")
+        print("  * sampled_1_99 rows are for comparison with those papers only: sampled metrics can rank models "
+              "differently from full ranking (Krichene & Rendle, 'On Sampled Metrics for Item Recommendation', "
+              "KDD 2020).")
     try:
         machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         print(f"Load average at end: {machine['load_average_at_end']}")
