@@ -411,9 +411,11 @@ def write(cfg, raw_dir: str, final: str) -> str:
                 f"{stats['dead_letters']} of {total} interaction rows failed validation "
                 f"(> max_bad_fraction={cfg.data.max_bad_fraction:.1%}); see {dead_dir}")
         if stats["train"] == 0:
+            why = (f"; every event is at or after the split time {stats['split_cutoff_ts']} (the time split needs "
+                   f"events at more than one time: are the timestamps all the same?)" if stats["eval"] else "")
             raise tables.DataError(
                 f"no usable training events in {raw_dir} ({stats['eval']} eval, {stats['dead_letters']} dead "
-                f"letters; see {dead_dir}): nothing published")
+                f"letters; see {dead_dir}){why}: nothing published")
         _write_items(os.path.join(raw_dir, tables.ITEMS_FILE), os.path.join(work, tables.ITEMS_FILE))
         with gfile.GFile(os.path.join(work, "raw_schema.json"), "w") as f:
             json.dump({c.name: {"dtype": c.dtype, "shape": c.shape, "role": c.role}

@@ -69,9 +69,43 @@ def history_gaps(ts, hist_ts, real):
     return tf.where(real, gaps, tf.zeros_like(gaps))
 
 
+# How far (in standard deviations) a z-score may go past the edge of the analysed range: enough for the
+# weeks after a log ends (an eval period, a model served soon after training, this week's new releases),
+# bounded for what lies far beyond it.
+Z_MARGIN = 1.0
+
+
+def _z(x, mean, var):
+    """``tft.scale_to_z_score``'s own arithmetic on given statistics (0 std: centred only)."""
+    numerator = x - mean
+    denominator = tf.sqrt(var)
+    return tf.where(tf.not_equal(denominator, 0), tf.divide(numerator, denominator), numerator)
+
+
+def _held(x, lo, hi, var):
+    """``x`` held within ``Z_MARGIN`` standard deviations of [lo, hi]."""
+    margin = Z_MARGIN * tf.sqrt(var)
+    return tf.clip_by_value(x, lo - margin, hi + margin)
+
+
+def z_in_range(x):
+    """``tft.scale_to_z_score(x)``, held within ``Z_MARGIN`` of the analysed range.
+
+    A z-score is linear, so a value far beyond anything the training data reached extrapolates the
+    towers without bound: served "now", years after a log ends, a movie log of 2000-2003 puts the
+    event-time feature at z ~ 50, and a 60-hour sample log at z ~ 3,000 (its ranker then predicted
+    ratings of -2e6). Inside the range, and up to one standard deviation past it (the eval period and
+    the weeks after training: there a little extrapolation of "newer" is what the models use), the
+    output equals ``tft.scale_to_z_score``; beyond that it is held. Min and max are analysers over the
+    same raw values, so this stays in one analysis phase.
+    """
+    mean, var = tft_analyzers._mean_and_var(x)  # noqa: SLF001 (scale_to_z_score's own)
+    return _z(_held(x, tft.min(x), tft.max(x), var), mean, var)
+
+
 def release_z(years, known):
     """z-score of release times with unknown releases imputed to the mean of the known ones, in ONE
-    analyzer phase.
+    analyzer phase, held within ``Z_MARGIN`` of the known ones' range (as ``z_in_range``).
 
     Imputing first (``scale_to_z_score(where(known, years, mean(known)))``) makes the z-score's
     analyzer depend on another analyzer: a second analysis phase, one more pass over the training
@@ -83,11 +117,11 @@ def release_z(years, known):
     data) the output is bit-identical to imputing first; with unknown releases it agrees up to float
     rounding, and unknown releases map to exactly 0.
     """
-    mean, var = tft_analyzers._mean_and_var(tf.boolean_mask(years, known))  # noqa: SLF001 (scale_to_z_score's own)
+    known_years = tf.boolean_mask(years, known)
+    mean, var = tft_analyzers._mean_and_var(known_years)  # noqa: SLF001 (scale_to_z_score's own)
     known_fraction = tft.mean(tf.cast(known, tf.float32))
-    numerator = years - mean
-    denominator = tf.sqrt(var * known_fraction)
-    z = tf.where(tf.not_equal(denominator, 0), tf.divide(numerator, denominator), numerator)
+    held = _held(years, tft.min(known_years), tft.max(known_years), var)
+    z = _z(held, mean, var * known_fraction)
     return tf.where(known, z, tf.zeros_like(z))
 
 
@@ -102,7 +136,7 @@ def preprocessing_fn(inputs, custom_config=None):
     out[T.USER_AGE_IDX] = _vocab_ids(inputs["user_age_bucket"], schema.VOCAB_AGE)
     out[T.USER_COUNTRY_IDX] = _vocab_ids(inputs["user_country"], schema.VOCAB_COUNTRY)
     out[T.DEVICE_IDX] = _vocab_ids(inputs["device"], schema.VOCAB_DEVICE)
-    out[T.USER_TENURE_Z] = tft.scale_to_z_score(_log_days(ts, inputs["user_signup_ts"]))
+    out[T.USER_TENURE_Z] = z_in_range(_log_days(ts, inputs["user_signup_ts"]))
 
     # item: the history shares the item vocabulary, so one embedding table serves both
     item_vocab = counted_vocabulary(inputs["item_id"], schema.VOCAB_ITEM)
@@ -116,12 +150,12 @@ def preprocessing_fn(inputs, custom_config=None):
     out[T.TITLE_IDX] = _vocab_ids(title_tokens(inputs["item_title"]), schema.VOCAB_TITLE,
                                   top_k=int(opts["title_vocab_size"]))
     log_price = tf.math.log1p(tf.maximum(inputs["item_price"], 0.0))
-    out[T.PRICE_Z] = tft.scale_to_z_score(log_price)
+    out[T.PRICE_Z] = z_in_range(log_price)
     out[T.PRICE_BUCKET] = tft.bucketize(log_price, num_buckets=int(opts["num_price_buckets"]), epsilon=QUANTILE_EPS)
 
     # freshness: item age at event time (never negative; unknown release -> 0)
     item_age = _log_days(ts, inputs["item_release_ts"])
-    out[T.ITEM_AGE_Z] = tft.scale_to_z_score(item_age)
+    out[T.ITEM_AGE_Z] = z_in_range(item_age)
     out[T.ITEM_AGE_BUCKET] = tft.bucketize(item_age, num_buckets=int(opts["num_age_buckets"]), epsilon=QUANTILE_EPS)
 
     # absolute times (years): release in the candidate tower, "now" in the query tower, so the
@@ -129,7 +163,7 @@ def preprocessing_fn(inputs, custom_config=None):
     release = inputs["item_release_ts"]
     years = tf.cast(release - EPOCH_2000, tf.float32) / YEAR  # offset keeps float32 precision
     out[T.ITEM_RELEASE_Z] = release_z(years, release > 0)
-    out[T.TIME_Z] = tft.scale_to_z_score(tf.cast(ts - EPOCH_2000, tf.float32) / YEAR)
+    out[T.TIME_Z] = z_in_range(tf.cast(ts - EPOCH_2000, tf.float32) / YEAR)
 
     # time of day / week (UTC); 1970-01-01 was a Thursday, so Monday = 0
     out[T.HOUR] = tf.math.floormod(ts // HOUR, 24)
@@ -142,7 +176,7 @@ def preprocessing_fn(inputs, custom_config=None):
     gaps = history_gaps(ts, hist_ts, real)
     out[T.HISTORY_GAPS] = gaps
     last_gap = tf.where(out[T.HISTORY_LEN] > 0, gaps[:, -1], tf.fill(tf.shape(ts), 12.0))  # none: ~18 years
-    out[T.HISTORY_GAP_Z] = tft.scale_to_z_score(last_gap)
+    out[T.HISTORY_GAP_Z] = z_in_range(last_gap)
 
     # explicit cross: user country x primary genre, hashed (stable across runs)
     cross = tf.strings.join([inputs["user_country"], genres[:, 0]], separator="_x_")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import uuid
 from typing import Dict, Optional, Sequence
 
 import numpy as np
@@ -76,16 +77,33 @@ def scann_leaves(n: int, ecfg, k: int = 0) -> tuple:
     return leaves, max(1, min(to_search, leaves))
 
 
+# Below this many items the ScaNN index scores every item exactly: its asymmetric-hashing codebooks
+# (16 centres per block) cannot be trained on fewer than 16 items, and under a few hundred a tree and
+# codebooks buy nothing over a brute-force pass (still a ScaNN searcher, so the exported graph is the same).
+SCANN_EXACT_BELOW = 256
+
+
+def _exact_scann_searcher(name: str, k: int):
+    from scann import scann_ops
+
+    return lambda candidates: scann_ops.builder(db=candidates, num_neighbors=k, distance_measure="dot_product") \
+        .score_brute_force().build(shared_name=f"{name}/{uuid.uuid4()}")
+
+
 def build_index(kind: str, item_ids: Optional[np.ndarray], item_vectors: np.ndarray, k: int,
                 ecfg) -> tf.keras.layers.Layer:
     """A TFRS top-k layer over ``item_vectors`` (``scann`` or ``brute_force``) returning ``item_ids``, or the
-    catalogue positions (int32) when ``item_ids`` is None, so a graph can gather the candidates' own features."""
+    catalogue positions (int32) when ``item_ids`` is None, so a graph can gather the candidates' own features.
+    ``k`` is capped at the catalogue's size (a 15-item shop answers with 15, not an error)."""
     n = len(item_vectors)
+    k = max(1, min(k, n))
     if kind == "scann":
         leaves, to_search = scann_leaves(n, ecfg, k)
         index = tfrs.layers.factorized_top_k.ScaNN(
             k=k, num_leaves=leaves, num_leaves_to_search=to_search,
             num_reordering_candidates=max(ecfg.scann_reordering, k))
+        if n < SCANN_EXACT_BELOW:
+            index._build_searcher = _exact_scann_searcher(index.name, k)  # noqa: SLF001 (TFRS has no option)
     elif kind == "brute_force":
         index = tfrs.layers.factorized_top_k.BruteForce(k=k)
     else:

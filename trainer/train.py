@@ -110,6 +110,12 @@ def train_retrieval(version_dir: str, cfg, out_dir: str, before_ts: Optional[int
                             skip_repeats=t.skip_repeats)
     valid_ds = data.dataset(version_dir, "train", 1024, spec, keep="valid", time_range=window,
                             skip_repeats=t.skip_repeats)
+    if role.kind != "parameter_server" and next(iter(valid_ds.take(1)), None) is None:
+        from preprocessing.sources.tables import DataError
+
+        raise DataError(f"{version_dir}: the validation slice (about 5% of the train events, by a stable hash) is "
+                        f"empty: {stats.n_examples} train events are too few to train on and to stop early by; "
+                        f"give a log with a few hundred events or more")
     if warm_start is not None:
         with role.strategy.scope():
             copied = _warm_start(model, tft_output, warm_start, next(iter(valid_ds)))

@@ -308,7 +308,8 @@ TABLE_COLUMNS = ["model", "ndcg@10", "recall@10", "mrr", "auc", "rmse", "d_ndcg@
 def report(results: Dict[str, Dict], title: str = "") -> str:
     rows = []
     for name, m in results.items():
-        row = dict(model=name, **{k: v for k, v in m.items() if not isinstance(v, dict)})
+        row = dict(model=name, **{k: v for k, v in m.items()   # NaN (no rating predicted) prints as "-"
+                                  if not isinstance(v, dict) and not (isinstance(v, float) and np.isnan(v))})
         if m.get("ndcg_gain"):
             row["d_ndcg@10 [95% CI]"] = baselines.format_lead(m["ndcg_gain"])
         if m.get("mse_vs_best"):

@@ -126,6 +126,17 @@ def test_empty_interactions_fail_clearly_and_publish_nothing(tmp_path):
     assert not os.path.exists(tmp_path / "pre" / "LATEST")
 
 
+def test_a_log_at_one_single_time_says_why_nothing_is_left_to_train_on(tmp_path):
+    raw = str(tmp_path / "raw")
+    _good_raw(raw)
+    with gzip.open(os.path.join(raw, tables.INTERACTIONS_FILE), "wb") as f:   # every event at the same second
+        for n in range(60):
+            f.write((json.dumps(_event(user_id=f"u{n % 7}", item_id=f"i{n % 11}")) + "\n").encode())
+    with pytest.raises(tables.DataError, match="are the timestamps all the same"):
+        pipeline.run(Config(workdir=str(tmp_path)), raw, str(tmp_path / "pre"))
+    assert not os.path.exists(tmp_path / "pre" / "LATEST")
+
+
 def test_missing_raw_table_names_the_step_that_writes_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="recsys data synth"):
         pipeline.run(Config(workdir=str(tmp_path)), str(tmp_path / "nothing"), str(tmp_path / "pre"))

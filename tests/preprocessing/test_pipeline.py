@@ -65,6 +65,34 @@ def test_transformed_features_follow_the_schema(preprocessed):
     assert np.all(d[schema.T.HISTORY_IDX][pad] == -1) and np.all(d[schema.T.HISTORY_IDX][~pad] >= 0)
 
 
+def test_z_scores_are_held_far_beyond_the_training_range(run_cfg, preprocessed):
+    """The event-time z-score is analysed on the train split. Inside its range it is tft.scale_to_z_score; a
+    little past it (the eval period) it extrapolates; decades past it (serving "now" long after a log ends) it
+    is held at Z_MARGIN past the latest train time instead of growing without bound."""
+    import pytest
+    import tensorflow as tf
+
+    from preprocessing import transform
+    from recsys import steps
+
+    train, ev = read_split(preprocessed, "train"), read_split(preprocessed, "eval")
+    z = train[schema.T.TIME_Z]
+    assert abs(float(z.mean())) < 1e-3 and abs(float(z.std()) - 1.0) < 1e-3
+    assert np.all(ev[schema.T.TIME_Z] > z.max()), "the eval period, just after training, still reads as later"
+    request = steps.sample_request(run_cfg, preprocessed)
+    layer = data.transform_output(preprocessed).transform_features_layer()
+
+    def time_z(ts: int) -> float:
+        raw = {k: tf.constant(v) for k, v in request.items()}
+        raw["timestamp"] = tf.constant([ts], tf.int64)
+        return float(layer(raw)[schema.T.TIME_Z].numpy()[0])
+
+    last, year = int(train["timestamp"].max()), 365 * 86400
+    assert time_z(last) == pytest.approx(float(z.max()), abs=1e-4)
+    assert time_z(last + 30 * year) == pytest.approx(float(z.max()) + transform.Z_MARGIN, abs=1e-4)
+    assert time_z(last + 60 * year) == time_z(last + 30 * year)
+
+
 # A rerun on the same raw data gives the same records and vocabularies (and publishes v1 + LATEST):
 # tests/pipelines/test_pipeline.py::test_cli_and_pipeline_produce_the_same_artifacts, which reruns
 # preprocessing through the CLI's steps beside the pipeline's run.

@@ -2,6 +2,7 @@
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from recsys import steps
@@ -108,3 +109,21 @@ def test_scann_searches_leaves_enough_for_the_k_it_returns():
     leaves, to_search = scann_leaves(1_000_000, ecfg, k=200_000)
     assert leaves == 1000 and to_search * (1_000_000 / leaves) >= 2 * 200_000
     assert scann_leaves(1500, ecfg, k=10) == (38, 38), "a small catalogue is searched exhaustively"
+
+
+@pytest.mark.parametrize("n", [5, 15, 300])
+def test_index_on_a_tiny_catalogue_answers_exactly_with_at_most_n_items(n):
+    """ScaNN's hashing codebooks need 16+ items (a 15-item shop once failed its export); a small catalogue is
+    scored exactly (still a ScaNN searcher) and k is capped at the catalogue's size, for ScaNN and brute force."""
+    from recsys.config import ExportConfig
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(n, 8)).astype(np.float32)
+    ids = np.array([f"i{i}" for i in range(n)], dtype=object)
+    queries = rng.normal(size=(3, 8)).astype(np.float32)
+    expected = np.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :min(100, n)]
+    for kind in ("scann", "brute_force"):
+        scores, got = export.build_index(kind, ids, vectors, 100, ExportConfig())(tf.constant(queries))
+        assert got.shape == (3, min(100, n)), kind
+        assert [[x.decode() for x in row] for row in got.numpy()[:, :10]] == \
+            [[f"i{i}" for i in row] for row in expected[:, :10]], kind

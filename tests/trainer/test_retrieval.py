@@ -175,3 +175,21 @@ def test_history_content_model_exports_and_answers_the_same_in_a_fresh_process(r
     ids = [x.decode("utf-8") if isinstance(x, bytes) else str(x)
            for x in trained.catalogue.item_ids[np.argsort(-(vectors @ query), kind="stable")[:10]]]
     assert fresh["item_ids"][0] == ids
+
+
+def test_too_few_events_to_train_on_is_one_clear_error(run_cfg, tmp_path):
+    """A handful of events leaves the validation slice empty: a DataError saying so (the CLI's one line), not
+    Keras' "weights have not yet been created" from deep inside training."""
+    import copy
+
+    from preprocessing import pipeline
+    from preprocessing.sources import synthetic, tables
+    from trainer import train as trainer_train
+
+    cfg = copy.deepcopy(run_cfg)
+    cfg.workdir = str(tmp_path)
+    raw, pre = str(tmp_path / "raw"), str(tmp_path / "pre")
+    tables.write_raw(synthetic.generate(n_users=3, n_items=6, events_per_user=3, seed=1), raw)
+    version_dir = pipeline.run(cfg, raw, pre)
+    with pytest.raises(tables.DataError, match="validation slice .* is empty: [0-9]+ train events are too few"):
+        trainer_train.train_retrieval(version_dir, cfg, out_dir=str(tmp_path / "train"))
