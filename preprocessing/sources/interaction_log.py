@@ -55,7 +55,7 @@ ALIASES: Dict[str, Tuple[str, ...]] = {
     "user_id": ("user_id", "userid", "user", "customer_id", "customerid", "customer", "visitorid", "visitor_id",
                 "member_id", "account_id", "client_id", "reviewerid", "uid"),
     "item_id": ("item_id", "itemid", "item", "movieid", "movie_id", "product_id", "productid", "product", "sku",
-                "article_id", "content_id", "video_id", "track_id", "song_id", "book_id", "isbn", "asin",
+                "article_id", "content_id", "video_id", "track_id", "song_id", "book_id", "isbn", "parent_asin", "asin",
                 "business_id", "recipe_id", "game_id", "app_id", "anime_id", "iid"),
     "timestamp": ("timestamp", "ts", "time", "event_time", "eventtime", "datetime", "date", "event_timestamp",
                   "created_at", "event_date", "t_dat", "unix_time", "unixreviewtime", "date_added", "played_at",

@@ -152,6 +152,19 @@ def test_json_lines_as_public_review_dumps_publish_them(tmp_path):
     assert [(x["line"], x["reason"][:8]) for x in t.dead_letters] == [(3, "not JSON"), (4, "a JSON l")]
 
 
+def test_amazon_2023_reviews_join_their_meta_by_parent_asin(tmp_path):
+    """Amazon Reviews 2023: reviews carry asin (a variant) and parent_asin; meta is keyed by parent_asin only."""
+    d = str(tmp_path)
+    write(d, "reviews.jsonl", '{"user_id": "U1", "asin": "B01-red", "parent_asin": "B01", "rating": 4.0, '
+                              '"timestamp": 1588687728923}\n'
+                              '{"user_id": "U2", "asin": "B01-blue", "parent_asin": "B01", "rating": 5.0, '
+                              '"timestamp": 1588687729923}\n')
+    write(d, "meta.jsonl", '{"parent_asin": "B01", "title": "Kettle", "main_category": "Home", "price": 12.5}\n')
+    t = log.load(d)
+    assert t.interactions["item_id"] == ["B01", "B01"] and t.interactions["timestamp"] == [1588687728, 1588687729]
+    assert dict(zip(t.items["item_id"], t.items["item_title"])) == {"B01": "Kettle"}
+
+
 @pytest.mark.parametrize("text,expected", [
     ("Fri Sep 08 10:44:24 -0700 2017", 1504892664),     # Goodreads
     ("Fri, 08 Sep 2017 17:44:24 +0000", 1504892664),    # RFC 2822
