@@ -27,7 +27,6 @@ import urllib.error
 import urllib.request
 from typing import Dict, List, Optional
 
-from benchmarks import common
 from serving.launch import announced, free_port, stop_process
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

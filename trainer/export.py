@@ -11,7 +11,6 @@ version. Any filesystem tf.io.gfile supports (``recsys.fileio``). ScaNN indexes 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 import uuid
 from typing import Dict, Optional, Sequence

@@ -42,7 +42,7 @@ import zlib
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from preprocessing.sources.tables import MAX_RATING, MIN_RATING, RELEASE_MIN_TS, DataError, RawTables, \
-    latest_valid_timestamp, require_few_bad
+    age_bucket, latest_valid_timestamp, require_few_bad
 from recsys import fileio
 
 INTERACTIONS_NAMES = ("interactions", "events", "ratings", "reviews", "transactions", "log")
@@ -373,14 +373,12 @@ def _click(text: str) -> float:
 
 
 def _age_bucket(text: str) -> str:
-    from preprocessing.sources.movielens import _age_bucket as bucket
-
     t = text.strip()
     if not t:
         return "unknown"
     if re.fullmatch(r"\d{1,3}(\.\d+)?", t):
         age = int(float(t))
-        return bucket(age) if 0 < age < 120 else "unknown"
+        return age_bucket(age) if 0 < age < 120 else "unknown"
     return t
 
 

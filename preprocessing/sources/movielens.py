@@ -22,8 +22,8 @@ import re
 import sys
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from preprocessing.sources.tables import MAX_RATING, MIN_RATING, DataError, RawTables, latest_valid_timestamp, \
-    require_few_bad
+from preprocessing.sources.tables import MAX_RATING, MIN_RATING, DataError, RawTables, age_bucket, \
+    latest_valid_timestamp, require_few_bad
 from recsys import fileio
 
 ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary",
@@ -58,13 +58,6 @@ def is_movielens(path: str) -> bool:
     except DataError:
         return False
     return fileio.exists(fileio.join(path, LAYOUTS[layout][1]))
-
-
-def _age_bucket(age: int) -> str:
-    for hi, name in ((17, "unknown"), (24, "18-24"), (34, "25-34"), (44, "35-44"), (54, "45-54")):
-        if age <= hi:
-            return name
-    return "55+"
 
 
 def _year_ts(title: str) -> Tuple[str, int]:
@@ -154,7 +147,7 @@ def load(path: str, max_bad_fraction: float = 0.01, dead_letter_path: Optional[s
         if fileio.exists(j("u.user")):
             for _, f in reader.rows(j("u.user"), lambda s: s.split("|"), 5):
                 age = int(f[1]) if f[1].isdigit() else 0
-                users[f[0]] = {"user_age_bucket": _age_bucket(age) if age else "unknown", "user_country": "US"}
+                users[f[0]] = {"user_age_bucket": age_bucket(age) if age else "unknown", "user_country": "US"}
         source = (j("u.data"), lambda s: s.split("\t"), 4, (), "utf-8")
     elif layout == "1m":  # also MovieLens 10M: the same "::" files, without users.dat
         for _, f in reader.rows(j("movies.dat"), lambda s: s.split("::"), 3, encoding=DAT_ENCODING):
