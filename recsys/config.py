@@ -59,6 +59,11 @@ class RetrievalConfig:
     l2: float = 0.0
     logq_correction: bool = True
     remove_accidental_hits: bool = True
+    # mixed negative sampling (Yang et al., WWW 2020): each training batch also scores this many items sampled
+    # from the catalogue (probability ~ train count ** sampled_alpha; 0 = uniform), beside the in-batch ones,
+    # with logQ correction for the mixture. Large catalogues: in-batch negatives are few and all popular
+    sampled_negatives: int = 0
+    sampled_alpha: float = 0.0
     item_bias: bool = False          # extra embedding slot: query 1 x candidate bias (popularity prior)
     use_user_id: bool = True
     use_history: bool = True
@@ -327,6 +332,7 @@ FRACTIONS = {
     "retrieval.id_dropout": (0.0, 1.0, True), "retrieval.user_id_dropout": (0.0, 1.0, True),
     "ranking.dropout": (0.0, 1.0, False), "ranking.retrieval_dropout": (0.0, 1.0, True),
     "ranking.oof_fraction": (0.0, 1.0, True), "vae.dropout": (0.0, 1.0, False),
+    "retrieval.sampled_alpha": (0.0, 1.0, True),
     "exploration.epsilon": (0.0, 1.0, True),
 }
 CHOICES = {

@@ -72,15 +72,17 @@ def build_retrieval(version_dir: str, cfg, with_metrics: bool = True, before_ts:
                                                cfg.preprocess.num_age_buckets)
     catalogue = data.load_catalogue(version_dir)
     stats = data.train_stats(version_dir, catalogue, sizes.items, before_ts=before_ts)
+    sampling = cfg.retrieval.sampled_negatives > 0
     transformed = (catalogue.transformed(tft_output.transform_features_layer())
-                   if with_metrics or cfg.retrieval.history_content else None)
+                   if with_metrics or cfg.retrieval.history_content or sampling else None)
     candidates = None
     if with_metrics:
         candidates = {k: v for k, v in transformed.items() if v.dtype != tf.string or k == "item_id"}  # image key
     content = item_content_table(transformed, sizes.items) if cfg.retrieval.history_content else None
     tf.keras.utils.set_random_seed(cfg.train.seed)
     model = TwoTowerModel(sizes, with_item_images(cfg.retrieval, version_dir), stats.item_idx_counts, candidates,
-                          metric_ks=tuple(cfg.eval.ks), item_content=content)
+                          metric_ks=tuple(cfg.eval.ks), item_content=content,
+                          negatives_from=transformed if sampling else None)
     return model, sizes, catalogue, stats, tft_output
 
 

@@ -193,3 +193,45 @@ def test_too_few_events_to_train_on_is_one_clear_error(run_cfg, tmp_path):
     version_dir = pipeline.run(cfg, raw, pre)
     with pytest.raises(tables.DataError, match="validation slice .* is empty: [0-9]+ train events are too few"):
         trainer_train.train_retrieval(version_dir, cfg, out_dir=str(tmp_path / "train"))
+
+
+# ---------------------------------------------------------------- retrieval.sampled_negatives
+def test_negative_sampler_draws_catalogue_items_and_corrects_for_the_mixture():
+    from trainer.models.retrieval import NegativeSampler
+
+    catalogue = {T.ITEM_IDX: tf.constant([3, 0, 5, 1], tf.int64), T.TITLE_IDX: tf.constant([[1], [2], [3], [4]]),
+                 T.HISTORY_IDX: tf.constant([[0], [0], [0], [0]])}   # not a candidate-tower input: never drawn
+    share = np.array([0.1, 0.2, 0.1, 0.3, 0.2, 0.05, 0.05])             # in-batch probability per item index
+    tf.random.set_seed(3)
+    for alpha, expected in ((0.0, np.full(4, 0.25)), (1.0, share[[3, 0, 5, 1]] / share[[3, 0, 5, 1]].sum())):
+        sampler = NegativeSampler(catalogue, share, count=8000, alpha=alpha)
+        drawn = sampler.sample()
+        assert set(drawn) == {T.ITEM_IDX, T.TITLE_IDX}
+        ids = drawn[T.ITEM_IDX].numpy()
+        np.testing.assert_array_equal(drawn[T.TITLE_IDX].numpy()[:, 0], np.array([2, 4, 0, 1, 0, 3])[ids])
+        freq = np.array([np.mean(ids == i) for i in (3, 0, 5, 1)])
+        np.testing.assert_allclose(freq, expected, atol=0.02)
+        # expected count among B in-batch + M sampled candidates: B p(j) + M q(j); item 2 is not in the catalogue
+        q3 = expected[0]
+        np.testing.assert_allclose(sampler.probability(tf.constant([3, 2], tf.int64), 10).numpy(),
+                                   [10 * 0.3 + 8000 * q3, 10 * 0.1], rtol=1e-5)
+
+
+def test_mixed_negative_sampling_trains_and_beats_popularity(run_cfg, preprocessed, tmp_path):
+    import copy
+
+    from trainer import evaluate_retrieval as er
+    from trainer.train import train_retrieval
+
+    cfg = copy.deepcopy(run_cfg)
+    cfg.retrieval.sampled_negatives = 64
+    cfg.train.epochs = 2
+    trained = train_retrieval(preprocessed, cfg, str(tmp_path / "model"))
+    assert trained.model._sampler is not None and trained.model._sampler.count == 64
+    loss = trained.history["loss"]
+    assert np.isfinite(loss).all() and loss[-1] < loss[0]
+    vectors = er.item_vectors(trained.model.candidate_tower,
+                              trained.catalogue.transformed(trained.tft_output.transform_features_layer()))
+    res = er.evaluate(preprocessed, lambda b: trained.model.query_tower(b), vectors, trained.catalogue, trained.stats,
+                      cfg, with_baselines=False)
+    assert res["two_tower"]["recall@50"] >= 1.8 * res["popularity"]["recall@50"], res

@@ -173,13 +173,54 @@ def item_content_table(transformed_catalogue: Dict[str, Any], num_items: int) ->
     return out
 
 
+class NegativeSampler:
+    """``retrieval.sampled_negatives`` items drawn per training batch from the catalogue's candidate features,
+    and the mixture's sampling probability for logQ correction.
+
+    With B in-batch candidates (item j turns up with probability p(j), its share of train events) and M
+    sampled ones (probability q(j) ~ count(j) ** alpha), item j's expected count among the B + M candidates
+    is B p(j) + M q(j); the softmax subtracts its log (Yang et al., "Mixed Negative Sampling for Learning
+    Two-tower Neural Networks in Recommendations", WWW 2020). Sampled items equal to a row's own positive
+    are removed as accidental hits, as in-batch ones are.
+    """
+
+    def __init__(self, catalogue: Dict[str, tf.Tensor], in_batch_q: np.ndarray, count: int, alpha: float):
+        idx = np.asarray(catalogue[T.ITEM_IDX]).reshape(-1)
+        self.features = {k: v for k, v in catalogue.items() if k in schema.CANDIDATE_TOWER_INPUTS or k == "item_id"}
+        self.count = int(count)
+        self.rows = len(idx)
+        counts = np.asarray(in_batch_q, np.float64)[idx]            # train share of each catalogue row's item
+        weights = np.ones(self.rows) if alpha == 0 else counts ** float(alpha)
+        row_q = weights / weights.sum()
+        self.uniform = alpha == 0
+        self.row_logits = tf.constant(np.log(row_q)[None, :], tf.float32)
+        item_q = np.zeros(len(in_batch_q))
+        np.add.at(item_q, idx, row_q)
+        self.in_batch_q = tf.constant(in_batch_q, tf.float32)
+        self.sampled_q = tf.constant(item_q, tf.float32)
+
+    def sample(self) -> Dict[str, tf.Tensor]:
+        if self.uniform:
+            rows = tf.random.uniform([self.count], maxval=self.rows, dtype=tf.int64)
+        else:
+            rows = tf.random.categorical(self.row_logits, self.count)[0]
+        return {k: tf.gather(v, rows) for k, v in self.features.items()}
+
+    def probability(self, ids: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
+        """Expected count of each candidate's item among the batch's B + M candidates (up to a constant)."""
+        b = tf.cast(batch, tf.float32)
+        return b * tf.gather(self.in_batch_q, ids) + float(self.count) * tf.gather(self.sampled_q, ids)
+
+
 class TwoTowerModel(EpochLossModel):
     """TFRS retrieval model; ``candidates`` (transformed catalogue) enables FactorizedTopK metrics;
-    ``item_content`` (``item_content_table``) is what ``retrieval.history_content`` reads."""
+    ``item_content`` (``item_content_table``) is what ``retrieval.history_content`` reads; ``negatives_from``
+    (the transformed catalogue) is what ``retrieval.sampled_negatives`` draws from."""
 
     def __init__(self, sizes: FeatureSizes, cfg, item_idx_counts: Optional[np.ndarray] = None,
                  candidates: Optional[Dict[str, tf.Tensor]] = None, metric_ks=(10, 50, 100),
-                 item_content: Optional[Dict[str, np.ndarray]] = None):
+                 item_content: Optional[Dict[str, np.ndarray]] = None,
+                 negatives_from: Optional[Dict[str, tf.Tensor]] = None):
         super().__init__()
         self.cfg = cfg
         item_embedding = IndexEmbedding(sizes.items, cfg.id_dim, cfg.l2, vocab=schema.VOCAB_ITEM, name="item_id_embedding")
@@ -195,10 +236,21 @@ class TwoTowerModel(EpochLossModel):
                 candidates=ds.map(lambda f: (f[T.ITEM_IDX], self.candidate_tower(f))), ks=metric_ks)
         self.task = tfrs.tasks.Retrieval(metrics=metrics, temperature=cfg.temperature,
                                          remove_accidental_hits=cfg.remove_accidental_hits)
+        self._sampler = None
+        if getattr(cfg, "sampled_negatives", 0) and negatives_from is not None:
+            self._sampler = NegativeSampler(negatives_from, np.exp(self.log_q.numpy()), cfg.sampled_negatives,
+                                            cfg.sampled_alpha)
 
     def compute_loss(self, features, training: bool = False) -> tf.Tensor:
         query = self.query_tower(features, training=training)
         candidate = self.candidate_tower(features, training=training)
-        prob = tf.exp(tf.gather(self.log_q, features[T.ITEM_IDX])) if self.cfg.logq_correction else None
+        ids = features[T.ITEM_IDX]
+        prob = tf.exp(tf.gather(self.log_q, ids)) if self.cfg.logq_correction else None
+        if training and self._sampler is not None:   # validation keeps the in-batch loss: comparable across epochs
+            sampled = self._sampler.sample()
+            candidate = tf.concat([candidate, self.candidate_tower(sampled, training=training)], axis=0)
+            ids = tf.concat([ids, sampled[T.ITEM_IDX]], axis=0)   # TFRS labels the first B columns' diagonal
+            if prob is not None:
+                prob = self._sampler.probability(ids, tf.shape(query)[0])
         return self.task(query, candidate, candidate_sampling_probability=prob,
-                         candidate_ids=features[T.ITEM_IDX], compute_metrics=not training)
+                         candidate_ids=ids, compute_metrics=not training)
