@@ -203,12 +203,15 @@ def _text(v) -> str:
 
 def format_explanation(result: Dict, items: Optional[Dict[str, Dict]] = None) -> str:
     """Human-readable explanation; ``items`` = the raw item table (id -> row) for titles."""
-    title = lambda i: (items or {}).get(i, {}).get("item_title", "")  # noqa: E731
-    lines = [f"Why {result['item_id']} {title(result['item_id'])!r} for user {result['user_id']} "
+    def named(i: str) -> str:   # the id, and its title where the catalogue has one (a log's may not)
+        title = (items or {}).get(i, {}).get("item_title", "")
+        return f"{i} {title!r}" if title else i
+
+    lines = [f"Why {named(result['item_id'])} for user {result['user_id']} "
              f"(score {result['score']:.3f}, retrieval rank {result['retrieval_rank']}):"]
-    if result.get("because_you_watched"):
+    if result.get("because_you_watched"):   # (the key keeps its MovieLens-era name: demo_summary.json reads it)
         b = result["because_you_watched"]
-        lines.append(f"  because you watched {b['item_id']} {title(b['item_id'])!r} (similarity {b['similarity']:.2f})")
+        lines.append(f"  because of {named(b['item_id'])} in your history (similarity {b['similarity']:.2f})")
     lines.append("  top contributing features (integrated gradients on the engagement logit):")
     for f in result["top_features"]:
         lines.append(f"    {f['attribution']:+.3f}  {f['feature']:<22} {f['what']}")

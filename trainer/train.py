@@ -46,6 +46,17 @@ def early_stopping_monitor(t, eval_ks, with_metrics: bool) -> tuple:
     return f"val_factorized_top_k/top_{k}_categorical_accuracy", "max"
 
 
+MIN_BATCH = 32
+
+
+def effective_batch_size(t, n_examples: int) -> int:
+    """``train.batch_size``, made smaller when the train split is too small for ``train.min_steps_per_epoch``
+    steps an epoch (never below ``MIN_BATCH``, whose in-batch negatives are still enough)."""
+    if t.min_steps_per_epoch and n_examples < t.batch_size * t.min_steps_per_epoch:
+        return max(min(MIN_BATCH, t.batch_size), n_examples // t.min_steps_per_epoch)
+    return t.batch_size
+
+
 def _progress(epochs: int) -> EpochProgress:
     return EpochProgress("train", epochs, keep=lambda k: k in ("loss", "val_loss") or k.startswith("val_factorized"),
                          rename=lambda k: k.replace("factorized_top_k/", "").replace("_categorical_accuracy", ""))
@@ -107,7 +118,8 @@ def train_retrieval(version_dir: str, cfg, out_dir: str, before_ts: Optional[int
     spec = tft_output.transformed_feature_spec()
     window = None if before_ts is None else (None, before_ts)
     epochs = epochs or t.epochs
-    train_ds = data.dataset(version_dir, "train", t.batch_size, spec, shuffle=True, seed=t.seed,
+    batch = effective_batch_size(t, stats.n_examples)
+    train_ds = data.dataset(version_dir, "train", batch, spec, shuffle=True, seed=t.seed,
                             shuffle_buffer=t.shuffle_buffer, keep="train", time_range=window,
                             skip_repeats=t.skip_repeats)
     valid_ds = data.dataset(version_dir, "train", 1024, spec, keep="valid", time_range=window,
@@ -141,10 +153,12 @@ def train_retrieval(version_dir: str, cfg, out_dir: str, before_ts: Optional[int
     ]
     if role.kind == "parameter_server":  # the coordinator runs no validation pass: keep the last weights
         callbacks = [callbacks[0], tf.keras.callbacks.ModelCheckpoint(ckpt, save_weights_only=True)]
+    smaller = (f" (train.batch_size {t.batch_size} would give {stats.n_examples // t.batch_size} steps an epoch; "
+               f"train.min_steps_per_epoch={t.min_steps_per_epoch})" if batch < t.batch_size else "")
     print(f"[train] retrieval: {stats.n_examples} train examples, {catalogue.size} items, "
-          f"batch {t.batch_size}, up to {epochs} epochs", flush=True)
+          f"batch {batch}{smaller}, up to {epochs} epochs", flush=True)
     t0 = time.time()
-    inputs = role.fit_inputs(train_ds, valid_ds, stats.n_examples, t.batch_size, t.steps_per_epoch)
+    inputs = role.fit_inputs(train_ds, valid_ds, stats.n_examples, batch, t.steps_per_epoch)
     hist = model.fit(epochs=epochs, callbacks=callbacks, verbose=0 if t.verbose == 2 else t.verbose, **inputs)
     seconds = time.time() - t0
     history = {k: [float(x) for x in v] for k, v in hist.history.items()}

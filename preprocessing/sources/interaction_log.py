@@ -349,6 +349,32 @@ def parse_release(text: str) -> int:
     return parse_time(t)
 
 
+_PRICE_NUMBER = re.compile(r"\d[\d.,' ]*")
+
+
+def parse_price(text: str) -> float:
+    """A price as catalogues write it: ``12.5``, ``$12.99``, ``EUR 1,299.00``, ``1.299,00 €``, ``£7``, or the
+    low end of a range (``$12.99 - $15.99``, as Amazon's meta has). Empty, ``None``/``nan``/``-`` are unknown
+    (0). A comma is the decimal mark only when nothing else is (one comma, 1-2 digits after it)."""
+    t = text.strip()
+    if not t or t.lower() in ("none", "null", "nan", "n/a", "-", "free"):
+        return 0.0
+    try:
+        return float(t)
+    except ValueError:
+        pass
+    m = _PRICE_NUMBER.search(t)
+    if not m or re.search(r"[a-z]{4,}", t.lower()):
+        raise ValueError(f"price {text!r} is not a number")
+    num = m.group(0).strip().replace("'", "").replace(" ", "")
+    if "," in num and "." in num:        # the later one is the decimal mark: 1,299.00 / 1.299,00
+        num = num.replace(",", "") if num.rfind(".") > num.rfind(",") else num.replace(".", "").replace(",", ".")
+    elif "," in num:                     # 12,99 (decimal) / 1,299 (thousands)
+        head, _, tail = num.rpartition(",")
+        num = f"{head.replace(',', '')}.{tail}" if num.count(",") == 1 and len(tail) <= 2 else num.replace(",", "")
+    return float(num)
+
+
 @functools.lru_cache(maxsize=1024)
 def _rating(text: str, rating_max: float) -> float:
     """The schema's scale: 0 = none, else 0.5..5 (``rating_max`` maps to 5; small ones to 0.5)."""
@@ -442,16 +468,25 @@ def _items(path: Optional[str], explicit: Dict[str, str], dead: List[Dict]) -> D
                    explicit, dead, ("item_id",), side=True)
     items: Dict[str, Dict] = {}
     for line, row in table.rows():
+        # an unreadable price or release empties that field only: the item keeps its title and genres
+        price, release, problems = 0.0, 0, []
         try:
-            price = float(row["item_price"]) if row.get("item_price", "").strip() else 0.0
-            release = parse_release(row["item_release_ts"]) if row.get("item_release_ts", "").strip() else 0
+            price = parse_price(_field(row.get("item_price", "")))
             if not (price >= 0 and price != float("inf")):
                 raise ValueError(f"price {price} is not a finite number >= 0")
+        except (ValueError, OverflowError) as e:
+            price = 0.0
+            problems.append(str(e))
+        try:
+            release = parse_release(row["item_release_ts"]) if row.get("item_release_ts", "").strip() else 0
             if release and release < RELEASE_MIN_TS:
                 raise ValueError(f"release {row['item_release_ts']!r} is before 1800")
         except (ValueError, OverflowError) as e:
-            table.bad(line, f"unparsable value: {e}", table.delimiter.join(row.values()))
-            continue
+            release = 0
+            problems.append(str(e))
+        if problems:
+            table.bad(line, f"kept, without the unreadable field: {'; '.join(problems)}",
+                      table.delimiter.join(row.values()))
         genres = [g for g in _GENRE_SPLIT.split(_field(row.get("item_genres", "")).strip()) if g]
         items[sys.intern(_field(row["item_id"]).strip())] = {
             "item_title": _field(row.get("item_title", "")).strip(), "item_genres": "|".join(genres),

@@ -198,3 +198,24 @@ def test_recsys_data_without_a_kind_reads_the_configs_source(tmp_path):
     path = write(str(tmp_path / "in"), "events.csv", "user_id,item_id,timestamp\nu1,i1,1700000000\n")
     assert cli.main(["--workdir", str(tmp_path / "runs"), "--set", "data.source=csv", "data", "--path", path]) == 0
     assert (tmp_path / "runs" / "log-events" / "raw" / "interactions.jsonl.gz").exists()
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("12.5", 12.5), ("$12.99", 12.99), ("EUR 1,299.00", 1299.0), ("1.299,00 €", 1299.0), ("£7", 7.0),
+    ("12,99", 12.99), ("1,299", 1299.0), ("$12.99 - $15.99", 12.99), ("", 0.0), ("None", 0.0), ("CHF 1'250", 1250.0),
+])
+def test_prices_as_catalogues_write_them(text, expected):
+    assert log.parse_price(text) == pytest.approx(expected)
+
+
+def test_an_unreadable_price_empties_the_price_not_the_item(tmp_path):
+    """A shop's products file with currency signs once lost 80% of its items' titles and categories: the whole row
+    was a dead letter for a price it could not read."""
+    d = str(tmp_path)
+    write(d, "events.csv", "customer_id,sku,event_time\nc1,A,2024-01-01T10:00:00Z\nc2,B,2024-01-02T10:00:00Z\n")
+    write(d, "products.csv", 'product_id,product_name,category,price\nA,Kettle,Home,$12.99\nB,Lamp,Home,ask us\n')
+    t = log.load(d)
+    items = dict(zip(t.items["item_id"], zip(t.items["item_title"], t.items["item_genres"], t.items["item_price"])))
+    assert items == {"A": ("Kettle", "Home", 12.99), "B": ("Lamp", "Home", 0.0)}
+    assert [(x["line"], x["reason"].split(":")[0]) for x in t.dead_letters] == \
+        [(3, "kept, without the unreadable field")]

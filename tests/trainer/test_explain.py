@@ -1,4 +1,4 @@
-"""Explanations: integrated gradients (completeness), "because you watched", the DCN plot, the CLI."""
+"""Explanations: integrated gradients (completeness), "because of X in your history", the DCN plot, the CLI."""
 import subprocess
 import sys
 
@@ -34,7 +34,7 @@ def test_explain_a_recommendation(ranking_cfg, preprocessed, trained, dcn_ranker
     n = len(explain.ranking_models.FIELDS)
     assert imp.shape == (ranking_cfg.ranking.cross_layers, n, n) and np.isfinite(imp).all()
     text = explain.format_explanation(result)
-    assert "because you watched" in text and "integrated gradients" in text
+    assert "in your history" in text and "integrated gradients" in text
     # a chosen item (not necessarily retrieved) can be explained too
     other = str(tr.catalogue.item_ids[-1])
     if other not in history:

@@ -235,3 +235,15 @@ def test_mixed_negative_sampling_trains_and_beats_popularity(run_cfg, preprocess
     res = er.evaluate(preprocessed, lambda b: trained.model.query_tower(b), vectors, trained.catalogue, trained.stats,
                       cfg, with_baselines=False)
     assert res["two_tower"]["recall@50"] >= 1.8 * res["popularity"]["recall@50"], res
+
+
+def test_a_small_log_gets_batches_small_enough_for_enough_steps_an_epoch():
+    from recsys.config import TrainConfig
+    from trainer.train import effective_batch_size
+
+    t = TrainConfig()                                           # batch 512, at least 64 steps an epoch
+    assert effective_batch_size(t, 68_063) == 512               # ml-latest-small's train split: unchanged
+    assert effective_batch_size(t, 14_356) == 224               # a 14K-event shop log: 28 -> 64 steps an epoch
+    assert effective_batch_size(t, 500) == 32                   # never below 32 in-batch candidates
+    assert effective_batch_size(TrainConfig(batch_size=16), 500) == 16
+    assert effective_batch_size(TrainConfig(min_steps_per_epoch=0), 14_356) == 512
