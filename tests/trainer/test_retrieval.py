@@ -211,10 +211,12 @@ def test_negative_sampler_draws_catalogue_items_and_corrects_for_the_mixture():
         np.testing.assert_array_equal(drawn[T.TITLE_IDX].numpy()[:, 0], np.array([2, 4, 0, 1, 0, 3])[ids])
         freq = np.array([np.mean(ids == i) for i in (3, 0, 5, 1)])
         np.testing.assert_allclose(freq, expected, atol=0.02)
-        # expected count among B in-batch + M sampled candidates: B p(j) + M q(j); item 2 is not in the catalogue
+        # share of the B in-batch + M sampled candidates: (B p(j) + M q(j)) / (B + M), a probability (TFRS clips
+        # its input to [1e-6, 1]); item 2 is not in the catalogue
         q3 = expected[0]
-        np.testing.assert_allclose(sampler.probability(tf.constant([3, 2], tf.int64), 10).numpy(),
-                                   [10 * 0.3 + 8000 * q3, 10 * 0.1], rtol=1e-5)
+        prob = sampler.probability(tf.constant([3, 2], tf.int64), 10).numpy()
+        np.testing.assert_allclose(prob, [(10 * 0.3 + 8000 * q3) / 8010, 10 * 0.1 / 8010], rtol=1e-5)
+        assert (prob <= 1).all()
 
 
 def test_mixed_negative_sampling_trains_and_beats_popularity(run_cfg, preprocessed, tmp_path):

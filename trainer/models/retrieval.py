@@ -207,9 +207,11 @@ class NegativeSampler:
         return {k: tf.gather(v, rows) for k, v in self.features.items()}
 
     def probability(self, ids: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
-        """Expected count of each candidate's item among the batch's B + M candidates (up to a constant)."""
+        """Each candidate's item's share of the batch's B + M candidates: its expected count / (B + M), a
+        probability (TFRS clips the correction's input to [1e-6, 1]: a count would flatten popular items)."""
         b = tf.cast(batch, tf.float32)
-        return b * tf.gather(self.in_batch_q, ids) + float(self.count) * tf.gather(self.sampled_q, ids)
+        m = float(self.count)
+        return (b * tf.gather(self.in_batch_q, ids) + m * tf.gather(self.sampled_q, ids)) / (b + m)
 
 
 class TwoTowerModel(EpochLossModel):
