@@ -1,7 +1,7 @@
 """`recsys`: one command for every step, from raw logs to a served recommender.
 
   recsys demo                      synthetic data -> preprocess -> train -> evaluate -> export -> reload
-  recsys demo --data DIR           the same on MovieLens files (100K, 1M or latest layout)
+  recsys demo --data PATH          the same on MovieLens files (100K, 1M or latest) or your interaction log
   recsys data synth                write raw synthetic tables to <workdir>/<run>/raw
   recsys preprocess                Beam + TF-Transform over the raw tables
   recsys train                     train (and evaluate) the two-tower retrieval model
@@ -9,7 +9,7 @@
   recsys export [--force]          stage SavedModels (ScaNN + brute force; + ranking and recommend once a ranker
                                    is trained), bless them against the served version, push only if blessed
   recsys train-ranking             train rankers re-ranking retrieval's top-N (+ GBDT) and compare them
-  recsys explain [--user U]        why an item is recommended: top features, "because you watched", DCN plot
+  recsys explain [--user U]        why an item is recommended: top features, the history item behind it, DCN plot
   recsys train-similar             item2vec / Meta-Prod2Vec on the train split -> the similar_items model
   recsys loop [--rounds N]         the feedback loop against a running server with simulated users: serve ->
                                    feedback -> retrain -> bless -> push -> hot swap, a worse candidate blocked
@@ -82,9 +82,24 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("kind", nargs="?", choices=["synth", "movielens", "csv"],
                       help="the source (above); without it, data.source and data.path of the config decide")
     data.add_argument("--path", help="MovieLens directory, or the log file / directory (movielens, csv)")
-    sub.add_parser("preprocess", help="Beam + TF-Transform over <run>/raw into <run>/preprocessed/v<N>")
-    sub.add_parser("train", help="train + evaluate retrieval on the latest preprocessed version")
-    sub.add_parser("evaluate", help="evaluate the last trained retrieval model")
+    step = dict(formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub.add_parser("preprocess", help="Beam + TF-Transform over <run>/raw into <run>/preprocessed/v<N>", **step,
+                   description="Reads <workdir>/<run>/raw (written by `recsys data`), validates every row (bad ones\n"
+                               "go to dead_letter/), builds each event's history, splits by time (the latest\n"
+                               "preprocess.eval_fraction of events is the eval split) and runs TF-Transform: analyzers\n"
+                               "on the train split, the transform on both. Publishes <run>/preprocessed/v<N> with\n"
+                               "TFRecords, the transform graph and stats; a failed run publishes nothing.\n"
+                               "Settings: preprocess.* (history_length, eval_fraction, runner, beam_args ...).")
+    sub.add_parser("train", help="train + evaluate retrieval on the latest preprocessed version", **step,
+                   description="Trains the TFRS two-tower on the latest preprocessed version's train split (in-batch\n"
+                               "softmax with logQ correction, early stopping on a 5% validation slice), then evaluates\n"
+                               "it on the eval split beside popularity and the classic baselines (eval.baselines),\n"
+                               "every model on the same queries with the user's earlier items excluded.\n"
+                               "Settings: train.* (epochs, batch_size, min_steps_per_epoch, early_stopping_metric ...),\n"
+                               "retrieval.* (history_encoder=mean|gru|transformer, sampled_negatives ...), eval.*.")
+    sub.add_parser("evaluate", help="evaluate the last trained retrieval model", **step,
+                   description="Re-runs the evaluation of the last trained retrieval model (the table `recsys train`\n"
+                               "prints), e.g. after changing eval.* (ks, baselines, max_queries, bootstrap).")
     exp = sub.add_parser("export", help="stage SavedModels, bless them against the served version (gate.*), "
                                         "push to <model_base_path>/<name>/<version> only if blessed")
     exp.add_argument("--force", action="store_true", help="push without the blessing (recorded as forced)")
