@@ -25,7 +25,6 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import json
-
 import os
 import shutil
 import tempfile

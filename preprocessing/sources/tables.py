@@ -139,9 +139,6 @@ def read_interactions(path: str) -> Iterator[Dict[str, Any]]:
                 yield row
 
 
-# ---------------------------------------------------------------- validation (shared with the Beam pipeline)
-_PY_TYPES = {"string": str, "int64": int, "float32": (int, float)}
-INT64_MAX = 2 ** 63 - 1
 def age_bucket(age: int) -> str:
     """A user's age in years as the schema's age bucket (MovieLens-100K and CSV logs give years)."""
     for hi, name in ((17, "unknown"), (24, "18-24"), (34, "25-34"), (44, "35-44"), (54, "45-54")):
@@ -150,6 +147,9 @@ def age_bucket(age: int) -> str:
     return "55+"
 
 
+# ---------------------------------------------------------------- validation (shared with the Beam pipeline)
+_PY_TYPES = {"string": str, "int64": int, "float32": (int, float)}
+INT64_MAX = 2 ** 63 - 1
 FUTURE_SLACK_S = 86400          # event times up to a day ahead of the clock are accepted (clock skew)
 MAX_RATING = 5.0                # explicit ratings: 0 = none, else 0.5..5 (MovieLens half stars, synthetic 1..5)
 MIN_RATING = 0.5
