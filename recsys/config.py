@@ -65,10 +65,6 @@ class RetrievalConfig:
     sampled_negatives: int = 0
     sampled_alpha: float = 0.0
     item_bias: bool = False          # extra embedding slot: query 1 x candidate bias (popularity prior)
-    # the id candidate tower's items with no train events: false = they score 0 (an id model ranks what it
-    # learned; a 20,000-product catalogue beside a 500-product log otherwise buried every learned item);
-    # true = scored from their content and the untrained OOV row (the cold-start benchmark's id variants)
-    score_unseen_items: bool = False
     use_user_id: bool = True
     use_history: bool = True
     use_item_features: bool = True

@@ -264,8 +264,6 @@ def trained_config(art: af.Artifact, cfg: Config, sub: str = "") -> Config:
     if "seq_keep_pooled" not in data.get("retrieval", {}):
         # saved before sequence encoders sat beside the pooled history: the encoder alone, on shared tables
         saved.retrieval.seq_keep_pooled, saved.retrieval.seq_tables = False, "shared"
-    if "score_unseen_items" not in data.get("retrieval", {}):  # saved when unseen items were scored like any other
-        saved.retrieval.score_unseen_items = True
     if "early_stopping_metric" not in data.get("train", {}):  # saved when early stopping watched the loss
         saved.train.early_stopping_metric = "loss"
     return saved

@@ -146,14 +146,12 @@ def test_a_model_saved_before_the_pooled_sequence_path_restores_as_it_was_traine
     saved = Config(workdir=str(tmp_path)).to_dict()
     saved["retrieval"]["history_encoder"] = "gru"
     old = {**saved, "retrieval": {k: v for k, v in saved["retrieval"].items()
-                                  if k not in ("seq_keep_pooled", "seq_gate", "seq_tables", "score_unseen_items")}}
+                                  if k not in ("seq_keep_pooled", "seq_gate", "seq_tables")}}
     for name, payload in (("old", old), ("new", saved)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(json.dumps(payload))
     cfg = Config(workdir=str(tmp_path))
     before = stages.trained_config(af.RetrievalModel(str(tmp_path / "old")), cfg).retrieval
     assert (before.history_encoder, before.seq_keep_pooled, before.seq_tables) == ("gru", False, "shared")
-    assert before.score_unseen_items, "saved before unseen items scored 0: its index keeps scoring them"
     now = stages.trained_config(af.RetrievalModel(str(tmp_path / "new")), cfg).retrieval
     assert (now.seq_keep_pooled, now.seq_tables) == (Config().retrieval.seq_keep_pooled, Config().retrieval.seq_tables)
-    assert now.score_unseen_items is False

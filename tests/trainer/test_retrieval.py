@@ -249,21 +249,3 @@ def test_a_small_log_gets_batches_small_enough_for_enough_steps_an_epoch():
     assert effective_batch_size(t, 500) == 32                   # never below 32 in-batch candidates
     assert effective_batch_size(TrainConfig(batch_size=16), 500) == 16
     assert effective_batch_size(TrainConfig(min_steps_per_epoch=0), 14_356) == 512
-
-
-def test_items_unseen_in_training_score_zero_unless_asked():
-    """An id-tower item with no train events (the OOV bucket) has no learned vector: it scores 0, so a catalogue far
-    larger than its log cannot bury the learned items (a 20,000-product catalogue beside a 500-product log took
-    recall@50 from 0.29 to 0.055); retrieval.score_unseen_items=true scores it from its content as before."""
-    from recsys.config import RetrievalConfig
-    from trainer.models.retrieval import TwoTowerModel
-
-    sizes = _sizes()                                         # items: 6 in the vocabulary + the OOV bucket (6)
-    x = {T.ITEM_IDX: np.array([0, 5, 6]), T.TITLE_IDX: np.array([[1, -1, -1]] * 3),
-         T.GENRE_IDX: np.array([[1, -1]] * 3), T.PRICE_BUCKET: np.zeros(3, np.int64),
-         T.PRICE_Z: np.zeros(3, np.float32), T.ITEM_RELEASE_Z: np.zeros(3, np.float32)}
-    for unseen, oov_norm in ((False, 0.0), (True, 1.0)):
-        cfg = RetrievalConfig(embedding_dim=8, id_dim=4, feature_dim=2, hidden=(16,), score_unseen_items=unseen)
-        tf.keras.utils.set_random_seed(1)
-        v = TwoTowerModel(sizes, cfg).candidate_tower(x).numpy()
-        np.testing.assert_allclose(np.linalg.norm(v, axis=1), [1.0, 1.0, oov_norm], atol=1e-5)

@@ -143,11 +143,6 @@ class CandidateTower(tf.keras.Model):
         if self.cfg.item_bias:
             # a per-item popularity/freshness prior the dot product alone cannot express under L2 norm
             c = tf.concat([c, self.bias(x[T.ITEM_IDX]) + self.content_bias(features)], axis=1)
-        if not getattr(self.cfg, "score_unseen_items", True):
-            # an item with no train events (the OOV bucket) has no learned vector: it scores 0 against every
-            # query instead of its untrained id row and content, L2-normalised to full strength, flooding the
-            # top-k when a catalogue is far larger than its log (candidate_tower=content is the cold-start path)
-            c = c * id_keep(x[T.ITEM_IDX], self.item_embedding.num - 1, 0.0, False)
         return c
 
 
