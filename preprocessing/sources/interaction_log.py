@@ -11,8 +11,9 @@ JSON lines (one object a line, as Amazon, Yelp and Goodreads publish them) read 
 is the first object's keys; nested lists (Amazon's categories) are joined.
 
 - Required: user id, item id and event time: unix seconds, milliseconds or microseconds, ISO 8601
-  ("2024-03-01", "2024-03-01T12:30:00Z", "2024-03-01 12:30:00+02:00"; no zone means UTC), RFC 2822, or
-  one of the unambiguous ``TIME_FORMATS`` (day/month order is never guessed).
+  ("2024-03-01", "2024-03-01T12:30:00Z", "2024-03-01 12:30:00+02:00"; no zone means UTC; a trailing
+  "UTC" as BigQuery exports write it), a compact date ("20240301"), RFC 2822, or one of the unambiguous
+  ``TIME_FORMATS`` ("Mar 1, 2024"; day/month order is never guessed).
 - Optional: rating (rescaled from ``data.rating_max`` to the schema's 0.5..5; 0 or empty = none), click
   (0/1, true/false), device. Without a rating the log is implicit: every event is an engagement.
 - Items (keyed by the item id column, or a bare ``id``): title, genres (separated by ``|``, ``,`` or
@@ -300,8 +301,18 @@ def _looks_like_data(header: Sequence[str]) -> bool:
 
 
 def parse_time(text: str) -> int:
-    """Unix seconds from unix seconds / ms / us / ns or an ISO 8601 date or datetime (no zone = UTC)."""
+    """Unix seconds from unix seconds / ms / us / ns or an ISO 8601 date or datetime (no zone = UTC).
+
+    Also a compact ``YYYYMMDD`` date (as unix seconds it would be a day in 1970-73, never a real event),
+    a trailing ``UTC``/``GMT`` (BigQuery's CSV exports: "2024-03-01 12:30:00 UTC"), and ``TIME_FORMATS``.
+    """
     t = text.strip()
+    if _COMPACT_DATE.fullmatch(t):
+        try:
+            return calendar.timegm(datetime.datetime.strptime(t, "%Y%m%d").timetuple())
+        except ValueError:
+            raise ValueError(f"time {text!r} is not a YYYYMMDD date (and as unix seconds it would be 1970-73)") \
+                from None
     if _NUMBER.match(t):
         v = float(t)
         for scale in (1e18, 1e15, 1e12):   # ns, us, ms: seconds past 1e11 would be after the year 5000
@@ -313,6 +324,10 @@ def parse_time(text: str) -> int:
         dt = datetime.datetime.fromisoformat(t)
     except ValueError:
         dt = _other_time_format(t)
+        zone = _UTC_SUFFIX.search(t)
+        if dt is None and zone:   # "2024-03-01 12:30:00 UTC"
+            dt = _iso_or_none(t[:zone.start()])
+            dt = dt and (dt if dt.tzinfo else dt.replace(tzinfo=datetime.timezone.utc))
         if dt is None:
             raise ValueError(f"time {text!r} is neither a unix time nor ISO 8601") from None
     if dt.tzinfo is None:
@@ -320,11 +335,21 @@ def parse_time(text: str) -> int:
     return int(dt.timestamp())
 
 
+_COMPACT_DATE = re.compile(r"(19|20|21)\d{6}")
+_UTC_SUFFIX = re.compile(r"\s*\b(UTC|GMT)$", re.IGNORECASE)
 # unambiguous formats seen in public logs, tried after ISO 8601 (day/month order is never guessed)
 TIME_FORMATS = ("%a %b %d %H:%M:%S %z %Y",    # Goodreads, Twitter: "Fri Sep 08 10:44:24 -0700 2017"
                 "%Y/%m/%d %H:%M:%S", "%Y/%m/%d",
                 "%d.%m.%Y %H:%M:%S", "%d.%m.%Y", "%d.%m.%Y %H:%M",
-                "%m %d, %Y")                    # Amazon's reviewTime: "09 13, 2009"
+                "%m %d, %Y",                    # Amazon's reviewTime: "09 13, 2009"
+                "%b %d, %Y", "%B %d, %Y", "%d %b %Y", "%d %B %Y")   # month names: "Mar 1, 2024", "1 March 2024"
+
+
+def _iso_or_none(t: str) -> Optional[datetime.datetime]:
+    try:
+        return datetime.datetime.fromisoformat(t.strip())
+    except ValueError:
+        return None
 
 
 def _other_time_format(t: str) -> Optional[datetime.datetime]:

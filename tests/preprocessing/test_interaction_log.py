@@ -171,12 +171,15 @@ def test_amazon_2023_reviews_join_their_meta_by_parent_asin(tmp_path):
     ("09 13, 2009", 1252800000),                        # Amazon reviewTime
     ("2009/09/13", 1252800000), ("13.09.2009", 1252800000),
     ("1252800000", 1252800000), ("1252800000000", 1252800000), ("2009-09-13T00:00:00+00:00", 1252800000),
+    ("20090913", 1252800000),                           # compact dates (as unix seconds: a day in 1970)
+    ("2009-09-13 00:00:00 UTC", 1252800000), ("2009-09-13 02:00:00.5 GMT", 1252807200),   # BigQuery CSV exports
+    ("Sep 13, 2009", 1252800000), ("13 September 2009", 1252800000),
 ])
 def test_time_formats(text, expected):
     assert log.parse_time(text) == expected
 
 
-@pytest.mark.parametrize("text", ["09/13/2009", "13/09/2009", "yesterday", ""])
+@pytest.mark.parametrize("text", ["09/13/2009", "13/09/2009", "yesterday", "", "20091399"])
 def test_ambiguous_or_unknown_times_are_refused(text):
     with pytest.raises(ValueError):
         log.parse_time(text)
