@@ -54,7 +54,7 @@ EXTENSIONS = (".csv", ".tsv", ".csv.gz", ".tsv.gz", ".txt", ".txt.gz") + JSON_EX
 # schema field -> header names that mean it (compared lower-case, without "_", "-" and spaces)
 ALIASES: Dict[str, Tuple[str, ...]] = {
     "user_id": ("user_id", "userid", "user", "customer_id", "customerid", "customer", "visitorid", "visitor_id",
-                "member_id", "account_id", "client_id", "reviewerid", "uid"),
+                "member_id", "account_id", "client_id", "reviewerid", "uid", "user_pseudo_id"),
     "item_id": ("item_id", "itemid", "item", "movieid", "movie_id", "product_id", "productid", "product", "sku",
                 "article_id", "content_id", "video_id", "track_id", "song_id", "book_id", "isbn", "parent_asin", "asin",
                 "business_id", "recipe_id", "game_id", "app_id", "anime_id", "iid"),

@@ -165,6 +165,16 @@ def test_amazon_2023_reviews_join_their_meta_by_parent_asin(tmp_path):
     assert dict(zip(t.items["item_id"], t.items["item_title"])) == {"B01": "Kettle"}
 
 
+def test_a_bigquery_export_reads_with_its_own_names_and_times(tmp_path):
+    """GA4's BigQuery export flattened to CSV: user_pseudo_id, event_timestamp in microseconds; a hand-written
+    query's TIMESTAMP column comes out as '2024-03-01 12:30:00 UTC'."""
+    d = str(tmp_path)
+    write(d, "events.csv", "user_pseudo_id,item_id,event_timestamp\nA.1,sku1,1709296200000000\n"
+                           "A.2,sku2,2024-03-01 12:30:00 UTC\n")
+    t = log.load(d)
+    assert t.interactions["user_id"] == ["A.1", "A.2"] and t.interactions["timestamp"] == [1709296200] * 2
+
+
 @pytest.mark.parametrize("text,expected", [
     ("Fri Sep 08 10:44:24 -0700 2017", 1504892664),     # Goodreads
     ("Fri, 08 Sep 2017 17:44:24 +0000", 1504892664),    # RFC 2822
