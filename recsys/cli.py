@@ -311,22 +311,21 @@ def _command_index(argv: List[str]) -> int:
 
 def _main(argv: List[str]) -> int:
     # serve/query/bench own their flags: hand everything after the subcommand over untouched
-    for i, tok in enumerate(argv):
-        if tok in PASSTHROUGH or tok == "bench":
-            if tok == "bench":
-                if i + 1 >= len(argv) or argv[i + 1] not in BENCHMARKS:
-                    print(f"usage: recsys bench {{{','.join(sorted(BENCHMARKS))}}} [--help]", file=sys.stderr)
-                    return EXIT_USAGE
-                module, rest = BENCHMARKS[argv[i + 1]], argv[i + 2:]
-            else:
-                module, rest = PASSTHROUGH[tok], argv[i + 1:]
-                if tok == "query" and any(a == "--similar" or a.startswith("--similar=") for a in rest):
-                    return query_similar(rest)
-            import importlib
+    i = _command_index(argv)
+    tok = argv[i] if i < len(argv) else ""
+    if tok in PASSTHROUGH or tok == "bench":
+        if tok == "bench":
+            if i + 1 >= len(argv) or argv[i + 1] not in BENCHMARKS:
+                print(f"usage: recsys bench {{{','.join(sorted(BENCHMARKS))}}} [--help]", file=sys.stderr)
+                return EXIT_USAGE
+            module, rest = BENCHMARKS[argv[i + 1]], argv[i + 2:]
+        else:
+            module, rest = PASSTHROUGH[tok], argv[i + 1:]
+            if tok == "query" and any(a == "--similar" or a.startswith("--similar=") for a in rest):
+                return query_similar(rest)
+        import importlib
 
-            return int(importlib.import_module(module).main(rest) or 0)
-        if not tok.startswith("-") and (i == 0 or argv[i - 1] not in GLOBAL_WITH_VALUE):
-            break
+        return int(importlib.import_module(module).main(rest) or 0)
     args = _parser().parse_args(argv)
     cfg = _config(args)
     _quiet_tf()

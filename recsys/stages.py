@@ -133,12 +133,12 @@ def copy_item_images(src_dir: str, dst_dir: str) -> None:
 
 def source_stamp(cfg: Config) -> list:
     """What identifies file input beyond the config: each source file's name, size and mtime (MovieLens, a log)."""
-    if cfg.data.source == "synthetic" or not cfg.data.path or not fileio.exists(cfg.data.path):
+    path = cfg.data.path
+    if cfg.data.source == "synthetic" or not path or not fileio.exists(path):
         return []
-    if not fileio.isdir(cfg.data.path):   # an interaction log given as one file
-        return [[os.path.basename(cfg.data.path), fileio.size(cfg.data.path), fileio.mtime(cfg.data.path)]]
-    return sorted([name, fileio.size(fileio.join(cfg.data.path, name)), fileio.mtime(fileio.join(cfg.data.path, name))]
-                  for name in fileio.listdir(cfg.data.path) if not fileio.isdir(fileio.join(cfg.data.path, name)))
+    files = ([path] if not fileio.isdir(path)   # an interaction log given as one file
+             else [f for f in (fileio.join(path, n) for n in fileio.listdir(path)) if not fileio.isdir(f)])
+    return sorted([os.path.basename(f), fileio.size(f), fileio.mtime(f)] for f in files)
 
 
 def raw_data(uri: str) -> af.RawData:

@@ -124,7 +124,8 @@ def train_retrieval(version_dir: str, cfg, out_dir: str, before_ts: Optional[int
                             skip_repeats=t.skip_repeats)
     valid_ds = data.dataset(version_dir, "train", 1024, spec, keep="valid", time_range=window,
                             skip_repeats=t.skip_repeats)
-    if role.kind != "parameter_server" and next(iter(valid_ds.take(1)), None) is None:
+    first_valid = next(iter(valid_ds.take(1)), None)   # builds the towers below (a warm start's too)
+    if role.kind != "parameter_server" and first_valid is None:
         from preprocessing.sources.tables import DataError
 
         raise DataError(f"{version_dir}: the validation slice (about 5% of the train events, by a stable hash) is "
@@ -132,15 +133,14 @@ def train_retrieval(version_dir: str, cfg, out_dir: str, before_ts: Optional[int
                         f"give a log with a few hundred events or more")
     if warm_start is not None:
         with role.strategy.scope():
-            copied = _warm_start(model, tft_output, warm_start, next(iter(valid_ds)))
+            copied = _warm_start(model, tft_output, warm_start, first_valid)
         with tf.io.gfile.GFile(os.path.join(out_dir, "warm_start.json"), "w") as f:
             json.dump(dict(copied, previous=warm_start.out_dir), f, indent=2)
         print(f"[train] warm start from {warm_start.out_dir}: {copied}", flush=True)
     if role.kind != "parameter_server":  # every variable before fit: one trace of train_step, not two
         with role.strategy.scope():
             if warm_start is None:  # (a warm start built them already)
-                for example in valid_ds.take(1):
-                    _build_towers(model, example)
+                _build_towers(model, first_valid)
             optimizers.create_slots(model)
     ckpt = os.path.join(out_dir, "checkpoints", "best.weights")
     monitor, mode = early_stopping_monitor(t, cfg.eval.ks, with_metrics=role.kind == "none")

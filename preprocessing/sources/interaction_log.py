@@ -77,6 +77,8 @@ REQUIRED = ("user_id", "item_id", "timestamp")
 _TRUE = {"1", "1.0", "true", "yes", "y", "t"}
 _FALSE = {"0", "0.0", "false", "no", "n", "f", ""}
 _NUMBER = re.compile(r"[+-]?\d+(\.\d*)?([eE][+-]?\d+)?$")
+_COMPACT_DATE = re.compile(r"(19|20|21)\d{6}")
+_UTC_SUFFIX = re.compile(r"\s*\b(UTC|GMT)$", re.IGNORECASE)
 _GENRE_SPLIT = re.compile(r"\s*[|,;]\s*")
 try:
     import orjson   # pinned (a dependency of apache-beam); about 5x faster than json
@@ -118,24 +120,20 @@ def find_interactions(path: str) -> str:
         if fileio.exists(path):
             return path
         raise DataError(f"data.path={path!r} does not exist")
-    for name in INTERACTIONS_NAMES:
-        for ext in EXTENSIONS:
-            candidate = fileio.join(path, name + ext)
-            if fileio.exists(candidate):
-                return candidate
-    raise DataError(f"{path!r} holds no interaction log: expected one of "
-                    f"{', '.join(n + '.csv' for n in INTERACTIONS_NAMES)} (or .tsv, .jsonl, .gz), or give the file itself")
+    found = _side_file(path, INTERACTIONS_NAMES)
+    if found is None:
+        raise DataError(f"{path!r} holds no interaction log: expected one of "
+                        f"{', '.join(n + '.csv' for n in INTERACTIONS_NAMES)} (or .tsv, .jsonl, .gz), or give the "
+                        f"file itself")
+    return found
 
 
 def _side_file(path: str, names: Sequence[str]) -> Optional[str]:
+    """The first ``names`` + ``EXTENSIONS`` file in the directory ``path`` (None for a file or no match)."""
     if not fileio.isdir(path):
         return None
-    for name in names:
-        for ext in EXTENSIONS:
-            candidate = fileio.join(path, name + ext)
-            if fileio.exists(candidate):
-                return candidate
-    return None
+    candidates = (fileio.join(path, name + ext) for name in names for ext in EXTENSIONS)
+    return next((c for c in candidates if fileio.exists(c)), None)
 
 
 def _json_text(value) -> str:
@@ -307,6 +305,8 @@ def parse_time(text: str) -> int:
     a trailing ``UTC``/``GMT`` (BigQuery's CSV exports: "2024-03-01 12:30:00 UTC"), and ``TIME_FORMATS``.
     """
     t = text.strip()
+    if t[-1:].isalpha():   # "2024-03-01 12:30:00 UTC": a time without a zone is UTC anyway
+        t = _UTC_SUFFIX.sub("", t)
     if _COMPACT_DATE.fullmatch(t):
         try:
             return calendar.timegm(datetime.datetime.strptime(t, "%Y%m%d").timetuple())
@@ -324,10 +324,6 @@ def parse_time(text: str) -> int:
         dt = datetime.datetime.fromisoformat(t)
     except ValueError:
         dt = _other_time_format(t)
-        zone = _UTC_SUFFIX.search(t)
-        if dt is None and zone:   # "2024-03-01 12:30:00 UTC"
-            dt = _iso_or_none(t[:zone.start()])
-            dt = dt and (dt if dt.tzinfo else dt.replace(tzinfo=datetime.timezone.utc))
         if dt is None:
             raise ValueError(f"time {text!r} is neither a unix time nor ISO 8601") from None
     if dt.tzinfo is None:
@@ -335,21 +331,12 @@ def parse_time(text: str) -> int:
     return int(dt.timestamp())
 
 
-_COMPACT_DATE = re.compile(r"(19|20|21)\d{6}")
-_UTC_SUFFIX = re.compile(r"\s*\b(UTC|GMT)$", re.IGNORECASE)
 # unambiguous formats seen in public logs, tried after ISO 8601 (day/month order is never guessed)
 TIME_FORMATS = ("%a %b %d %H:%M:%S %z %Y",    # Goodreads, Twitter: "Fri Sep 08 10:44:24 -0700 2017"
                 "%Y/%m/%d %H:%M:%S", "%Y/%m/%d",
                 "%d.%m.%Y %H:%M:%S", "%d.%m.%Y", "%d.%m.%Y %H:%M",
                 "%m %d, %Y",                    # Amazon's reviewTime: "09 13, 2009"
                 "%b %d, %Y", "%B %d, %Y", "%d %b %Y", "%d %B %Y")   # month names: "Mar 1, 2024", "1 March 2024"
-
-
-def _iso_or_none(t: str) -> Optional[datetime.datetime]:
-    try:
-        return datetime.datetime.fromisoformat(t.strip())
-    except ValueError:
-        return None
 
 
 def _other_time_format(t: str) -> Optional[datetime.datetime]:
