@@ -254,9 +254,7 @@ def train_two_tower(version_dir: str, cfg, out_dir: str):
 
     t0 = time.perf_counter()
     trained = trainer_train.train_retrieval(version_dir, cfg, out_dir=out_dir)
-    candidates = trained.catalogue.transformed(trained.tft_output.transform_features_layer())
-    vectors = er.item_vectors(trained.model.candidate_tower, candidates)
-    return trained, vectors, time.perf_counter() - t0
+    return trained, er.catalogue_vectors(trained), time.perf_counter() - t0
 
 
 def full_ranking(version_dir: str, trained, vectors: np.ndarray, cfg) -> Dict[str, Any]:

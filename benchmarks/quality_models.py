@@ -117,8 +117,7 @@ def _sequence(name, protocol, version_dir, trained, ev, cfg, work, log):
     c.retrieval.history_encoder = name
     t0 = time.perf_counter()
     model = trainer_train.train_retrieval(version_dir, c, out_dir=os.path.join(work, f"train_{name}_{protocol}"))
-    vectors = er.item_vectors(model.model.candidate_tower,
-                              model.catalogue.transformed(model.tft_output.transform_features_layer()))
+    vectors = er.catalogue_vectors(model)
     train_s = time.perf_counter() - t0
     log(f"[{protocol}] {name}: trained in {train_s:.0f} s")
     q, targets = _queries(version_dir, lambda b: model.model.query_tower(b), model, c)

@@ -85,6 +85,10 @@ class RetrievalConfig:
     # probability id_dropout in training and always for items unseen in training (cold start)
     candidate_tower: str = "id"
     id_dropout: float = 0.5
+    # catalogue items without a train event (trainer/unseen_items.py): auto = left out of the index when the
+    # log's own latest events show such items are rarely picked up (a products file far larger than the log);
+    # keep = always indexed (new releases found by their content); drop = never indexed
+    unseen_items: str = "auto"
     user_id_dropout: float = 0.0     # the same for the user id in the query tower (new users: context only)
     item_images: str = ""            # "" = no image branch; "data" = the images the training data carries (ingested
                                      # with the raw tables); or a path to an item_images.npz (preprocessing/sources/images.py)
@@ -344,6 +348,7 @@ CHOICES = {
     "retrieval.history_encoder": ("mean", "gru", "transformer"),
     "retrieval.seq_tables": ("shared", "item", "own"),
     "retrieval.candidate_tower": ("id", "content"),
+    "retrieval.unseen_items": ("auto", "keep", "drop"),
     "ranking.dcn_structure": ("stacked", "parallel"),
     "ranking.engagement_label": ("consumed", "click"),
     "exploration.policy": ("none", "epsilon_greedy", "thompson"),

@@ -299,8 +299,7 @@ def restored(model: af.RetrievalModel, cfg: Config, trained=None):
 def item_vectors(trained) -> np.ndarray:
     from trainer import evaluate_retrieval as er
 
-    candidates = trained.catalogue.transformed(trained.tft_output.transform_features_layer())
-    return er.item_vectors(trained.model.candidate_tower, candidates)
+    return er.catalogue_vectors(trained)
 
 
 def evaluate_retrieval(model: af.RetrievalModel, cfg: Config, out: str, trained=None,
@@ -322,7 +321,8 @@ def evaluate_retrieval(model: af.RetrievalModel, cfg: Config, out: str, trained=
     er.write_metrics(results, af.join(out, "metrics.json"), {
         "eval_seconds": time.time() - t0, "train_seconds": trained.train_seconds,
         "exclude_seen": cfg.eval.exclude_seen, "baseline_tuning": details.get("tuning"),
-        "repeat_events_left_out": details.get("n_repeat_left_out"), "eval_events": details.get("n_eval_events")})
+        "repeat_events_left_out": details.get("n_repeat_left_out"), "eval_events": details.get("n_eval_events"),
+        "unseen_items": trained.stats.servable_info})
     log(f"[evaluate] metrics -> {af.join(out, 'metrics.json')}")
     return af.Evaluation(out, {"protocol": er.PROTOCOL, **flat_metrics(results)}, _lineage(model=model), fp,
                          "evaluate_retrieval").commit()

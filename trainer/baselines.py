@@ -391,16 +391,57 @@ def check_size(kind: str, n_users: int, n_items: int, limit: Optional[int] = Non
                        f"{what} matrix (limit {limit / 2**30:.0f} GiB; these baselines are dense NumPy)")
 
 
+class OnTrainItems:
+    """A baseline fitted on the items the train split has (the only ones it can score), answering in catalogue
+    indices: a products file far larger than the log then costs nothing (20,500 listed, 500 sold: EASE's
+    inverse is 500^2, not 20,500^2). Rankings are those of the baseline over the whole catalogue, except that
+    items it cannot score are never filled in (-1, as for scores of -inf)."""
+
+    def __init__(self, inner: Baseline, items: np.ndarray, n_items: int):
+        self.inner, self.items, self.n_items = inner, np.asarray(items, np.int64), int(n_items)
+        self.position = np.full(self.n_items, -1, np.int64)   # catalogue index -> inner index (-1: no train event)
+        self.position[self.items] = np.arange(len(self.items))
+
+    def __getattr__(self, name):  # lam, neighbours, b, ... of the fitted baseline
+        if name.startswith("__") or name == "inner":  # (copy and pickle probe before __init__ has run)
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def _inner_sets(self, sets: Sequence[np.ndarray]) -> List[np.ndarray]:
+        out = []
+        for s in sets:
+            s = np.asarray(s, np.int64)
+            p = self.position[s[(s >= 0) & (s < self.n_items)]]
+            out.append(p[p >= 0])
+        return out
+
+    def topk(self, item_sets: Sequence[np.ndarray], k: int, exclude: Optional[Sequence[np.ndarray]] = None,
+             n_items: Optional[int] = None, order_key: Optional[np.ndarray] = None) -> np.ndarray:
+        n_items = n_items or self.n_items
+        kk = min(k, n_items)
+        top = self.inner.topk(self._inner_sets(item_sets), kk, None if exclude is None else self._inner_sets(exclude),
+                              len(self.items), order_key)
+        out = np.full((len(item_sets), kk), -1, np.int64)
+        out[:, :top.shape[1]] = np.where(top >= 0, self.items[np.maximum(top, 0)], -1)
+        return out
+
+
 def fit_tuned(kind: str, split: Split, n_items: int, tune_first: bool = True, **tune_kwargs) -> tuple:
-    """(fitted baseline on the whole train split, tuning record); TooLarge when the data is beyond dense NumPy."""
-    check_size(kind, len(np.unique(split.users[split.items >= 0])), n_items)
-    record = tune(kind, split, n_items, **tune_kwargs) if tune_first else {"kind": kind, "best": None}
+    """(fitted baseline on the whole train split, tuning record); TooLarge when the data is beyond dense NumPy.
+
+    The baseline sees only the items with a train event (``OnTrainItems``); it answers in catalogue indices."""
+    active = np.unique(split.items[split.items >= 0])
+    position = np.full(n_items, -1, np.int64)
+    position[active] = np.arange(len(active))
+    local = Split(split.users, np.where(split.items >= 0, position[np.maximum(split.items, 0)], -1), split.times)
+    check_size(kind, len(np.unique(split.users[split.items >= 0])), len(active))
+    record = tune(kind, local, len(active), **tune_kwargs) if tune_first else {"kind": kind, "best": None}
     kwargs = {BASELINES[kind].param_name: record["best"]} if record.get("best") is not None else {}
     t0 = time.time()
-    model = BASELINES[kind](**kwargs).fit(split.matrix(n_items))
+    model = BASELINES[kind](**kwargs).fit(local.matrix(len(active)))
     record.update({"param": BASELINES[kind].param_name, "best": model.param, "tuned": bool(tune_first),
-                   "fit_seconds": round(time.time() - t0, 1)})
-    return model, record
+                   "fit_seconds": round(time.time() - t0, 1), "items": int(len(active))})
+    return OnTrainItems(model, active, n_items), record
 
 
 # ---------------------------------------------------------------- rating baseline

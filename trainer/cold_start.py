@@ -188,6 +188,7 @@ def variant_config(cfg, name: str, images_path: str = "", id_dropout: float = 0.
     c.retrieval.id_dropout = id_dropout
     c.retrieval.user_id_dropout = user_id_dropout
     c.retrieval.item_images = images_path if name == "content" else ""
+    c.retrieval.unseen_items = "keep"  # the held-out items are unseen by design: they are what is measured
     return c
 
 

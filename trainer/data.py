@@ -156,6 +156,9 @@ class TrainStats:
     items: np.ndarray = None              # [n] catalogue index of every train event (-1 = not in catalogue)
     times: np.ndarray = None              # [n] event time
     item_index: np.ndarray = None         # [n] TFT item index of every train event (co-visitation tables)
+    servable: Optional[np.ndarray] = None  # bool by catalogue index: the items retrieval indexes (None = all;
+                                           # trainer/unseen_items.py decides)
+    servable_info: Optional[Dict] = None   # ... and why
 
 
 def train_stats(version_dir: str, catalogue: Catalogue, n_item_idx: int, before_ts: Optional[int] = None) -> TrainStats:

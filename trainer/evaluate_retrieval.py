@@ -176,11 +176,24 @@ def write_metrics(results: Dict, path: str, extra: Optional[Dict] = None) -> Non
         json.dump(payload, f, indent=2, sort_keys=True)
 
 
-def item_vectors(candidate_tower, candidates: Dict[str, tf.Tensor], batch_size: int = 4096) -> np.ndarray:
+def item_vectors(candidate_tower, candidates: Dict[str, tf.Tensor], batch_size: int = 4096,
+                 servable: Optional[np.ndarray] = None) -> np.ndarray:
     """Every catalogue item's vector. Strings are left out, but the raw item_id, which the content tower's
-    image lookup reads (trainer/models/content.py); the id tower selects its own inputs."""
+    image lookup reads (trainer/models/content.py); the id tower selects its own inputs.
+
+    Rows of items the index leaves out (``servable`` False; trainer/unseen_items.py) are NaN: every ranking
+    here reads a NaN score as -inf (evaluation.top_k_from_scores) and ``export.build_index`` skips the row."""
     feats = {k: v for k, v in candidates.items() if v.dtype != tf.string or k == "item_id"}
     n = int(next(iter(feats.values())).shape[0])
     out = [candidate_tower({k: v[s:s + batch_size] for k, v in feats.items()}).numpy()
            for s in range(0, n, batch_size)]
-    return np.concatenate(out)
+    vectors = np.concatenate(out)
+    if servable is not None:
+        vectors[~np.asarray(servable, bool)] = np.nan
+    return vectors
+
+
+def catalogue_vectors(trained) -> np.ndarray:
+    """``item_vectors`` of a TrainedRetrieval's whole catalogue, left-out items NaN."""
+    candidates = trained.catalogue.transformed(trained.tft_output.transform_features_layer())
+    return item_vectors(trained.model.candidate_tower, candidates, servable=trained.stats.servable)

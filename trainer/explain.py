@@ -50,7 +50,7 @@ def top_features(attr: Dict[str, float], n: int = 5) -> List[Dict[str, object]]:
 
 def because_you_watched(item: int, history: Sequence[int], item_vectors: np.ndarray) -> Optional[Tuple[int, float]]:
     """(history catalogue index most similar to ``item``, cosine) or None for an empty history."""
-    hist = [h for h in history if h >= 0]
+    hist = [h for h in history if h >= 0 and np.isfinite(item_vectors[h]).all()]  # (left-out items: NaN)
     if not hist:
         return None
     v = item_vectors / np.maximum(np.linalg.norm(item_vectors, axis=1, keepdims=True), 1e-12)
@@ -127,6 +127,7 @@ def recommend_in_process(trained, item_vectors: np.ndarray, ranker, request: Dic
     index = trained.catalogue.index()
     history = [index[h] for h in to_str(np.asarray(request["history_item_ids"])[0]) if h in index]
     scores = (q @ item_vectors.T).astype(np.float32)
+    scores[np.isnan(scores)] = -np.inf  # items the index leaves out
     scores[0, history] = -np.inf
     n = min(n, trained.catalogue.size - len(set(history)))
     top = evaluation.top_k_from_scores(scores, n)[0]

@@ -89,12 +89,26 @@ def _exact_scann_searcher(name: str, k: int):
         .score_brute_force().build(shared_name=f"{name}/{uuid.uuid4()}")
 
 
+def indexed(item_vectors: np.ndarray) -> int:
+    """How many items ``build_index`` will hold (rows with finite vectors)."""
+    return int(np.isfinite(np.asarray(item_vectors)).all(axis=1).sum())
+
+
 def build_index(kind: str, item_ids: Optional[np.ndarray], item_vectors: np.ndarray, k: int,
                 ecfg) -> tf.keras.layers.Layer:
     """A TFRS top-k layer over ``item_vectors`` (``scann`` or ``brute_force``) returning ``item_ids``, or the
     catalogue positions (int32) when ``item_ids`` is None, so a graph can gather the candidates' own features.
-    ``k`` is capped at the catalogue's size (a 15-item shop answers with 15, not an error)."""
+    Rows that are not finite (items the index leaves out: trainer/unseen_items.py) are skipped; ``k`` is capped
+    at the indexed items' number (a 15-item shop answers with 15, not an error)."""
+    item_vectors = np.asarray(item_vectors)
+    keep = np.isfinite(item_vectors).all(axis=1)
+    positions = np.flatnonzero(keep).astype(np.int32)
+    if not keep.all():
+        item_vectors = item_vectors[keep]
+        item_ids = None if item_ids is None else np.asarray(item_ids)[keep]
     n = len(item_vectors)
+    if n == 0:
+        raise ValueError("no item to index: every item vector is missing (NaN)")
     k = max(1, min(k, n))
     if kind == "scann":
         leaves, to_search = scann_leaves(n, ecfg, k)
@@ -108,7 +122,7 @@ def build_index(kind: str, item_ids: Optional[np.ndarray], item_vectors: np.ndar
     else:
         raise ValueError(f"unknown index kind {kind!r}")
     if item_ids is None:
-        index.index(tf.constant(item_vectors, tf.float32))
+        index.index(tf.constant(item_vectors, tf.float32), tf.constant(positions))
     else:
         index.index(tf.constant(item_vectors, tf.float32), tf.constant(to_bytes(item_ids), tf.string))
     return index
@@ -160,7 +174,7 @@ def export_retrieval(tft_output, query_tower, item_ids: np.ndarray, item_vectors
                      warmup: Optional[Dict[str, np.ndarray]] = None) -> str:
     """Exports one retrieval model (``retrieval`` = ScaNN, ``retrieval_brute_force`` = exact)."""
     name = name or ("retrieval" if kind == "scann" else "retrieval_brute_force")
-    k = min(ecfg.top_k, len(item_ids))
+    k = min(ecfg.top_k, indexed(item_vectors))
     index = build_index(kind, item_ids, item_vectors, k, ecfg)
     module = RetrievalModule(tft_output.transform_features_layer(), query_tower, index, k)
     specs = query_signature_specs(history_length(tft_output))

@@ -46,7 +46,7 @@ import tensorflow as tf
 from preprocessing import schema
 from preprocessing.utf8 import to_bytes
 from trainer import data
-from trainer.export import _dummy, build_index, save_atomically
+from trainer.export import _dummy, build_index, indexed, save_atomically
 
 MAX_EXCLUDE = 200  # exclusions (history + exclude_item_ids) the candidate fetch makes room for
 
@@ -346,8 +346,9 @@ def export_recommend(tft_output, query_tower, item_vectors: np.ndarray, catalogu
                      exploration=None) -> str:
     """The one-call recommender (see the module docstring); ``kind`` = scann | brute_force;
     ``exploration``: ``config.exploration``; with policy epsilon_greedy the version gets the explore signature."""
-    max_n = max(1, min(rcfg.recommend_candidates, catalogue.size))
-    max_fetch = min(catalogue.size, max_n + schema.HISTORY_LENGTH + MAX_EXCLUDE)
+    n_indexed = indexed(item_vectors)  # left-out items (NaN rows) are not in the index
+    max_n = max(1, min(rcfg.recommend_candidates, n_indexed))
+    max_fetch = min(n_indexed, max_n + schema.HISTORY_LENGTH + MAX_EXCLUDE)
     index = build_index(kind, None, item_vectors, max_fetch, ecfg)  # positions: gather the candidates' features
     module = RecommendModule(tft_output.transform_features_layer(), query_tower, index, ranker, catalogue, max_n,
                              max_n, min(rcfg.recommend_k, max_n), max_fetch)

@@ -206,6 +206,7 @@ def _engagement(is_pos: np.ndarray, click: np.ndarray, label: str) -> np.ndarray
 
 def _masked_scores(q: np.ndarray, item_vectors: np.ndarray, exclude: List[np.ndarray]) -> np.ndarray:
     s = (q @ item_vectors.T).astype(np.float32)
+    s[np.isnan(s)] = -np.inf  # items the index leaves out (NaN vectors): never candidates, a target there is a miss
     rows = np.repeat(np.arange(len(s)), [len(e) for e in exclude])
     cols = np.concatenate(exclude) if exclude else np.empty(0, np.int64)
     s[rows, cols.astype(np.int64)] = -np.inf

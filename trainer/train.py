@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from trainer import data, distribute, optimizers
+from trainer import data, distribute, optimizers, unseen_items
 from trainer.features import FeatureSizes
 from trainer.progress import EpochProgress
 from trainer.models.retrieval import TwoTowerModel, item_content_table
@@ -83,12 +83,16 @@ def build_retrieval(version_dir: str, cfg, with_metrics: bool = True, before_ts:
                                                cfg.preprocess.num_age_buckets)
     catalogue = data.load_catalogue(version_dir)
     stats = data.train_stats(version_dir, catalogue, sizes.items, before_ts=before_ts)
+    stats.servable, stats.servable_info = unseen_items.servable_items(stats.item_counts, stats.items, stats.times,
+                                                                      cfg.retrieval.unseen_items)
     sampling = cfg.retrieval.sampled_negatives > 0
     transformed = (catalogue.transformed(tft_output.transform_features_layer())
                    if with_metrics or cfg.retrieval.history_content or sampling else None)
     candidates = None
     if with_metrics:
         candidates = {k: v for k, v in transformed.items() if v.dtype != tf.string or k == "item_id"}  # image key
+        if stats.servable is not None:  # validation top-K over what the index will hold
+            candidates = {k: tf.boolean_mask(v, stats.servable) for k, v in candidates.items()}
     content = item_content_table(transformed, sizes.items) if cfg.retrieval.history_content else None
     tf.keras.utils.set_random_seed(cfg.train.seed)
     model = TwoTowerModel(sizes, with_item_images(cfg.retrieval, version_dir), stats.item_idx_counts, candidates,
@@ -157,6 +161,8 @@ def train_retrieval(version_dir: str, cfg, out_dir: str, before_ts: Optional[int
                f"train.min_steps_per_epoch={t.min_steps_per_epoch})" if batch < t.batch_size else "")
     print(f"[train] retrieval: {stats.n_examples} train examples, {catalogue.size} items, "
           f"batch {batch}{smaller}, up to {epochs} epochs", flush=True)
+    if unseen_items.describe(stats.servable_info):
+        print(f"[train] {unseen_items.describe(stats.servable_info)}", flush=True)
     t0 = time.time()
     inputs = role.fit_inputs(train_ds, valid_ds, stats.n_examples, batch, t.steps_per_epoch)
     hist = model.fit(epochs=epochs, callbacks=callbacks, verbose=0 if t.verbose == 2 else t.verbose, **inputs)

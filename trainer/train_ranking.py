@@ -348,8 +348,7 @@ def candidate_retriever(cfg, version_dir: str, trained, item_vectors: np.ndarray
     # its data, and waiting out the patience again would cost epochs whose weights are thrown away
     fold = train_retrieval(version_dir, cfg, out_dir=os.path.join(out_dir, "fold_retrieval"), before_ts=cut,
                            epochs=rcfg.oof_epochs or best_epoch(trained.history, trained.monitor))
-    vectors = er.item_vectors(fold.model.candidate_tower,
-                              fold.catalogue.transformed(fold.tft_output.transform_features_layer()))
+    vectors = er.catalogue_vectors(fold)
     info = {"candidates_from": "out_of_fold", "fold_cutoff_ts": cut, "fold_seconds": round(time.time() - t0, 1)}
     return (lambda b: fold.model.query_tower(b)), vectors, cut, info
 

@@ -199,3 +199,25 @@ def test_incremental_scoring_equals_direct_scoring(kind):
     direct = np.concatenate([evaluation.top_k_from_scores(model.score_matrix(baselines.input_matrix(sets, 25, [i])),
                                                           5, [sets[i]]) for i in range(len(sets))])
     assert (fast == direct).all()
+
+
+@pytest.mark.parametrize("kind", ["ease", "item_knn", "als"])
+def test_baselines_fit_on_the_items_the_log_has_and_answer_in_catalogue_indices(kind):
+    """A products file 1,000x the sold items: the baselines fit on the 20 sold ones (no 20,020^2 matrix), rank
+    as they would over the sold items alone, and answer with catalogue indices; unsold items never appear."""
+    rng = np.random.default_rng(5)
+    sold = np.arange(0, 20_020, 1001)                   # 20 sold items spread over the catalogue
+    users = np.repeat([str(u) for u in range(80)], 6)
+    local = np.concatenate([rng.choice(10, 6, replace=False) + 10 * (u % 2) for u in range(80)])
+    times = np.tile(np.arange(6), 80) * 100 + np.repeat(np.arange(80), 6)
+    big = baselines.Split(users, sold[local], times)
+    small = baselines.Split(users, local, times)
+    model, rec = baselines.fit_tuned(kind, big, 20_020, tune_first=False)
+    assert rec["items"] == 20
+    ref, _ = baselines.fit_tuned(kind, small, 20, tune_first=False)
+    queries = [sold[local[i * 6:i * 6 + 3]] for i in range(10)]
+    got = model.topk(queries, 25, queries, 20_020)
+    want = ref.topk([local[i * 6:i * 6 + 3] for i in range(10)], 25, [local[i * 6:i * 6 + 3] for i in range(10)], 20)
+    assert got.shape == (10, 25)
+    np.testing.assert_array_equal(got[:, :17], sold[want[:, :17]])
+    assert (got[:, 17:] == -1).all(), "3 excluded of 20 sold: nothing else to rank"

@@ -127,3 +127,28 @@ def test_index_on_a_tiny_catalogue_answers_exactly_with_at_most_n_items(n):
         assert got.shape == (3, min(100, n)), kind
         assert [[x.decode() for x in row] for row in got.numpy()[:, :10]] == \
             [[f"i{i}" for i in row] for row in expected[:, :10]], kind
+
+
+@pytest.mark.parametrize("kind", ["scann", "brute_force"])
+def test_index_skips_left_out_items_and_keeps_catalogue_positions(kind):
+    """NaN rows (items trainer/unseen_items.py leaves out) are not indexed; without ids the index answers with
+    the remaining items' catalogue positions, which the recommend graph gathers features by."""
+    from recsys.config import ExportConfig
+
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(40, 8)).astype(np.float32)
+    left_out = np.arange(0, 40, 3)
+    queries = np.abs(rng.normal(size=(4, 8))).astype(np.float32)
+    vectors[left_out] = 10.0  # would top every query if it were indexed
+    expected = np.argsort(-(queries @ vectors.T), axis=1, kind="stable")
+    vectors[left_out] = np.nan
+    assert export.indexed(vectors) == 40 - len(left_out)
+    expected = np.array([[i for i in row if i not in left_out] for row in expected])
+    _, positions = export.build_index(kind, None, vectors, 100, ExportConfig())(tf.constant(queries))
+    assert positions.shape == (4, 40 - len(left_out))
+    np.testing.assert_array_equal(positions.numpy()[:, :10], expected[:, :10])
+    ids = np.array([f"i{i}" for i in range(40)], dtype=object)
+    _, got = export.build_index(kind, ids, vectors, 5, ExportConfig())(tf.constant(queries))
+    assert [[x.decode() for x in row] for row in got.numpy()] == [[f"i{i}" for i in row[:5]] for row in expected]
+    with pytest.raises(ValueError, match="no item to index"):
+        export.build_index(kind, ids[:3], np.full((3, 8), np.nan, np.float32), 5, ExportConfig())
