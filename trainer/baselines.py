@@ -415,6 +415,12 @@ class OnTrainItems:
             out.append(p[p >= 0])
         return out
 
+    def score_matrix(self, x: np.ndarray) -> np.ndarray:
+        """[n, catalogue] scores of binary catalogue-wide inputs; items without a train event -inf."""
+        out = np.full((len(x), self.n_items), -np.inf, np.float32)
+        out[:, self.items] = self.inner.score_matrix(np.ascontiguousarray(x[:, self.items]))
+        return out
+
     def topk(self, item_sets: Sequence[np.ndarray], k: int, exclude: Optional[Sequence[np.ndarray]] = None,
              n_items: Optional[int] = None, order_key: Optional[np.ndarray] = None) -> np.ndarray:
         n_items = n_items or self.n_items

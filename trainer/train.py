@@ -83,8 +83,8 @@ def build_retrieval(version_dir: str, cfg, with_metrics: bool = True, before_ts:
                                                cfg.preprocess.num_age_buckets)
     catalogue = data.load_catalogue(version_dir)
     stats = data.train_stats(version_dir, catalogue, sizes.items, before_ts=before_ts)
-    stats.servable, stats.servable_info = unseen_items.servable_items(stats.item_counts, stats.items, stats.times,
-                                                                      cfg.retrieval.unseen_items)
+    stats.servable, stats.servable_info = unseen_items.servable_items(
+        stats.item_counts, stats.items, stats.times, cfg.retrieval.unseen_items, catalogue.raw["item_release_ts"])
     sampling = cfg.retrieval.sampled_negatives > 0
     transformed = (catalogue.transformed(tft_output.transform_features_layer())
                    if with_metrics or cfg.retrieval.history_content or sampling else None)

@@ -221,3 +221,7 @@ def test_baselines_fit_on_the_items_the_log_has_and_answer_in_catalogue_indices(
     assert got.shape == (10, 25)
     np.testing.assert_array_equal(got[:, :17], sold[want[:, :17]])
     assert (got[:, 17:] == -1).all(), "3 excluded of 20 sold: nothing else to rank"
+    x = baselines.input_matrix(queries, 20_020)
+    full = model.score_matrix(x)
+    np.testing.assert_allclose(full[:, sold], ref.score_matrix(x[:, sold]), rtol=1e-5, atol=1e-6)
+    assert np.isneginf(np.delete(full, sold, axis=1)).all()

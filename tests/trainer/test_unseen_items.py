@@ -101,3 +101,17 @@ def test_a_products_file_far_larger_than_the_log_does_not_flood_the_index(tmp_pa
     assert auto["two_tower"]["recall@50"] > 1.2 * auto["popularity"]["recall@50"]
     # the failure this prevents (here 0.43 kept vs 0.65 left out, popularity 0.46)
     assert kept["two_tower"]["recall@50"] < auto["two_tower"]["recall@50"] - 0.1
+
+
+def test_new_releases_are_neither_judged_nor_left_out():
+    """Items released at or after the cut had no time to be picked up: a launch of 300 products in the last
+    days of the log must not make the ratio look low, nor be left out with the unsold old range."""
+    counts, items, times = _log([0, 1, 2, 3] * 2 + [0, 1], n_items=500)   # cut at time 90
+    release = np.zeros(500, np.int64)
+    release[4:304] = 95                        # 300 launched after the cut, 196 old (release unknown)
+    assert unseen_items.pickup_ratio(items, times, 500, release_ts=release) == pytest.approx((1 / 196) / (10 / 4))
+    mask, info = unseen_items.servable_items(counts, items, times, release_ts=release)
+    assert mask[:304].all() and not mask[304:].any()
+    assert info["left_out"] == 196 and info["new_kept"] == 300 and "300 released since" in unseen_items.describe(info)
+    release[4:] = 95                           # every unseen item is new: nothing left out
+    assert unseen_items.servable_items(counts, items, times, release_ts=release)[0] is None
