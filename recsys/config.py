@@ -23,6 +23,8 @@ class DataConfig:
     header: str = ""                 # csv: the interactions file's columns when it has no header line
                                      # ("user_id,item_id,rating,timestamp")
     rating_max: float = 5.0          # csv: the log's top rating (mapped to 5; 10 for a 1-10 scale)
+    event_types: str = ""            # csv with an event-type column: the types that count ("transaction,addtocart");
+                                     # "" = all but impressions and removals, purchases/carts/favourites as click = 1
     n_users: int = 2000
     n_items: int = 1500
     events_per_user: float = 25.0    # mean; geometric-ish spread

@@ -16,6 +16,11 @@ is the first object's keys; nested lists (Amazon's categories) are joined.
   ``TIME_FORMATS`` ("Mar 1, 2024"; day/month order is never guessed).
 - Optional: rating (rescaled from ``data.rating_max`` to the schema's 0.5..5; 0 or empty = none), click
   (0/1, true/false), device. Without a rating the log is implicit: every event is an engagement.
+- Event type (``event``, ``event_type``, ``behavior_type``, ...: Retailrocket, REES46, Taobao, GA4 exports):
+  impressions and removals (``NOT_INTERACTIONS``) are left out; purchases, carts and favourites
+  (``STRONG_EVENTS``) get click = 1 and every other type (views) click = 0, so retrieval learns from all
+  interactions and ``ranking.engagement_label=click`` from the strong ones. ``data.event_types`` keeps only
+  the types it lists.
 - Items (keyed by the item id column, or a bare ``id``): title, genres (separated by ``|``, ``,`` or
   ``;``), price, release (a year, unix time or date). Items the log names but the items file does not are
   kept with empty content, as production catalogues lag their logs. Users: age (years, or a bucket
@@ -64,6 +69,8 @@ ALIASES: Dict[str, Tuple[str, ...]] = {
     "rating": ("rating", "score", "stars", "overall", "review_score", "book_rating"),
     "click": ("click", "clicked", "label", "engaged", "is_click"),
     "device": ("device", "device_type", "platform"),
+    "event_type": ("event", "event_type", "event_name", "behavior_type", "behaviour_type", "behavior", "behaviour",
+                   "action", "action_type", "interaction_type"),
     "item_title": ("title", "item_title", "name", "product_name", "item_name", "book_title", "movie_title",
                    "track_name", "prod_name"),
     "item_genres": ("genres", "item_genres", "genre", "category", "categories", "tags", "product_type_name"),
@@ -401,6 +408,46 @@ def _rating(text: str, rating_max: float) -> float:
     return round(min(max(value * MAX_RATING / rating_max, MIN_RATING), MAX_RATING), 4)
 
 
+# event types (compared lower-case without "_", "-" and spaces). Not interactions: shown but not engaged with,
+# or undone; their rows are left out (counted, not dead letters). Strong: a purchase, cart or favourite, the
+# engagement label ``click`` = 1; any other type (view, pv, play, ...) is an interaction with ``click`` = 0.
+NOT_INTERACTIONS = frozenset({
+    "impression", "impressions", "exposure", "show", "shown", "display", "displayed", "viewitemlist",
+    "viewpromotion", "removefromcart", "removefrombasket", "removefromwishlist", "remove", "unlike", "dislike",
+    "unfavorite", "unfavourite", "unfollow", "unsubscribe", "return", "refund", "hide", "skip", "skipped"})
+STRONG_EVENTS = frozenset({
+    "purchase", "purchased", "transaction", "buy", "bought", "order", "ordered", "checkout", "begincheckout",
+    "cart", "addtocart", "addtobasket", "basket", "fav", "favorite", "favourite", "addtofavorites", "like", "liked",
+    "wishlist", "addtowishlist", "save", "saved", "bookmark", "subscribe", "download", "conversion", "rate",
+    "review", "share"})
+
+
+def event_kind(text: str, keep_types=None) -> str:
+    """``skip`` (not an interaction), ``strong`` (click = 1) or ``weak`` (click = 0) for an event type;
+    ``keep_types`` (``_event_filter``): only those types are interactions, whatever their kind."""
+    k = _key(text)
+    kind = "skip" if k in NOT_INTERACTIONS else "strong" if k in STRONG_EVENTS else "weak"
+    if keep_types is None:
+        return kind
+    return "skip" if k not in keep_types else ("weak" if kind == "skip" else kind)
+
+
+def _event_filter(event_types: str):
+    """``data.event_types`` ("transaction,addtocart") -> the set of normalised types to keep, or None for all."""
+    keep = {_key(t) for t in event_types.split(",") if t.strip()}
+    return keep or None
+
+
+def describe_event_types(counts: Dict[str, int], keep_types=None) -> str:
+    """One line: each event type's rows and what they became (most frequent first)."""
+    def role(t: str) -> str:
+        return {"skip": "left out", "strong": "click 1", "weak": "click 0"}[event_kind(t, keep_types)]
+
+    parts = [f"{t or '(empty)'} {n:,} ({role(t)})" for t, n in sorted(counts.items(), key=lambda kv: -kv[1])[:12]]
+    more = f", +{len(counts) - 12} more types" if len(counts) > 12 else ""
+    return "event types: " + ", ".join(parts) + more
+
+
 def _click(text: str) -> float:
     t = text.strip().lower()
     if t in _TRUE:
@@ -421,27 +468,46 @@ def _age_bucket(text: str) -> str:
 
 
 def load(path: str, columns: str = "", rating_max: float = 5.0, max_bad_fraction: float = 0.01,
-         dead_letter_path: Optional[str] = None, header: str = "") -> RawTables:
+         dead_letter_path: Optional[str] = None, header: str = "", event_types: str = "") -> RawTables:
     """Loads an interaction log (file or directory, see the module docstring) into ``RawTables``.
-    ``header``: the interactions file's column names when it has no header line ("user_id,item_id,rating,ts")."""
+    ``header``: the interactions file's column names when it has no header line ("user_id,item_id,rating,ts").
+    ``event_types``: with an event-type column, only these types are interactions ("transaction,addtocart")."""
     if not rating_max > 0:
         raise DataError(f"data.rating_max must be > 0, got {rating_max}")
     explicit = parse_column_map(columns)
     names = [n.strip() for n in header.split(",")] if header.strip() else []
     ipath = find_interactions(path)
     dead: List[Dict] = []
-    table = _Table(ipath, ("user_id", "item_id", "timestamp", "rating", "click", "device"), explicit, dead, REQUIRED,
-                   names=names)
+    table = _Table(ipath, ("user_id", "item_id", "timestamp", "rating", "click", "device", "event_type"), explicit,
+                   dead, REQUIRED, names=names)
     has_rating, has_click = "rating" in table.columns, "click" in table.columns
+    has_event = "event_type" in table.columns
+    keep_types = _event_filter(event_types)
+    if keep_types and not has_event:
+        raise DataError(f"data.event_types={event_types!r}, but {ipath} has no event-type column (one of "
+                        f"{', '.join(ALIASES['event_type'])}; or name it with data.columns=event_type=<column>)")
+    type_counts: Dict[str, int] = {}
     events: List[Tuple[str, str, float, int, float, str]] = []
     max_ts = latest_valid_timestamp()
     for line, row in table.rows(count=True):
+        kind = "weak"
+        if has_event:
+            etype = _field(row["event_type"]).strip()
+            type_counts[etype] = type_counts.get(etype, 0) + 1
+            kind = event_kind(etype, keep_types)
+            if kind == "skip":
+                continue
         try:
             user, item = sys.intern(_field(row["user_id"]).strip()), sys.intern(_field(row["item_id"]).strip())
             ts = parse_time(row["timestamp"])
             rating = _rating(row["rating"], rating_max) if has_rating else 0.0
             # implicit events (no rating) are engagements; explicit ones are when rated 4+ of 5, as MovieLens
-            click = _click(row["click"]) if has_click else (1.0 if rating == 0 or rating >= 4.0 else 0.0)
+            if has_click:
+                click = _click(row["click"])
+            elif has_event:  # a typed log: purchases, carts and favourites are the engagements
+                click = 1.0 if kind == "strong" else 0.0
+            else:
+                click = 1.0 if rating == 0 or rating >= 4.0 else 0.0
             device = sys.intern(_field(row.get("device", "")).strip() or "unknown")
         except (ValueError, OverflowError) as e:
             table.bad(line, f"unparsable value: {e}", table.delimiter.join(row.values()))
@@ -454,8 +520,11 @@ def load(path: str, columns: str = "", rating_max: float = 5.0, max_bad_fraction
         else:
             events.append((user, item, rating, ts, click, device))
     require_few_bad(len(dead), table.total, f"rows in {ipath}", dead, max_bad_fraction, dead_letter_path)
+    if has_event:
+        print(f"[data] {describe_event_types(type_counts, keep_types)}", flush=True)
     if not events:
-        raise DataError(f"no usable interactions in {ipath}")
+        raise DataError(f"no usable interactions in {ipath}" + (
+            f" (event types {', '.join(sorted(type_counts))}; data.event_types={event_types!r})" if has_event else ""))
 
     items = _items(_side_file(path, ITEMS_NAMES), explicit, dead)
     users = _users(_side_file(path, USERS_NAMES), explicit, dead)

@@ -232,3 +232,30 @@ def test_an_unreadable_price_empties_the_price_not_the_item(tmp_path):
     assert items == {"A": ("Kettle", "Home", 12.99), "B": ("Lamp", "Home", 0.0)}
     assert [(x["line"], x["reason"].split(":")[0]) for x in t.dead_letters] == \
         [(3, "kept, without the unreadable field")]
+
+
+def test_event_types_as_retailrocket_and_ga4_write_them(tmp_path, capsys):
+    """Retailrocket's ``event`` column: views are interactions (click 0), carts and purchases engagements
+    (click 1); impressions and removals are not interactions at all. ``data.event_types`` keeps only some."""
+    path = write(str(tmp_path), "events.csv",
+                 "timestamp,visitorid,event,itemid,transactionid\n"
+                 "1433221332117,257597,view,355908,\n"
+                 "1433224214164,992329,view,248676,\n"
+                 "1433221999827,111016,addtocart,318965,\n"
+                 "1433222276276,483717,transaction,253185,4000\n"
+                 "1433222300000,483717,remove_from_cart,253185,\n"
+                 "1433222400000,257597,Impression,1,\n")
+    t = log.load(path)
+    i = t.interactions
+    assert sorted(zip(i["user_id"], i["click"])) == [("111016", 1.0), ("257597", 0.0), ("483717", 1.0),
+                                                      ("992329", 0.0)]
+    assert "1" not in i["item_id"] and not t.dead_letters, "left out, not dead letters"
+    out = capsys.readouterr().out
+    assert "view 2 (click 0)" in out and "transaction 1 (click 1)" in out and "Impression 1 (left out)" in out
+    only = log.load(path, event_types="transaction, add_to_cart").interactions
+    assert sorted(only["user_id"]) == ["111016", "483717"] and only["click"] == [1.0, 1.0]
+    with pytest.raises(DataError, match="no usable interactions.*event types"):
+        log.load(path, event_types="purchase")
+    plain = write(str(tmp_path / "plain"), "events.csv", "user,item,time\nu1,i1,2024-03-01\n")
+    with pytest.raises(DataError, match="no event-type column"):
+        log.load(plain, event_types="purchase")
