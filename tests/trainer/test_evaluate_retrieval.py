@@ -57,3 +57,32 @@ def test_a_baseline_too_large_for_dense_numpy_is_skipped_with_its_reason(preproc
                       tr.stats, cfg, details=details)
     assert "ease" not in res and res["two_tower"]["n_queries"] > 0 and "popularity" in res
     assert "ease skipped" in details["tuning"]["ease"]["skipped"] and "ease skipped" in capsys.readouterr().out
+
+
+def test_the_per_user_view_counts_every_user_once():
+    """A heavy user with 8 hits and a light one with 2 misses: per event 0.8, per user 0.5. The view's lead
+    is over the best other row on that view, with the users as the bootstrap's unit."""
+    from recsys.config import Config
+
+    users = np.array(["heavy"] * 8 + ["light"] * 2)
+    targets = np.arange(10)
+    hit_heavy = np.array([[t, 99] for t in targets])   # hits every heavy query, misses the light ones
+    hit_heavy[8:] = [[98, 99]] * 2
+    hit_light = np.array([[98, 99]] * 8 + [[8, 99], [9, 99]])
+    eq = er.EvalQueries(None, targets, [np.empty(0, np.int64)] * 10, users, np.arange(10))
+    tops = {"two_tower": hit_heavy, "popularity": np.full((10, 2), 97), "ease": hit_light}
+    view = er.per_user_view(tops, eq, "two_tower", Config())
+    assert view["means"]["two_tower"]["user_recall@50"] == 0.5 and view["means"]["ease"]["user_recall@50"] == 0.5
+    assert view["means"]["popularity"]["user_recall@50"] == 0.0
+    lead = view["leads"]["recall@50"]
+    assert lead["versus"] == "ease" and lead["lead"] == 0.0 and lead["n_users"] == 2 and lead["n_queries"] == 2
+    values, names = er.user_means(np.array([1.0, np.nan, 0.0, 1.0]), np.array(["a", "a", "b", "b"]))
+    assert names.tolist() == ["a", "b"] and values.tolist() == [1.0, 0.5]
+
+
+def test_the_report_shows_the_per_user_view(trained):
+    res = trained["results"]
+    assert 0.0 < res["two_tower"]["user_recall@50"] <= 1.0 and "user_ndcg@10" in res["ease"]
+    lead = res["two_tower"]["lead_over_best_per_user"]["recall@50"]
+    assert lead["low"] <= lead["lead"] <= lead["high"] and lead["versus"] != "two_tower"
+    assert "users counted once, recall@50: two_tower" in er.report(res)
