@@ -546,7 +546,9 @@ def bootstrap_lead(a: np.ndarray, b: np.ndarray, users: np.ndarray, n_boot: int 
         draws = rng.integers(0, n_users, (min(100, n_boot - s), n_users))
         w = np.stack([np.bincount(d, minlength=n_users) for d in draws]).astype(np.float64)
         ma, mb = (w @ sa) / (w @ cnt), (w @ sb) / (w @ cnt)
-        leads[s:s + len(w)] = (ma / mb - 1.0) if relative else (ma - mb)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a draw of only users at 0 (few users)
+            leads[s:s + len(w)] = (ma / mb - 1.0) if relative else (ma - mb)
+    leads[~np.isfinite(leads)] = np.nan  # such draws say nothing about a ratio: left out of the interval
     point = (a.mean() / b.mean() - 1.0) if relative else (a.mean() - b.mean())
     low, high = np.nanpercentile(leads, [2.5, 97.5])
     return {"lead": float(point), "low": float(low), "high": float(high), "n_users": n_users,

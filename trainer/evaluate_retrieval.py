@@ -14,7 +14,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -131,14 +131,6 @@ def evaluate(version_dir: str, query_fn: Callable, item_vectors: np.ndarray, cat
 LEAD_METRICS = ("recall@50", "ndcg@10")
 
 
-def user_means(values: np.ndarray, users: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """(each user's mean of the per-query ``values``, the users): NaN queries (no target) left out."""
-    ok = ~np.isnan(values)
-    names, codes = np.unique(users[ok], return_inverse=True)
-    sums = np.bincount(codes.ravel(), values[ok], len(names))
-    return sums / np.bincount(codes.ravel(), minlength=len(names)), names
-
-
 def per_user_view(tops: Dict[str, np.ndarray], eq: EvalQueries, name: str, cfg) -> Dict[str, Dict]:
     """The same rankings with every user counted once (``user_recall@50``, ``user_ndcg@10``), and the model's
     lead over the best other row on that view (bootstrap over users).
@@ -150,7 +142,7 @@ def per_user_view(tops: Dict[str, np.ndarray], eq: EvalQueries, name: str, cfg) 
     leads = {}
     for metric in LEAD_METRICS:
         kind, k = metric.split("@")
-        per = {label: user_means(evaluation.per_query(kind, topk, eq.targets, int(k)), eq.users)
+        per = {label: evaluation.user_means(evaluation.per_query(kind, topk, eq.targets, int(k)), eq.users)
                for label, topk in tops.items()}
         for label, (values, _) in per.items():
             means[label][f"user_{metric}"] = float(values.mean()) if values.size else float("nan")

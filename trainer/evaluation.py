@@ -181,6 +181,16 @@ def per_query(name: str, topk, relevant, k: int) -> np.ndarray:
     return _per_query(name, *_hits(t, relevant), _check_k(k))
 
 
+def user_means(values, users) -> Tuple[np.ndarray, np.ndarray]:
+    """(each user's mean of the per-query ``values``, those users): every user counted once. NaN queries (no
+    relevant item) are left out, and a user with only those with them."""
+    values, users = np.asarray(values, np.float64), np.asarray(users)
+    ok = ~np.isnan(values)
+    names, codes = np.unique(users[ok], return_inverse=True)
+    sums = np.bincount(codes.ravel(), values[ok], len(names))
+    return sums / np.bincount(codes.ravel(), minlength=len(names)), names
+
+
 def _metric(name: str, topk, relevant, k: int) -> float:
     t = _as_topk(topk)
     return _nanmean(_per_query(name, *_hits(t, relevant), _check_k(k)))

@@ -292,6 +292,8 @@ def evaluate_rankers(eval_set: EvalSet, scorers: Dict[str, Callable[[Pairs], Tup
         results[name] = rerank_metrics(eval_set, scores, ratings, ks, n_items)
         ndcg = evaluation.per_query("ndcg", eval_set.rerank(scores), eval_set.targets, 10)
         results[name]["ndcg_gain"] = baselines.bootstrap_lead(ndcg, base_ndcg, eval_set.users, n_boot=n_boot)
+        (mine, users), (theirs, _) = (evaluation.user_means(v, eval_set.users) for v in (ndcg, base_ndcg))
+        results[name]["ndcg_gain_per_user"] = baselines.bootstrap_lead(mine, theirs, users, n_boot=n_boot)
         if best_rating is not None and ratings is not None and len(ratings) == len(y):
             # relative change of the mean squared error vs the best rating baseline (negative = better)
             results[name]["mse_vs_best"] = dict(
@@ -321,7 +323,12 @@ def report(results: Dict[str, Dict], title: str = "") -> str:
                       f"{next((m['mse_vs_best']['versus'] for m in results.values() if m.get('mse_vs_best')), '-')}; "
                       f"bias_recent = bias model with the user's recent ratings, bias_blend = both, weighted on the "
                       f"valid pairs)")
-    return text_table.format_table(rows, TABLE_COLUMNS, title=title, float_fmt=".4f")
+    text = text_table.format_table(rows, TABLE_COLUMNS, title=title, float_fmt=".4f")
+    gains = [f"{name} {baselines.format_lead(m['ndcg_gain_per_user'])}" for name, m in results.items()
+             if m.get("ndcg_gain_per_user")]
+    if gains:
+        text += f"\neach user counted once, nDCG@10 gain over retrieval-only: {', '.join(gains)}"
+    return text
 
 
 # ---------------------------------------------------------------- the whole stage

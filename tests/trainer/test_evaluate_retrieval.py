@@ -5,6 +5,7 @@ import tensorflow as tf
 from preprocessing.utf8 import to_str
 from trainer import data
 from trainer import evaluate_retrieval as er
+from trainer import evaluation
 
 
 def _events(version_dir, split):
@@ -76,7 +77,7 @@ def test_the_per_user_view_counts_every_user_once():
     assert view["means"]["popularity"]["user_recall@50"] == 0.0
     lead = view["leads"]["recall@50"]
     assert lead["versus"] == "ease" and lead["lead"] == 0.0 and lead["n_users"] == 2 and lead["n_queries"] == 2
-    values, names = er.user_means(np.array([1.0, np.nan, 0.0, 1.0]), np.array(["a", "a", "b", "b"]))
+    values, names = evaluation.user_means(np.array([1.0, np.nan, 0.0, 1.0]), np.array(["a", "a", "b", "b"]))
     assert names.tolist() == ["a", "b"] and values.tolist() == [1.0, 0.5]
 
 

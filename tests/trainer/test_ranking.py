@@ -88,7 +88,10 @@ def test_dcn_reranking_beats_retrieval_only(ranking_data_fixture, dcn_ranker):
                                          ranking_data.rating_mean(d["train"]))
     assert res["dcn"]["ndcg@10"] > res["retrieval_only"]["ndcg@10"], res
     assert res["dcn"]["auc"] > res["retrieval_only"]["auc"], res
-    print(train_ranking.report(res))
+    per_user = res["dcn"]["ndcg_gain_per_user"]   # every user once: one value per user in the bootstrap
+    assert per_user["n_queries"] == per_user["n_users"] <= res["dcn"]["ndcg_gain"]["n_users"]
+    assert per_user["low"] <= per_user["lead"] <= per_user["high"]
+    assert "each user counted once, nDCG@10 gain over retrieval-only: dcn " in train_ranking.report(res)
 
 
 def test_a_large_eval_set_builds_features_per_batch_with_the_same_scores(ranking_cfg, ranking_data_fixture, trained,
