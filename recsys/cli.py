@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
                     "  --set data.columns=user_id=cust,item_id=sku,timestamp=t\n"
                     "(a file without a header line: --set data.header=user_id,item_id,rating,timestamp)\n"
                     "and give a rating scale other than 5 with --set data.rating_max=10.\n"
+                    "An event-type column (event, event_type, behavior_type ...) is read by type:\n"
+                    "impressions and removals left out, purchases/carts/favourites click = 1, views\n"
+                    "click = 0; keep only some types with --set data.event_types=transaction,addtocart\n"
                     "Malformed rows go to raw/dead_letter/ with why; more than data.max_bad_fraction is an error.")
     data.add_argument("kind", nargs="?", choices=["synth", "movielens", "csv"],
                       help="the source (above); without it, data.source and data.path of the config decide")
