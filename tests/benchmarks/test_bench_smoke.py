@@ -144,6 +144,10 @@ def test_quality_json(quality):
         assert len({r["n_queries"] for r in rows if r["protocol"] == protocol}) == 1, protocol
     leads = {lead["protocol"] for lead in syn["leads"]}
     assert leads == set(protocols) and all(lead["low"] <= lead["lead"] <= lead["high"] for lead in syn["leads"])
+    per_user = [lead for lead in syn["leads"] if lead["per_user"]]   # the time split's, every user counted once
+    assert {(lead["protocol"], lead["metric"]) for lead in per_user} == {("time_split_full", "recall@50"),
+                                                                         ("time_split_full", "ndcg@10")}
+    assert all(lead["n_queries"] == lead["n_users"] for lead in per_user)
     for r in rows:
         for key in ("recall@10", "recall@50", "recall@100", "ndcg@10", "mrr", "mrr@10", "coverage@10",
                     "novelty@10", "popularity_bias@10", "n_queries"):
