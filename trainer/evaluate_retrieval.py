@@ -117,11 +117,9 @@ def evaluate(version_dir: str, query_fn: Callable, item_vectors: np.ndarray, cat
     leads = leads_over_best(tops, eq, name, cfg) if len(tops) > 2 else {}
     if leads:
         results[name]["lead_over_best"] = leads
-    per_user = per_user_view(tops, eq, name, cfg)
-    for label, values in per_user.pop("means").items():
+        results[name]["lead_over_best_per_user"] = leads_over_best(tops, eq, name, cfg, per_user=True)
+    for label, values in user_averages(tops, eq).items():
         results[label].update(values)
-    if per_user["leads"]:
-        results[name]["lead_over_best_per_user"] = per_user["leads"]
     if details is not None:
         details.update({"tuning": tuning, "leads": leads, "n_repeat_left_out": eq.n_repeat,
                         "n_eval_events": len(eq.targets)})
@@ -131,41 +129,41 @@ def evaluate(version_dir: str, query_fn: Callable, item_vectors: np.ndarray, cat
 LEAD_METRICS = ("recall@50", "ndcg@10")
 
 
-def per_user_view(tops: Dict[str, np.ndarray], eq: EvalQueries, name: str, cfg) -> Dict[str, Dict]:
-    """The same rankings with every user counted once (``user_recall@50``, ``user_ndcg@10``), and the model's
-    lead over the best other row on that view (bootstrap over users).
+def per_unit(tops: Dict[str, np.ndarray], eq: EvalQueries, metric: str, per_user: bool = False):
+    """({row: per-query values of ``metric``}, the users they belong to); ``per_user``: each user's mean instead.
 
     A time split's eval events are as uneven as the users' activity (ml-latest-small: one user has 25% of
-    them, five users 44%), so the per-event means above mostly say how the model serves its heaviest users;
-    this view says how it serves a typical one."""
-    means: Dict[str, Dict[str, float]] = {label: {} for label in tops}
-    leads = {}
+    them, five users 44%), so per-event means mostly say how a model serves its heaviest users; each user
+    counted once says how it serves a typical one. Every row has the same NaN queries (no target), so the
+    same users."""
+    kind, k = metric.split("@")
+    per = {label: evaluation.per_query(kind, topk, eq.targets, int(k)) for label, topk in tops.items()}
+    if not per_user:
+        return per, eq.users
+    means = {label: evaluation.user_means(v, eq.users) for label, v in per.items()}
+    return {label: v for label, (v, _) in means.items()}, next(iter(means.values()))[1]
+
+
+def user_averages(tops: Dict[str, np.ndarray], eq: EvalQueries) -> Dict[str, Dict[str, float]]:
+    """{row: {"user_recall@50": ..., "user_ndcg@10": ...}}: the lead metrics with every user counted once."""
+    out: Dict[str, Dict[str, float]] = {label: {} for label in tops}
     for metric in LEAD_METRICS:
-        kind, k = metric.split("@")
-        per = {label: evaluation.user_means(evaluation.per_query(kind, topk, eq.targets, int(k)), eq.users)
-               for label, topk in tops.items()}
-        for label, (values, _) in per.items():
-            means[label][f"user_{metric}"] = float(values.mean()) if values.size else float("nan")
-        others = {label: means[label][f"user_{metric}"] for label in tops if label != name}
-        if len(others) < 2:  # popularity alone: no classic baseline to lead
-            continue
-        best = max(others, key=others.get)
-        users = per[name][1]
-        r = baselines.bootstrap_lead(per[name][0], per[best][0], users, n_boot=cfg.eval.bootstrap, seed=cfg.train.seed)
-        r["versus"] = best
-        leads[metric] = r
-    return {"means": means, "leads": leads}
+        per, _ = per_unit(tops, eq, metric, per_user=True)
+        for label, values in per.items():
+            out[label][f"user_{metric}"] = float(values.mean()) if values.size else float("nan")
+    return out
 
 
-def leads_over_best(tops: Dict[str, np.ndarray], eq: EvalQueries, name: str, cfg) -> Dict[str, Dict]:
-    """The model's relative lead over the best other row, per metric, with a 95% user-bootstrap interval."""
+def leads_over_best(tops: Dict[str, np.ndarray], eq: EvalQueries, name: str, cfg,
+                    per_user: bool = False) -> Dict[str, Dict]:
+    """The model's relative lead over the best other row, per metric, with a 95% user-bootstrap interval
+    (``per_user``: on each user's mean, every user counted once; ``per_unit``)."""
     out = {}
     for metric in LEAD_METRICS:
-        kind, k = metric.split("@")
-        per = {label: evaluation.per_query(kind, topk, eq.targets, int(k)) for label, topk in tops.items()}
+        per, users = per_unit(tops, eq, metric, per_user)
         others = {label: float(np.nanmean(v)) for label, v in per.items() if label != name}
         best = max(others, key=others.get)
-        r = baselines.bootstrap_lead(per[name], per[best], eq.users, n_boot=cfg.eval.bootstrap, seed=cfg.train.seed)
+        r = baselines.bootstrap_lead(per[name], per[best], users, n_boot=cfg.eval.bootstrap, seed=cfg.train.seed)
         r["versus"] = best
         out[metric] = r
     return out

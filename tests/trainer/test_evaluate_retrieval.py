@@ -72,10 +72,11 @@ def test_the_per_user_view_counts_every_user_once():
     hit_light = np.array([[98, 99]] * 8 + [[8, 99], [9, 99]])
     eq = er.EvalQueries(None, targets, [np.empty(0, np.int64)] * 10, users, np.arange(10))
     tops = {"two_tower": hit_heavy, "popularity": np.full((10, 2), 97), "ease": hit_light}
-    view = er.per_user_view(tops, eq, "two_tower", Config())
-    assert view["means"]["two_tower"]["user_recall@50"] == 0.5 and view["means"]["ease"]["user_recall@50"] == 0.5
-    assert view["means"]["popularity"]["user_recall@50"] == 0.0
-    lead = view["leads"]["recall@50"]
+    means = er.user_averages(tops, eq)
+    assert means["two_tower"]["user_recall@50"] == 0.5 and means["ease"]["user_recall@50"] == 0.5
+    assert means["popularity"]["user_recall@50"] == 0.0
+    assert er.leads_over_best(tops, eq, "two_tower", Config())["recall@50"]["lead"] == 3.0, "per event: 0.8 / 0.2"
+    lead = er.leads_over_best(tops, eq, "two_tower", Config(), per_user=True)["recall@50"]
     assert lead["versus"] == "ease" and lead["lead"] == 0.0 and lead["n_users"] == 2 and lead["n_queries"] == 2
     values, names = evaluation.user_means(np.array([1.0, np.nan, 0.0, 1.0]), np.array(["a", "a", "b", "b"]))
     assert names.tolist() == ["a", "b"] and values.tolist() == [1.0, 0.5]
