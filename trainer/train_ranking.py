@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import time
+import weakref
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -202,13 +203,22 @@ def load_ranker(out_dir: str, cfg, example: Dict[str, tf.Tensor]) -> ranking_mod
     return model
 
 
+_PREDICT_FNS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _predict_fn(model):
+    """One traced inference function per model (shape-relaxed: full and last batches share a trace). A new
+    tf.function per call retraced on every evaluation, and TensorFlow warned about it in the benchmarks."""
+    fn = _PREDICT_FNS.get(model)
+    if fn is None:
+        ref = weakref.ref(model)   # the cache must not keep the model alive
+        fn = _PREDICT_FNS[model] = tf.function(lambda x: ref()(x, training=False), reduce_retracing=True)
+    return fn
+
+
 def predict(model, pairs: Pairs, batch_size: int = 8192) -> Tuple[np.ndarray, np.ndarray]:
     """(engagement logits, predicted ratings) for every row."""
-
-    @tf.function
-    def call(x):
-        return model(x, training=False)
-
+    call = _predict_fn(model)
     logits, ratings = [], []
     for batch in pairs.batches(batch_size):
         out = call(batch)

@@ -264,3 +264,14 @@ def test_gbdt_baseline_learns(ranking_cfg, ranking_data_fixture):
     w = d["valid"].engagement_weight > 0
     assert train_ranking.roc_auc(d["valid"].engagement[w], p[w]) > 0.65
     assert p.min() >= 0 and p.max() <= 1 and np.isfinite(r).all()
+
+
+def test_predict_traces_once_per_model_not_once_per_call(ranking_data_fixture, dcn_ranker):
+    """Every evaluation of a ranker used to trace a new tf.function (TensorFlow's retracing warning in the
+    benchmarks); one shape-relaxed trace per model now serves every call and batch size."""
+    pairs = ranking_data_fixture["eval"].pairs
+    first = train_ranking.predict(dcn_ranker.model, pairs, batch_size=1000)
+    for batch_size in (1000, 700, 333):
+        again = train_ranking.predict(dcn_ranker.model, pairs, batch_size=batch_size)
+        np.testing.assert_allclose(again[0], first[0], rtol=1e-5, atol=1e-5)
+    assert train_ranking._predict_fn(dcn_ranker.model).experimental_get_tracing_count() <= 2
