@@ -548,7 +548,13 @@ def _items(path: Optional[str], explicit: Dict[str, str], dead: List[Dict]) -> D
     table = _Table(path, ("item_id", "item_title", "item_genres", "item_price", "item_release_ts"),
                    explicit, dead, ("item_id",), side=True)
     items: Dict[str, Dict] = {}
+    repeated = 0
     for line, row in table.rows():
+        item_id = sys.intern(_field(row["item_id"]).strip())
+        if not item_id:
+            table.bad(line, "empty item id", table.delimiter.join(row.values()))
+            continue
+        repeated += item_id in items
         # an unreadable price or release empties that field only: the item keeps its title and genres
         price, release, problems = 0.0, 0, []
         try:
@@ -569,9 +575,10 @@ def _items(path: Optional[str], explicit: Dict[str, str], dead: List[Dict]) -> D
             table.bad(line, f"kept, without the unreadable field: {'; '.join(problems)}",
                       table.delimiter.join(row.values()))
         genres = [g for g in _GENRE_SPLIT.split(_field(row.get("item_genres", "")).strip()) if g]
-        items[sys.intern(_field(row["item_id"]).strip())] = {
-            "item_title": _field(row.get("item_title", "")).strip(), "item_genres": "|".join(genres),
-            "item_price": price, "item_release_ts": release}
+        items[item_id] = {"item_title": _field(row.get("item_title", "")).strip(), "item_genres": "|".join(genres),
+                          "item_price": price, "item_release_ts": release}
+    if repeated:  # a catalogue appended to over time: its latest row is the item as it is now
+        print(f"[data] {path}: {repeated:,} rows repeat an earlier item id; the last row of each is kept", flush=True)
     return items
 
 

@@ -130,6 +130,15 @@ def _csv_split(text: str) -> List[str]:
     return next(csv.reader(io.StringIO(text)))
 
 
+def _put_item(items: Dict[str, Dict], reader: "_Reader", path: str, line: int, fields: List[str], item: Dict) -> None:
+    """``items[id] = item``; a row without an id is a dead letter (it had become an item with the id '')."""
+    item_id = sys.intern(fields[0].strip())   # stripped, as the ratings' item ids are
+    if not item_id:
+        reader.bad(path, line, "empty movie id", "\t".join(fields))
+    else:
+        items[item_id] = item
+
+
 def load(path: str, max_bad_fraction: float = 0.01, dead_letter_path: Optional[str] = None) -> RawTables:
     """Loads a MovieLens directory of any layout into ``RawTables``."""
     layout = detect_layout(path)
@@ -140,28 +149,31 @@ def load(path: str, max_bad_fraction: float = 0.01, dead_letter_path: Optional[s
     j = lambda *p: fileio.join(path, *p)  # noqa: E731
 
     if layout == "100k":
-        for _, f in reader.rows(j("u.item"), lambda s: s.split("|"), 24, encoding="latin-1"):
+        for line, f in reader.rows(j("u.item"), lambda s: s.split("|"), 24, encoding="latin-1"):
             title, ts = _year_ts(f[1])
             genres = [g for g, flag in zip(ML100K_GENRES, f[5:]) if flag == "1"]
-            items[f[0]] = {"item_title": title, "item_genres": "|".join(genres), "item_release_ts": ts}
+            _put_item(items, reader, j("u.item"), line, f, {"item_title": title, "item_genres": "|".join(genres),
+                                                             "item_release_ts": ts})
         if fileio.exists(j("u.user")):
             for _, f in reader.rows(j("u.user"), lambda s: s.split("|"), 5):
                 age = int(f[1]) if f[1].isdigit() else 0
                 users[f[0]] = {"user_age_bucket": age_bucket(age) if age else "unknown", "user_country": "US"}
         source = (j("u.data"), lambda s: s.split("\t"), 4, (), "utf-8")
     elif layout == "1m":  # also MovieLens 10M: the same "::" files, without users.dat
-        for _, f in reader.rows(j("movies.dat"), lambda s: s.split("::"), 3, encoding=DAT_ENCODING):
+        for line, f in reader.rows(j("movies.dat"), lambda s: s.split("::"), 3, encoding=DAT_ENCODING):
             title, ts = _year_ts(f[1])
-            items[f[0]] = {"item_title": title, "item_genres": f[2], "item_release_ts": ts}
+            _put_item(items, reader, j("movies.dat"), line, f, {"item_title": title, "item_genres": f[2],
+                                                                 "item_release_ts": ts})
         if fileio.exists(j("users.dat")):
             for _, f in reader.rows(j("users.dat"), lambda s: s.split("::"), 5, encoding=DAT_ENCODING):
                 users[f[0]] = {"user_age_bucket": ML1M_AGES.get(f[2], "unknown"), "user_country": "US"}
         source = (j("ratings.dat"), lambda s: s.split("::"), 4, (), DAT_ENCODING)
     else:
-        for _, f in reader.rows(j("movies.csv"), _csv_split, 3, header=MOVIES_CSV_HEADER):
+        for line, f in reader.rows(j("movies.csv"), _csv_split, 3, header=MOVIES_CSV_HEADER):
             title, ts = _year_ts(f[1])
             genres = "" if f[2] == "(no genres listed)" else f[2]
-            items[f[0]] = {"item_title": title, "item_genres": genres, "item_release_ts": ts}
+            _put_item(items, reader, j("movies.csv"), line, f, {"item_title": title, "item_genres": genres,
+                                                                 "item_release_ts": ts})
         source = (j("ratings.csv"), _csv_split, 4, RATINGS_CSV_HEADER, "utf-8")
 
     rpath, split, n, header, enc = source

@@ -259,3 +259,14 @@ def test_event_types_as_retailrocket_and_ga4_write_them(tmp_path, capsys):
     plain = write(str(tmp_path / "plain"), "events.csv", "user,item,time\nu1,i1,2024-03-01\n")
     with pytest.raises(DataError, match="no event-type column"):
         log.load(plain, event_types="purchase")
+
+
+def test_an_items_file_row_without_an_id_is_a_dead_letter_and_a_repeated_id_keeps_its_last_row(tmp_path, capsys):
+    """A products row with an empty id once became a catalogue item with the id '' (recommendable, servable)."""
+    d = str(tmp_path)
+    write(d, "events.csv", "user,item,time\nu1,A,2024-01-01\nu2,B,2024-01-02\n")
+    write(d, "products.csv", "product_id,name,category\nA,Kettle,Home\nA,Kettle v2,Kitchen\n,Orphan,Home\nB,Lamp,Home\n")
+    t = log.load(d)
+    assert t.items["item_id"] == ["A", "B"] and t.items["item_title"] == ["Kettle v2", "Lamp"]
+    assert [(x["line"], x["reason"]) for x in t.dead_letters] == [(4, "empty item id")]
+    assert "1 rows repeat an earlier item id; the last row of each is kept" in capsys.readouterr().out

@@ -135,3 +135,14 @@ def test_dat_titles_read_right_in_latin_1_or_utf_8(tmp_path):
         t = movielens.load(str(d))
         titles = dict(zip(t.items["item_id"], t.items["item_title"]))
         assert titles["1"] == "Misérables, Les" and not t.dead_letters, encoding
+
+
+def test_a_movie_row_without_an_id_is_a_dead_letter_not_an_item(tmp_path):
+    """A movies.csv row with an empty id had become a catalogue item with the id '' (and was recommendable)."""
+    d = str(tmp_path)
+    write(d, "movies.csv", "movieId,title,genres\n1,Toy Story (1995),Animation\n,Orphan (2000),Drama\n"
+                           "2,Jumanji (1995),Adventure\n")
+    write(d, "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n2,2,3.0,964982704\n")
+    t = movielens.load(d)
+    assert t.items["item_id"] == ["1", "2"]
+    assert [(x["file"], x["line"], x["reason"]) for x in t.dead_letters] == [("movies.csv", 3, "empty movie id")]
