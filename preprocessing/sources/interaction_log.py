@@ -526,8 +526,11 @@ def load(path: str, columns: str = "", rating_max: float = 5.0, max_bad_fraction
         raise DataError(f"no usable interactions in {ipath}" + (
             f" (event types {', '.join(sorted(type_counts))}; data.event_types={event_types!r})" if has_event else ""))
 
-    items = _items(_side_file(path, ITEMS_NAMES), explicit, dead)
+    items_path = _side_file(path, ITEMS_NAMES)
+    items = _items(items_path, explicit, dead)
     users = _users(_side_file(path, USERS_NAMES), explicit, dead)
+    if items:
+        events, items = _join_items(events, items, items_path)
     events.sort(key=lambda e: (e[3], e[0], e[1]))
     inter = {"user_id": [e[0] for e in events], "item_id": [e[1] for e in events],
              "timestamp": [e[3] for e in events], "rating": [e[2] for e in events],
@@ -540,6 +543,37 @@ def load(path: str, columns: str = "", rating_max: float = 5.0, max_bad_fraction
     user_table = {"user_id": user_ids, **{k: [users.get(u, unknown)[k] for u in user_ids] for k in unknown},
                   "user_signup_ts": [0] * len(user_ids)}
     return RawTables(users=user_table, items=item_table, interactions=inter, dead_letters=dead)
+
+
+_FLOAT_INT = re.compile(r"(\d+)\.0+")
+
+
+def _int_id(item_id: str) -> str:
+    """"123.0" -> "123": how a table tool writes an integer id column that had a missing value (as floats)."""
+    m = _FLOAT_INT.fullmatch(item_id)
+    return m.group(1) if m else item_id
+
+
+def _join_items(events: List[tuple], items: Dict[str, Dict], items_path: str) -> Tuple[List[tuple], Dict[str, Dict]]:
+    """The log's item ids against the items file's: says how many log items have no row there (they are kept
+    without content), and when one side wrote integer ids as floats ("123.0" vs "123") and the other did not,
+    reads both as integers, if that joins more of them."""
+    logged = {e[1] for e in events}
+    missing = logged - items.keys()
+    if missing:
+        fixed_items = {_int_id(i): v for i, v in items.items()}
+        fixed_missing = {_int_id(i) for i in logged} - fixed_items.keys()
+        if len(fixed_missing) < len(missing) / 2:
+            print(f"[data] item ids written as floats (\"123.0\") on one side only: read as integers "
+                  f"({len(logged) - len(missing):,} -> {len(logged) - len(fixed_missing):,} of {len(logged):,} "
+                  f"logged items found in {items_path})", flush=True)
+            events = [(e[0], sys.intern(_int_id(e[1]))) + tuple(e[2:]) for e in events]
+            items, missing = fixed_items, fixed_missing
+    if missing:
+        examples = ", ".join(repr(i) for i in sorted(missing, key=lambda s: (len(s), s))[:3])
+        print(f"[data] {len(missing):,} of {len(logged):,} items in the log have no row in {items_path} "
+              f"(kept without title, genres, price; e.g. {examples})", flush=True)
+    return events, items
 
 
 def _items(path: Optional[str], explicit: Dict[str, str], dead: List[Dict]) -> Dict[str, Dict]:

@@ -270,3 +270,20 @@ def test_an_items_file_row_without_an_id_is_a_dead_letter_and_a_repeated_id_keep
     assert t.items["item_id"] == ["A", "B"] and t.items["item_title"] == ["Kettle v2", "Lamp"]
     assert [(x["line"], x["reason"]) for x in t.dead_letters] == [(4, "empty item id")]
     assert "1 rows repeat an earlier item id; the last row of each is kept" in capsys.readouterr().out
+
+
+def test_item_ids_written_as_floats_on_one_side_still_join_and_a_poor_join_is_reported(tmp_path, capsys):
+    """A table tool writes an integer id column with a gap as floats ("123.0"): the log then joined none of
+    its items file and every item lost its content without a word."""
+    d = str(tmp_path)
+    write(d, "events.csv", "user,item,time\nu1,1.0,2024-01-01\nu2,2.0,2024-01-02\nu3,7.0,2024-01-03\n")
+    write(d, "products.csv", "product_id,name,category\n1,Kettle,Home\n2,Lamp,Home\n3,Pan,Home\n")
+    t = log.load(d)
+    assert t.interactions["item_id"] == ["1", "2", "7"]
+    assert dict(zip(t.items["item_id"], t.items["item_title"])) == {"1": "Kettle", "2": "Lamp", "3": "Pan", "7": ""}
+    out = capsys.readouterr().out
+    assert "read as integers (0 -> 2 of 3 logged items" in out
+    assert "1 of 3 items in the log have no row in" in out and "e.g. '7'" in out
+    write(d, "products.csv", "product_id,name,category\n1.5,Kettle,Home\n2.0,Lamp,Home\n")   # ids that are not ints
+    t = log.load(d)
+    assert t.interactions["item_id"] == ["1.0", "2.0", "7.0"], "a join that would not improve changes nothing"
