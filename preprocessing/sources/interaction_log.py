@@ -526,11 +526,13 @@ def load(path: str, columns: str = "", rating_max: float = 5.0, max_bad_fraction
         raise DataError(f"no usable interactions in {ipath}" + (
             f" (event types {', '.join(sorted(type_counts))}; data.event_types={event_types!r})" if has_event else ""))
 
-    items_path = _side_file(path, ITEMS_NAMES)
+    items_path, users_path = _side_file(path, ITEMS_NAMES), _side_file(path, USERS_NAMES)
     items = _items(items_path, explicit, dead)
-    users = _users(_side_file(path, USERS_NAMES), explicit, dead)
+    users = _users(users_path, explicit, dead)
     if items:
-        events, items = _join_items(events, items, items_path)
+        events, items = _join_side(events, 1, items, items_path, "items", "title, genres, price")
+    if users:
+        events, users = _join_side(events, 0, users, users_path, "users", "age, country")
     events.sort(key=lambda e: (e[3], e[0], e[1]))
     inter = {"user_id": [e[0] for e in events], "item_id": [e[1] for e in events],
              "timestamp": [e[3] for e in events], "rating": [e[2] for e in events],
@@ -554,26 +556,27 @@ def _int_id(item_id: str) -> str:
     return m.group(1) if m else item_id
 
 
-def _join_items(events: List[tuple], items: Dict[str, Dict], items_path: str) -> Tuple[List[tuple], Dict[str, Dict]]:
-    """The log's item ids against the items file's: says how many log items have no row there (they are kept
-    without content), and when one side wrote integer ids as floats ("123.0" vs "123") and the other did not,
-    reads both as integers, if that joins more of them."""
-    logged = {e[1] for e in events}
-    missing = logged - items.keys()
+def _join_side(events: List[tuple], column: int, rows: Dict[str, Dict], side_path: str, what: str,
+               fields: str) -> Tuple[List[tuple], Dict[str, Dict]]:
+    """The log's ids (``events[i][column]``: 1 items, 0 users) against a side file's: says how many logged
+    ids have no row there (kept without those fields), and when one side wrote integer ids as floats
+    ("123.0" vs "123") and the other did not, reads both as integers, if that joins more of them."""
+    logged = {e[column] for e in events}
+    missing = logged - rows.keys()
     if missing:
-        fixed_items = {_int_id(i): v for i, v in items.items()}
-        fixed_missing = {_int_id(i) for i in logged} - fixed_items.keys()
+        fixed_rows = {_int_id(i): v for i, v in rows.items()}
+        fixed_missing = {_int_id(i) for i in logged} - fixed_rows.keys()
         if len(fixed_missing) < len(missing) / 2:
-            print(f"[data] item ids written as floats (\"123.0\") on one side only: read as integers "
+            print(f"[data] {what} ids written as floats (\"123.0\") on one side only: read as integers "
                   f"({len(logged) - len(missing):,} -> {len(logged) - len(fixed_missing):,} of {len(logged):,} "
-                  f"logged items found in {items_path})", flush=True)
-            events = [(e[0], sys.intern(_int_id(e[1]))) + tuple(e[2:]) for e in events]
-            items, missing = fixed_items, fixed_missing
+                  f"logged {what} found in {side_path})", flush=True)
+            events = [e[:column] + (sys.intern(_int_id(e[column])),) + e[column + 1:] for e in events]
+            rows, missing = fixed_rows, fixed_missing
     if missing:
         examples = ", ".join(repr(i) for i in sorted(missing, key=lambda s: (len(s), s))[:3])
-        print(f"[data] {len(missing):,} of {len(logged):,} items in the log have no row in {items_path} "
-              f"(kept without title, genres, price; e.g. {examples})", flush=True)
-    return events, items
+        print(f"[data] {len(missing):,} of {len(logged):,} {what} in the log have no row in {side_path} "
+              f"(kept without {fields}; e.g. {examples})", flush=True)
+    return events, rows
 
 
 def _items(path: Optional[str], explicit: Dict[str, str], dead: List[Dict]) -> Dict[str, Dict]:

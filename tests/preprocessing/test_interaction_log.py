@@ -287,3 +287,9 @@ def test_item_ids_written_as_floats_on_one_side_still_join_and_a_poor_join_is_re
     write(d, "products.csv", "product_id,name,category\n1.5,Kettle,Home\n2.0,Lamp,Home\n")   # ids that are not ints
     t = log.load(d)
     assert t.interactions["item_id"] == ["1.0", "2.0", "7.0"], "a join that would not improve changes nothing"
+    write(d, "events.csv", "user,item,time\n10,1.0,2024-01-01\n20,2.0,2024-01-02\n30,7.0,2024-01-03\n")
+    write(d, "customers.csv", "customer_id,age,country\n10.0,31,DE\n20.0,45,FR\n")   # the same, for users
+    t = log.load(d)
+    assert t.interactions["user_id"] == ["10", "20", "30"]
+    assert dict(zip(t.users["user_id"], t.users["user_country"])) == {"10": "DE", "20": "FR", "30": "unknown"}
+    assert "1 of 3 users in the log have no row in" in capsys.readouterr().out
