@@ -391,6 +391,13 @@ def check_size(kind: str, n_users: int, n_items: int, limit: Optional[int] = Non
                        f"{what} matrix (limit {limit / 2**30:.0f} GiB; these baselines are dense NumPy)")
 
 
+def positions(items: np.ndarray, n_items: int) -> np.ndarray:
+    """catalogue index -> position in ``items`` (-1: not among them)."""
+    out = np.full(n_items, -1, np.int64)
+    out[items] = np.arange(len(items))
+    return out
+
+
 class OnTrainItems:
     """A baseline fitted on the items the train split has (the only ones it can score), answering in catalogue
     indices: a products file far larger than the log then costs nothing (20,500 listed, 500 sold: EASE's
@@ -399,8 +406,7 @@ class OnTrainItems:
 
     def __init__(self, inner: Baseline, items: np.ndarray, n_items: int):
         self.inner, self.items, self.n_items = inner, np.asarray(items, np.int64), int(n_items)
-        self.position = np.full(self.n_items, -1, np.int64)   # catalogue index -> inner index (-1: no train event)
-        self.position[self.items] = np.arange(len(self.items))
+        self.position = positions(self.items, self.n_items)
 
     def __getattr__(self, name):  # lam, neighbours, b, ... of the fitted baseline
         if name.startswith("__") or name == "inner":  # (copy and pickle probe before __init__ has run)
@@ -437,8 +443,7 @@ def fit_tuned(kind: str, split: Split, n_items: int, tune_first: bool = True, **
 
     The baseline sees only the items with a train event (``OnTrainItems``); it answers in catalogue indices."""
     active = np.unique(split.items[split.items >= 0])
-    position = np.full(n_items, -1, np.int64)
-    position[active] = np.arange(len(active))
+    position = positions(active, n_items)
     local = Split(split.users, np.where(split.items >= 0, position[np.maximum(split.items, 0)], -1), split.times)
     check_size(kind, len(np.unique(split.users[split.items >= 0])), len(active))
     record = tune(kind, local, len(active), **tune_kwargs) if tune_first else {"kind": kind, "best": None}

@@ -85,6 +85,14 @@ def top_k_from_scores(scores: np.ndarray, k: int, exclude: Optional[Sequence[np.
     return top
 
 
+def dot_scores(query_vectors, item_vectors) -> np.ndarray:
+    """[n, n_items] float32 dot products; an item with a NaN vector (left out of the index:
+    trainer/unseen_items.py) scores -inf, so it is never a candidate and a target there is a miss."""
+    s = (np.asarray(query_vectors) @ np.asarray(item_vectors).T).astype(np.float32)
+    s[np.isnan(s)] = -np.inf
+    return s
+
+
 def full_ranking_topk(query_vectors, item_vectors, k: int, exclude=None, batch_size: int = 1024) -> np.ndarray:
     """Dot-product retrieval over the whole catalog, batch_size queries at a time (memory-bounded)."""
     q, items = np.asarray(query_vectors), np.asarray(item_vectors)

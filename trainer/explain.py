@@ -126,10 +126,9 @@ def recommend_in_process(trained, item_vectors: np.ndarray, ranker, request: Dic
     q = np.asarray(trained.model.query_tower(tft_layer(raw), training=False))[:1]
     index = trained.catalogue.index()
     history = [index[h] for h in to_str(np.asarray(request["history_item_ids"])[0]) if h in index]
-    scores = (q @ item_vectors.T).astype(np.float32)
-    scores[np.isnan(scores)] = -np.inf  # items the index leaves out
+    scores = evaluation.dot_scores(q, item_vectors)
     scores[0, history] = -np.inf
-    n = min(n, trained.catalogue.size - len(set(history)))
+    n = min(n, int(np.isfinite(scores[0]).sum()))   # neither in the history nor left out of the index
     top = evaluation.top_k_from_scores(scores, n)[0]
     rows = transform_pairs(tft_layer, {k_: np.asarray(request[k_])[:1] for k_ in QUERY_RAW}, np.zeros(n, np.int64),
                            top, trained.catalogue, np.arange(1, n + 1), scores[0, top])

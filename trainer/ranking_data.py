@@ -181,19 +181,25 @@ def transform_pairs(tft_layer, query_raw: Dict[str, np.ndarray], event: np.ndarr
     return feats
 
 
-_APPLY: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_TRACED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def traced(layer, inputs: Dict[str, tf.Tensor], **kwargs):
+    """``layer(x, **kwargs)`` as one tf.function per layer, input keys and kwargs, for any batch size (the
+    input signature leaves the batch dimension open): traced once, not on every call or batch shape."""
+    fns = _TRACED.setdefault(layer, {})
+    key = (tuple(sorted(inputs)), tuple(sorted(kwargs.items())))
+    if key not in fns:
+        spec = {k: tf.TensorSpec([None, *inputs[k].shape[1:]], inputs[k].dtype) for k in key[0]}
+        ref = weakref.ref(layer)  # a strong reference here would keep the cache's key alive forever
+        fns[key] = tf.function(lambda x: ref()(x, **kwargs), input_signature=[spec])
+    return fns[key]
 
 
 def _apply(tft_layer, raw: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    """``tft_layer(raw)`` through one tf.function per layer and input keys, for any batch size: an eager call of
-    the (tf.compat.v1-traced) transform graph costs ~0.1 s; the function, after a ~1 s trace, milliseconds."""
-    fns = _APPLY.setdefault(tft_layer, {})
-    keys = tuple(sorted(raw))
-    if keys not in fns:
-        spec = {k: tf.TensorSpec([None, *raw[k].shape[1:]], raw[k].dtype) for k in keys}
-        layer = weakref.ref(tft_layer)  # a strong reference here would keep the cache's key alive forever
-        fns[keys] = tf.function(lambda x: layer()(x), input_signature=[spec])
-    return fns[keys](raw)
+    """``tft_layer(raw)`` through ``traced``: an eager call of the (tf.compat.v1-traced) transform graph costs
+    ~0.1 s; the function, after a ~1 s trace, milliseconds."""
+    return traced(tft_layer, raw)(raw)
 
 
 def _engagement(is_pos: np.ndarray, click: np.ndarray, label: str) -> np.ndarray:
@@ -205,8 +211,7 @@ def _engagement(is_pos: np.ndarray, click: np.ndarray, label: str) -> np.ndarray
 
 
 def _masked_scores(q: np.ndarray, item_vectors: np.ndarray, exclude: List[np.ndarray]) -> np.ndarray:
-    s = (q @ item_vectors.T).astype(np.float32)
-    s[np.isnan(s)] = -np.inf  # items the index leaves out (NaN vectors): never candidates, a target there is a miss
+    s = evaluation.dot_scores(q, item_vectors)
     rows = np.repeat(np.arange(len(s)), [len(e) for e in exclude])
     cols = np.concatenate(exclude) if exclude else np.empty(0, np.int64)
     s[rows, cols.astype(np.int64)] = -np.inf

@@ -161,8 +161,9 @@ def train_retrieval(version_dir: str, cfg, out_dir: str, before_ts: Optional[int
                f"train.min_steps_per_epoch={t.min_steps_per_epoch})" if batch < t.batch_size else "")
     print(f"[train] retrieval: {stats.n_examples} train examples, {catalogue.size} items, "
           f"batch {batch}{smaller}, up to {epochs} epochs", flush=True)
-    if unseen_items.describe(stats.servable_info):
-        print(f"[train] {unseen_items.describe(stats.servable_info)}", flush=True)
+    left_out = unseen_items.describe(stats.servable_info)
+    if left_out:
+        print(f"[train] {left_out}", flush=True)
     t0 = time.time()
     inputs = role.fit_inputs(train_ds, valid_ds, stats.n_examples, batch, t.steps_per_epoch)
     hist = model.fit(epochs=epochs, callbacks=callbacks, verbose=0 if t.verbose == 2 else t.verbose, **inputs)

@@ -19,7 +19,6 @@ import dataclasses
 import json
 import os
 import time
-import weakref
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -31,7 +30,7 @@ from trainer import evaluate_retrieval as er
 from trainer.features import FeatureSizes
 from trainer.progress import EpochProgress
 from trainer.models import ranking as ranking_models
-from trainer.ranking_data import EvalSet, Pairs, build_eval_set, build_train_pairs, log, rating_mean
+from trainer.ranking_data import EvalSet, Pairs, build_eval_set, build_train_pairs, log, rating_mean, traced
 
 # Named variants: the three model kinds plus DCN-v2's structure / rank options.
 VARIANTS = {
@@ -203,25 +202,17 @@ def load_ranker(out_dir: str, cfg, example: Dict[str, tf.Tensor]) -> ranking_mod
     return model
 
 
-_PREDICT_FNS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _predict_fn(model):
-    """One traced inference function per model (shape-relaxed: full and last batches share a trace). A new
-    tf.function per call retraced on every evaluation, and TensorFlow warned about it in the benchmarks."""
-    fn = _PREDICT_FNS.get(model)
-    if fn is None:
-        ref = weakref.ref(model)   # the cache must not keep the model alive
-        fn = _PREDICT_FNS[model] = tf.function(lambda x: ref()(x, training=False), reduce_retracing=True)
-    return fn
+def _predict_fn(model, batch: Dict[str, tf.Tensor]):
+    """The model's inference function for batches like ``batch`` (``ranking_data.traced``: a new tf.function
+    per call had retraced on every evaluation, and TensorFlow warned about it in the benchmarks)."""
+    return traced(model, batch, training=False)
 
 
 def predict(model, pairs: Pairs, batch_size: int = 8192) -> Tuple[np.ndarray, np.ndarray]:
     """(engagement logits, predicted ratings) for every row."""
-    call = _predict_fn(model)
     logits, ratings = [], []
     for batch in pairs.batches(batch_size):
-        out = call(batch)
+        out = _predict_fn(model, batch)(batch)
         logits.append(out["engagement_logit"].numpy())
         ratings.append(out["rating"].numpy())
     if not logits:

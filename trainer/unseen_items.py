@@ -33,12 +33,12 @@ def cut_time(items: np.ndarray, times: np.ndarray, late_fraction: float = LATE_F
 
 
 def pickup_ratio(items: np.ndarray, times: np.ndarray, n_items: int, late_fraction: float = LATE_FRACTION,
-                 release_ts: Optional[np.ndarray] = None) -> Optional[float]:
-    """Per-item events after the cut (``cut_time``): items available before it without an earlier event over
-    items with one (+1 event of smoothing for the former); items released at or after the cut are left out of
-    both. None when the log cannot say (no late events, or every available item already had an event)."""
+                 release_ts: Optional[np.ndarray] = None, cut: Optional[float] = None) -> Optional[float]:
+    """Per-item events after the cut (``cut_time``, unless given): items available before it without an earlier
+    event over items with one (+1 event of smoothing for the former); items released at or after the cut are
+    left out of both. None when the log cannot say (no late events, or every available item already had one)."""
     items, times = np.asarray(items, np.int64), np.asarray(times)
-    cut = cut_time(items, times, late_fraction)
+    cut = cut_time(items, times, late_fraction) if cut is None else cut
     if cut is None:
         return None
     ok = items >= 0
@@ -74,11 +74,11 @@ def servable_items(item_counts: np.ndarray, items: np.ndarray, times: np.ndarray
     if policy == "keep" or not unseen.any():
         return None, dict(info, left_out=0)
     if policy == "auto":
-        ratio = pickup_ratio(items, times, len(unseen), release_ts=release_ts)
+        cut = cut_time(items, times)
+        ratio = pickup_ratio(items, times, len(unseen), release_ts=release_ts, cut=cut)
         info["pickup_ratio"] = None if ratio is None else round(ratio, 6)
         if ratio is None or ratio >= DROP_BELOW:
             return None, dict(info, left_out=0)
-        cut = cut_time(items, times)
         new = released_since(release_ts, cut, len(unseen)) & unseen
         info["new_kept"] = int(new.sum())
         unseen &= ~new

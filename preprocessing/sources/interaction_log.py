@@ -487,6 +487,7 @@ def load(path: str, columns: str = "", rating_max: float = 5.0, max_bad_fraction
         raise DataError(f"data.event_types={event_types!r}, but {ipath} has no event-type column (one of "
                         f"{', '.join(ALIASES['event_type'])}; or name it with data.columns=event_type=<column>)")
     type_counts: Dict[str, int] = {}
+    kinds: Dict[str, str] = {}   # event type -> event_kind, worked out once per distinct type, not per row
     events: List[Tuple[str, str, float, int, float, str]] = []
     max_ts = latest_valid_timestamp()
     for line, row in table.rows(count=True):
@@ -494,7 +495,7 @@ def load(path: str, columns: str = "", rating_max: float = 5.0, max_bad_fraction
         if has_event:
             etype = _field(row["event_type"]).strip()
             type_counts[etype] = type_counts.get(etype, 0) + 1
-            kind = event_kind(etype, keep_types)
+            kind = kinds.get(etype) or kinds.setdefault(etype, event_kind(etype, keep_types))
             if kind == "skip":
                 continue
         try:
@@ -550,10 +551,10 @@ def load(path: str, columns: str = "", rating_max: float = 5.0, max_bad_fraction
 _FLOAT_INT = re.compile(r"(\d+)\.0+")
 
 
-def _int_id(item_id: str) -> str:
+def _int_id(value: str) -> str:
     """"123.0" -> "123": how a table tool writes an integer id column that had a missing value (as floats)."""
-    m = _FLOAT_INT.fullmatch(item_id)
-    return m.group(1) if m else item_id
+    m = _FLOAT_INT.fullmatch(value)
+    return m.group(1) if m else value
 
 
 def _join_side(events: List[tuple], column: int, rows: Dict[str, Dict], side_path: str, what: str,
