@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import data, distribute, optimizers, unseen_items
+from trainer.weight_average import WeightAverage
 from trainer.features import FeatureSizes
 from trainer.progress import EpochProgress
 from trainer.models.retrieval import TwoTowerModel, item_content_table
@@ -157,6 +158,8 @@ def train_retrieval(version_dir: str, cfg, out_dir: str, before_ts: Optional[int
     ]
     if role.kind == "parameter_server":  # the coordinator runs no validation pass: keep the last weights
         callbacks = [callbacks[0], tf.keras.callbacks.ModelCheckpoint(ckpt, save_weights_only=True)]
+    elif t.weight_average and role.kind == "none":  # before early stopping: it and the checkpoint keep the average
+        callbacks.insert(1, WeightAverage(t.weight_average, every=WeightAverage.every_for(model)))
     smaller = (f" (train.batch_size {t.batch_size} would give {stats.n_examples // t.batch_size} steps an epoch; "
                f"train.min_steps_per_epoch={t.min_steps_per_epoch})" if batch < t.batch_size else "")
     print(f"[train] retrieval: {stats.n_examples} train examples, {catalogue.size} items, "
