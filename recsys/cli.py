@@ -22,7 +22,7 @@
   recsys query ...                 query a running server (local or real TF Serving)
   recsys query --similar ITEM      the items most similar to ITEM from a served similar_items model
   recsys pipeline compile|run-local|submit   the same stages as a Kubeflow / Vertex AI pipeline
-  recsys bench NAME ...            benchmarks: ann, serving, quality, ranking, preprocessing, training, scale, cold-start
+  recsys bench NAME ...            benchmarks: ann, serving, quality, ranking, preprocessing, training, scale, cold-start, seeds
 
 Every step takes `--config FILE` (YAML/JSON) and `--set section.key=value` overrides, e.g.
 `recsys --set data.n_users=5000 --set train.epochs=5 demo`. The resolved config is written
@@ -44,7 +44,7 @@ PASSTHROUGH = {"serve": "serving.server", "query": "serving.client", "pipeline":
 BENCHMARKS = {"ann": "benchmarks.ann", "serving": "benchmarks.serving_latency", "quality": "benchmarks.quality",
               "preprocessing": "benchmarks.preprocessing", "training": "benchmarks.training",
               "ranking": "benchmarks.ranking", "scale": "benchmarks.scale", "pipeline": "benchmarks.pipeline",
-              "cold-start": "benchmarks.cold_start"}
+              "cold-start": "benchmarks.cold_start", "seeds": "benchmarks.seeds"}
 
 
 def _parser() -> argparse.ArgumentParser:

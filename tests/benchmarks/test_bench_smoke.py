@@ -247,3 +247,29 @@ def test_fit_power_law():
     assert common.fit_power_law([10], [1]) is None
     assert common.fit_power_law([10, 10], [1, 2]) is None
     assert common.power_law_at(fit, 1e4) == pytest.approx(3000)
+
+
+def test_seeds_json(tmp_path, version_dir):
+    """Every (variant, seed) trains once on the same split; the settings and seeds reach training."""
+    from benchmarks import seeds
+
+    rc = seeds.main(["--quick", "--prepared", f"synthetic={version_dir}", "--datasets", "synthetic", "--epochs", "1",
+                     "--seeds", "1,2", "--variants", "default;train.weight_average=0", "--no-plot",
+                     "--out", str(tmp_path)])
+    assert rc == 0
+    data = _load(os.path.join(tmp_path, "seeds.json"))
+    (ds,) = data["datasets"]
+    assert set(ds["baselines"]) == {"popularity", "ease"}
+    assert [v["name"] for v in ds["variants"]] == ["default", "train.weight_average=0"]
+    by = {}
+    for v in ds["variants"]:
+        assert [r["seed"] for r in v["runs"]] == [1, 2]
+        for r in v["runs"]:
+            assert all(0.0 <= r["metrics"][m] <= 1.0 for m in seeds.METRICS)
+            assert r["lead"]["versus"] in ("popularity", "ease")
+            by[v["name"], r["seed"]] = r["metrics"]["recall@50"], r["metrics"]["ndcg@10"]
+        mean = sum(r["metrics"]["recall@50"] for r in v["runs"]) / 2
+        assert abs(v["summary"]["recall@50"]["mean"] - mean) < 1e-9 and v["summary"]["recall@50"]["sd"] >= 0
+    assert by["default", 1] != by["default", 2]                  # the seed reaches training
+    assert by["default", 1] != by["train.weight_average=0", 1]   # so does the variant's override
+    assert "mean +- sd" in data["table"]
