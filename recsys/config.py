@@ -145,7 +145,8 @@ class TrainConfig:
     skip_repeats: bool = True
     # retrieval: validate and keep an exponential moving average of the weights, this decay per step (0 = off;
     # trainer/weight_average.py). With its warm-up it averages about the last 10% of steps, at most 1/(1-decay):
-    # on ml-latest-small and an ML-1M-format copy, the same mean over seeds and a third of the spread (README)
+    # on ml-latest-small and an ML-1M-format copy, the same mean over seeds and a third of the spread (README).
+    # One process only: multi-worker and parameter-server training keep the raw weights
     weight_average: float = 0.999
     shuffle_buffer: int = 20000
     seed: int = 7
