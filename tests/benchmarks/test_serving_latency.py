@@ -1,6 +1,8 @@
 """benchmarks/serving_latency.py end to end on toy models: every workload in-process, over gRPC and REST, JSON written."""
 import json
 
+import numpy as np
+
 from benchmarks import serving_latency
 
 
@@ -20,3 +22,17 @@ def test_toy_run_measures_every_workload_side_by_side(tmp_path):
         for r in grpc_rows)
     assert {f["floor"] for f in data["floors"]} >= {"echo: sync server, sync client",
                                                      "GetModelStatus: model server, ServingClient"}
+    for r in grpc_rows:  # each overhead comes with its bootstrap interval (10 requests: wide, but finite)
+        lo, hi = r["overhead_p50_ci_ms"]
+        assert np.isfinite([lo, hi]).all() and lo <= hi
+    assert set(data["checks"]["grpc_overhead_at_c1"]) == {"retrieval", "ranking", "ranking:query_once", "recommend"}
+
+
+def test_overhead_interval_and_verdict():
+    rng = np.random.default_rng(1)
+    fast, slow = rng.normal(1.0, 0.1, 300), rng.normal(3.0, 0.1, 300)
+    lo, hi = serving_latency.median_difference_interval(slow, fast)
+    assert 1.9 < lo < 2.0 < hi < 2.1
+    assert serving_latency.target_verdict(2.0, (lo, hi), 1.0) == "NOT met"
+    assert serving_latency.target_verdict(0.5, (0.4, 0.6), 1.0) == "met"
+    assert "spans the target" in serving_latency.target_verdict(0.95, (0.8, 1.1), 1.0)
