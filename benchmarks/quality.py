@@ -771,15 +771,21 @@ def resolve_args(argv) -> argparse.Namespace:
     for d in a.dataset_list:
         if d not in ("synthetic", "movielens", "log"):
             raise SystemExit(f"unknown dataset {d!r}; use synthetic, movielens and/or log")
-    a.prepared_map = {}
-    for item in a.prepared:
-        k, _, v = item.partition("=")
-        if not v:
-            raise SystemExit(f"--prepared wants DATASET=VERSION_DIR, got {item!r}")
-        a.prepared_map[k.strip()] = v.strip()
+    a.prepared_map = parse_prepared(a.prepared)
     if "log" in a.dataset_list and "log" not in a.prepared_map and not (a.log and os.path.exists(a.log)):
         raise SystemExit(f"--datasets log needs --log FILE_OR_DIR (an interaction log); got {a.log!r}")
     return a
+
+
+def parse_prepared(items: Sequence[str]) -> Dict[str, str]:
+    """``--prepared DATASET=VERSION_DIR`` options as a dict (also used by ``recsys bench seeds``)."""
+    out = {}
+    for item in items:
+        k, _, v = item.partition("=")
+        if not v:
+            raise SystemExit(f"--prepared wants DATASET=VERSION_DIR, got {item!r}")
+        out[k.strip()] = v.strip()
+    return out
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

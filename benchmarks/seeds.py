@@ -97,12 +97,7 @@ def resolve_args(argv) -> argparse.Namespace:
     for d in a.dataset_list:
         if d not in ("synthetic", "movielens"):
             raise SystemExit(f"unknown dataset {d!r}; use synthetic and/or movielens")
-    a.prepared_map = {}
-    for item in a.prepared:
-        k, _, v = item.partition("=")
-        if not v:
-            raise SystemExit(f"--prepared wants DATASET=VERSION_DIR, got {item!r}")
-        a.prepared_map[k.strip()] = v.strip()
+    a.prepared_map = quality.parse_prepared(a.prepared)
     from recsys.config import ConfigError, load_config
 
     for v in a.variant_list:  # a bad override fails here, in one line, before any data is read

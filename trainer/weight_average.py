@@ -64,6 +64,13 @@ class WeightAverage(tf.keras.callbacks.Callback):
                 v.assign(s)
             self.averaged_in = True
 
+    def on_train_end(self, logs=None):
+        """Without a validation pass (no validation data) the model still ends on the average."""
+        if self.steps and not self.averaged_in:
+            for s, v in zip(self._shadow, self._vars):
+                v.assign(s)
+            self.averaged_in = True
+
     def on_epoch_begin(self, epoch, logs=None):
         if self.averaged_in:  # training goes on from where the raw weights were
             for r, v in zip(self._raw, self._vars):

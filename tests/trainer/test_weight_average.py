@@ -20,15 +20,15 @@ class Recorder(tf.keras.callbacks.Callback):
         self.validated.append(self.model.get_weights()[0].copy())
 
 
-def _fit(callbacks, epochs=3):
+def _fit(callbacks, epochs=3, validate=True):
     tf.keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
     y = x @ np.array([[1.0], [-2.0], [0.5]], np.float32)
     model = tf.keras.Sequential([tf.keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
     model.build((None, 3))  # as train_retrieval builds the towers before fit
     model.compile(optimizer=tf.keras.optimizers.SGD(0.05), loss="mse")
-    model.fit(x, y, batch_size=16, epochs=epochs, shuffle=False, validation_data=(x, y), verbose=0,
-              callbacks=callbacks)
+    model.fit(x, y, batch_size=16, epochs=epochs, shuffle=False, verbose=0, callbacks=callbacks,
+              validation_data=(x, y) if validate else None)
     return model
 
 
@@ -59,6 +59,17 @@ def test_sparse_updates_every_k_steps_span_the_same_horizon():
         d = min(0.9 ** 2, (1.0 + n) / (10.0 + n))
         shadow = d * shadow + (1 - d) * w
     np.testing.assert_allclose(rec.validated[-1], shadow, rtol=1e-5)
+
+
+def test_without_validation_the_model_still_ends_on_the_average():
+    rec, avg = Recorder(), WeightAverage(0.9)
+    model = _fit([rec, avg], epochs=2, validate=False)
+    shadow = np.zeros((3, 1), np.float32)
+    for n, w in enumerate(rec.steps, start=1):
+        d = min(0.9, (1.0 + n) / (10.0 + n))
+        shadow = d * shadow + (1 - d) * w
+    assert not rec.validated and not np.allclose(shadow, rec.steps[-1])
+    np.testing.assert_allclose(model.get_weights()[0], shadow, rtol=1e-5)
 
 
 def test_bad_decay_is_a_clear_error():
