@@ -514,6 +514,7 @@ def quick(cfg: Config) -> None:
 
 def demo(cfg: Config, data_dir: Optional[str] = None, is_quick: bool = False) -> int:
     """Every step on the embedded synthetic data (or MovieLens files), with a summary at the end."""
+    from preprocessing.utf8 import to_str
     from recsys import steps
 
     t0 = time.time()
@@ -558,7 +559,7 @@ def demo(cfg: Config, data_dir: Optional[str] = None, is_quick: bool = False) ->
             raise
     user = str(request["user_id"][0])
     top10 = fresh["item_ids"][0][:10]
-    overlap = len(set(top10) & set(exact["item_ids"][0][:10].astype(str))) / 10.0
+    overlap = len(set(top10) & set(to_str(exact["item_ids"][0][:10]).tolist())) / 10.0
     _print_example(cfg, version_dir, user, request, fresh)
     _print_recommend(version_dir, user, recommended)
     from preprocessing.sources import tables

@@ -21,6 +21,8 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
+from preprocessing.utf8 import to_str
+
 
 @dataclasses.dataclass
 class Estimate:
@@ -63,7 +65,7 @@ def _tables(users, positions, clicks, p_log, p_target, clip):
     w = p_target / p_log
     if clip is not None:
         w = np.minimum(w, clip)
-    user_ids, u = np.unique(np.asarray(users, dtype=object).astype(str), return_inverse=True)
+    user_ids, u = np.unique(to_str(users), return_inverse=True)
     pos_ids, p = np.unique(positions, return_inverse=True)
     shape = (len(user_ids), len(pos_ids))
     cw, ws, imps = np.zeros(shape), np.zeros(shape), np.zeros(shape)

@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from preprocessing.utf8 import to_str
 from trainer import export
 
 MODEL_NAME = "similar_items"
@@ -24,7 +25,7 @@ class SimilarItemsModule(tf.Module):
 
     def __init__(self, item_ids: np.ndarray, vectors: np.ndarray, index, k: int):
         super().__init__()
-        ids = tf.constant(np.asarray(item_ids).astype(str))
+        ids = tf.constant(to_str(item_ids))
         self.table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(ids, tf.range(len(item_ids), dtype=tf.int64)), default_value=-1)
         self.vectors = tf.Variable(np.asarray(vectors, np.float32), trainable=False, name="item_vectors")
@@ -48,7 +49,7 @@ class SimilarItemsModule(tf.Module):
 def export_similar_items(item_ids: np.ndarray, vectors: np.ndarray, base: str, version: int, ecfg, k: int = 20,
                          kind: str = "scann", name: str = MODEL_NAME, warmup_ids: Optional[list] = None) -> str:
     """Writes ``<base>/<name>/<version>``; ``vectors`` are L2-normalised so scores are cosines."""
-    item_ids = np.asarray(item_ids).astype(str)
+    item_ids = to_str(item_ids)
     if len(item_ids) < 2:
         raise ValueError(f"similar_items needs at least 2 items, got {len(item_ids)}")
     vectors = np.asarray(vectors, np.float32)

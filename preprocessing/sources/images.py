@@ -19,6 +19,7 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
+from preprocessing.utf8 import to_str
 from recsys import fileio
 
 IMAGES_FILE = "item_images.npz"
@@ -92,7 +93,7 @@ def read(path: str) -> Tuple[np.ndarray, np.ndarray]:
             raise
         raise ImageError(f"{path}: not a plain npz of item_ids and uint8 images ({e})") from None
     _check(ids, images, path)
-    return ids.astype(str), images
+    return to_str(ids), images
 
 
 def _check(ids: np.ndarray, images: np.ndarray, path: str) -> None:

@@ -123,3 +123,25 @@ def test_similar_items_export_reloads_and_answers_over_grpc(planted, tmp_path, c
         server.stop(0)
     assert [x.decode() if isinstance(x, bytes) else x for x in out["item_ids"][0]] == fresh["item_ids"][0]
     assert printed["item_ids"][0] == fresh["item_ids"][0][:5]
+
+
+def test_user_sequences_read_utf8_ids_in_time_order(preprocessed):
+    """The shared run's user and item ids are non-ASCII (numpy's astype(str) would raise on them)."""
+    import tensorflow as tf
+
+    cat = data.load_catalogue(preprocessed)
+    seqs = item2vec.user_sequences(preprocessed, cat)
+    spec = {k: tf.io.FixedLenFeature([], t) for k, t in
+            (("user_id", tf.string), ("item_id", tf.string), ("timestamp", tf.int64))}
+    cols = {"user_id": [], "item_id": [], "timestamp": []}
+    for b in tf.data.TFRecordDataset(data.files(preprocessed, "train"), compression_type="GZIP").batch(8192):
+        for k, v in tf.io.parse_example(b, spec).items():
+            cols[k].extend(v.numpy().tolist())
+    users = [u.decode("utf-8") for u in cols["user_id"]]
+    assert any(not u.isascii() for u in seqs) and sum(map(len, seqs.values())) == len(users)
+    user = users[0]
+    mine = sorted((t, i.decode("utf-8")) for u, i, t in zip(users, cols["item_id"], cols["timestamp"]) if u == user)
+    assert [cat.item_ids[i] for i in seqs[user]] == [i for _, i in mine]
+    cut = mine[len(mine) // 2][0]
+    early = item2vec.user_sequences(preprocessed, cat, before_ts=cut)
+    assert [cat.item_ids[i] for i in early.get(user, [])] == [i for t, i in mine if t < cut]

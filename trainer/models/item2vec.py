@@ -19,12 +19,15 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from preprocessing.utf8 import to_str
 from trainer import data
 
 
 # ---------------------------------------------------------------- input: user histories
-def user_sequences(version_dir: str, catalogue: data.Catalogue, split: str = "train") -> Dict[str, np.ndarray]:
-    """user_id -> catalogue indices of the user's events in ``split``, in time order (ties by item id)."""
+def user_sequences(version_dir: str, catalogue: data.Catalogue, split: str = "train",
+                   before_ts: Optional[int] = None) -> Dict[str, np.ndarray]:
+    """user_id -> catalogue indices of the user's events in ``split`` (before ``before_ts`` when given), in time
+    order (ties by item id)."""
     spec = {"user_id": tf.io.FixedLenFeature([], tf.string), "item_id": tf.io.FixedLenFeature([], tf.string),
             "timestamp": tf.io.FixedLenFeature([], tf.int64)}
     ds = tf.data.TFRecordDataset(data.files(version_dir, split), compression_type="GZIP").batch(8192)
@@ -35,9 +38,12 @@ def user_sequences(version_dir: str, catalogue: data.Catalogue, split: str = "tr
         ts.append(b["timestamp"].numpy())
     if not users:
         return {}
-    u = np.concatenate(users).astype(str)
-    it = np.concatenate(items).astype(str)
+    u = to_str(np.concatenate(users))  # UTF-8 ids (not .astype(str): numpy decodes bytes as ASCII)
+    it = to_str(np.concatenate(items))
     t = np.concatenate(ts)
+    if before_ts is not None:
+        early = t < before_ts
+        u, it, t = u[early], it[early], t[early]
     index = catalogue.index()
     idx = np.array([index.get(i, -1) for i in it], np.int64)
     order = np.lexsort((it, t, u))
