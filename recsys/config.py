@@ -92,6 +92,10 @@ class RetrievalConfig:
     # keep = always indexed (new releases found by their content); drop = never indexed
     unseen_items: str = "auto"
     user_id_dropout: float = 0.0     # the same for the user id in the query tower (new users: context only)
+    # item id tables start from: random rows, or item2vec vectors trained on the train split first
+    # (trainer/item_init.py; the item2vec.* settings at id_dim, for item_init_epochs). One process only
+    item_init: str = "item2vec"
+    item_init_epochs: int = 2
     item_images: str = ""            # "" = no image branch; "data" = the images the training data carries (ingested
                                      # with the raw tables); or a path to an item_images.npz (preprocessing/sources/images.py)
 
@@ -334,6 +338,7 @@ POSITIVE = {
     "ranking.train_candidates", "ranking.eval_candidates", "ranking.gbdt_trees", "ranking.gbdt_max_depth",
     "ranking.recommend_candidates", "ranking.recommend_k",
     "item2vec.dim", "item2vec.window", "item2vec.batch_size", "item2vec.epochs", "item2vec.learning_rate",
+    "retrieval.item_init_epochs",
     "item2vec.top_k", "exploration.candidates", "exploration.k", "exploration.prior_alpha",
     "exploration.prior_beta", "exploration.propensity_samples",
     "vae.hidden", "vae.latent", "vae.batch_size", "vae.epochs", "vae.learning_rate",
@@ -355,6 +360,7 @@ CHOICES = {
     "retrieval.history_encoder": ("mean", "gru", "transformer"),
     "retrieval.seq_tables": ("shared", "item", "own"),
     "retrieval.candidate_tower": ("id", "content"),
+    "retrieval.item_init": ("random", "item2vec"),
     "retrieval.unseen_items": ("auto", "keep", "drop"),
     "ranking.dcn_structure": ("stacked", "parallel"),
     "ranking.engagement_label": ("consumed", "click"),

@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from preprocessing import schema
 from trainer import data, distribute, optimizers, unseen_items
 from trainer.weight_average import WeightAverage
 from trainer.features import FeatureSizes
@@ -147,6 +148,8 @@ def train_retrieval(version_dir: str, cfg, out_dir: str, before_ts: Optional[int
             if warm_start is None:  # (a warm start built them already)
                 _build_towers(model, first_valid)
             optimizers.create_slots(model)
+        if warm_start is None and cfg.retrieval.item_init == "item2vec":  # (a warm start's rows come first)
+            _items_from_item2vec(model, version_dir, catalogue, tft_output, cfg, before_ts, role.kind)
     ckpt = os.path.join(out_dir, "checkpoints", "best.weights")
     monitor, mode = early_stopping_monitor(t, cfg.eval.ks, with_metrics=role.kind == "none")
     callbacks = [
@@ -198,6 +201,20 @@ def _warm_start(model: TwoTowerModel, tft_output, previous: TrainedRetrieval, ba
         _build_towers(m, batch)
     outputs = {"old": previous.tft_output, "new": tft_output}
     return warm_start.warm_start(model, previous.model, lambda side, name: outputs[side].vocabulary_by_name(name))
+
+
+def _items_from_item2vec(model, version_dir, catalogue, tft_output, cfg, before_ts, role_kind: str) -> None:
+    """retrieval.item_init=item2vec, in one process only: workers that each wrote their own item2vec rows into
+    mirrored tables would start from (slightly) different replicas."""
+    if role_kind != "none":
+        print(f"[train] retrieval.item_init=item2vec is single-process only; {role_kind} training starts from "
+              f"random item rows", flush=True)
+        return
+    from trainer import item_init
+
+    done = item_init.from_item2vec(model, version_dir, catalogue, tft_output.vocabulary_by_name(schema.VOCAB_ITEM),
+                                   cfg, before_ts=before_ts)
+    print(f"[train] item tables started from item2vec: {done}", flush=True)
 
 
 def _build_towers(model: TwoTowerModel, batch) -> None:
