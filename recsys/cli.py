@@ -179,6 +179,18 @@ def _quiet_python() -> None:
         warnings.filterwarnings("ignore", category=category)
     for name in ("", "absl", "apache_beam", "tensorflow"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    for name in ("absl", "tensorflow"):  # absl sets its logger's level again when a library parses absl flags
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _ErrorsOnly) for f in logger.filters):
+            logger.addFilter(_ErrorsOnly())
+
+
+class _ErrorsOnly:
+    """A logging filter that keeps errors only: unlike a level, nothing resets it."""
+
+    @staticmethod
+    def filter(record) -> bool:
+        return record.levelno >= 40  # logging.ERROR
 
 
 def _quiet_tf() -> None:

@@ -99,3 +99,29 @@ def test_global_options_after_our_subcommand_move_in_front_of_it():
     # serve, query and bench own their flags (`recsys bench quality --set ...` is the benchmark's own)
     for argv in (["bench", "quality", "--set", "a=1"], ["serve", "--port", "1"], ["query", "-v"]):
         assert cli._hoist_global_options(list(argv)) == argv
+
+
+def test_library_warnings_stay_quiet_even_after_absl_resets_its_level():
+    """TF-Transform's 'running in tf.compat.v1 mode' warning went through once absl's flags were parsed."""
+    import logging
+
+    from absl import logging as absl_logging
+
+    from recsys import cli
+
+    cli._quiet_python()
+    absl_logging.set_verbosity(absl_logging.WARNING)  # what parsing absl's --verbosity flag does
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Keep()
+    logging.getLogger("absl").addHandler(handler)
+    try:
+        absl_logging.warning("library noise")
+        absl_logging.error("a real error")
+    finally:
+        logging.getLogger("absl").removeHandler(handler)
+    assert [r.getMessage() for r in records] == ["a real error"]
