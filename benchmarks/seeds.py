@@ -151,6 +151,7 @@ def run_dataset(name: str, args, out_dir: str, log) -> Optional[Dict[str, Any]]:
         return None
     baseline_topks: Dict[str, np.ndarray] = {}
     baseline_rows: Dict[str, Dict[str, float]] = {}
+    n_items = popularity = genres = None
     variants: List[Dict[str, Any]] = []
     for variant in args.variant_list:
         runs = []
@@ -162,10 +163,10 @@ def run_dataset(name: str, args, out_dir: str, log) -> Optional[Dict[str, Any]]:
             trained, vectors, train_s = quality.train_two_tower(
                 version_dir, cfg, os.path.join(work, "train", f"{len(variants)}-{seed}"))
             ev = quality.full_ranking(version_dir, trained, vectors, cfg)
-            n_items = trained.catalogue.size
-            popularity = np.asarray(trained.stats.item_counts, np.float64)
-            genres = er.genre_matrix(trained.catalogue)
-            if not baseline_rows:  # once per dataset: same split, same queries, no seed
+            if n_items is None:  # once per dataset: same split, same queries, no seed
+                n_items = trained.catalogue.size
+                popularity = np.asarray(trained.stats.item_counts, np.float64)
+                genres = er.genre_matrix(trained.catalogue)
                 baseline_topks["popularity"] = ev["topk"]["popularity"]
                 for kind, (model, _) in quality.fit_baselines(trained, args.baseline_list, log, name).items():
                     baseline_topks[kind] = model.topk(ev["prior"], max(quality.KS), ev["exclude"], n_items,
@@ -251,7 +252,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               for ds in datasets]
     png = None if args.no_plot or not datasets else plot(datasets, os.path.join(args.out, "seeds.png"))
     path = common.write_json(os.path.join(args.out, "seeds.json"), {
-        "benchmark": "seeds", "machine": common.machine_info(), "args": {k: v for k, v in vars(args).items()},
+        "benchmark": "seeds", "machine": common.machine_info(), "args": dict(vars(args)),
         "datasets": datasets, "table": "\n".join(tables), "png": png,
         "seconds": round(time.perf_counter() - t0, 1)})
     log(f"Wrote {path}" + (f" and {png}" if png else "") + f" in {time.perf_counter() - t0:.0f} s")

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from preprocessing import schema
+from preprocessing.utf8 import to_str
 from trainer import data
 from trainer.models import item2vec
 from trainer.warm_start import embeddings, row_map
@@ -59,9 +60,6 @@ def from_item2vec(model: tf.Module, version_dir: str, catalogue: data.Catalogue,
         return {"item_rows_from_item2vec": 0, "tables": len(tables)}
     icfg = dataclasses.replace(cfg.item2vec, dim=dim, epochs=cfg.retrieval.item_init_epochs)
     emb = item2vec.train_item2vec(list(seqs.values()), catalogue, icfg, seed=cfg.train.seed, log=log)
-    n = copy_rows(tables, emb.vectors, [str(i) for i in emb.item_ids], [_text(t) for t in vocab])
+    n = copy_rows(tables, emb.vectors, to_str(emb.item_ids).tolist(), to_str(vocab).tolist())
     return {"item_rows_from_item2vec": n, "tables": len(tables), "item2vec_seconds": round(emb.train_seconds, 1)}
 
-
-def _text(token) -> str:
-    return token.decode("utf-8") if isinstance(token, bytes) else str(token)

@@ -495,7 +495,9 @@ def load(path: str, columns: str = "", rating_max: float = 5.0, max_bad_fraction
         if has_event:
             etype = _field(row["event_type"]).strip()
             type_counts[etype] = type_counts.get(etype, 0) + 1
-            kind = kinds.get(etype) or kinds.setdefault(etype, event_kind(etype, keep_types))
+            kind = kinds.get(etype)
+            if kind is None:
+                kind = kinds[etype] = event_kind(etype, keep_types)
             if kind == "skip":
                 continue
         try:

@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from preprocessing import schema
+from preprocessing.utf8 import to_str
 from trainer import data, item_init, train
 from trainer.features import IndexEmbedding
 from trainer.models import item2vec
@@ -36,7 +37,7 @@ def _built_model(cfg, preprocessed):
     model, _, catalogue, _, tft_output = train.build_retrieval(preprocessed, cfg, with_metrics=False)
     spec = tft_output.transformed_feature_spec()
     train._build_towers(model, next(iter(data.dataset(preprocessed, "train", 64, spec, keep="valid"))))
-    vocab = [v.decode() if isinstance(v, bytes) else v for v in tft_output.vocabulary_by_name(schema.VOCAB_ITEM)]
+    vocab = to_str(tft_output.vocabulary_by_name(schema.VOCAB_ITEM)).tolist()
     return model, catalogue, vocab
 
 
