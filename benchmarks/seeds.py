@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", default="default;train.weight_average=0",
                    help="';'-separated variants, each 'default' or comma-separated SECTION.KEY=VALUE overrides")
     p.add_argument("--protocol", default="time_split_full", choices=PROTOCOL_CHOICES, help="evaluation protocol")
+    p.add_argument("--loo-source", choices=("full", "time_split"), default="full",
+                   help="leave_one_out_full: the preprocessing the split is cut from, as in `bench quality`: 'full' = "
+                        "a pipeline run with eval_fraction=0 (default), 'time_split' = the time-split run, whose "
+                        "vocabularies miss the items first seen after its cutoff (the model cannot rank them)")
     p.add_argument("--baselines", default="ease", help="comma list of classic baselines (ease, item_knn, als) or none")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the config's)")
     p.add_argument("--synthetic-users", type=int, default=2000)
@@ -54,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synthetic-events", type=float, default=25.0)
     p.add_argument("--seed", type=int, default=42, help="data seed (synthetic) and bootstrap seed")
     p.add_argument("--prepared", action="append", default=[], metavar="DATASET=VERSION_DIR",
-                   help="use an existing time-split preprocessing output for DATASET")
+                   help="use an existing preprocessing output for DATASET: a time-split run, or for "
+                        "leave_one_out_full a run with preprocess.eval_fraction=0 (unless --loo-source time_split)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="overrides for every variant")
     p.add_argument("--quick", action="store_true",
@@ -114,15 +119,25 @@ def _prepare(name: str, args, work: str, log) -> Optional[str]:
     """The dataset's time-split version dir (and its leave-one-out cut when asked); None when absent."""
     from preprocessing import pipeline
 
+    full_vocab = args.protocol == "leave_one_out_full" and args.loo_source == "full"
     version_dir = args.prepared_map.get(name)
-    if not version_dir:
+    if version_dir:
+        stats = pipeline.load_stats(version_dir)
+        # eval_fraction=0 still puts the events at the very last timestamp in eval (the cutoff is inclusive)
+        if full_vocab and stats.get("eval", 0) > 0.01 * (stats.get("train", 0) + stats.get("eval", 0)):
+            raise SystemExit(f"--prepared {name}={version_dir} is a time split: leave_one_out_full is cut from a "
+                             "run with preprocess.eval_fraction=0 (pass --loo-source time_split to cut it anyway)")
+    else:
         if name == "movielens" and not os.path.isdir(args.movielens or ""):
             log(f"[{name}] skipped: {args.movielens!r} does not exist")
             return None
         raw_dir = os.path.join(work, "raw")
         info, _ = quality.write_tables(name, args, raw_dir)
         log(f"[{name}] {info['label']}: {info['interactions']:,} interactions")
-        version_dir = pipeline.run(quality.make_config(args, work), raw_dir, os.path.join(work, "time_split"))
+        cfg = quality.make_config(args, work)
+        if full_vocab:   # vocabularies and statistics over every event, as `bench quality`'s leave-one-out
+            cfg.preprocess.eval_fraction = 0.0
+        version_dir = pipeline.run(cfg, raw_dir, os.path.join(work, "full_vocab" if full_vocab else "time_split"))
     if args.protocol == "leave_one_out_full":
         version_dir = quality.derive_leave_one_out(version_dir, os.path.join(work, "leave_one_out"))
     return version_dir
