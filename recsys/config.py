@@ -113,6 +113,7 @@ class Item2VecConfig:
     batch_size: int = 1024
     epochs: int = 5
     learning_rate: float = 0.005
+    optimizer: str = "adam"          # adam (fused, dense moments); sparse_adam (lazy: looked-up rows only) for huge catalogues
     top_k: int = 20                  # neighbours returned by the similar_items export
 
 
@@ -366,6 +367,7 @@ CHOICES = {
     "ranking.engagement_label": ("consumed", "click"),
     "exploration.policy": ("none", "epsilon_greedy", "thompson"),
     "train.optimizer": ("sparse_adam", "adam", "adagrad"),                 # trainer/optimizers.py
+    "item2vec.optimizer": ("sparse_adam", "adam", "adagrad"),
     "train.strategy": ("auto", "multi_worker", "parameter_server", "none"),  # trainer/distribute.py
 }
 PORTS = {"serving.grpc_port", "serving.rest_port"}

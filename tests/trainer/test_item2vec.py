@@ -64,11 +64,11 @@ def test_meta_pairs_link_items_to_genre_tokens():
     assert {(0, 4), (1, 3), (3, 1), (4, 0), (0, 3), (3, 0), (1, 4), (4, 1)} == pairs
 
 
-@pytest.mark.parametrize("side", [False, True])
-def test_neighbours_of_the_history_beat_popularity(planted, side):
+@pytest.mark.parametrize("side,optimizer", [(False, "adam"), (True, "adam"), (True, "sparse_adam")])
+def test_neighbours_of_the_history_beat_popularity(planted, side, optimizer):
     cat = planted["catalogue"]
-    emb = item2vec.train_item2vec(list(planted["seqs"].values()), cat, _cfg(side_information=side), seed=1,
-                                  log=lambda *_: None)
+    emb = item2vec.train_item2vec(list(planted["seqs"].values()), cat,
+                                  _cfg(side_information=side, optimizer=optimizer), seed=1, log=lambda *_: None)
     assert emb.side_information is side and emb.history[-1] < emb.history[0]
     np.testing.assert_allclose(np.linalg.norm(emb.vectors, axis=1), 1.0, rtol=1e-4)
     hist = np.full((len(planted["users"]), 20), -1)
