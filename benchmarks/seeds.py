@@ -116,7 +116,8 @@ def resolve_args(argv) -> argparse.Namespace:
 
 
 def _prepare(name: str, args, work: str, log) -> Optional[str]:
-    """The dataset's time-split version dir (and its leave-one-out cut when asked); None when absent."""
+    """The dataset's time-split version dir, or for leave-one-out its cut from a full-vocabulary run (from a
+    time split with ``--loo-source time_split``); None when the data is absent."""
     from preprocessing import pipeline
 
     full_vocab = args.protocol == "leave_one_out_full" and args.loo_source == "full"
