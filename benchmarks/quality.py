@@ -170,6 +170,16 @@ def make_config(args, workdir: str):
     return cfg
 
 
+def preprocess_full_vocabulary(args, raw_dir: str, work: str) -> str:
+    """The pipeline over every event (``preprocess.eval_fraction=0``): the vocabularies and statistics
+    leave-one-out is cut from, so its test items are known to the model (a time split's are not)."""
+    from preprocessing import pipeline
+
+    cfg = make_config(args, work)
+    cfg.preprocess.eval_fraction = 0.0
+    return pipeline.run(cfg, raw_dir, os.path.join(work, "full_vocab"))
+
+
 def derive_leave_one_out(source_dir: str, out_base: str, seed: int = 0) -> str:
     """A version dir whose eval split is each user's latest event and whose train split is everything else.
 
@@ -411,10 +421,8 @@ def run_dataset(name: str, args, out_dir: str, log: Callable[[str], None]) -> Di
         timings["preprocess_time_split_s"] = time.perf_counter() - t0
     loo_source = args.loo_source if raw_dir else "time_split"
     if loo_source == "full":
-        cfg_full = make_config(args, work)
-        cfg_full.preprocess.eval_fraction = 0.0
         t0 = time.perf_counter()
-        full_dir = pipeline.run(cfg_full, raw_dir, os.path.join(work, "full_vocab"))
+        full_dir = preprocess_full_vocabulary(args, raw_dir, work)
         timings["preprocess_full_vocab_s"] = time.perf_counter() - t0
     else:
         full_dir = ts_dir

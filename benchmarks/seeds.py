@@ -135,10 +135,8 @@ def _prepare(name: str, args, work: str, log) -> Optional[str]:
         raw_dir = os.path.join(work, "raw")
         info, _ = quality.write_tables(name, args, raw_dir)
         log(f"[{name}] {info['label']}: {info['interactions']:,} interactions")
-        cfg = quality.make_config(args, work)
-        if full_vocab:   # vocabularies and statistics over every event, as `bench quality`'s leave-one-out
-            cfg.preprocess.eval_fraction = 0.0
-        version_dir = pipeline.run(cfg, raw_dir, os.path.join(work, "full_vocab" if full_vocab else "time_split"))
+        version_dir = (quality.preprocess_full_vocabulary(args, raw_dir, work) if full_vocab else
+                       pipeline.run(quality.make_config(args, work), raw_dir, os.path.join(work, "time_split")))
     if args.protocol == "leave_one_out_full":
         version_dir = quality.derive_leave_one_out(version_dir, os.path.join(work, "leave_one_out"))
     return version_dir

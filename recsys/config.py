@@ -333,13 +333,13 @@ POSITIVE = {
     "preprocess.num_age_buckets", "preprocess.history_length",
     "retrieval.embedding_dim", "retrieval.id_dim", "retrieval.feature_dim", "retrieval.hidden",
     "retrieval.temperature", "retrieval.seq_dim", "retrieval.seq_layers", "retrieval.seq_heads",
+    "retrieval.item_init_epochs",
     "train.batch_size", "train.epochs", "train.learning_rate", "train.shuffle_buffer", "train.steps_per_epoch",
     "eval.ks", "export.top_k", "gate.k", "gate.min_lift", "gate.bootstrap",
     "ranking.embedding_dim", "ranking.hidden", "ranking.batch_size", "ranking.epochs", "ranking.learning_rate",
     "ranking.train_candidates", "ranking.eval_candidates", "ranking.gbdt_trees", "ranking.gbdt_max_depth",
     "ranking.recommend_candidates", "ranking.recommend_k",
     "item2vec.dim", "item2vec.window", "item2vec.batch_size", "item2vec.epochs", "item2vec.learning_rate",
-    "retrieval.item_init_epochs",
     "item2vec.top_k", "exploration.candidates", "exploration.k", "exploration.prior_alpha",
     "exploration.prior_beta", "exploration.propensity_samples",
     "vae.hidden", "vae.latent", "vae.batch_size", "vae.epochs", "vae.learning_rate",
@@ -355,6 +355,7 @@ FRACTIONS = {
     "retrieval.sampled_alpha": (0.0, 1.0, True), "train.weight_average": (0.0, 1.0, False),
     "exploration.epsilon": (0.0, 1.0, True),
 }
+OPTIMIZERS = ("sparse_adam", "adam", "adagrad")  # trainer/optimizers.py builds each
 CHOICES = {
     "data.source": ("synthetic", "movielens", "csv"),
     "preprocess.direct_running_mode": ("in_memory", "multi_threading", "multi_processing"),
@@ -366,8 +367,8 @@ CHOICES = {
     "ranking.dcn_structure": ("stacked", "parallel"),
     "ranking.engagement_label": ("consumed", "click"),
     "exploration.policy": ("none", "epsilon_greedy", "thompson"),
-    "train.optimizer": ("sparse_adam", "adam", "adagrad"),                 # trainer/optimizers.py
-    "item2vec.optimizer": ("sparse_adam", "adam", "adagrad"),
+    "train.optimizer": OPTIMIZERS,
+    "item2vec.optimizer": OPTIMIZERS,
     "train.strategy": ("auto", "multi_worker", "parameter_server", "none"),  # trainer/distribute.py
 }
 PORTS = {"serving.grpc_port", "serving.rest_port"}

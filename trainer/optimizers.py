@@ -102,7 +102,7 @@ class SparseAdam(FusedAdam):
 
 
 def build(train_cfg) -> tf.keras.optimizers.Optimizer:
-    """The optimizer ``train.optimizer`` names, at ``train.learning_rate``."""
+    """The optimizer a config section's ``optimizer`` names, at its ``learning_rate`` (``train``, ``item2vec``)."""
     name, lr = getattr(train_cfg, "optimizer", "sparse_adam"), train_cfg.learning_rate
     if name == "sparse_adam":
         return SparseAdam(lr)
