@@ -502,6 +502,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             feats, labels = ranking_inputs({k: v.reshape((-1,) + v.shape[2:]) for k, v in batches.items()},
                                            args.seed)
+            # whole events of 9 rows (1 logged item + 8 candidates) for the listwise part of ranking.loss
+            labels["group"] = ((np.arange(len(labels["engagement"])) % batch) // 9).astype(np.int32)
             rbatches = ({k: v.reshape((n_batches, batch) + v.shape[1:]) for k, v in feats.items()},
                         {k: v.reshape(n_batches, batch) for k, v in labels.items()})
             for name in status["variants"]:

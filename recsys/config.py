@@ -220,6 +220,10 @@ class RankingConfig:
     engagement_weight: float = 1.0   # multi-task loss weights
     rating_weight: float = 1.0
     engagement_label: str = "consumed"  # consumed (the logged item) | click (logged and clicked)
+    # engagement loss: pointwise (binary cross-entropy per pair) | listwise (softmax of the logged item against the
+    # other candidates of its list, as TF Ranking's SoftmaxLoss) | both (their sum; the score stays a probability).
+    # both: ml-latest-small nDCG@10 gain over retrieval-only +14.5% vs pointwise +3.0% (README, "Ranking stage")
+    loss: str = "both"
     # where the ranker's training candidates come from (trainer/train_ranking.candidate_retriever):
     # out_of_fold = a retriever that never saw those events, as at serving time | in_sample = the final retriever
     candidates: str = "out_of_fold"
@@ -366,6 +370,7 @@ CHOICES = {
     "retrieval.unseen_items": ("auto", "keep", "drop"),
     "ranking.dcn_structure": ("stacked", "parallel"),
     "ranking.engagement_label": ("consumed", "click"),
+    "ranking.loss": ("pointwise", "listwise", "both"),
     "exploration.policy": ("none", "epsilon_greedy", "thompson"),
     "train.optimizer": OPTIMIZERS,
     "item2vec.optimizer": OPTIMIZERS,

@@ -80,6 +80,39 @@ class Pairs:
         for s in range(0, len(self), batch_size):
             yield {k: tf.constant(v[s:s + batch_size]) for k, v in self.features.items()}
 
+    def groups(self) -> np.ndarray:
+        """[events, most rows of one event] row numbers of each event's rows (-1 pads), events in order."""
+        order = np.argsort(self.event, kind="stable")
+        ev = self.event[order]
+        starts = np.flatnonzero(np.r_[True, ev[1:] != ev[:-1]]) if len(ev) else np.zeros(0, np.int64)
+        counts = np.diff(np.r_[starts, len(ev)])
+        out = np.full((len(starts), int(counts.max()) if len(counts) else 1), -1, np.int64)
+        out[np.repeat(np.arange(len(starts)), counts), np.arange(len(ev)) - np.repeat(starts, counts)] = order
+        return out
+
+    def grouped_dataset(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
+        """Batches of whole events (about ``batch_size`` rows each), for a listwise loss: every row of an event is in
+        the same batch, and ``labels["group"]`` numbers the events within the batch. Shuffled event by event."""
+        groups = self.groups()
+        features = {k: tf.constant(v) for k, v in self.features.items()}
+        labels = {k: tf.constant(v) for k, v in self.labels().items()}
+
+        def gather(rows):
+            width = tf.shape(rows)[1]
+            flat = tf.reshape(rows, [-1])
+            real = flat >= 0
+            take = tf.boolean_mask(flat, real)
+            group = tf.boolean_mask(tf.repeat(tf.range(tf.shape(rows)[0]), width), real)
+            out = {k: tf.gather(v, take) for k, v in labels.items()}
+            out["group"] = group
+            return {k: tf.gather(v, take) for k, v in features.items()}, out
+
+        ds = tf.data.Dataset.from_tensor_slices(groups)
+        if shuffle:
+            ds = ds.shuffle(len(groups), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(max(1, batch_size // groups.shape[1])).map(gather)
+        return data.without_autotune_model(ds.prefetch(tf.data.AUTOTUNE))
+
 
 class LazyPairs(Pairs):
     """Pairs whose features are built when read, batch by batch: an eval set of millions of (event, candidate)

@@ -39,6 +39,10 @@ VARIANTS = {
     "dcn_lowrank": ("dcn", {"projection_dim": -1}),   # -1: input width / 4 (the DCN-v2 paper's choice)
     "wide_deep": ("wide_deep", {}),
     "deepfm": ("deepfm", {}),
+    # the DCN under each engagement loss (ranking.loss), side by side on the same pairs
+    "dcn_pointwise": ("dcn", {"loss": "pointwise"}),
+    "dcn_listwise": ("dcn", {"loss": "listwise"}),
+    "dcn_both": ("dcn", {"loss": "both"}),
 }
 
 
@@ -171,11 +175,13 @@ def train_ranker(name: str, train: Pairs, valid: Pairs, sizes: FeatureSizes, cfg
                                                   restore_best_weights=True),
                  tf.keras.callbacks.ModelCheckpoint(ckpt, monitor="val_loss", save_best_only=True,
                                                     save_weights_only=True)]
-    train_ds = train.dataset(rcfg.batch_size, shuffle=True, seed=cfg.train.seed)
+    grouped = model.cfg.loss != "pointwise"  # a listwise loss needs every row of an event in one batch
+    train_ds = (train.grouped_dataset if grouped else train.dataset)(rcfg.batch_size, shuffle=True, seed=cfg.train.seed)
+    valid_ds = valid.grouped_dataset(4096) if grouped else valid.dataset(4096)
     if steps_per_epoch:
         train_ds = train_ds.repeat()
     t0 = time.time()
-    hist = model.fit(train_ds, validation_data=valid.dataset(4096), epochs=epochs, callbacks=callbacks, verbose=0,
+    hist = model.fit(train_ds, validation_data=valid_ds, epochs=epochs, callbacks=callbacks, verbose=0,
                      steps_per_epoch=steps_per_epoch)
     seconds = time.time() - t0
     if tf.io.gfile.exists(ckpt + ".index"):

@@ -109,6 +109,20 @@ def last_item_x_item(history_idx: tf.Tensor, item_idx: tf.Tensor, buckets: int =
     return tf.math.floormod(last * 1_000_003 + item, buckets)
 
 
+def listwise_loss(logits: tf.Tensor, labels: tf.Tensor, weights: tf.Tensor, group: tf.Tensor) -> tf.Tensor:
+    """Softmax cross-entropy of each event's engaged rows against every row of the same event (``group``), as TF
+    Ranking's SoftmaxLoss: only the order within one retrieved list counts, which is what re-ranking changes, so the
+    model spends nothing on what moves every candidate of a query alike. Rows with weight 0 take no part."""
+    n = tf.reduce_max(group) + 1
+    live = weights > 0
+    masked = tf.where(live, logits, tf.fill(tf.shape(logits), -1e9))
+    top = tf.math.unsorted_segment_max(masked, group, n)
+    e = tf.where(live, tf.exp(masked - tf.gather(top, group)), tf.zeros_like(logits))
+    lse = tf.math.log(tf.math.unsorted_segment_sum(e, group, n) + 1e-12) + top
+    target = labels * weights
+    return tf.reduce_sum(target * (tf.gather(lse, group) - logits)) / tf.maximum(tf.reduce_sum(target), 1.0)
+
+
 class ScaledNumeric(tf.keras.layers.Layer):
     """[B] numeric -> x * v (a learned [d] vector): how FMs and field-wise models embed a number."""
 
@@ -459,8 +473,15 @@ class RankingModel(EpochLossModel):
         out = self(features, training=training)
         w = self.cfg
         col = lambda t: tf.reshape(tf.cast(t, tf.float32), [-1, 1])  # noqa: E731  ([B, 1]: one loss per row)
+        kind = getattr(w, "loss", "pointwise")
         engagement = self.engagement_task(labels=col(labels["engagement"]), predictions=col(out["engagement_logit"]),
                                           sample_weight=col(labels["engagement_weight"]), compute_metrics=not training)
+        if kind != "pointwise":  # batches of whole events (ranking_data.Pairs.grouped_dataset)
+            if "group" not in labels:
+                raise ValueError(f"ranking.loss={kind} needs batches of whole events (Pairs.grouped_dataset)")
+            lw = listwise_loss(out["engagement_logit"], tf.cast(labels["engagement"], tf.float32),
+                               tf.cast(labels["engagement_weight"], tf.float32), labels["group"])
+            engagement = lw if kind == "listwise" else engagement + lw
         rating = self.rating_task(labels=col(labels["rating"]), predictions=col(out["rating"]),
                                   sample_weight=col(labels["rating_weight"]), compute_metrics=not training)
         return w.engagement_weight * engagement + w.rating_weight * rating
