@@ -71,10 +71,32 @@ class Pairs:
                      self.item[mask], self.positive[mask])
 
     def dataset(self, batch_size: int, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
-        ds = tf.data.Dataset.from_tensor_slices((self.features, self.labels()))
+        """Batches of rows (shuffled row by row). Row numbers go through tf.data and each batch is one gather per
+        column: slicing the columns element by element cost 13x more (5.8 s an epoch of 180K pairs on 2 cores)."""
+        return self._gathered(tf.data.Dataset.range(len(self)), batch_size, shuffle, seed, grouped=False)
+
+    def _gathered(self, rows: tf.data.Dataset, batch_size: int, shuffle: bool, seed: int,
+                  grouped: bool) -> tf.data.Dataset:
+        features = {k: tf.constant(v) for k, v in self.features.items()}
+        labels = {k: tf.constant(v) for k, v in self.labels().items()}
+
+        def gather(batch):
+            if grouped:   # [events, width] row numbers, -1 pads -> the real rows and their event's number
+                width = tf.shape(batch)[1]
+                flat = tf.reshape(batch, [-1])
+                real = flat >= 0
+                take = tf.boolean_mask(flat, real)
+                group = tf.boolean_mask(tf.repeat(tf.range(tf.shape(batch)[0]), width), real)
+            else:
+                take = batch
+            out = {k: tf.gather(v, take) for k, v in labels.items()}
+            if grouped:
+                out["group"] = group
+            return {k: tf.gather(v, take) for k, v in features.items()}, out
+
         if shuffle:
-            ds = ds.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
-        return data.without_autotune_model(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
+            rows = rows.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
+        return data.without_autotune_model(rows.batch(batch_size).map(gather).prefetch(tf.data.AUTOTUNE))
 
     def batches(self, batch_size: int = 8192) -> Iterator[Dict[str, tf.Tensor]]:
         for s in range(0, len(self), batch_size):
@@ -94,24 +116,8 @@ class Pairs:
         """Batches of whole events (about ``batch_size`` rows each), for a listwise loss: every row of an event is in
         the same batch, and ``labels["group"]`` numbers the events within the batch. Shuffled event by event."""
         groups = self.groups()
-        features = {k: tf.constant(v) for k, v in self.features.items()}
-        labels = {k: tf.constant(v) for k, v in self.labels().items()}
-
-        def gather(rows):
-            width = tf.shape(rows)[1]
-            flat = tf.reshape(rows, [-1])
-            real = flat >= 0
-            take = tf.boolean_mask(flat, real)
-            group = tf.boolean_mask(tf.repeat(tf.range(tf.shape(rows)[0]), width), real)
-            out = {k: tf.gather(v, take) for k, v in labels.items()}
-            out["group"] = group
-            return {k: tf.gather(v, take) for k, v in features.items()}, out
-
-        ds = tf.data.Dataset.from_tensor_slices(groups)
-        if shuffle:
-            ds = ds.shuffle(len(groups), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.batch(max(1, batch_size // groups.shape[1])).map(gather)
-        return data.without_autotune_model(ds.prefetch(tf.data.AUTOTUNE))
+        return self._gathered(tf.data.Dataset.from_tensor_slices(groups), max(1, batch_size // groups.shape[1]),
+                              shuffle, seed, grouped=True)
 
 
 class LazyPairs(Pairs):
