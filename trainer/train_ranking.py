@@ -122,6 +122,18 @@ def rating_blend(bias: baselines.BiasModel, pairs: Pairs, reg: float) -> Tuple[f
                           f[T.HISTORY_RATINGS][rated], pairs.rating[rated], reg)
 
 
+def set_rating_biases(model: ranking_models.RankingModel, bias: baselines.BiasModel) -> None:
+    """Writes a bias model's user and item biases into the rating head's (frozen) bias tables."""
+    for layer, ids, values in ((model.user_rating_bias, bias.user_ids, bias.bu),
+                               (model.item_rating_bias, bias.item_ids, bias.bi)):
+        table = np.zeros((layer.num + 1, 1), np.float32)
+        rows = np.asarray(ids, np.int64) + 1
+        ok = (rows >= 1) & (rows <= layer.num)
+        table[rows[ok], 0] = values[ok]
+        layer.embedding.embeddings.assign(table)
+        layer.trainable = False
+
+
 def init_rating_head(model: ranking_models.RankingModel, bias: baselines.BiasModel,
                      blend: Tuple[float, float] = (1.0, 0.0)) -> None:
     """Starts the rating head at the blended bias model (``baselines.BiasModel.predict_blend``): mean + item
@@ -131,14 +143,7 @@ def init_rating_head(model: ranking_models.RankingModel, bias: baselines.BiasMod
     the biases stay fixed at its (regularised) estimates and the head learns only what the
     features add on top.
     """
-    for layer, ids, values in ((model.user_rating_bias, bias.user_ids, bias.bu),
-                               (model.item_rating_bias, bias.item_ids, bias.bi)):
-        table = np.zeros((layer.num + 1, 1), np.float32)
-        rows = np.asarray(ids, np.int64) + 1
-        ok = (rows >= 1) & (rows <= layer.num)
-        table[rows[ok], 0] = values[ok]
-        layer.embedding.embeddings.assign(table)
-        layer.trainable = False
+    set_rating_biases(model, bias)
     kernel, b = model.rating_head.kernel, model.rating_head.bias
     kernel.assign(tf.zeros_like(kernel))
     b.assign(tf.fill(b.shape, float(bias.mu)))
@@ -148,12 +153,14 @@ def init_rating_head(model: ranking_models.RankingModel, bias: baselines.BiasMod
 def train_ranker(name: str, train: Pairs, valid: Pairs, sizes: FeatureSizes, cfg, out_dir: str,
                  epochs: Optional[int] = None, steps_per_epoch: Optional[int] = None, tables=None,
                  bias: Optional[baselines.BiasModel] = None, covisit_tables=None,
-                 blend: Tuple[float, float] = (1.0, 0.0)) -> TrainedRanker:
+                 blend: Tuple[float, float] = (1.0, 0.0),
+                 final_bias: Optional[baselines.BiasModel] = None) -> TrainedRanker:
     """Fits one ranker with early stopping on the valid pairs' loss; keeps the best weights.
 
     ``covisit_tables`` = (table the training pairs may see, table of the final model): the first is
     built from events before the ranker's training slice (no leak), the second from the whole train
-    split; the saved weights carry the second.
+    split; the saved weights carry the second. ``bias`` / ``final_bias`` the same for the rating head's
+    user and item biases: a bias model fitted on the slice's own ratings would hand the head its targets.
     """
     rcfg = cfg.ranking
     tf.io.gfile.makedirs(out_dir)
@@ -188,6 +195,9 @@ def train_ranker(name: str, train: Pairs, valid: Pairs, sizes: FeatureSizes, cfg
         model.load_weights(ckpt)  # the best epoch, whether or not early stopping fired
     if covisit_tables is not None:  # the final model reads the table of the whole train split
         model.set_covisit(*covisit_tables[1])
+    if final_bias is not None:      # and the biases of every train rating
+        set_rating_biases(model, final_bias)
+    if covisit_tables is not None or final_bias is not None:
         model.save_weights(ckpt)
     history = {k: [float(x) for x in v] for k, v in hist.history.items()}
     with tf.io.gfile.GFile(os.path.join(out_dir, "history.json"), "w") as f:
@@ -390,6 +400,8 @@ def train_and_evaluate(cfg, version_dir: str, trained, item_vectors: np.ndarray,
     blend = None
     if bias is not None:
         blend = rating_blend(fold_bias, valid, cfg.ranking.history_rating_reg) if fold_bias is not None else (1.0, 0.0)
+    # the head trains beside biases that never saw its rows' ratings (out of fold), and ships with the full ones
+    train_bias = (fold_bias or bias) if bias is not None else None
     if blend:
         log(f"[ranking] rating head starts at mean + item bias + {blend[0]:.2f} x user bias + {blend[1]:.2f} x "
             f"recent ratings' offset (least squares on the valid pairs, biases from before them)")
@@ -402,7 +414,7 @@ def train_and_evaluate(cfg, version_dir: str, trained, item_vectors: np.ndarray,
     seconds: Dict[str, float] = {}
     for name in rankers:
         r = train_ranker(name, train, valid, trained.sizes, cfg, os.path.join(out_dir, name), epochs, steps_per_epoch,
-                         tables, bias, covisit_tables, blend or (1.0, 0.0))
+                         tables, train_bias, covisit_tables, blend or (1.0, 0.0), final_bias=bias)
         trained_rankers[name] = r
         seconds[name] = r.train_seconds
         scorers[name] = (lambda m: lambda p: predict(m, p))(r.model)
