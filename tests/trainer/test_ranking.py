@@ -363,3 +363,39 @@ def test_other_losses_train_and_beat_a_constant(loss, ranking_cfg, ranking_data_
     assert model.train_function.experimental_get_tracing_count() == 1
     auc, _, _ = _valid_metrics(model, d["valid"])
     assert auc > 0.65, (loss, auc)
+
+
+def test_rating_head_trains_beside_out_of_fold_biases_and_ships_the_full_ones(ranking_cfg, ranking_data_fixture,
+                                                                              tmp_path, monkeypatch):
+    from trainer import baselines
+    d = ranking_data_fixture
+    f, rated = d["train"].features, d["train"].rating_weight > 0
+    users, items, ratings = f[T.USER_IDX][rated], f[T.ITEM_IDX][rated], d["train"].rating[rated]
+    early = np.arange(len(ratings)) < len(ratings) // 2
+    fold = baselines.BiasModel().fit(users[early], items[early], ratings[early])   # "before the slice"
+    full = baselines.BiasModel().fit(users, items, ratings)
+    seen = {}
+    original = train_ranking.init_rating_head
+
+    def spy(model, bias, blend=(1.0, 0.0)):
+        original(model, bias, blend)
+        seen["user"] = model.user_rating_bias.embedding.embeddings.numpy().copy()
+
+    monkeypatch.setattr(train_ranking, "init_rating_head", spy)
+    out = str(tmp_path / "dcn")
+    r = train_ranking.train_ranker("dcn", d["train"], d["valid"], d["sizes"], ranking_cfg, out, epochs=1,
+                                   steps_per_epoch=5, tables=d["tables"], bias=fold, final_bias=full)
+
+    def table(bias, n):
+        t = np.zeros(n, np.float32)
+        t[np.asarray(bias.user_ids) + 1] = bias.bu
+        return t
+
+    n = seen["user"].shape[0]
+    assert not np.allclose(table(fold, n), table(full, n), atol=1e-3)
+    np.testing.assert_allclose(seen["user"][:, 0], table(fold, n), atol=1e-6)             # trained beside
+    np.testing.assert_allclose(r.model.user_rating_bias.embedding.embeddings.numpy()[:, 0], table(full, n),
+                               atol=1e-6)                                                   # ships with
+    reloaded = train_ranking.load_ranker(out, ranking_cfg, train_ranking.sample_batch(d["train"]))
+    np.testing.assert_allclose(reloaded.user_rating_bias.embedding.embeddings.numpy()[:, 0], table(full, n),
+                               atol=1e-6)
