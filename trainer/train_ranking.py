@@ -139,9 +139,9 @@ def init_rating_head(model: ranking_models.RankingModel, bias: baselines.BiasMod
     """Starts the rating head at the blended bias model (``baselines.BiasModel.predict_blend``): mean + item
     bias + ``blend`` weights x (the train-time user bias, the user's recent ratings' offset), zero residual.
 
-    The ranker's rating rows are a sample of train events; the bias model saw every rating, so
-    the biases stay fixed at its (regularised) estimates and the head learns only what the
-    features add on top.
+    The biases stay fixed at the bias model's (regularised) estimates and the head learns only what the
+    features add on top. In training that bias model is the one of the events before the ranker's slice
+    (train_and_evaluate), so no bias has seen the rating it helps predict.
     """
     set_rating_biases(model, bias)
     kernel, b = model.rating_head.kernel, model.rating_head.bias
