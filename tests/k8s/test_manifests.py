@@ -736,13 +736,14 @@ def test_local_cpu_serving_command_starts_and_becomes_ready(rendered, tmp_path):
         assert probe.returncode == 1 and "not ready" in probe.stderr and "recommend" in probe.stderr, probe
         for name in names[:-1]:  # all but one: still not ready, and the missing one is named
             write_toy_model(str(models / name), 1, model_name=name)
-        deadline = time.time() + 60
-        while time.time() < deadline and _get(f"{base}/v1/models/{names[-2]}")[0] != 200:
+        deadline = time.time() + 180   # every one of them loaded (a loaded 2-core CI machine can take a minute)
+        while time.time() < deadline and not all('"AVAILABLE"' in _get(f"{base}/v1/models/{n}")[1]
+                                                 for n in names[:-1]):
             time.sleep(0.5)
         probe = subprocess.run(check, capture_output=True, text=True, timeout=60)
         assert probe.returncode == 1 and names[-1] in probe.stderr and names[0] + ":" not in probe.stderr, probe
         write_toy_model(str(models / names[-1]), 1, model_name=names[-1])
-        deadline = time.time() + 60
+        deadline = time.time() + 180
         while time.time() < deadline and _get(base + "/readyz")[0] != 200:
             time.sleep(0.5)
         status, body = _get(base + "/readyz")
