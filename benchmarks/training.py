@@ -109,6 +109,9 @@ def make_batches(arrays: Dict[str, np.ndarray], batch: int, n_batches: int, seed
     return {k: v[idx] for k, v in arrays.items()}
 
 
+EVENT_ROWS = 9  # rows of one ranked list in the synthetic ranker batches: 1 logged item + 8 candidates
+
+
 def ranking_inputs(arrays: Dict[str, np.ndarray], seed: int):
     """(features, labels) for the rankers from transformed rows plus synthetic retrieval fields and labels."""
     from preprocessing import schema
@@ -119,7 +122,7 @@ def ranking_inputs(arrays: Dict[str, np.ndarray], seed: int):
     feats["candidate_source"] = np.full(n, b"scann", dtype=object)
     feats["retrieval_rank"] = rng.integers(1, 101, n).astype(np.int64)
     feats["retrieval_score"] = rng.normal(0.3, 0.2, n).astype(np.float32)
-    positive = rng.random(n) < 1.0 / 9.0
+    positive = rng.random(n) < 1.0 / EVENT_ROWS
     labels = {"engagement": positive.astype(np.float32), "engagement_weight": np.ones(n, np.float32),
               "rating": np.where(positive, rng.integers(1, 6, n), 0).astype(np.float32),
               "rating_weight": positive.astype(np.float32)}
@@ -502,8 +505,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             feats, labels = ranking_inputs({k: v.reshape((-1,) + v.shape[2:]) for k, v in batches.items()},
                                            args.seed)
-            # whole events of 9 rows (1 logged item + 8 candidates) for the listwise part of ranking.loss
-            labels["group"] = ((np.arange(len(labels["engagement"])) % batch) // 9).astype(np.int32)
+            # whole events of EVENT_ROWS rows within each batch, for the listwise part of ranking.loss
+            labels["group"] = ((np.arange(len(labels["engagement"])) % batch) // EVENT_ROWS).astype(np.int32)
             rbatches = ({k: v.reshape((n_batches, batch) + v.shape[1:]) for k, v in feats.items()},
                         {k: v.reshape(n_batches, batch) for k, v in labels.items()})
             for name in status["variants"]:

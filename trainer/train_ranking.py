@@ -182,7 +182,7 @@ def train_ranker(name: str, train: Pairs, valid: Pairs, sizes: FeatureSizes, cfg
                                                   restore_best_weights=True),
                  tf.keras.callbacks.ModelCheckpoint(ckpt, monitor="val_loss", save_best_only=True,
                                                     save_weights_only=True)]
-    grouped = model.cfg.loss != "pointwise"  # a listwise loss needs every row of an event in one batch
+    grouped = model.needs_whole_events
     train_ds = (train.grouped_dataset if grouped else train.dataset)(rcfg.batch_size, shuffle=True, seed=cfg.train.seed)
     valid_ds = valid.grouped_dataset(4096) if grouped else valid.dataset(4096)
     if steps_per_epoch:

@@ -468,20 +468,24 @@ class RankingModel(EpochLossModel):
     def set_covisit(self, ids: np.ndarray, weights: np.ndarray) -> None:
         self.features.set_covisit(ids, weights)
 
+    @property
+    def needs_whole_events(self) -> bool:
+        """A listwise part in ranking.loss: batches must hold every row of an event (Pairs.grouped_dataset)."""
+        return self.cfg.loss != "pointwise"
+
     def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
         features, labels = inputs
         out = self(features, training=training)
         w = self.cfg
         col = lambda t: tf.reshape(tf.cast(t, tf.float32), [-1, 1])  # noqa: E731  ([B, 1]: one loss per row)
-        kind = getattr(w, "loss", "pointwise")
         engagement = self.engagement_task(labels=col(labels["engagement"]), predictions=col(out["engagement_logit"]),
                                           sample_weight=col(labels["engagement_weight"]), compute_metrics=not training)
-        if kind != "pointwise":  # batches of whole events (ranking_data.Pairs.grouped_dataset)
+        if self.needs_whole_events:
             if "group" not in labels:
-                raise ValueError(f"ranking.loss={kind} needs batches of whole events (Pairs.grouped_dataset)")
+                raise ValueError(f"ranking.loss={w.loss} needs batches of whole events (Pairs.grouped_dataset)")
             lw = listwise_loss(out["engagement_logit"], tf.cast(labels["engagement"], tf.float32),
                                tf.cast(labels["engagement_weight"], tf.float32), labels["group"])
-            engagement = lw if kind == "listwise" else engagement + lw
+            engagement = lw if w.loss == "listwise" else engagement + lw
         rating = self.rating_task(labels=col(labels["rating"]), predictions=col(out["rating"]),
                                   sample_weight=col(labels["rating_weight"]), compute_metrics=not training)
         return w.engagement_weight * engagement + w.rating_weight * rating
