@@ -222,7 +222,7 @@ _COMPUTED: Sequence[Feature] = (  # in the order preprocessing_fn computes them
     Feature("genre_idx", "int64", ("item_genres",), (CANDIDATE_TOWER,), length=MAX_GENRES, doc="genre indices"),
     Feature("title_idx", "int64", ("item_title",), (CANDIDATE_TOWER,), length=TITLE_TOKENS, doc="title token indices"),
     Feature("price_z", "float32", ("item_price",), (CANDIDATE_TOWER,), doc="log price, z-scored"),
-    Feature("price_bucket", "int64", ("item_price",), (CANDIDATE_TOWER,), doc="log price quantile bucket"),
+    Feature("price_bucket", "int64", ("item_price",), (CANDIDATE_TOWER,), doc="price quantile bucket"),
     Feature("item_age_z", "float32", ("item_release_ts", "timestamp"),
             doc="log days since release at event time, z-scored"),
     Feature("item_age_bucket", "int64", ("item_release_ts", "timestamp"), doc="item age quantile bucket"),

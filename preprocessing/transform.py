@@ -57,10 +57,15 @@ def title_tokens(titles):
     return _fixed_tokens(text, None, schema.TITLE_TOKENS)
 
 
-def _log_days(later, earlier):
-    """log1p of whole days from ``earlier`` to ``later``; 0 when ``earlier`` is unknown (0)."""
+def _days(later, earlier):
+    """Days (fractional) from ``earlier`` to ``later``; 0 when ``earlier`` is unknown (0)."""
     days = tf.cast(tf.maximum(later - earlier, 0), tf.float32) / DAY
-    return tf.where(earlier > 0, tf.math.log1p(days), tf.zeros_like(days))
+    return tf.where(earlier > 0, days, tf.zeros_like(days))
+
+
+def _log_days(later, earlier):
+    """log1p of ``_days``."""
+    return tf.math.log1p(_days(later, earlier))
 
 
 def history_gaps(ts, hist_ts, real):
@@ -149,14 +154,17 @@ def preprocessing_fn(inputs, custom_config=None):
     out[T.GENRE_IDX] = _vocab_ids(genres, schema.VOCAB_GENRE)
     out[T.TITLE_IDX] = _vocab_ids(title_tokens(inputs["item_title"]), schema.VOCAB_TITLE,
                                   top_k=int(opts["title_vocab_size"]))
-    log_price = tf.math.log1p(tf.maximum(inputs["item_price"], 0.0))
-    out[T.PRICE_Z] = z_in_range(log_price)
-    out[T.PRICE_BUCKET] = tft.bucketize(log_price, num_buckets=int(opts["num_price_buckets"]), epsilon=QUANTILE_EPS)
+    # Quantile buckets are cut on the values before log1p (the same buckets: log1p is monotone). TensorFlow's
+    # vectorised log1p can round a value 1 ulp apart from its scalar path, so a value on a boundary would land in
+    # a bucket that depends on its position in the batch (a request's candidate vs the same item in training).
+    price = tf.maximum(inputs["item_price"], 0.0)
+    out[T.PRICE_Z] = z_in_range(tf.math.log1p(price))
+    out[T.PRICE_BUCKET] = tft.bucketize(price, num_buckets=int(opts["num_price_buckets"]), epsilon=QUANTILE_EPS)
 
     # freshness: item age at event time (never negative; unknown release -> 0)
-    item_age = _log_days(ts, inputs["item_release_ts"])
-    out[T.ITEM_AGE_Z] = z_in_range(item_age)
-    out[T.ITEM_AGE_BUCKET] = tft.bucketize(item_age, num_buckets=int(opts["num_age_buckets"]), epsilon=QUANTILE_EPS)
+    age_days = _days(ts, inputs["item_release_ts"])
+    out[T.ITEM_AGE_Z] = z_in_range(tf.math.log1p(age_days))
+    out[T.ITEM_AGE_BUCKET] = tft.bucketize(age_days, num_buckets=int(opts["num_age_buckets"]), epsilon=QUANTILE_EPS)
 
     # absolute times (years): release in the candidate tower, "now" in the query tower, so the
     # dot product can learn that recent releases are preferred at any point in time

@@ -108,9 +108,20 @@ def test_a_large_eval_set_builds_features_per_batch_with_the_same_scores(ranking
     assert isinstance(lazy.pairs, ranking_data.LazyPairs) and not isinstance(eager.pairs, ranking_data.LazyPairs)
     assert len(lazy.pairs) == len(eager.pairs)
     np.testing.assert_array_equal(lazy.pairs.engagement, eager.pairs.engagement)
-    batch = next(lazy.pairs.batches(1000))
-    for k, v in eager.pairs.features.items():
-        np.testing.assert_array_equal(batch[k].numpy(), v[:1000], err_msg=k)
+    # every row's features alike wherever a batch boundary falls (777 rows a batch: the TFT layer sees other batch
+    # shapes than the eager build did): numbers within float rounding, and ids and buckets exactly, as a value's
+    # bucket must not depend on its place in a batch (vectorised log1p rounds some values 1 ulp apart)
+    start = 0
+    for batch in lazy.pairs.batches(777):
+        n = len(batch[T.ITEM_IDX])
+        for k, v in eager.pairs.features.items():
+            got, want, msg = batch[k].numpy(), v[start:start + n], f"{k}, rows from {start}"
+            if want.dtype.kind == "f":
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=msg)
+            else:
+                np.testing.assert_array_equal(got, want, err_msg=msg)
+        start += n
+    assert start == len(eager.pairs)
     np.testing.assert_allclose(train_ranking.predict(dcn_ranker.model, lazy.pairs, batch_size=777)[0],
                                train_ranking.predict(dcn_ranker.model, eager.pairs)[0], rtol=1e-5, atol=1e-5)
 
@@ -340,6 +351,24 @@ def test_grouped_batches_keep_every_event_whole():
         np.testing.assert_array_equal(labels["engagement"].numpy(), pairs.engagement[rows])
         seen.extend(rows.tolist())
     assert sorted(seen) == list(range(len(events)))   # every row once per epoch
+
+
+def test_user_balance_gives_every_user_the_same_total_weight_at_power_one():
+    from preprocessing.schema import T
+
+    events = [0, 0, 1, 1, 2, 2, 3, 3, 3]          # user 7 has events 0-2, user 9 event 3 (a rating-only row too)
+    pairs = _hand_pairs(events)
+    pairs.features[T.USER_IDX] = np.array([7, 7, 7, 7, 7, 7, 9, 9, 9], np.int64)
+    pairs.engagement_weight[-1] = 0.0               # rating-only: stays out of the engagement loss
+    assert pairs.user_balanced(0.0) is pairs        # power 0: every event counts once, as they came
+    full = pairs.user_balanced(1.0)
+    first = np.r_[True, np.diff(pairs.event) != 0]
+    per_user = {u: full.rating_weight[first & (pairs.features[T.USER_IDX] == u)].sum() for u in (7, 9)}
+    assert per_user[7] == pytest.approx(per_user[9]) and full.rating_weight[first].mean() == pytest.approx(1.0)
+    np.testing.assert_allclose(full.engagement_weight[:6], 2 / 3, rtol=1e-6)   # 1/3 each, over the mean 1/2
+    np.testing.assert_allclose(full.engagement_weight[6:], [2.0, 2.0, 0.0], rtol=1e-6)
+    half = pairs.user_balanced(0.5)   # between: the heavy user still counts more, each of its events less
+    assert 2 / 3 < half.engagement_weight[0] < 1.0 and 1.0 < half.engagement_weight[6] < 2.0
 
 
 def test_listwise_loss_needs_grouped_batches(ranking_cfg, ranking_data_fixture):
