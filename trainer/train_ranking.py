@@ -43,8 +43,8 @@ VARIANTS = {
     "dcn_pointwise": ("dcn", {"loss": "pointwise"}),
     "dcn_listwise": ("dcn", {"loss": "listwise"}),
     "dcn_both": ("dcn", {"loss": "both"}),
-    # the DCN with each training event counted once (heavy users dominate) and each user once (ranking.user_balance)
-    "dcn_event_weighted": ("dcn", {"user_balance": 0.0}),
+    # the DCN with its training events weighted towards light users (ranking.user_balance; dcn: each event once)
+    "dcn_user_balanced": ("dcn", {"user_balance": 0.5}),
     "dcn_user_weighted": ("dcn", {"user_balance": 1.0}),
 }
 
