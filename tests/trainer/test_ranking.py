@@ -354,8 +354,6 @@ def test_grouped_batches_keep_every_event_whole():
 
 
 def test_user_balance_gives_every_user_the_same_total_weight_at_power_one():
-    from preprocessing.schema import T
-
     events = [0, 0, 1, 1, 2, 2, 3, 3, 3]          # user 7 has events 0-2, user 9 event 3 (a rating-only row too)
     pairs = _hand_pairs(events)
     pairs.features[T.USER_IDX] = np.array([7, 7, 7, 7, 7, 7, 9, 9, 9], np.int64)
