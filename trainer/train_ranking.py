@@ -185,9 +185,8 @@ def train_ranker(name: str, train: Pairs, valid: Pairs, sizes: FeatureSizes, cfg
                                                   restore_best_weights=True),
                  tf.keras.callbacks.ModelCheckpoint(ckpt, monitor="val_loss", save_best_only=True,
                                                     save_weights_only=True)]
-    balance = getattr(variant(name, rcfg)[1], "user_balance", 0.0)   # (the variant's own setting)
-    if balance:  # valid too: early stopping watches the loss being minimised
-        train, valid = train.user_balanced(balance), valid.user_balanced(balance)
+    if model.cfg.user_balance:  # the variant's own setting; valid too: early stopping watches the loss minimised
+        train, valid = train.user_balanced(model.cfg.user_balance), valid.user_balanced(model.cfg.user_balance)
     grouped = model.needs_whole_events
     train_ds = (train.grouped_dataset if grouped else train.dataset)(rcfg.batch_size, shuffle=True, seed=cfg.train.seed)
     valid_ds = valid.grouped_dataset(4096) if grouped else valid.dataset(4096)
