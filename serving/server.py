@@ -693,7 +693,9 @@ def build_parser() -> argparse.ArgumentParser:
     types = {bool: b, int: dict(type=int), float: dict(type=float), str: dict(type=str)}
     for name, (kind, why) in NO_EFFECT_FLAGS.items():
         p.add_argument(f"--{name}", default=None, help=f"accepted, no effect here: {why}", **types[kind])
-    p.add_argument("--log_level", default="INFO")
+    p.add_argument("--log_level", default="INFO",
+                   help="debug, info, warning or error; debug adds TensorFlow's own Python log (its C++ log "
+                        "follows TF_CPP_MIN_LOG_LEVEL, 3 unless set)")
     return p
 
 
@@ -768,8 +770,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         print(f"TensorFlow ModelServer: {VERSION}\nTensorFlow Library: {tf.__version__}")
         return 0
-    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = getattr(logging, args.log_level.upper(), logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # TensorFlow's own Python log (the TF1 loader's deprecation notice, "Restoring parameters", each
+    # twice: its handler and ours) only at --log_level debug; the server's lines say what was loaded
+    logging.getLogger("tensorflow").setLevel(level if level <= logging.DEBUG else logging.ERROR)
     for note in no_effect_notes(args):
         log.warning("%s", note)
     try:

@@ -40,3 +40,12 @@ def test_valid_requests_answered_while_200_idle_and_slow_connections_are_open(se
     assert r["threads_during"] - r["threads_before"] <= 4, r   # before issue 16: one thread per connection
     assert r["fds_during"] - r["fds_before"] >= 200, r           # the connections really were open
     assert os.path.exists(f"/proc/{server.proc.pid}")           # and the server is still up
+
+
+def test_server_log_has_no_tensorflow_noise(server):
+    """Loading logs the server's own lines; TensorFlow's deprecation notices stay out unless --log_level debug."""
+    server.log.seek(0)
+    text = server.log.read().decode("utf-8", "replace")
+    assert "Successfully loaded servable version" in text, text[-2000:]
+    for noise in ("deprecated", "WARNING:tensorflow", "Restoring parameters", "FutureWarning"):
+        assert noise not in text, text[-2000:]
