@@ -9,6 +9,9 @@ The wire protocol, TLS, Unix sockets and every API are unchanged. ``serving/__in
 ``prefer_low_latency_polling()`` before any serving module imports grpc; it does nothing when grpc is
 already imported (its core has read the variable) or when ``GRPC_EXPERIMENTS`` is set (set it,
 even to an empty string, to keep gRPC's own defaults).
+
+``quiet_core_log()`` keeps gRPC core's INFO lines (a "Got goaway" per connection whenever a server
+stops) out of stderr unless ``GRPC_VERBOSITY`` says otherwise, as ``recsys`` does.
 """
 from __future__ import annotations
 
@@ -24,3 +27,8 @@ def prefer_low_latency_polling() -> bool:
         return False
     os.environ["GRPC_EXPERIMENTS"] = LOW_LATENCY_EXPERIMENTS
     return True
+
+
+def quiet_core_log() -> None:
+    """gRPC core logs errors only, unless GRPC_VERBOSITY is already set (read once, at ``import grpc``)."""
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")

@@ -21,6 +21,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
+from tensorflow.python.util import deprecation
 
 # TF Serving builds the session's ConfigProto from its thread flags; the server sets these
 # before loading (process-wide, like the flags). intra_op 0 = TensorFlow's default; inter_op 0 =
@@ -59,7 +60,8 @@ class SessionBundle:
         self.session = tf.compat.v1.Session(graph=self.graph, config=session_config())
         try:
             with self.graph.as_default():
-                self.meta_graph = tf.compat.v1.saved_model.loader.load(self.session, list(tags), path)
+                with deprecation.silence():  # TF Serving's loader, on purpose: not a call to migrate
+                    self.meta_graph = tf.compat.v1.saved_model.loader.load(self.session, list(tags), path)
         except BaseException:
             self.session.close()
             raise
