@@ -10,7 +10,8 @@ name ends in ``_bytes`` are base64 encoded.
 from __future__ import annotations
 
 import base64
-from typing import Any, Dict, List, Optional
+import functools
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -75,19 +76,52 @@ def ndarray_to_proto(arr: Any, proto: Optional[tensor_pb2.TensorProto] = None) -
     """
     arr = np.asarray(arr)
     proto = tensor_pb2.TensorProto() if proto is None else proto
-    for d in arr.shape:
-        proto.tensor_shape.dim.add().size = int(d)
     if arr.dtype.kind in "OSU":
-        proto.dtype = types_pb2.DT_STRING
+        proto.MergeFromString(_header(types_pb2.DT_STRING, arr.shape))
         proto.string_val.extend(to_string_array(arr).ravel().tolist())
         return proto
     dt = _NP_TO_DT.get(arr.dtype)
     if dt is None:
         proto.CopyFrom(tf.make_tensor_proto(arr))
         return proto
-    proto.dtype = dt
-    proto.tensor_content = np.ascontiguousarray(arr).tobytes()
+    content = np.ascontiguousarray(arr).tobytes()
+    proto.MergeFromString(_header(dt, arr.shape) + (_record(4, content) if content else b""))
     return proto
+
+
+# The wire form of TensorProto's fields, written directly where that is much faster than protobuf's
+# Python API: the dtype and shape header (dim.add() per dimension costs ~3 us each) and the typed fields
+# whose values have one fixed-width form: field number and little-endian numpy dtype of a packed run
+# (bools are one-byte varints, 0 or 1). upb's extend() converts and range-checks a Python list element
+# by element (100 floats: 47 us, against 3 us for merging their bytes), and a float32 output is most of
+# a Predict reply. Merged into the message, the bytes parse to what the API would have built, and upb
+# serializes them canonically. (Reading fields back from the wire bytes in Python was no faster than
+# the API: decoding stays on the API.)
+_PACKED = {types_pb2.DT_FLOAT: (5, "<f4"), types_pb2.DT_DOUBLE: (6, "<f8"), types_pb2.DT_BOOL: (11, "u1")}
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _record(field: int, payload: bytes) -> bytes:
+    """One length-delimited field: tag, length, bytes."""
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+
+@functools.lru_cache(maxsize=1024)
+def _header(dtype_enum: int, shape: Tuple[int, ...]) -> bytes:
+    """``dtype`` (field 1) and ``tensor_shape`` (field 2: one ``dim`` per dimension, ``size`` its field 1);
+    a scalar has no shape field, as when no dimension is added through the API."""
+    out = b"\x08" + _varint(dtype_enum)
+    if shape:
+        out += _record(2, b"".join(_record(2, b"\x08" + _varint(int(d)) if d else b"") for d in shape))
+    return out
 
 
 # Typed repeated field per dtype, as TensorFlow's Tensor::AsProtoField fills them (TF Serving's default).
@@ -109,27 +143,31 @@ def ndarray_to_response_proto(arr: np.ndarray, proto: tensor_pb2.TensorProto,
     ``tensor_content``, strings in TensorFlow's string-list encoding (AsProtoTensorContent).
     """
     arr = np.asarray(arr)
-    for d in arr.shape:
-        proto.tensor_shape.dim.add().size = int(d)
     if arr.dtype.kind in "OSU":
-        proto.dtype = types_pb2.DT_STRING
         values = to_string_array(arr).ravel().tolist()
         if tensor_content:
-            proto.tensor_content = encode_string_list(values)
+            proto.MergeFromString(_header(types_pb2.DT_STRING, arr.shape) + _record(4, encode_string_list(values)))
         else:
+            proto.MergeFromString(_header(types_pb2.DT_STRING, arr.shape))
             proto.string_val.extend(values)
         return proto
     dt = _NP_TO_DT.get(arr.dtype)
     if dt is None:  # complex, bfloat16, ...: let TensorFlow encode it
         proto.CopyFrom(tf.make_tensor_proto(arr))
         return proto
-    proto.dtype = dt
     if tensor_content:
-        proto.tensor_content = np.ascontiguousarray(arr).tobytes()
-    elif dt == types_pb2.DT_HALF:
-        proto.half_val.extend(arr.ravel().view(np.uint16).tolist())
+        body = np.ascontiguousarray(arr).tobytes()
+        proto.MergeFromString(_header(dt, arr.shape) + (_record(4, body) if body else b""))
+    elif dt in _PACKED:
+        field, wire_dtype = _PACKED[dt]
+        body = np.ascontiguousarray(arr, dtype=wire_dtype).tobytes()
+        proto.MergeFromString(_header(dt, arr.shape) + (_record(field, body) if body else b""))
     else:
-        getattr(proto, _TYPED_FIELD[dt]).extend(arr.ravel().tolist())
+        proto.MergeFromString(_header(dt, arr.shape))
+        if dt == types_pb2.DT_HALF:
+            proto.half_val.extend(arr.ravel().view(np.uint16).tolist())
+        else:
+            getattr(proto, _TYPED_FIELD[dt]).extend(arr.ravel().tolist())
     return proto
 
 
@@ -183,7 +221,7 @@ def proto_to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
             if proto.tensor_content:
                 values = decode_string_list(proto.tensor_content, n)
             else:
-                values = list(proto.string_val)
+                values = proto.string_val[:]  # a list, built in C
             if len(values) == n:
                 out = np.empty(n, dtype=object)
                 out[:] = values
@@ -197,7 +235,7 @@ def proto_to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
             if field is not None and field != "half_val":
                 values = getattr(proto, field)
                 if len(values) == n:
-                    return np.array(values, dtype=_NUMERIC[dtype]).reshape(shape)
+                    return np.array(values[:], dtype=_NUMERIC[dtype]).reshape(shape)
         return tf.make_ndarray(proto)
     except Exception as e:  # noqa: BLE001
         raise ServingError(INVALID_ARGUMENT, f"cannot parse tensor proto ({dtype_name(proto.dtype)}, "
