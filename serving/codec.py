@@ -77,15 +77,14 @@ def ndarray_to_proto(arr: Any, proto: Optional[tensor_pb2.TensorProto] = None) -
     arr = np.asarray(arr)
     proto = tensor_pb2.TensorProto() if proto is None else proto
     if arr.dtype.kind in "OSU":
-        proto.MergeFromString(_header(types_pb2.DT_STRING, arr.shape))
+        _merge(proto, types_pb2.DT_STRING, arr.shape)
         proto.string_val.extend(to_string_array(arr).ravel().tolist())
         return proto
     dt = _NP_TO_DT.get(arr.dtype)
     if dt is None:
         proto.CopyFrom(tf.make_tensor_proto(arr))
         return proto
-    content = np.ascontiguousarray(arr).tobytes()
-    proto.MergeFromString(_header(dt, arr.shape) + (_record(4, content) if content else b""))
+    _merge(proto, dt, arr.shape, 4, np.ascontiguousarray(arr).tobytes())
     return proto
 
 
@@ -112,6 +111,12 @@ def _varint(n: int) -> bytes:
 def _record(field: int, payload: bytes) -> bytes:
     """One length-delimited field: tag, length, bytes."""
     return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _merge(proto: tensor_pb2.TensorProto, dtype_enum: int, shape: Tuple[int, ...], field: int = 0,
+           body: bytes = b"") -> None:
+    """Merges the header and, when ``body`` has bytes, one length-delimited ``field`` holding them."""
+    proto.MergeFromString(_header(dtype_enum, shape) + (_record(field, body) if body else b""))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -146,9 +151,9 @@ def ndarray_to_response_proto(arr: np.ndarray, proto: tensor_pb2.TensorProto,
     if arr.dtype.kind in "OSU":
         values = to_string_array(arr).ravel().tolist()
         if tensor_content:
-            proto.MergeFromString(_header(types_pb2.DT_STRING, arr.shape) + _record(4, encode_string_list(values)))
+            _merge(proto, types_pb2.DT_STRING, arr.shape, 4, encode_string_list(values))
         else:
-            proto.MergeFromString(_header(types_pb2.DT_STRING, arr.shape))
+            _merge(proto, types_pb2.DT_STRING, arr.shape)
             proto.string_val.extend(values)
         return proto
     dt = _NP_TO_DT.get(arr.dtype)
@@ -156,14 +161,12 @@ def ndarray_to_response_proto(arr: np.ndarray, proto: tensor_pb2.TensorProto,
         proto.CopyFrom(tf.make_tensor_proto(arr))
         return proto
     if tensor_content:
-        body = np.ascontiguousarray(arr).tobytes()
-        proto.MergeFromString(_header(dt, arr.shape) + (_record(4, body) if body else b""))
+        _merge(proto, dt, arr.shape, 4, np.ascontiguousarray(arr).tobytes())
     elif dt in _PACKED:
         field, wire_dtype = _PACKED[dt]
-        body = np.ascontiguousarray(arr, dtype=wire_dtype).tobytes()
-        proto.MergeFromString(_header(dt, arr.shape) + (_record(field, body) if body else b""))
+        _merge(proto, dt, arr.shape, field, np.ascontiguousarray(arr, dtype=wire_dtype).tobytes())
     else:
-        proto.MergeFromString(_header(dt, arr.shape))
+        _merge(proto, dt, arr.shape)
         if dt == types_pb2.DT_HALF:
             proto.half_val.extend(arr.ravel().view(np.uint16).tolist())
         else:
