@@ -118,13 +118,18 @@ class SkipGram(tf.Module):
         self.target = tf.Variable(init, name="target")
         self.context = tf.Variable(tf.zeros([vocab_size, dim]), name="context")
         p = np.power(np.asarray(counts, np.float64) + 1e-3, 0.75)
-        self.log_noise = tf.constant(np.log(p / p.sum())[None, :], tf.float32)
+        # negatives by inverse-CDF lookup: a binary search per draw, the same distribution as
+        # tf.random.categorical over the log-probabilities and about 10% less time per epoch on ml-latest-small
+        cdf = np.cumsum(p / p.sum())
+        self.noise_cdf = tf.constant(cdf / cdf[-1], tf.float64)
+        self.vocab_size = vocab_size
         self.negatives = negatives
 
     def loss(self, t, c, w):
         tv = tf.gather(self.target, t)
         pos = tf.reduce_sum(tv * tf.gather(self.context, c), axis=1)
-        neg_ids = tf.reshape(tf.random.categorical(self.log_noise, tf.shape(t)[0] * self.negatives),
+        draws = tf.random.uniform([tf.shape(t)[0] * self.negatives], dtype=tf.float64)
+        neg_ids = tf.reshape(tf.minimum(tf.searchsorted(self.noise_cdf, draws, side="right"), self.vocab_size - 1),
                              [-1, self.negatives])
         neg = tf.einsum("bd,bkd->bk", tv, tf.gather(self.context, neg_ids))
         per_pair = tf.nn.softplus(-pos) + tf.reduce_sum(tf.nn.softplus(neg), axis=1)
@@ -185,17 +190,28 @@ def train_item2vec(sequences: List[np.ndarray], catalogue: data.Catalogue, icfg,
     opt = optimizers.build(icfg)
     opt.build([model.target, model.context])  # slots before the first trace: the epoch is traced once, not twice
 
-    @tf.function
-    def run_epoch(batches: tf.data.Dataset) -> tf.Tensor:
-        """Every step of an epoch in one graph (no Python between steps); the mean of the steps' losses."""
-        total, steps = tf.constant(0.0), tf.constant(0.0)
-        for t, c, w in batches:
+    batch = int(icfg.batch_size)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.int64),
+                                  tf.TensorSpec([None], tf.float32)])
+    def run_epoch(t: tf.Tensor, c: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+        """Every step of an epoch in one graph (no Python between steps); the mean of the steps' losses.
+
+        Each step's batch is a slice of the epoch's shuffled pairs. A tf.data iterator inside the loop
+        made each step about a fifth slower, and in some processes (4 of 15 measured, 2 cores) almost twice
+        as slow; the cause was not pinned down, slicing has neither."""
+        n = tf.shape(t, out_type=tf.int64)[0]
+        steps = (n + batch - 1) // batch
+        total = tf.constant(0.0)
+        for i in tf.range(steps):
+            lo = i * batch
+            hi = tf.minimum(lo + batch, n)
             with tf.GradientTape() as tape:
-                loss = model.loss(t, c, w)
+                loss = model.loss(t[lo:hi], c[lo:hi], w[lo:hi])
             grads = tape.gradient(loss, [model.target, model.context])
             opt.apply_gradients(zip(grads, [model.target, model.context]))
-            total, steps = total + loss, steps + 1.0
-        return total / tf.maximum(steps, 1.0)
+            total += loss
+        return total / tf.maximum(tf.cast(steps, tf.float32), 1.0)
 
     tf.random.set_seed(seed)
     history = []
@@ -210,8 +226,7 @@ def train_item2vec(sequences: List[np.ndarray], catalogue: data.Catalogue, icfg,
         if not len(t):
             raise ValueError("no item pairs to train on: every user history has fewer than two items")
         order = rng.permutation(len(t))
-        batches = tf.data.Dataset.from_tensor_slices((t[order], c[order], w[order])).batch(icfg.batch_size)
-        history.append(float(run_epoch(batches.prefetch(2))))
+        history.append(float(run_epoch(t[order].astype(np.int64), c[order].astype(np.int64), w[order])))
         log(f"[item2vec] epoch {epoch + 1}/{icfg.epochs} {time.time() - t0:6.1f}s loss={history[-1]:.4f} "
             f"pairs={len(t)}")
     target = model.target.numpy()
