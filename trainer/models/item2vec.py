@@ -120,17 +120,15 @@ class SkipGram(tf.Module):
         p = np.power(np.asarray(counts, np.float64) + 1e-3, 0.75)
         # negatives by inverse-CDF lookup: a binary search per draw, the same distribution as
         # tf.random.categorical over the log-probabilities and about 10% less time per epoch on ml-latest-small
-        cdf = np.cumsum(p / p.sum())
-        self.noise_cdf = tf.constant(cdf / cdf[-1], tf.float64)
-        self.vocab_size = vocab_size
+        cdf = np.cumsum(p)
+        self.noise_cdf = tf.constant(cdf / cdf[-1], tf.float64)  # last entry exactly 1: a draw in [0, 1) finds an item
         self.negatives = negatives
 
     def loss(self, t, c, w):
         tv = tf.gather(self.target, t)
         pos = tf.reduce_sum(tv * tf.gather(self.context, c), axis=1)
         draws = tf.random.uniform([tf.shape(t)[0] * self.negatives], dtype=tf.float64)
-        neg_ids = tf.reshape(tf.minimum(tf.searchsorted(self.noise_cdf, draws, side="right"), self.vocab_size - 1),
-                             [-1, self.negatives])
+        neg_ids = tf.reshape(tf.searchsorted(self.noise_cdf, draws, side="right"), [-1, self.negatives])
         neg = tf.einsum("bd,bkd->bk", tv, tf.gather(self.context, neg_ids))
         per_pair = tf.nn.softplus(-pos) + tf.reduce_sum(tf.nn.softplus(neg), axis=1)
         return tf.reduce_sum(w * per_pair) / tf.maximum(tf.reduce_sum(w), 1e-9)
@@ -226,7 +224,8 @@ def train_item2vec(sequences: List[np.ndarray], catalogue: data.Catalogue, icfg,
         if not len(t):
             raise ValueError("no item pairs to train on: every user history has fewer than two items")
         order = rng.permutation(len(t))
-        history.append(float(run_epoch(t[order].astype(np.int64), c[order].astype(np.int64), w[order])))
+        history.append(float(run_epoch(t[order].astype(np.int64, copy=False), c[order].astype(np.int64, copy=False),
+                                       w[order])))
         log(f"[item2vec] epoch {epoch + 1}/{icfg.epochs} {time.time() - t0:6.1f}s loss={history[-1]:.4f} "
             f"pairs={len(t)}")
     target = model.target.numpy()
