@@ -6,6 +6,12 @@ which matters most for items with few events, where the in-batch softmax sees to
 them. item2vec reads the train split only, so no evaluation event leaks in. Rows are copied by item id
 through the TF-Transform vocabulary (as a warm start does), scaled to the norm of the table's own random
 rows so the optimizer starts on the same footing; ids item2vec has no vector for keep their random row.
+
+The rows are centred first. Skip-gram's input vectors share one large common direction (on a shop log of
+one-category customers the mean vector was 0.99 of a row's norm), so uncentred every item starts nearly
+parallel: the in-batch softmax begins unable to tell items apart and three epochs did not undo it (recall@50
+0.54-0.60 against 0.67 from random rows). Centred (as "all-but-the-top" post-processing does for word
+vectors) only the differences between items are handed over: 0.71-0.72 there.
 """
 from __future__ import annotations
 
@@ -28,12 +34,13 @@ def item_tables(model: tf.Module, dim: int) -> list:
 
 
 def copy_rows(tables: list, vectors: np.ndarray, item_ids: Sequence[str], vocab: Sequence[str]) -> int:
-    """Writes ``vectors`` (one per ``item_ids``) into each table's rows for those ids, at each table's own
-    mean row norm; returns the rows written per table."""
+    """Writes ``vectors`` (one per ``item_ids``), centred over the ids found, into each table's rows for those
+    ids at each table's own mean row norm; returns the rows written per table."""
     rows = row_map(list(item_ids), list(vocab))  # table row -> index + 1 into item_ids, or -1
     keep = rows >= 0
     keep[0] = keep[-1] = False  # padding and the OOV bucket keep their own rows
     src = vectors[rows[keep] - 1]
+    src = src - src.mean(axis=0, keepdims=True)  # the shared direction carries no item's identity
     src = src / np.maximum(np.linalg.norm(src, axis=1, keepdims=True), 1e-9)
     for t in tables:
         value = t.embedding.embeddings.numpy()

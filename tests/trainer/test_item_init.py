@@ -1,4 +1,4 @@
-"""retrieval.item_init=item2vec: item tables start at item2vec's vectors, row by id, at the table's own norm."""
+"""retrieval.item_init=item2vec: item tables start at item2vec's centred vectors, row by id, at the table's own norm."""
 import copy
 
 import numpy as np
@@ -20,15 +20,19 @@ def _table(n_vocab: int, dim: int = 4) -> IndexEmbedding:
 def test_rows_follow_ids_not_positions_and_keep_the_tables_scale():
     vocab = ["c", "a", "zz", "b"]                     # TF-Transform order (by frequency); "zz" has no vector
     item_ids = ["a", "b", "c"]                        # item2vec's catalogue order
-    vectors = np.array([[1, 0, 0, 0], [0, 2, 0, 0], [0, 0, 0, -3]], np.float32)
+    vectors = np.array([[1, 0, 0, 0], [0, 2, 0, 0], [0, 0, 0, -3]], np.float32) + [5, 5, 5, 5]  # a shared direction
+    centred = vectors - vectors.mean(0)
+    unit = centred / np.linalg.norm(centred, axis=1, keepdims=True)
     tables = [_table(len(vocab)), _table(len(vocab))]
     before = [t.embedding.embeddings.numpy().copy() for t in tables]
     assert item_init.copy_rows(tables, vectors, item_ids, vocab) == 3
     for t, old in zip(tables, before):
         new = t.embedding.embeddings.numpy()
         norm = np.linalg.norm(old[1:-1], axis=1).mean()
-        for row, expected in ((1, [0, 0, 0, -1]), (2, [1, 0, 0, 0]), (4, [0, 1, 0, 0])):  # row = vocab index + 1
-            np.testing.assert_allclose(new[row], np.array(expected) * norm, rtol=1e-5)
+        for row, expected in ((1, unit[2]), (2, unit[0]), (4, unit[1])):  # row = vocab index + 1
+            np.testing.assert_allclose(new[row], expected * norm, rtol=1e-5, atol=1e-6)
+        # uncentred the three rows would be near-parallel (their mean ~0.99 of a row's norm)
+        assert np.linalg.norm(new[[1, 2, 4]].mean(0)) < 0.5 * norm, "the shared +5 direction is not handed over"
         for row in (0, 3, 5):  # padding, the id without a vector, the OOV bucket: untouched
             np.testing.assert_array_equal(new[row], old[row])
 
@@ -57,8 +61,10 @@ def test_two_tower_tables_start_at_item2vec_vectors(run_cfg, preprocessed, monke
     index = {v: n for n, v in enumerate(vocab)}
     some = [i for i in catalogue.item_ids.tolist()[:50] if i in index]
     rows = np.array([index[i] + 1 for i in some])
-    expected = emb.vectors[[catalogue.index()[i] for i in some]]
-    for t in tables:  # each table's rows point where item2vec's vectors point (scale aside)
+    found = [catalogue.index()[i] for i in catalogue.item_ids.tolist() if i in index]
+    expected = emb.vectors[[catalogue.index()[i] for i in some]] - emb.vectors[found].mean(0)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    for t in tables:  # each table's rows point where item2vec's centred vectors point (scale aside)
         got = t.embedding.embeddings.numpy()[rows]
         np.testing.assert_allclose((got * expected).sum(1) / np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
 
