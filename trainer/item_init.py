@@ -7,11 +7,12 @@ them. item2vec reads the train split only, so no evaluation event leaks in. Rows
 through the TF-Transform vocabulary (as a warm start does), scaled to the norm of the table's own random
 rows so the optimizer starts on the same footing; ids item2vec has no vector for keep their random row.
 
-The rows are centred first. Skip-gram's input vectors share one large common direction (on a shop log of
-one-category customers the mean vector was 0.99 of a row's norm), so uncentred every item starts nearly
-parallel: the in-batch softmax begins unable to tell items apart and three epochs did not undo it (recall@50
-0.54-0.60 against 0.67 from random rows). Centred (as "all-but-the-top" post-processing does for word
-vectors) only the differences between items are handed over: 0.71-0.72 there.
+The rows are centred. Skip-gram's raw input vectors share one large common direction (on a shop log of
+one-category customers their mean was 0.99 of a row's norm), so uncentred every item starts nearly parallel:
+the in-batch softmax begins unable to tell items apart, and three epochs did not undo it (recall@50
+0.54-0.60 against 0.67 from random rows; 0.71-0.72 centred). item2vec now returns centred vectors
+(trainer/models/item2vec.py); ``copy_rows`` centres again over the ids it copies, so no vector source
+can hand the shared direction over.
 """
 from __future__ import annotations
 

@@ -83,6 +83,16 @@ def test_neighbours_of_the_history_beat_popularity(planted, side, optimizer):
     assert model_r > 1.3 * pop_r, (side, model_r, pop_r)
 
 
+def test_the_vectors_share_no_common_direction(planted):
+    """Skip-gram's raw input vectors are nearly parallel (a shared direction most of a row's norm); cosine
+    neighbours are only about items once it is taken out."""
+    emb = item2vec.train_item2vec(list(planted["seqs"].values()), planted["catalogue"], _cfg(epochs=2), seed=1,
+                                  log=lambda *_: None)
+    trained = emb.vectors[emb.train_counts > 0]
+    assert np.linalg.norm(trained.mean(0)) < 0.2, "the rows' mean is what all of them share"
+    assert np.median(trained @ trained.T) < 0.2, "a typical pair of items is not alike"
+
+
 def test_cold_items_get_their_genres_vector(planted):
     cat = planted["catalogue"]
     seqs = [s[s != 0] for s in planted["seqs"].values()]  # item 0 never seen in training
