@@ -41,7 +41,8 @@ def copy_rows(tables: list, vectors: np.ndarray, item_ids: Sequence[str], vocab:
     keep = rows >= 0
     keep[0] = keep[-1] = False  # padding and the OOV bucket keep their own rows
     src = vectors[rows[keep] - 1]
-    src = src - src.mean(axis=0, keepdims=True)  # the shared direction carries no item's identity
+    if len(src) > 1:  # the shared direction carries no item's identity (one row alone would be all shared)
+        src = src - src.mean(axis=0, keepdims=True)
     src = src / np.maximum(np.linalg.norm(src, axis=1, keepdims=True), 1e-9)
     for t in tables:
         value = t.embedding.embeddings.numpy()

@@ -241,7 +241,8 @@ def train_item2vec(sequences: List[np.ndarray], catalogue: data.Catalogue, icfg,
     # rows are normalised ("all-but-the-top", Mu & Viswanath 2018), the neighbours of ml-latest-small's
     # leave-one-out recommender went from recall@50 0.1295 to 0.2557 (popularity 0.1148, EASE 0.2639).
     # Genre tokens share the space, so they move by the same vector and a cold item stays its genres' mean.
-    shared = vectors[counts > 0].mean(0) if (counts > 0).any() else np.zeros(icfg.dim, np.float32)
+    trained = counts > 0  # (one trained item alone would be all shared: left as it is)
+    shared = vectors[trained].mean(0) if trained.sum() > 1 else np.zeros(icfg.dim, np.float32)
     vectors -= shared
     genre_vectors = genre_vectors - shared if side else genre_vectors
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
