@@ -244,7 +244,7 @@ def train_item2vec(sequences: List[np.ndarray], catalogue: data.Catalogue, icfg,
     trained = counts > 0  # (one trained item alone would be all shared: left as it is)
     shared = vectors[trained].mean(0) if trained.sum() > 1 else np.zeros(icfg.dim, np.float32)
     vectors -= shared
-    genre_vectors = genre_vectors - shared if side else genre_vectors
+    genre_vectors -= shared  # (no genres: an empty [0, dim] array, unchanged)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
     return ItemEmbeddings(item_ids=catalogue.item_ids, vectors=vectors.astype(np.float32), genre_names=genre_names,
                           genre_vectors=genre_vectors, train_counts=counts, history=history,
