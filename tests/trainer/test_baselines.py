@@ -28,6 +28,19 @@ def test_ease_sweep_matches_direct_fits():
         np.testing.assert_allclose(swept.b, baselines.EASE(lam, min_count=1).fit(X).b, atol=1e-4)
 
 
+def test_ease_with_fewer_users_than_items_equals_its_closed_form():
+    """The users-side (Woodbury) fit that ml-latest-small takes (610 users, 6,278 active items)."""
+    x = (np.random.default_rng(3).random((7, 15)) < 0.4).astype(np.float32)
+    x[0] = 1.0  # every item active at min_count=1
+    lams = [0.5, 2.0, 30.0]
+    for lam, swept in zip(lams, baselines.EASE(min_count=1).sweep(x, lams)):
+        p = np.linalg.inv(x.T.astype(np.float64) @ x + lam * np.eye(15))
+        b = np.eye(15) - p / np.diag(p)
+        assert swept.lam == lam and swept.b.shape == (15, 15)
+        np.testing.assert_allclose(swept.b, b, atol=1e-5)
+        np.testing.assert_allclose(baselines.EASE(lam, min_count=1).fit(x).b, b, atol=1e-5)
+
+
 def test_ease_never_recommends_items_below_min_count():
     x = X.copy()
     x[:, 3] = 0
