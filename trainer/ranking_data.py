@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import weakref
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -234,25 +233,10 @@ def transform_pairs(tft_layer, query_raw: Dict[str, np.ndarray], event: np.ndarr
     return feats
 
 
-_TRACED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def traced(layer, inputs: Dict[str, tf.Tensor], **kwargs):
-    """``layer(x, **kwargs)`` as one tf.function per layer, input keys and kwargs, for any batch size (the
-    input signature leaves the batch dimension open): traced once, not on every call or batch shape."""
-    fns = _TRACED.setdefault(layer, {})
-    key = (tuple(sorted(inputs)), tuple(sorted(kwargs.items())))
-    if key not in fns:
-        spec = {k: tf.TensorSpec([None, *inputs[k].shape[1:]], inputs[k].dtype) for k in key[0]}
-        ref = weakref.ref(layer)  # a strong reference here would keep the cache's key alive forever
-        fns[key] = tf.function(lambda x: ref()(x, **kwargs), input_signature=[spec])
-    return fns[key]
-
-
 def _apply(tft_layer, raw: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     """``tft_layer(raw)`` through ``traced``: an eager call of the (tf.compat.v1-traced) transform graph costs
     ~0.1 s; the function, after a ~1 s trace, milliseconds."""
-    return traced(tft_layer, raw)(raw)
+    return data.traced(tft_layer, raw)(raw)
 
 
 def _engagement(is_pos: np.ndarray, click: np.ndarray, label: str) -> np.ndarray:

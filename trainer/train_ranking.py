@@ -30,7 +30,8 @@ from trainer import evaluate_retrieval as er
 from trainer.features import FeatureSizes
 from trainer.progress import EpochProgress
 from trainer.models import ranking as ranking_models
-from trainer.ranking_data import EvalSet, Pairs, build_eval_set, build_train_pairs, log, rating_mean, traced
+from trainer.data import traced
+from trainer.ranking_data import EvalSet, Pairs, build_eval_set, build_train_pairs, log, rating_mean
 
 # Named variants: the three model kinds plus DCN-v2's structure / rank options.
 VARIANTS = {
@@ -224,7 +225,7 @@ def load_ranker(out_dir: str, cfg, example: Dict[str, tf.Tensor]) -> ranking_mod
 
 
 def _predict_fn(model, batch: Dict[str, tf.Tensor]):
-    """The model's inference function for batches like ``batch`` (``ranking_data.traced``: a new tf.function
+    """The model's inference function for batches like ``batch`` (``data.traced``: a new tf.function
     per call had retraced on every evaluation, and TensorFlow warned about it in the benchmarks)."""
     return traced(model, batch, training=False)
 
