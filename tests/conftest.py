@@ -9,26 +9,11 @@ import fcntl
 import json
 import os
 
+import recsys  # noqa: F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow is imported)
 
-def _one_thread_per_worker() -> None:
-    """As many xdist workers as cores (CI: 2 and 2): each worker, and every process it starts, gets one
-    TensorFlow intra-op and one OpenBLAS thread. Otherwise each worker's thread pools take every core and
-    spin while waiting, beside the other worker's: on 2 cores that cost ~10% more CPU for the same tests.
-    (Inter-op threads stay at TensorFlow's default: ops that wait on others, such as the two-worker test's
-    collectives, need more than one.) Set before TensorFlow or NumPy loads; the environment's value wins."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
-    if workers and workers >= (os.cpu_count() or 1):
-        for var in ("TF_NUM_INTRAOP_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ.setdefault(var, "1")
+import pytest
 
-
-_one_thread_per_worker()
-
-import recsys  # noqa: E402,F401  (TF_USE_LEGACY_KERAS=1 before TensorFlow is imported)
-
-import pytest  # noqa: E402
-
-from recsys.config import Config  # noqa: E402
+from recsys.config import Config
 
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "ml-latest-small")
 
