@@ -17,8 +17,8 @@ pytestmark = pytest.mark.skipif(not os.path.isdir(SHARED_DATA),
 
 # reduced so CI stays within its budget: one epoch, random item tables (item2vec's start runs on real data in
 # test_log_demo.py and test_unseen_items.py; here it cost 25 s of the CPU-bound suite), untuned baselines,
-# 2,000 evaluated and 1,500 re-ranked eval queries, the blessing on 500 fresh requests. The ranker's candidates stay out-of-fold (the default):
-# this is the only test that runs that path
+# 2,000 evaluated and 1,500 re-ranked eval queries, the blessing on 500 fresh requests. The ranker's
+# candidates stay out-of-fold (the default): this is the only test that runs that path
 REDUCED = ["--set", "train.epochs=1", "--set", "retrieval.item_init=random", "--set", "ranking.epochs=1", "--set", "ranking.oof_epochs=1",
            "--set", "ranking.max_train_events=4000", "--set", "ranking.eval_max_queries=1500",
            "--set", "eval.max_queries=2000", "--set", "eval.tune_baselines=false", "--set", "eval.bootstrap=200",
