@@ -121,6 +121,12 @@ def traced(layer, inputs: Dict[str, tf.Tensor], **kwargs):
     return fns[key]
 
 
+def transform(tft_layer, raw: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """``tft_layer(raw)`` through ``traced``: an eager call of the (tf.compat.v1-traced) transform graph prunes
+    it afresh (~0.1-0.3 s a call); the function, after one trace, takes milliseconds."""
+    return traced(tft_layer, raw)(raw)
+
+
 # ---------------------------------------------------------------- catalogue
 @dataclasses.dataclass
 class Catalogue:
@@ -144,7 +150,7 @@ class Catalogue:
         parts = []
         for start in range(0, self.size, batch_size):
             batch = {k: tf.constant(v[start:start + batch_size]) for k, v in self.raw.items()}
-            parts.append(traced(tft_layer, batch)(batch))  # an eager call prunes the TFT graph afresh: ~0.3 s
+            parts.append(transform(tft_layer, batch))
         return {k: tf.concat([p[k] for p in parts], axis=0) for k in parts[0]}
 
 

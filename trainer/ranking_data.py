@@ -223,7 +223,7 @@ def transform_pairs(tft_layer, query_raw: Dict[str, np.ndarray], event: np.ndarr
         ev, it = event[s:s + chunk], items[s:s + chunk]
         raw = {k: tf.constant(query_raw[k][ev]) for k in QUERY_RAW}
         raw.update({k: tf.constant(catalogue.raw[k][it]) for k in schema.CANDIDATE_FEATURES})
-        out = _apply(tft_layer, raw)
+        out = data.transform(tft_layer, raw)
         parts.append({k: out[k].numpy() for k in TRANSFORMED_INPUTS})
     feats = _concat_dicts(parts) if parts else {k: np.empty(0) for k in TRANSFORMED_INPUTS}
     feats["candidate_source"] = np.full(len(event), source.encode(), dtype=object)
@@ -231,12 +231,6 @@ def transform_pairs(tft_layer, query_raw: Dict[str, np.ndarray], event: np.ndarr
     feats["retrieval_score"] = np.asarray(score, np.float32)
     assert set(feats) == set(MODEL_INPUTS)
     return feats
-
-
-def _apply(tft_layer, raw: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    """``tft_layer(raw)`` through ``traced``: an eager call of the (tf.compat.v1-traced) transform graph costs
-    ~0.1 s; the function, after a ~1 s trace, milliseconds."""
-    return data.traced(tft_layer, raw)(raw)
 
 
 def _engagement(is_pos: np.ndarray, click: np.ndarray, label: str) -> np.ndarray:
