@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "matplotlib",
     "prometheus-client",
     "psutil",
+    "pyarrow",                       # Parquet logs (preprocessing/sources/interaction_log.py); Beam's, pinned by the lock
 ]
 
 # Heavy optional parts: each is imported only by the code that needs it and skipped with a

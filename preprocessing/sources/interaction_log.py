@@ -1,14 +1,16 @@
-"""A team's own interaction log (CSV, TSV or JSON lines, optionally gzipped) mapped onto the project schema.
+"""A team's own interaction log (CSV, TSV or JSON lines, optionally gzipped, or Parquet) mapped onto the project schema.
 
 ``data.path`` is one interactions file, or a directory holding ``interactions.csv`` (or ``events``,
-``ratings``, ``reviews``, ``transactions``; ``.tsv``, ``.jsonl``, ``.gz`` too) and optionally an items
+``ratings``, ``reviews``, ``transactions``; ``.tsv``, ``.jsonl``, ``.gz``, ``.parquet`` too) and optionally an items
 file (``items.csv``, ``products``, ``articles``, ...: ``ITEMS_NAMES``) and a users file (``users``,
 ``customers``, ...: ``USERS_NAMES``). Columns are found by their header names (case-insensitive, with
 the usual aliases: ``userId``, ``customer_id``, ``product_id``, ``event_time``...; see ``ALIASES``) or
 named with ``data.columns`` ("user_id=customer,item_id=sku"); a file without a header line takes
 ``data.header``. The delimiter is whatever the header line is split by (comma, tab, semicolon or pipe).
 JSON lines (one object a line, as Amazon, Yelp and Goodreads publish them) read like a CSV whose header
-is the first object's keys; nested lists (Amazon's categories) are joined.
+is the first object's keys; nested lists (Amazon's categories) are joined. Parquet (a file, or a directory
+of part files as Spark and BigQuery exports write them) reads by column name the same way, its typed columns
+turned into the text a CSV would hold: timestamps and dates as times, lists joined, nulls and NaN empty.
 
 - Required: user id, item id and event time: unix seconds, milliseconds or microseconds, ISO 8601
   ("2024-03-01", "2024-03-01T12:30:00Z", "2024-03-01 12:30:00+02:00"; no zone means UTC; a trailing
@@ -55,7 +57,8 @@ INTERACTIONS_NAMES = ("interactions", "events", "ratings", "reviews", "transacti
 ITEMS_NAMES = ("items", "products", "articles", "catalog", "catalogue", "books", "movies", "meta")
 USERS_NAMES = ("users", "customers", "members", "profiles")
 JSON_EXTENSIONS = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
-EXTENSIONS = (".csv", ".tsv", ".csv.gz", ".tsv.gz", ".txt", ".txt.gz") + JSON_EXTENSIONS
+PARQUET_EXTENSIONS = (".parquet", ".pq")
+EXTENSIONS = (".csv", ".tsv", ".csv.gz", ".tsv.gz", ".txt", ".txt.gz") + JSON_EXTENSIONS + PARQUET_EXTENSIONS
 # schema field -> header names that mean it (compared lower-case, without "_", "-" and spaces)
 ALIASES: Dict[str, Tuple[str, ...]] = {
     "user_id": ("user_id", "userid", "user", "customer_id", "customerid", "customer", "visitorid", "visitor_id",
@@ -122,16 +125,17 @@ def parse_column_map(text: str) -> Dict[str, str]:
 
 
 def find_interactions(path: str) -> str:
-    """The interactions file: ``path`` itself, or the first ``INTERACTIONS_NAMES`` + ``EXTENSIONS`` file in it."""
-    if not fileio.isdir(path):
+    """The interactions file: ``path`` itself (a file, or a directory of Parquet parts named ``*.parquet``), or the
+    first ``INTERACTIONS_NAMES`` + ``EXTENSIONS`` file in it."""
+    if not fileio.isdir(path) or _is_parquet(path):
         if fileio.exists(path):
             return path
         raise DataError(f"data.path={path!r} does not exist")
     found = _side_file(path, INTERACTIONS_NAMES)
     if found is None:
         raise DataError(f"{path!r} holds no interaction log: expected one of "
-                        f"{', '.join(n + '.csv' for n in INTERACTIONS_NAMES)} (or .tsv, .jsonl, .gz), or give the "
-                        f"file itself")
+                        f"{', '.join(n + '.csv' for n in INTERACTIONS_NAMES)} (or .tsv, .jsonl, .gz, .parquet), or "
+                        f"give the file itself")
     return found
 
 
@@ -156,6 +160,69 @@ def _json_text(value) -> str:
     if isinstance(value, list):
         return "|".join(t for t in (_json_text(v) for v in value) if t)
     return json.dumps(value, ensure_ascii=False)
+
+
+def _is_parquet(path: str) -> bool:
+    return path.rstrip("/").lower().endswith(PARQUET_EXTENSIONS)
+
+
+def _parquet_parts(path: str) -> List[str]:
+    """A Parquet file, or a directory's part files in name order (Spark's ``part-*``, BigQuery's ``*-000000000000``;
+    markers such as ``_SUCCESS``, ``.crc`` and hidden files are not parts)."""
+    if not fileio.isdir(path):
+        return [path]
+    parts = sorted(n.rstrip("/") for n in fileio.listdir(path)
+                   if not n.startswith(("_", ".")) and not n.endswith((".crc", "/")))
+    if not parts:
+        raise DataError(f"{path} is a directory with no Parquet part files in it")
+    return [fileio.join(path, n) for n in parts]
+
+
+def _parquet_names(part: str) -> List[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        with fileio.open_read(part) as f:
+            names = pq.ParquetFile(f).schema_arrow.names
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{part} is not a readable Parquet file: {e}") from None
+    if not names:
+        raise DataError(f"{part} has no columns")
+    return names
+
+
+_TIME_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
+def _parquet_texts(column) -> List[str]:
+    """One Parquet column as the texts a CSV would hold: timestamps as unix seconds (Arrow stores UTC instants;
+    a zone-less one is read as UTC, as a CSV time without a zone is), dates in ISO form, NaN and null empty."""
+    import pyarrow as pa
+
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column, kind = column.dictionary_decode(), kind.value_type
+    if pa.types.is_timestamp(kind):
+        per_second = _TIME_UNITS[kind.unit]
+        return ["" if v is None else str(v // per_second) for v in column.cast(pa.int64()).to_pylist()]
+    return [_cell_text(v) for v in column.to_pylist()]
+
+
+def _cell_text(value) -> str:
+    if isinstance(value, float) and value != value:   # NaN: how a dataframe writes a missing number
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")   # _field() reads a non-UTF-8 one as Latin-1
+    if isinstance(value, (datetime.date, datetime.time)):   # date32/date64 columns (datetimes are cast above)
+        return value.isoformat()
+    if isinstance(value, list):
+        return "|".join(t for t in (_cell_text(v) for v in value) if t)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    if value is not None and not isinstance(value, (str, bool, int, float)):
+        return str(value)   # Decimal, durations
+    return _json_text(value)
 
 
 def _json_object(line: str):
@@ -189,7 +256,8 @@ def _delimiter(header: str) -> str:
 
 
 class _Table:
-    """Rows of one delimited or JSON-lines file as {field: text}, with dead letters for rows that cannot be read."""
+    """Rows of one delimited, JSON-lines or Parquet file as {field: text}, with dead letters for rows that cannot
+    be read."""
 
     def __init__(self, path: str, fields: Sequence[str], explicit: Dict[str, str], dead: List[Dict],
                  required: Sequence[str] = (), side: bool = False, names: Sequence[str] = ()):
@@ -197,29 +265,18 @@ class _Table:
         aliases, and a bare ``id`` as its key), since one mapping serves every file. ``names``: the columns of
         a file without a header line (``data.header``)."""
         self.path, self.dead, self.total = path, dead, 0
-        self.file = os.path.basename(path)
-        self._raw = fileio.open_read(path)
-        self._f = _text(self._raw, path)
-        first = self._f.readline()
-        if not first.strip():
-            self.close()
-            raise DataError(f"{path} is empty")
+        self.file = os.path.basename(path.rstrip("/"))
+        self._raw = None
+        self.parquet = _is_parquet(path)
         self.json = path.endswith(JSON_EXTENSIONS)
-        self.delimiter = "," if self.json else _delimiter(first)
         self._first: List[str] = []         # no header: the first line is a row, handed to the reader first
         self._line0 = 1                      # lines read before the csv reader starts
-        if self.json:                        # JSON lines: the first object's keys name the columns
-            self._first, self._line0 = [first], 0
-            try:
-                header = list(_json_object(first))
-            except ValueError as e:
-                self.close()
-                raise DataError(f"{path}: line 1 is {e} (a .json/.jsonl log holds one JSON object a line)") from None
-        elif names:
-            self._first, self._line0 = [first], 0
-            header = list(names)
+        self.delimiter = ","
+        if self.parquet:                     # Parquet: the schema's column names; rows counted from 1
+            self._parts, self._line0 = _parquet_parts(path), 0
+            header = _parquet_names(self._parts[0])
         else:
-            header = [_field(h) for h in next(csv.reader([first], delimiter=self.delimiter))]
+            header = self._text_header(path, names)
         self.n_columns = len(header)
         by_key = {}
         for i, h in enumerate(header):
@@ -237,7 +294,7 @@ class _Table:
                 if _key(alias) in by_key:
                     self.columns[field] = by_key[_key(alias)]
                     break
-        if self.json:   # JSON rows are read by key, not position
+        if self.json or self.parquet:   # read by name, not position
             self.columns = {f: header[i] for f, i in self.columns.items()}
         missing = [f for f in required if f not in self.columns]
         if missing:
@@ -246,10 +303,35 @@ class _Table:
                     else "no header line? name the columns with --set data.header=user_id,item_id,...")
             raise DataError(f"{path}: no column for {', '.join(missing)} among {', '.join(header)}; {hint}")
 
+    def _text_header(self, path: str, names: Sequence[str]) -> List[str]:
+        """Opens a delimited or JSON-lines file and reads its column names from its first line (or ``names``)."""
+        self._raw = fileio.open_read(path)
+        self._f = _text(self._raw, path)
+        first = self._f.readline()
+        if not first.strip():
+            self.close()
+            raise DataError(f"{path} is empty")
+        if self.json:                        # JSON lines: the first object's keys name the columns
+            self._first, self._line0 = [first], 0
+            try:
+                return list(_json_object(first))
+            except ValueError as e:
+                self.close()
+                raise DataError(f"{path}: line 1 is {e} (a .json/.jsonl log holds one JSON object a line)") from None
+        self.delimiter = _delimiter(first)
+        if names:
+            self._first, self._line0 = [first], 0
+            return list(names)
+        return [_field(h) for h in next(csv.reader([first], delimiter=self.delimiter))]
+
     def close(self) -> None:
-        self._raw.close()
+        if self._raw is not None:
+            self._raw.close()
 
     def rows(self, count: bool = False) -> Iterator[Tuple[int, Dict[str, str]]]:
+        if self.parquet:
+            yield from self._parquet_rows(count)
+            return
         try:
             yield from self._json_rows(count) if self.json else self._csv_rows(count)
         except (EOFError, OSError, zlib.error) as e:   # a truncated or corrupt .gz: one clear line, not a crash
@@ -295,6 +377,30 @@ class _Table:
                 yield line, {f: _json_text(obj.get(k)) for f, k in self.columns.items()}
         finally:
             self.close()
+
+    def _parquet_rows(self, count: bool) -> Iterator[Tuple[int, Dict[str, str]]]:
+        """Rows of every part in order, numbered from 1 across the parts; only the mapped columns are read."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        names = list(dict.fromkeys(self.columns.values()))
+        line = 0
+        for part in self._parts:
+            with fileio.open_read(part) as f:
+                try:
+                    pf = pq.ParquetFile(f)
+                    missing = [n for n in names if n not in pf.schema_arrow.names]
+                    if missing:
+                        raise DataError(f"{part}: no column {', '.join(missing)} (the first part has it; every part of "
+                                        f"{self.path} needs the same columns)")
+                    for batch in pf.iter_batches(batch_size=1 << 16, columns=names):
+                        cells = {n: _parquet_texts(batch.column(n)) for n in names}
+                        for i in range(batch.num_rows):
+                            line += 1
+                            self.total += count
+                            yield line, {field: cells[n][i] for field, n in self.columns.items()}
+                except (pa.ArrowException, OSError) as e:
+                    raise DataError(f"{part}: cannot read Parquet past row {line}: {e}") from None
 
     def bad(self, line: int, reason: str, text: str) -> None:
         self.dead.append({"file": self.file, "line": line, "reason": reason, "text": _field(text)[:500]})

@@ -293,3 +293,68 @@ def test_item_ids_written_as_floats_on_one_side_still_join_and_a_poor_join_is_re
     assert t.interactions["user_id"] == ["10", "20", "30"]
     assert dict(zip(t.users["user_id"], t.users["user_country"])) == {"10": "DE", "20": "FR", "30": "unknown"}
     assert "1 of 3 users in the log have no row in" in capsys.readouterr().out
+
+
+def test_parquet_files_and_a_spark_directory_read_by_column_name_with_typed_values(tmp_path):
+    """Parquet as warehouses export it: typed columns (timestamps with a unit and zone, dictionary-encoded ids,
+    list genres, dates, NaN and null), an items file beside it, and a Spark output directory of parts."""
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = str(tmp_path / "shop")
+    os.makedirs(d)
+    when = pa.array([datetime.datetime(2024, 3, 1, 12, 0, 0, 123456), datetime.datetime(2024, 3, 1, 13), None,
+                     datetime.datetime(2024, 3, 2)], pa.timestamp("us", tz="UTC"))
+    pq.write_table(pa.table({"customer_id": ["c1", "c2", "c3", None],
+                             "sku": pa.array(["p1", "p2", "p1", "p3"]).dictionary_encode(),
+                             "event_time": when, "rating": [4.0, float("nan"), 5.0, 3.0]}),
+                   os.path.join(d, "interactions.parquet"))
+    pq.write_table(pa.table({"product_id": ["p1", "p2"], "name": ["Café", "Kettle"], "category": [["Home", "Kitchen"], []],
+                             "release_date": pa.array([datetime.date(2020, 1, 2), None], pa.date32()),
+                             "price": [9.5, None]}), os.path.join(d, "products.parquet"))
+    assert detect(d) == "csv"
+    t = log.load(d, columns="item_id=sku", max_bad_fraction=0.5)
+    assert t.interactions["user_id"] == ["c1", "c2"] and t.interactions["timestamp"] == [1709294400, 1709298000]
+    assert t.interactions["rating"] == [4.0, 0.0], "NaN is a missing rating, as an empty CSV cell"
+    assert [(x["line"], x["reason"][:12]) for x in t.dead_letters] == [(3, "unparsable v"), (4, "empty user o")]
+    items = dict(zip(t.items["item_id"], zip(t.items["item_title"], t.items["item_genres"], t.items["item_price"],
+                                             t.items["item_release_ts"])))
+    assert items == {"p1": ("Café", "Home|Kitchen", 9.5, 1577923200), "p2": ("Kettle", "", 0.0, 0)}
+
+    spark = str(tmp_path / "events.parquet")
+    os.makedirs(spark)
+    for k in range(2):
+        pq.write_table(pa.table({"user": [f"u{k}", f"u{k}"], "item": [7, 8],
+                                 "ts": pa.array([1700000000 + k, 1700000100 + k], pa.int64())}),
+                       os.path.join(spark, f"part-0000{k}-abc.snappy.parquet"))
+    for marker in ("_SUCCESS", ".part-00000-abc.snappy.parquet.crc"):
+        open(os.path.join(spark, marker), "w").close()
+    t = log.load(spark)
+    assert t.interactions["user_id"] == ["u0", "u1", "u0", "u1"] and t.interactions["item_id"] == ["7", "7", "8", "8"]
+
+
+def test_parquet_items_join_a_csv_log_and_bad_parquet_is_one_clear_error(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = str(tmp_path)
+    write(d, "events.csv", "user_id,item_id,timestamp\nu1,10,1700000000\nu2,11,1700000100\n")
+    pq.write_table(pa.table({"item_id": [10, 11], "title": ["A", "B"], "genres": ["x|y", "z"],
+                             "released": pa.array([1_600_000_000_000, None], pa.timestamp("ms"))}),
+                   os.path.join(d, "items.parquet"))
+    t = log.load(d)
+    assert dict(zip(t.items["item_id"], zip(t.items["item_title"], t.items["item_genres"], t.items["item_release_ts"]))) \
+        == {"10": ("A", "x|y", 1_600_000_000), "11": ("B", "z", 0)}
+    with open(os.path.join(d, "items.parquet"), "rb") as f:
+        whole = f.read()
+    for name, data in (("interactions.parquet", b"PAR1 not parquet"), ("cut.parquet", whole[: len(whole) // 2])):
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+        with pytest.raises(DataError, match="not a readable Parquet file"):
+            log.load(os.path.join(d, name))
+    empty = tmp_path / "empty.parquet"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no Parquet part files"):
+        log.load(str(empty))
