@@ -33,6 +33,8 @@ class DataConfig:
     unicode_text: bool = False       # synthetic: non-ASCII / non-Latin ids and titles (preprocessing/sources/unicode_text.py)
     item_images: bool = False        # synthetic: also write item_images.npz (small genre-coloured images) beside the
                                      # raw tables; a file source copies <path>/item_images.npz whenever it exists
+    statistics_plot: bool = True     # also draw <raw>/statistics.png beside statistics.json (activity, popularity,
+                                     # events over time, ratings; preprocessing/sources/profile.py)
 
 
 @dataclasses.dataclass

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -95,14 +95,31 @@ def ingest(cfg: Config, out: str, reuse: bool = False) -> af.RawData:
     tables = load_source(cfg.data, dead_letter_path=af.join(out, "dead_letter", "source.jsonl"))
     write_raw(tables, out)
     images = _ingest_images(cfg, tables, out)
+    problems = _profile(cfg, tables, out)
     cfg.save(af.join(out, "config.json"))
     dead = f", {len(tables.dead_letters)} malformed rows -> {out}/dead_letter/" if tables.dead_letters else ""
     log(f"[data] {cfg.data.source}: {tables.num_interactions} interactions, {len(tables.users['user_id'])} users, "
         f"{len(tables.items['item_id'])} items in {time.time() - t0:.1f}s -> {out}{dead}")
     props = {"source": cfg.data.source, "interactions": int(tables.num_interactions),
              "users": len(tables.users["user_id"]), "items": len(tables.items["item_id"]),
-             "dead_letters": len(tables.dead_letters), "item_images": images}
+             "dead_letters": len(tables.dead_letters), "item_images": images, "data_problems": problems}
     return af.RawData(out, props, {}, fp, "ingest").commit()
+
+
+def _profile(cfg: Config, tables, out: str) -> List[str]:
+    """The raw tables' statistics beside them (``statistics.json``, ``statistics.png``), their shape in one line and
+    each quiet problem in one more (preprocessing/sources/profile.py); returns those problems."""
+    from preprocessing.sources import profile
+
+    stats = profile.profile(tables)
+    problems = profile.problems(stats)
+    fileio.write_json(af.join(out, profile.STATISTICS_FILE), dict(stats, problems=problems), indent=1)
+    if cfg.data.statistics_plot:
+        profile.plot(tables, stats, af.join(out, profile.PLOT_FILE))
+    log(f"[data] {profile.summary(stats)}")
+    for line in problems:
+        log(f"[data] warning: {line}")
+    return problems
 
 
 def _ingest_images(cfg: Config, tables, out: str) -> bool:

@@ -31,6 +31,7 @@ def small_config(workdir: str) -> Config:
     cfg.eval.tune_baselines = False
     cfg.export.version = 1
     cfg.data.unicode_text = True
+    cfg.data.statistics_plot = False  # drawn and checked in tests/preprocessing/test_profile.py and the e2e demos
     return cfg
 
 

@@ -1,0 +1,173 @@
+"""A profile of the raw tables at ingest, and the problems in them that quietly spoil a recommender.
+
+What TensorFlow Data Validation's statistics would show a team first about its log (size, sparsity, how
+skewed activity and popularity are, the time span, ratings, how much content the catalogue has), computed
+from the columnar tables in memory, written beside them as ``statistics.json`` (and ``statistics.png``), so
+each raw artifact carries its own description. ``problems`` names, one line each, what trains or evaluates
+wrongly without failing: double-logged events, one account with a large share of the log (a bot or a shared
+login), a log whose events mostly share one timestamp (import time, not event time: the time split and the
+sequence models read no order), most users with a single event, one rating value everywhere.
+"""
+from __future__ import annotations
+
+import datetime
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+
+STATISTICS_FILE, PLOT_FILE = "statistics.json", "statistics.png"
+DAY = 86400
+# what makes a problem worth a line (shares of the events or users)
+DUPLICATE_SHARE = 0.01       # events repeating an earlier one exactly (user, item, time)
+TOP_USER_SHARE = 0.05        # one user's share of all events
+SAME_SECOND_SHARE = 0.2      # events whose timestamp is shared with 100+ others
+SINGLE_EVENT_USERS = 0.5     # users with one event
+
+
+def _codes(values: Sequence[Any]) -> np.ndarray:
+    """Dense integer codes in order of first appearance (a dict pass: fast on interned id strings)."""
+    index: Dict[Any, int] = {}
+    return np.fromiter((index.setdefault(v, len(index)) for v in values), np.int64, len(values))
+
+
+def _quantiles(x: np.ndarray) -> Dict[str, float]:
+    q = np.percentile(x, [10, 50, 90, 99]) if x.size else [0.0] * 4
+    return {"min": int(x.min()) if x.size else 0, "p10": float(q[0]), "median": float(q[1]), "p90": float(q[2]),
+            "p99": float(q[3]), "max": int(x.max()) if x.size else 0, "mean": float(x.mean()) if x.size else 0.0}
+
+
+def _gini(counts: np.ndarray) -> float:
+    """0 = every item equally popular, 1 = one item has every event."""
+    x = np.sort(counts.astype(np.float64))
+    n = x.size
+    return float((2 * np.arange(1, n + 1) - n - 1) @ x / (n * x.sum())) if n and x.sum() else 0.0
+
+
+def profile(tables) -> Dict[str, Any]:
+    """Statistics of ``tables`` (``RawTables``): counts, distributions and shares, JSON-ready."""
+    inter = tables.interactions
+    n = len(inter["user_id"])
+    users, items = _codes(inter["user_id"]), _codes(inter["item_id"])
+    ts = np.asarray(inter["timestamp"], np.int64)
+    n_users, n_items = int(users.max(initial=-1) + 1), int(items.max(initial=-1) + 1)
+    per_user, per_item = np.bincount(users, minlength=n_users), np.bincount(items, minlength=n_items)
+    pair = users * max(n_items, 1) + items
+    order = np.lexsort((ts, pair))
+    same_pair = pair[order][1:] == pair[order][:-1]
+    duplicates = int(np.count_nonzero(same_pair & (ts[order][1:] == ts[order][:-1])))
+    unique_pairs = n - int(np.count_nonzero(same_pair))
+    _, at_second = np.unique(ts, return_counts=True)
+    top_items = np.sort(per_item)[::-1]
+    top1 = max(1, n_items // 100)
+    top_user = int(np.argmax(per_user)) if n_users else 0
+    out: Dict[str, Any] = {
+        "events": n, "users": n_users, "items_in_log": n_items,
+        "density": unique_pairs / max(n_users * n_items, 1),
+        "events_per_user": _quantiles(per_user), "events_per_item": _quantiles(per_item),
+        "users_with_one_event": float(np.mean(per_user == 1)) if n_users else 0.0,
+        "items_with_one_event": float(np.mean(per_item == 1)) if n_items else 0.0,
+        "item_popularity_gini": _gini(per_item),
+        "top_1pct_items_event_share": float(top_items[:top1].sum() / max(n, 1)),
+        "top_user": {"user_id": str(inter["user_id"][int(np.flatnonzero(users == top_user)[0])]) if n else "",
+                     "event_share": float(per_user[top_user] / max(n, 1)) if n_users else 0.0},
+        "repeat_events": n - unique_pairs, "exact_duplicates": duplicates,
+        "time": {"first": int(ts.min()) if n else 0, "last": int(ts.max()) if n else 0,
+                 "span_days": float((ts.max() - ts.min()) / DAY) if n else 0.0,
+                 "distinct_seconds": int(at_second.size),
+                 "events_sharing_a_second_with_100_plus": float(at_second[at_second > 100].sum() / max(n, 1))},
+    }
+    rating = np.asarray(inter.get("rating", [0.0] * n), np.float64)
+    rated = rating[rating > 0]
+    values, counts = np.unique(rated, return_counts=True)
+    out["ratings"] = {"rated_share": float(rated.size / max(n, 1)), "mean": float(rated.mean()) if rated.size else None,
+                      "histogram": {f"{v:g}": int(c) for v, c in zip(values, counts)}}
+    click = np.asarray(inter.get("click", [0.0] * n), np.float64)
+    out["click_share"] = float(click.mean()) if n else 0.0
+    it = tables.items
+    n_cat = len(it["item_id"])
+    has = lambda col, ok: float(np.mean([ok(v) for v in it.get(col, [])])) if n_cat and col in it else 0.0  # noqa: E731
+    out["catalogue"] = {"items": n_cat, "never_in_log": max(n_cat - n_items, 0),
+                        "with_title": has("item_title", bool), "with_genres": has("item_genres", bool),
+                        "with_price": has("item_price", lambda v: v > 0),
+                        "with_release": has("item_release_ts", lambda v: v > 0)}
+    return out
+
+
+def problems(p: Dict[str, Any]) -> List[str]:
+    """One line per quiet problem in profile ``p``: what it is, what it does to the models, what to do."""
+    out = []
+    n = max(p["events"], 1)
+    if p["exact_duplicates"] / n > DUPLICATE_SHARE:
+        out.append(f"{p['exact_duplicates']:,} events ({p['exact_duplicates'] / n:.1%}) repeat an earlier one exactly "
+                   f"(same user, item and time): double logging? Repeats train as re-consumption; dedupe upstream")
+    top = p["top_user"]
+    if p["users"] > 20 and top["event_share"] > TOP_USER_SHARE:
+        out.append(f"user {top['user_id']!r} has {top['event_share']:.1%} of all events (a bot, a test account or a "
+                   f"shared login?): one account this heavy steers the popularity baseline and the in-batch negatives")
+    shared = p["time"]["events_sharing_a_second_with_100_plus"]
+    if shared > SAME_SECOND_SHARE:
+        out.append(f"{shared:.0%} of events share their second with 100+ others: times look like import or batch "
+                   f"times, not when users acted; the time split and sequence models then see no order")
+    if p["users"] > 20 and p["users_with_one_event"] > SINGLE_EVENT_USERS:
+        out.append(f"{p['users_with_one_event']:.0%} of users have one event: they have no history to learn from "
+                   f"or to be evaluated on; their events still train the item side")
+    hist = p["ratings"]["histogram"]
+    if p["ratings"]["rated_share"] > 0 and len(hist) == 1:
+        out.append(f"every rating is {next(iter(hist))}: a constant carries no preference; leave the rating column "
+                   f"out (data.columns) to read the log as implicit")
+    return out
+
+
+def summary(p: Dict[str, Any]) -> str:
+    """One line: the shape of the log."""
+    day = lambda t: datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%d")  # noqa: E731
+    r = p["ratings"]
+    ratings = (f"ratings on {r['rated_share']:.0%} of events (mean {r['mean']:.2f})" if r["rated_share"]
+               else "no ratings (implicit)")
+    return (f"{p['users']:,} users x {p['items_in_log']:,} items, density {p['density']:.2%}; events per user median "
+            f"{p['events_per_user']['median']:g} (p90 {p['events_per_user']['p90']:g}); top 1% of items have "
+            f"{p['top_1pct_items_event_share']:.0%} of events; {day(p['time']['first'])} .. {day(p['time']['last'])}; "
+            f"{ratings}")
+
+
+def plot(tables, p: Dict[str, Any], path: str) -> str:
+    """statistics.png: activity per user, the popularity curve, events over time, ratings (or engagement)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from recsys import fileio
+
+    inter = tables.interactions
+    per_user = np.bincount(_codes(inter["user_id"]))
+    per_item = np.sort(np.bincount(_codes(inter["item_id"])))[::-1]
+    ts = np.asarray(inter["timestamp"], np.int64)
+    fig, ax = plt.subplots(2, 2, figsize=(10, 7))
+    bins = np.unique(np.geomspace(1, max(per_user.max(initial=1), 2), 40).astype(int))
+    ax[0, 0].hist(per_user, bins=bins)
+    ax[0, 0].set(xscale="log", yscale="log", xlabel="events per user", ylabel="users", title="Activity")
+    ax[0, 1].loglog(np.arange(1, per_item.size + 1), np.maximum(per_item, 1))
+    ax[0, 1].set(xlabel="item rank", ylabel="events", title=f"Popularity (Gini {p['item_popularity_gini']:.2f})")
+    if ts.size:
+        counts, edges = np.histogram(ts, bins=min(60, max(int((ts.max() - ts.min()) // DAY) + 1, 1)))
+        ax[1, 0].bar([datetime.datetime.fromtimestamp(e, datetime.timezone.utc) for e in edges[:-1]], counts,
+                     width=(edges[1] - edges[0]) / DAY, align="edge")
+        ax[1, 0].tick_params(axis="x", labelrotation=30)
+    ax[1, 0].set(ylabel="events", title="Events over time (UTC)")
+    hist = p["ratings"]["histogram"]
+    if hist:
+        ax[1, 1].bar(list(hist), list(hist.values()))
+        ax[1, 1].set(xlabel="rating", ylabel="events", title=f"Ratings ({p['ratings']['rated_share']:.0%} rated)")
+    else:
+        ax[1, 1].bar(["engaged", "other"], [p["click_share"], 1 - p["click_share"]])
+        ax[1, 1].set(ylabel="share of events", title="Engagement (no ratings)")
+    fig.suptitle(f"{p['events']:,} events, {p['users']:,} users, {p['items_in_log']:,} items", fontsize=11)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    fileio.write_bytes(path, buf.getvalue())
+    return path
