@@ -69,8 +69,9 @@ def _parser() -> argparse.ArgumentParser:
                     "(without one, the config's data.source and data.path, as the Kubernetes data Job runs it):\n"
                     "  synth      the generator (data.n_users, data.n_items, data.seed ...)\n"
                     "  movielens  a MovieLens directory: 100K (u.data), 1M/10M (ratings.dat) or latest (ratings.csv)\n"
-                    "  csv        your interaction log: a CSV/TSV file (.gz too), or a directory with\n"
-                    "             interactions.csv and optionally items.csv and users.csv\n\n"
+                    "  csv        your interaction log: a CSV/TSV or JSON-lines file (.gz too), Parquet (a file\n"
+                    "             or a directory of part files), or a directory with interactions.csv\n"
+                    "             (.jsonl, .parquet ...) and optionally items.csv and users.csv\n\n"
                     "A log needs a header with a user id, an item id and a time (unix s/ms or ISO 8601);\n"
                     "rating, click and device are optional (no rating: every event is an engagement).\n"
                     "items.csv: title, genres, price, release; users.csv: age, country. Common header\n"
@@ -81,7 +82,9 @@ def _parser() -> argparse.ArgumentParser:
                     "An event-type column (event, event_type, behavior_type ...) is read by type:\n"
                     "impressions and removals left out, purchases/carts/favourites click = 1, views\n"
                     "click = 0; keep only some types with --set data.event_types=transaction,addtocart\n"
-                    "Malformed rows go to raw/dead_letter/ with why; more than data.max_bad_fraction is an error.")
+                    "Malformed rows go to raw/dead_letter/ with why; more than data.max_bad_fraction is an error.\n"
+                    "raw/statistics.json and statistics.png profile the data; a [data] warning line names\n"
+                    "each quiet problem (double logging, a bot-sized account, import-time timestamps ...).")
     data.add_argument("kind", nargs="?", choices=["synth", "movielens", "csv"],
                       help="the source (above); without it, data.source and data.path of the config decide")
     data.add_argument("--path", help="MovieLens directory, or the log file / directory (movielens, csv)")
