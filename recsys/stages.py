@@ -95,11 +95,11 @@ def ingest(cfg: Config, out: str, reuse: bool = False) -> af.RawData:
     tables = load_source(cfg.data, dead_letter_path=af.join(out, "dead_letter", "source.jsonl"))
     write_raw(tables, out)
     images = _ingest_images(cfg, tables, out)
-    problems = _profile(cfg, tables, out)
     cfg.save(af.join(out, "config.json"))
     dead = f", {len(tables.dead_letters)} malformed rows -> {out}/dead_letter/" if tables.dead_letters else ""
     log(f"[data] {cfg.data.source}: {tables.num_interactions} interactions, {len(tables.users['user_id'])} users, "
         f"{len(tables.items['item_id'])} items in {time.time() - t0:.1f}s -> {out}{dead}")
+    problems = _profile(cfg, tables, out)
     props = {"source": cfg.data.source, "interactions": int(tables.num_interactions),
              "users": len(tables.users["user_id"]), "items": len(tables.items["item_id"]),
              "dead_letters": len(tables.dead_letters), "item_images": images, "data_problems": problems}

@@ -333,6 +333,9 @@ def test_parquet_files_and_a_spark_directory_read_by_column_name_with_typed_valu
         open(os.path.join(spark, marker), "w").close()
     t = log.load(spark)
     assert t.interactions["user_id"] == ["u0", "u1", "u0", "u1"] and t.interactions["item_id"] == ["7", "7", "8", "8"]
+    pq.write_table(pa.table({"user": ["u9"], "sku": [9], "ts": [1700000200]}), os.path.join(spark, "part-00002.parquet"))
+    with pytest.raises(DataError, match="part-00002.parquet: no column item .*needs the same columns"):
+        log.load(spark)
 
 
 def test_parquet_items_join_a_csv_log_and_bad_parquet_is_one_clear_error(tmp_path):
