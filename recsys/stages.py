@@ -208,6 +208,7 @@ def add_feedback(raw: af.RawData, cfg: Config, out: str, logs: Sequence[str], ev
     joined = feedback.join_logs(list(logs), evs.rows)
     rows, counts = feedback.as_interactions(joined)
     fileio.makedirs(out)
+    problems = _profile_feedback(raw, rows, out)
     for name in (tables.ITEMS_FILE, tables.USERS_FILE):
         fileio.copy(af.join(raw.uri, name), af.join(out, name))
     copy_item_images(raw.uri, out)
@@ -216,11 +217,27 @@ def add_feedback(raw: af.RawData, cfg: Config, out: str, logs: Sequence[str], ev
     if evs.dead_letters:
         feedback.write_jsonl(evs.dead_letters, af.join(out, "dead_letter", "events.jsonl"))
     props = {"source": "feedback", "feedback_interactions": len(rows), "bad_events": len(evs.dead_letters), **counts,
-             **{k: v for k, v in joined.counts.items() if ":" not in k}}
+             **{k: v for k, v in joined.counts.items() if ":" not in k}, "data_problems": problems}
     log(f"[feedback] {len(rows)} new interactions ({counts['from_served']} engaged impressions, "
         f"{counts['organic']} organic) from {joined.counts['impressions']} impressions and {len(evs.rows)} events "
         f"in {time.time() - t0:.1f}s -> {out}")
+    for line in problems:
+        log(f"[feedback] warning: {line}")
     return af.RawData(out, props, _lineage(raw=raw), fp, "add_feedback").commit()
+
+
+def _profile_feedback(raw: af.RawData, rows, out: str) -> List[str]:
+    """The new interactions' statistics (``feedback/statistics.json``) and their problems, checked against the data
+    they join: items the catalogue lacks, events older than its latest (profile.new_events)."""
+    from preprocessing.sources import profile, tables
+
+    catalogue = tables.read_table(af.join(raw.uri, tables.ITEMS_FILE))
+    last_ts = profile.last_event_time(raw.uri)
+    stats, problems = profile.new_events(rows, catalogue, last_ts)
+    fileio.makedirs(af.join(out, "feedback"))
+    fileio.write_json(af.join(out, "feedback", profile.STATISTICS_FILE),
+                      dict(stats, problems=problems, appended_to_last_ts=last_ts), indent=1)
+    return problems
 
 
 def preprocess(raw: af.RawData, cfg: Config, out: str, reuse: bool = False) -> af.Preprocessed:

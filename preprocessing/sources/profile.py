@@ -11,9 +11,11 @@ sequence models read no order), most users with a single event, one rating value
 from __future__ import annotations
 
 import datetime
-from typing import Any, Dict, List, Sequence
+from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+
+from preprocessing.sources.tables import RawTables
 
 STATISTICS_FILE, PLOT_FILE = "statistics.json", "statistics.png"
 DAY = 86400
@@ -22,6 +24,8 @@ DUPLICATE_SHARE = 0.01       # events repeating an earlier one exactly (user, it
 TOP_USER_SHARE = 0.10        # one user's share of all events, and 10x an average user's (heavy real users: 3-6%)
 SAME_SECOND_SHARE = 0.2      # events whose timestamp is shared with 100+ others
 SINGLE_EVENT_USERS = 0.5     # users with one event
+UNKNOWN_ITEM_SHARE = 0.2     # new (feedback) events naming items the catalogue lacks
+STALE_SHARE = 0.5            # new events older than the data they are appended to
 
 
 def _codes(values: Sequence[Any]) -> np.ndarray:
@@ -93,8 +97,10 @@ def profile(tables) -> Dict[str, Any]:
     return out
 
 
-def problems(p: Dict[str, Any]) -> List[str]:
-    """One line per quiet problem in profile ``p``: what it is, what it does to the models, what to do."""
+def problems(p: Dict[str, Any], whole_log: bool = True) -> List[str]:
+    """One line per quiet problem in profile ``p``: what it is, what it does to the models, what to do.
+    ``whole_log=False`` (a new slice, such as a round's feedback) leaves out what a short slice has by nature:
+    users with one event, and a single rating value among a few ratings."""
     out = []
     n = max(p["events"], 1)
     if p["exact_duplicates"] / n > DUPLICATE_SHARE:
@@ -109,6 +115,8 @@ def problems(p: Dict[str, Any]) -> List[str]:
     if shared > SAME_SECOND_SHARE:
         out.append(f"{shared:.0%} of events share their second with 100+ others: times look like import or batch "
                    f"times, not when users acted; the time split and sequence models then see no order")
+    if not whole_log:
+        return out
     if p["users"] > 20 and p["users_with_one_event"] > SINGLE_EVENT_USERS:
         out.append(f"{p['users_with_one_event']:.0%} of users have one event: they have no history to learn from "
                    f"or to be evaluated on; their events still train the item side")
@@ -117,6 +125,47 @@ def problems(p: Dict[str, Any]) -> List[str]:
         out.append(f"every rating is {next(iter(hist))}: a constant carries no preference; leave the rating column "
                    f"out (data.columns) to read the log as implicit")
     return out
+
+
+def new_events(rows: Sequence[Mapping[str, Any]], catalogue: Collection[str],
+               last_ts: Optional[int] = None) -> Tuple[Dict[str, Any], List[str]]:
+    """The profile of events about to be appended to a raw table (a continuous-training round's feedback) and
+    their problems: those of any log that a short slice can show, plus two that only a new slice has (as TFX's
+    ExampleValidator compares a new span with the last): items the catalogue lacks (an id format changed between
+    the request log or the events and the catalogue) and events older than ``last_ts``, the latest event already
+    there (logs sent twice)."""
+    cols = ("user_id", "item_id", "timestamp", "rating", "click")
+    tables = RawTables(users={"user_id": []}, items={"item_id": []},
+                       interactions={c: [r.get(c, 0.0) for r in rows] for c in cols})
+    stats = profile(tables) if rows else {"events": 0}
+    lines = problems(stats, whole_log=False) if rows else []
+    unknown = [r["item_id"] for r in rows if r["item_id"] not in catalogue]
+    if rows and len(unknown) / len(rows) > UNKNOWN_ITEM_SHARE:
+        lines.append(f"{len(unknown) / len(rows):.0%} of the new events name items the catalogue does not have (e.g. "
+                     f"{unknown[0]!r}): a changed id format between the request log or events and the catalogue?")
+    if rows and last_ts is not None:
+        stale = sum(int(r["timestamp"]) < last_ts for r in rows) / len(rows)
+        if stale > STALE_SHARE:
+            when = datetime.datetime.fromtimestamp(last_ts, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+            lines.append(f"{stale:.0%} of the new events are older than the latest event already there ({when} UTC): "
+                         f"logs sent twice, or events from an earlier period?")
+    stats["unknown_item_share"] = len(unknown) / len(rows) if rows else 0.0
+    return stats, lines
+
+
+def last_event_time(raw_dir: str) -> Optional[int]:
+    """The latest event in a raw artifact, from its statistics (ingest's, or the newest feedback's); None when it
+    has none (an artifact written before statistics were)."""
+    from recsys import fileio
+
+    times = []
+    for name in (STATISTICS_FILE, f"feedback/{STATISTICS_FILE}"):
+        path = fileio.join(raw_dir, name)
+        if fileio.exists(path):
+            stats = fileio.read_json(path)
+            times += [stats.get("time", {}).get("last"), stats.get("appended_to_last_ts")]
+    times = [t for t in times if t]
+    return max(times) if times else None
 
 
 def summary(p: Dict[str, Any]) -> str:

@@ -90,3 +90,28 @@ def test_ingest_writes_the_statistics_beside_the_raw_tables_and_says_what_it_fou
     raw = stages.ingest(cfg, str(tmp_path / "raw2"))
     assert os.path.exists(os.path.join(raw.uri, profile.STATISTICS_FILE))
     assert not os.path.exists(os.path.join(raw.uri, profile.PLOT_FILE))
+
+
+def test_a_feedback_slice_is_checked_against_the_data_it_joins():
+    t0 = 1_700_000_000
+    catalogue = {f"i{k}" for k in range(50)}
+    fresh = [{"user_id": f"u{u}", "item_id": f"i{u % 50}", "timestamp": t0 + 10 * u, "rating": 0.0, "click": 1.0}
+             for u in range(60)]
+    stats, lines = profile.new_events(fresh, catalogue, last_ts=t0 - 1)
+    assert stats["events"] == 60 and stats["unknown_item_share"] == 0.0
+    assert lines == [], "one event per user is what a short slice has, not a problem"
+    renamed = [dict(r, item_id=f"sku-{r['item_id']}") for r in fresh]
+    (line,) = profile.new_events(renamed, catalogue, last_ts=t0 - 1)[1]
+    assert "100% of the new events name items the catalogue does not have (e.g. 'sku-i0')" in line
+    (line,) = profile.new_events(fresh, catalogue, last_ts=t0 + 10_000)[1]
+    assert "100% of the new events are older than the latest event already there" in line
+    assert profile.new_events([], catalogue, last_ts=t0) == ({"events": 0, "unknown_item_share": 0.0}, [])
+
+
+def test_the_latest_event_of_a_raw_artifact_comes_from_its_statistics(tmp_path):
+    assert profile.last_event_time(str(tmp_path)) is None
+    (tmp_path / profile.STATISTICS_FILE).write_text(json.dumps({"time": {"last": 100}}))
+    (tmp_path / "feedback").mkdir()
+    (tmp_path / "feedback" / profile.STATISTICS_FILE).write_text(json.dumps({"time": {"last": 90},
+                                                                             "appended_to_last_ts": 120}))
+    assert profile.last_event_time(str(tmp_path)) == 120

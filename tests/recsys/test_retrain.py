@@ -67,6 +67,10 @@ def test_feedback_becomes_new_interactions_beside_the_old_ones(retrained, feedba
     assert raw.inputs == {"raw": old.uri}
     shown = [line for line in fileio.read_text(raw.path("feedback", "examples.jsonl")).splitlines() if line]
     assert len(shown) == 120 * 10  # every shown item kept, clicked or not, with its position
+    stats = fileio.read_json(raw.path("feedback", "statistics.json"))   # the slice's profile, checked against old
+    assert stats["events"] == raw.get("feedback_interactions") and stats["unknown_item_share"] == 0.0
+    assert stats["appended_to_last_ts"] == max(r["timestamp"] for r in tables.read_interactions(
+        old.path(tables.INTERACTIONS_FILE))) and stats["problems"] == raw.get("data_problems")
 
 
 def test_candidate_warm_starts_from_the_served_model_and_is_pushed_after_the_blessing(retrained, ram_pipeline):
