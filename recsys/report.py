@@ -190,12 +190,10 @@ def format_ab(ab: Mapping[str, Any]) -> str:
 
 
 def plot_ctr_by_day(report: Mapping[str, Any], path: str) -> str:
-    import matplotlib
+    from matplotlib.figure import Figure   # not pyplot: no backend switch in the caller's process (a notebook)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.subplots()
     for v in report["versions"]:
         days = [r for r in report["rows"] if r["version"] == v and r["day"] != ALL_DAYS]
         ax.plot([r["day"] for r in days], [r["ctr"] for r in days], marker="o", label=v)
@@ -209,12 +207,10 @@ def plot_ctr_by_day(report: Mapping[str, Any], path: str) -> str:
 
 
 def plot_ctr_by_position(report: Mapping[str, Any], path: str) -> str:
-    import matplotlib
+    from matplotlib.figure import Figure   # not pyplot: no backend switch in the caller's process (a notebook)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.subplots()
     for v, ctr in report["ctr_by_position"].items():
         ax.plot([int(k) for k in ctr], list(ctr.values()), marker=".", label=v)
     ax.set_xlabel("position shown (1 = first)")
@@ -228,12 +224,9 @@ def plot_ctr_by_position(report: Mapping[str, Any], path: str) -> str:
 def _save(fig, path: str) -> str:
     import io
 
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
     with fileio.open_write(path) as f:
         f.write(buf.getvalue())
     return path

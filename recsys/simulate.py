@@ -208,12 +208,10 @@ def format_table(result: Mapping[str, Any]) -> str:
 
 
 def plot(result: Mapping[str, Any], path: str) -> str:
-    import matplotlib
+    from matplotlib.figure import Figure   # not pyplot: no backend switch in the caller's process (a notebook)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    ax1, ax2 = fig.subplots(1, 2)
     for p in result["summary"]:
         rows = [r for r in result["rows"] if r["policy"] == p]
         line, = ax1.plot([r["round"] for r in rows], [r["true_ctr"] for r in rows], marker="o", label=p)
@@ -230,7 +228,6 @@ def plot(result: Mapping[str, Any], path: str) -> str:
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
     return _write_bytes(path, buf.getvalue())
 
 

@@ -74,14 +74,12 @@ def cross_importance(model: ranking_models.RankingModel) -> np.ndarray:
 
 def plot_cross_importance(model: ranking_models.RankingModel, path: str) -> str:
     """Heat map per cross layer (rows: output field i, columns: input field j of x0 * (W x)); PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # not pyplot: no backend switch in the caller's process (a notebook)
 
     imp = cross_importance(model)
     names = list(ranking_models.FIELDS)
-    fig, axes = plt.subplots(1, len(imp), figsize=(7.5 * len(imp), 7), squeeze=False)
+    fig = Figure(figsize=(7.5 * len(imp), 7))
+    axes = fig.subplots(1, len(imp), squeeze=False)
     for i, (ax, m) in enumerate(zip(axes[0], imp)):
         im = ax.imshow(m, cmap="viridis")
         ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
@@ -97,7 +95,6 @@ def plot_cross_importance(model: ranking_models.RankingModel, path: str) -> str:
     tf.io.gfile.makedirs(os.path.dirname(path) or ".")
     with tf.io.gfile.GFile(path, "wb") as f:
         f.write(buf.getvalue())
-    plt.close(fig)
     return path
 
 

@@ -184,10 +184,7 @@ def plot(tables, p: Dict[str, Any], path: str) -> str:
     """statistics.png: activity per user, the popularity curve, events over time, ratings (or engagement)."""
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # not pyplot: no backend switch, no global figure (a notebook keeps its own)
 
     from recsys import fileio
 
@@ -195,7 +192,8 @@ def plot(tables, p: Dict[str, Any], path: str) -> str:
     per_user = np.bincount(_codes(inter["user_id"]))
     per_item = np.sort(np.bincount(_codes(inter["item_id"])))[::-1]
     ts = np.asarray(inter["timestamp"], np.int64)
-    fig, ax = plt.subplots(2, 2, figsize=(10, 7))
+    fig = Figure(figsize=(10, 7))
+    ax = fig.subplots(2, 2)
     bins = np.unique(np.geomspace(1, max(per_user.max(initial=1), 2), 40).astype(int))
     ax[0, 0].hist(per_user, bins=bins)
     ax[0, 0].set(xscale="log", yscale="log", xlabel="events per user", ylabel="users", title="Activity")
@@ -218,6 +216,5 @@ def plot(tables, p: Dict[str, Any], path: str) -> str:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
     fileio.write_bytes(path, buf.getvalue())
     return path

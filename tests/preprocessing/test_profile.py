@@ -115,3 +115,19 @@ def test_the_latest_event_of_a_raw_artifact_comes_from_its_statistics(tmp_path):
     (tmp_path / "feedback" / profile.STATISTICS_FILE).write_text(json.dumps({"time": {"last": 90},
                                                                              "appended_to_last_ts": 120}))
     assert profile.last_event_time(str(tmp_path)) == 120
+
+
+def test_drawing_the_profile_leaves_the_callers_matplotlib_backend_alone(tmp_path):
+    """Ingest runs inside notebooks: a backend switch there would end every inline plot after it."""
+    import matplotlib
+
+    t = tables([(f"u{k % 7}", f"i{k % 5}", 1_700_000_000 + k * 3600, float(1 + k % 5)) for k in range(60)])
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        path = profile.plot(t, profile.profile(t), str(tmp_path / "p.png"))
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -92,10 +92,12 @@ def test_ips_and_snips_of_a_target_policy_from_epsilon_greedy_logs_cover_its_tru
     assert off_policy.ips(*logged, n_boot=200, seed=3) == off_policy.ips(*logged, n_boot=200, seed=3)
 
 
-def test_exploration_raises_coverage_over_rounds_and_seeded_runs_repeat():
+def test_exploration_raises_coverage_over_rounds_and_seeded_runs_repeat(tmp_path):
     truth = synthetic.generate(n_users=80, n_items=300, events_per_user=1, seed=2).truth
     settings = ExplorationConfig(epsilon=0.2, candidates=20, k=5, propensity_samples=30)
     result = simulate.run_simulation(truth, settings, rounds=4, n_boot=100)
+    with open(simulate.plot(result, str(tmp_path / "simulate.png")), "rb") as f:
+        assert f.read(4) == b"\x89PNG"
     by = {(r["policy"], r["round"]): r for r in result["rows"]}
     assert by[("greedy", 4)]["coverage"] < by[("greedy", 1)]["coverage"]    # the greedy loop narrows what it shows
     for explorer in ("epsilon_greedy", "thompson"):

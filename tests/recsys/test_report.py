@@ -104,7 +104,15 @@ def test_cli_report_writes_table_json_pngs_and_self_contained_html(tmp_path, cap
     out = tmp_path / "report"
     argv = ["--set", "data.max_bad_fraction=0.2", "report", "--logs", logs[0], "--logs", logs[1], "--events", str(events), "--items", str(items),
             "--out", str(out), "--n-boot", "200"]
-    assert main(argv) == 0
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")   # as a notebook's inline backend: drawing the report must not switch it
+    try:
+        assert main(argv) == 0
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
     printed = capsys.readouterr().out
     assert "recommend/v1" in printed and "recommend/v2" in printed and "A/B: CTR recommend/v2 - recommend/v1" in printed
     rep = json.loads((out / "report.json").read_text())
