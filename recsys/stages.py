@@ -115,7 +115,7 @@ def _profile(cfg: Config, tables, out: str) -> List[str]:
     problems = profile.problems(stats)
     fileio.write_json(af.join(out, profile.STATISTICS_FILE), dict(stats, problems=problems), indent=1)
     if cfg.data.statistics_plot:
-        profile.plot(tables, stats, af.join(out, profile.PLOT_FILE))
+        profile.plot(stats, af.join(out, profile.PLOT_FILE))
     log(f"[data] {profile.summary(stats)}")
     for line in problems:
         log(f"[data] warning: {line}")

@@ -85,6 +85,7 @@ def profile(tables) -> Dict[str, Any]:
     values, counts = np.unique(rated, return_counts=True)
     out["ratings"] = {"rated_share": float(rated.size / max(n, 1)), "mean": float(rated.mean()) if rated.size else None,
                       "histogram": {f"{v:g}": int(c) for v, c in zip(values, counts)}}
+    out["histograms"] = _histograms(per_user, per_item, ts)
     click = np.asarray(inter.get("click", [0.0] * n), np.float64)
     out["click_share"] = float(click.mean()) if n else 0.0
     it = tables.items
@@ -94,6 +95,22 @@ def profile(tables) -> Dict[str, Any]:
                         "with_title": has("item_title", bool), "with_genres": has("item_genres", bool),
                         "with_price": has("item_price", lambda v: v > 0),
                         "with_release": has("item_release_ts", lambda v: v > 0)}
+    return out
+
+
+def _histograms(per_user: np.ndarray, per_item: np.ndarray, ts: np.ndarray) -> Dict[str, Dict[str, list]]:
+    """What the picture draws, kept in the statistics (as TFDV keeps histograms): users by activity in log-spaced
+    bins, the popularity curve at up to 200 log-spaced ranks, events over time in up to 60 bins."""
+    edges = np.unique(np.geomspace(1, max(per_user.max(initial=1), 2), 40).astype(np.int64))
+    activity, _ = np.histogram(per_user, bins=edges)
+    curve = np.sort(per_item)[::-1]
+    ranks = np.unique(np.geomspace(1, max(curve.size, 1), 200).astype(np.int64))
+    out = {"events_per_user": {"edges": edges.tolist(), "users": activity.tolist()},
+           "popularity": {"rank": ranks.tolist(), "events": curve[ranks - 1].tolist() if curve.size else []},
+           "events_over_time": {"edges": [], "events": []}}
+    if ts.size:
+        counts, t_edges = np.histogram(ts, bins=min(60, max(int((ts.max() - ts.min()) // DAY) + 1, 1)))
+        out["events_over_time"] = {"edges": t_edges.tolist(), "events": counts.tolist()}
     return out
 
 
@@ -138,6 +155,7 @@ def new_events(rows: Sequence[Mapping[str, Any]], catalogue: Collection[str],
     tables = RawTables(users={"user_id": []}, items={"item_id": []},
                        interactions={c: [r.get(c, 0.0) for r in rows] for c in cols})
     stats = profile(tables) if rows else {"events": 0}
+    stats.pop("catalogue", None)   # the slice has no catalogue of its own: ``catalogue`` is the joined data's
     lines = problems(stats, whole_log=False) if rows else []
     unknown = [r["item_id"] for r in rows if r["item_id"] not in catalogue]
     if rows and len(unknown) / len(rows) > UNKNOWN_ITEM_SHARE:
@@ -180,28 +198,28 @@ def summary(p: Dict[str, Any]) -> str:
             f"{ratings}")
 
 
-def plot(tables, p: Dict[str, Any], path: str) -> str:
-    """statistics.png: activity per user, the popularity curve, events over time, ratings (or engagement)."""
+def plot(p: Dict[str, Any], path: str) -> str:
+    """statistics.png from the statistics ``p``: activity per user, the popularity curve, events over time, ratings
+    (or engagement)."""
     import io
 
     from matplotlib.figure import Figure   # not pyplot: no backend switch, no global figure (a notebook keeps its own)
 
     from recsys import fileio
 
-    inter = tables.interactions
-    per_user = np.bincount(_codes(inter["user_id"]))
-    per_item = np.sort(np.bincount(_codes(inter["item_id"])))[::-1]
-    ts = np.asarray(inter["timestamp"], np.int64)
+    h = p["histograms"]
     fig = Figure(figsize=(10, 7))
     ax = fig.subplots(2, 2)
-    bins = np.unique(np.geomspace(1, max(per_user.max(initial=1), 2), 40).astype(int))
-    ax[0, 0].hist(per_user, bins=bins)
+    act = h["events_per_user"]
+    ax[0, 0].stairs(act["users"], act["edges"], fill=True)
     ax[0, 0].set(xscale="log", yscale="log", xlabel="events per user", ylabel="users", title="Activity")
-    ax[0, 1].loglog(np.arange(1, per_item.size + 1), np.maximum(per_item, 1))
+    pop = h["popularity"]
+    ax[0, 1].loglog(pop["rank"], np.maximum(pop["events"], 1))
     ax[0, 1].set(xlabel="item rank", ylabel="events", title=f"Popularity (Gini {p['item_popularity_gini']:.2f})")
-    if ts.size:
-        counts, edges = np.histogram(ts, bins=min(60, max(int((ts.max() - ts.min()) // DAY) + 1, 1)))
-        ax[1, 0].bar([datetime.datetime.fromtimestamp(e, datetime.timezone.utc) for e in edges[:-1]], counts,
+    over = h["events_over_time"]
+    if over["events"]:
+        edges = over["edges"]
+        ax[1, 0].bar([datetime.datetime.fromtimestamp(e, datetime.timezone.utc) for e in edges[:-1]], over["events"],
                      width=(edges[1] - edges[0]) / DAY, align="edge")
         ax[1, 0].tick_params(axis="x", labelrotation=30)
     ax[1, 0].set(ylabel="events", title="Events over time (UTC)")

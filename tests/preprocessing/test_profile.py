@@ -125,7 +125,7 @@ def test_drawing_the_profile_leaves_the_callers_matplotlib_backend_alone(tmp_pat
     before = matplotlib.get_backend()
     matplotlib.use("svg")
     try:
-        path = profile.plot(t, profile.profile(t), str(tmp_path / "p.png"))
+        path = profile.plot(profile.profile(t), str(tmp_path / "p.png"))
         assert matplotlib.get_backend() == "svg"
     finally:
         matplotlib.use(before)
