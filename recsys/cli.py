@@ -6,6 +6,8 @@
   recsys preprocess                Beam + TF-Transform over the raw tables
   recsys train                     train (and evaluate) the two-tower retrieval model
   recsys evaluate                  re-evaluate the last trained model
+  recsys tune [--trials N]         search the two-tower's settings on the train split's latest events (seen items
+                                   excluded; the eval split never read) -> tuning/best.yaml for --config
   recsys export [--force]          stage SavedModels (ScaNN + brute force; + ranking and recommend once a ranker
                                    is trained), bless them against the served version, push only if blessed
   recsys train-ranking             train rankers re-ranking retrieval's top-N (+ GBDT) and compare them
@@ -38,7 +40,7 @@ import time
 from typing import List, Optional
 
 import recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from recsys.config import Config, load_config
+from recsys.config import Config, apply_override, load_config
 
 PASSTHROUGH = {"serve": "serving.server", "query": "serving.client", "pipeline": "pipelines.pipeline"}
 BENCHMARKS = {"ann": "benchmarks.ann", "serving": "benchmarks.serving_latency", "quality": "benchmarks.quality",
@@ -103,6 +105,21 @@ def _parser() -> argparse.ArgumentParser:
                                "every model on the same queries with the user's earlier items excluded.\n"
                                "Settings: train.* (epochs, batch_size, min_steps_per_epoch, early_stopping_metric ...),\n"
                                "retrieval.* (history_encoder=mean|gru|transformer, sampled_negatives ...), eval.*.")
+    tune = sub.add_parser(
+        "tune", help="search the two-tower's settings (tune.*) on the train split's latest events", **step,
+        description="A random search over the two-tower's settings (TFX's Tuner). The latest tune.holdout of the\n"
+                    "train split's events are held out by time; each trial trains on the earlier events and is\n"
+                    "scored on them as evaluation scores (full catalogue, the user's earlier items excluded),\n"
+                    "beside popularity and the classic baselines fitted on the same events. Trial 1 is the\n"
+                    "config as given. The eval split is never read, so `recsys --config <run>/tuning/best.yaml\n"
+                    "train` is still measured on unseen events. Writes tuning.json, best.yaml, tuning.png.\n"
+                    "Settings: tune.* (trials, holdout, metric, epochs, space, seed).")
+    tune.add_argument("--trials", type=int, help="number of trials, the config as given included (tune.trials)")
+    tune.add_argument("--space", action="append", metavar="KEY=V1,V2",
+                      help="a setting and its values, repeatable, e.g. --space retrieval.temperature=0.05,0.1 "
+                           "(replaces tune.space)")
+    tune.add_argument("--metric", help="recall@K or ndcg@K (tune.metric)")
+    tune.add_argument("--out", help="output directory (default: <run>/tuning)")
     sub.add_parser("evaluate", help="evaluate the last trained retrieval model", **step,
                    description="Re-runs the evaluation of the last trained retrieval model (the table `recsys train`\n"
                                "prints), e.g. after changing eval.* (ks, baselines, max_queries, bootstrap).")
@@ -367,6 +384,8 @@ def _main(argv: List[str]) -> int:
         trained = steps.train(cfg)
         if trained.out_dir == RunLayout(cfg).retrieval:  # workers other than the chief trained into scratch
             steps.evaluate(cfg, trained)
+    elif args.command == "tune":
+        return tune(cfg, args)
     elif args.command == "evaluate":
         _require_trained(cfg)
         steps.evaluate(cfg)
@@ -422,6 +441,28 @@ def _main(argv: List[str]) -> int:
             return EXIT_USAGE
         print(simulate.format_table(result))
         steps.log("[simulate] -> " + ", ".join(f"{k}={v}" for k, v in result["paths"].items()))
+    return 0
+
+
+def tune(cfg: Config, args) -> int:
+    """Runs the trials on the latest preprocessed version; prints the table and where best.yaml is."""
+    from recsys import steps
+    from trainer import tune as tune_mod
+
+    if args.trials is not None:
+        apply_override(cfg, "tune.trials", args.trials)
+    if args.space:
+        cfg.tune.space = tuple(args.space)
+    if args.metric:
+        cfg.tune.metric = args.metric
+    tune_mod.parse_space(cfg.tune.space)   # a bad setting fails now, before anything is read
+    tune_mod.check_metric(cfg.tune.metric, cfg.eval.ks)
+    version_dir = steps.latest_preprocessed(cfg)   # a clear error when `recsys preprocess` has not run
+    out = args.out or tune_mod.default_out_dir(cfg.run_dir)
+    result = tune_mod.run(cfg, version_dir, out, log=steps.log)
+    print(tune_mod.table(result))
+    steps.log(f"[tune] -> {out}/tuning.json, best.yaml, tuning.png\n"
+              f"       use it: recsys --config {out}/best.yaml train")
     return 0
 
 

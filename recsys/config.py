@@ -181,6 +181,22 @@ class EvalConfig:
 
 
 @dataclasses.dataclass
+class TuneConfig:
+    """`recsys tune` (trainer/tune.py): a random search over the two-tower's settings, scored on the train
+    split's latest events by the evaluation's own rule; the eval split is never read."""
+    trials: int = 8                  # trial 1 is the config as given; the rest are drawn from ``space``
+    holdout: float = 0.1             # latest share of train events held out to score the trials
+    metric: str = "recall@50"        # recall@K or ndcg@K, K at most max(eval.ks)
+    max_queries: int = 0             # held-out events scored per trial (0 = all)
+    epochs: int = 0                  # training budget per trial (0 = train.epochs; early stopping as configured)
+    seed: int = 0                    # which combinations are drawn
+    # "section.key=v1,v2,...": the values each setting may take (any config key; --set tune.space=... replaces it)
+    space: Tuple[str, ...] = ("retrieval.temperature=0.02,0.05,0.1,0.2", "train.learning_rate=0.001,0.003,0.01",
+                              "retrieval.embedding_dim=32,64,128", "retrieval.dropout=0.0,0.1,0.3",
+                              "train.batch_size=256,512,1024")
+
+
+@dataclasses.dataclass
 class GateConfig:
     """The blessing (recsys/blessing.py): what a candidate must show before it is pushed."""
     k: int = 50                      # retrieval is judged on recall@k
@@ -286,6 +302,7 @@ class Config:
     retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
     gate: GateConfig = dataclasses.field(default_factory=GateConfig)
     ranking: RankingConfig = dataclasses.field(default_factory=RankingConfig)
@@ -353,7 +370,7 @@ POSITIVE = {
     "item2vec.dim", "item2vec.window", "item2vec.batch_size", "item2vec.epochs", "item2vec.learning_rate",
     "item2vec.top_k", "exploration.candidates", "exploration.k", "exploration.prior_alpha",
     "exploration.prior_beta", "exploration.propensity_samples",
-    "vae.hidden", "vae.latent", "vae.batch_size", "vae.epochs", "vae.learning_rate",
+    "vae.hidden", "vae.latent", "vae.batch_size", "vae.epochs", "vae.learning_rate", "tune.trials",
 }
 # (low, high, inclusive high?) for shares and probabilities
 FRACTIONS = {
@@ -364,7 +381,7 @@ FRACTIONS = {
     "ranking.dropout": (0.0, 1.0, False), "ranking.retrieval_dropout": (0.0, 1.0, True),
     "ranking.oof_fraction": (0.0, 1.0, True), "vae.dropout": (0.0, 1.0, False),
     "retrieval.sampled_alpha": (0.0, 1.0, True), "train.weight_average": (0.0, 1.0, False),
-    "exploration.epsilon": (0.0, 1.0, True),
+    "exploration.epsilon": (0.0, 1.0, True), "tune.holdout": (0.0, 1.0, False),
 }
 OPTIMIZERS = ("sparse_adam", "adam", "adagrad")  # trainer/optimizers.py builds each
 CHOICES = {

@@ -41,15 +41,19 @@ class EvalQueries:
 
 
 def load_queries(version_dir: str, query_fn: Optional[Callable], catalogue: data.Catalogue,
-                 stats: data.TrainStats, max_queries: int = 0, batch_size: int = 1024) -> EvalQueries:
-    """Reads every eval event (for exact prior sets) and embeds the first ``max_queries`` (0 = all)."""
+                 stats: data.TrainStats, max_queries: int = 0, batch_size: int = 1024, split: str = "eval",
+                 time_range: Optional[tuple] = None) -> EvalQueries:
+    """Reads every eval event (for exact prior sets) and embeds the first ``max_queries`` (0 = all).
+
+    ``split`` / ``time_range``: other events as the queries, e.g. the train split's latest ones for a model
+    and ``stats`` restricted to the events before them (`recsys tune` scores its trials so)."""
     index = catalogue.index()
     vecs: List[np.ndarray] = []
     items: List[np.ndarray] = []
     users: List[np.ndarray] = []
     times: List[np.ndarray] = []
     n = 0
-    for batch in data.dataset(version_dir, "eval", batch_size):
+    for batch in data.dataset(version_dir, split, batch_size, time_range=time_range):
         if query_fn is not None and (not max_queries or n < max_queries):
             vecs.append(np.asarray(query_fn(batch)))
         items.append(np.array([index.get(i, -1) for i in to_str(batch["item_id"])], np.int64))

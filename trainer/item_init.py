@@ -54,6 +54,9 @@ def copy_rows(tables: list, vectors: np.ndarray, item_ids: Sequence[str], vocab:
     return int(keep.sum())
 
 
+_LAST: Dict = {}   # the last item2vec run in this process: its key and vectors (one, to bound memory)
+
+
 def from_item2vec(model: tf.Module, version_dir: str, catalogue: data.Catalogue, vocab: Sequence[str], cfg,
                   before_ts: Optional[int] = None, log: Callable[[str], None] = print) -> Dict[str, int]:
     """Trains item2vec (the ``item2vec.*`` settings at the model's id width, ``retrieval.item_init_epochs``
@@ -63,12 +66,18 @@ def from_item2vec(model: tf.Module, version_dir: str, catalogue: data.Catalogue,
     tables = item_tables(model, dim)
     if not tables:
         raise ValueError(f"retrieval.item_init=item2vec: the model has no built item table of width {dim}")
-    seqs = item2vec.user_sequences(version_dir, catalogue, before_ts=before_ts)
-    if not any(len(q) > 1 for q in seqs.values()):  # nothing co-occurs: the random rows are as good
-        log("[train] retrieval.item_init=item2vec: no user has two train events; item rows stay random")
-        return {"item_rows_from_item2vec": 0, "tables": len(tables)}
     icfg = dataclasses.replace(cfg.item2vec, dim=dim, epochs=cfg.retrieval.item_init_epochs)
-    emb = item2vec.train_item2vec(list(seqs.values()), catalogue, icfg, seed=cfg.train.seed, log=log)
+    key = (version_dir, before_ts, dataclasses.astuple(icfg), cfg.train.seed)
+    if _LAST.get("key") == key:  # `recsys tune`: trials that change neither reuse the vectors (seeded: the same)
+        emb = _LAST["emb"]
+        log("[train] item2vec: the same events and settings as the last model's, its vectors reused")
+    else:
+        seqs = item2vec.user_sequences(version_dir, catalogue, before_ts=before_ts)
+        if not any(len(q) > 1 for q in seqs.values()):  # nothing co-occurs: the random rows are as good
+            log("[train] retrieval.item_init=item2vec: no user has two train events; item rows stay random")
+            return {"item_rows_from_item2vec": 0, "tables": len(tables)}
+        emb = item2vec.train_item2vec(list(seqs.values()), catalogue, icfg, seed=cfg.train.seed, log=log)
+        _LAST.update(key=key, emb=emb)
     n = copy_rows(tables, emb.vectors, to_str(emb.item_ids).tolist(), to_str(vocab).tolist())
     return {"item_rows_from_item2vec": n, "tables": len(tables), "item2vec_seconds": round(emb.train_seconds, 1)}
 

@@ -57,6 +57,9 @@ def _bad_files(tmp_path):
     (["--workdir", "{tmp}/w", "preprocess"], 4, "write the raw data first (`recsys data synth`"),
     (["--workdir", "{tmp}/w", "train"], 4, "run `recsys preprocess` first"),
     (["--workdir", "{tmp}/w", "export"], 4, "run `recsys preprocess` first"),
+    (["--workdir", "{tmp}/w", "tune"], 4, "run `recsys preprocess` first"),
+    (["--workdir", "{tmp}/w", "tune", "--space", "data.n_users=10,20"], 3, "cannot change between trials"),
+    (["--workdir", "{tmp}/w", "tune", "--metric", "mrr"], 3, "tune.metric='mrr' must be recall@K or ndcg@K"),
     (["--workdir", "{tmp}/w", "data", "movielens", "--path", "{tmp}/nothing"], 4, "is not a directory of MovieLens"),
 ])
 def test_user_errors_print_one_line_with_the_fix(tmp_path, capsys, args, code, message):
