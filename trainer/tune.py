@@ -13,7 +13,6 @@ user-bootstrap interval, beside popularity and the classic baselines fitted on t
 from __future__ import annotations
 
 import copy
-import itertools
 import os
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -80,18 +79,27 @@ def trial_config(base, overrides: Dict[str, str]):
 
 def draw(space: Dict[str, List[str]], base, n: int, seed: int = 0) -> List[Dict[str, str]]:
     """Trial settings: ``{}`` (the config as given) first, then up to ``n - 1`` distinct combinations drawn
-    at random from the grid, leaving out those that resolve to the config as given."""
+    at random from the grid (never built: a grid of many keys is large), leaving out those that resolve to
+    the config as given or to a combination already drawn (``0.1`` and ``0.10``)."""
     keys = list(space)
-    grid = list(itertools.product(*(space[k] for k in keys)))
-    order = np.random.default_rng(seed).permutation(len(grid))
-    given = tuple(_get(base, k) for k in keys)
+    sizes = [len(space[k]) for k in keys]
+    total = int(np.prod(sizes, dtype=np.float64)) if keys else 0
+    rng = np.random.default_rng(seed)
+    # every index once, in random order, when the grid is small; else random indices (repeats skipped below)
+    indices = (rng.permutation(total) if total <= 100_000 else
+               (int(i) for i in rng.integers(0, total, size=max(100 * n, 1000))))
+    seen = {tuple(_get(base, k) for k in keys)}
     trials: List[Dict[str, str]] = [{}]
-    for i in order:
+    for index in indices:
         if len(trials) >= n:
             break
-        overrides = dict(zip(keys, grid[i]))
-        cfg = trial_config(base, overrides)
-        if tuple(_get(cfg, k) for k in keys) != given:
+        overrides = {}
+        for k, size in zip(keys, sizes):  # mixed-radix digits of the index: one value per key
+            index, digit = divmod(int(index), size)
+            overrides[k] = space[k][digit]
+        resolved = tuple(_get(trial_config(base, overrides), k) for k in keys)
+        if resolved not in seen:
+            seen.add(resolved)
             trials.append(overrides)
     return trials
 

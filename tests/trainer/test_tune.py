@@ -28,6 +28,11 @@ def test_trials_start_with_the_config_as_given_and_never_repeat_it():
     assert {"retrieval.temperature": "0.05", "train.batch_size": "512"} not in trials
     assert len({tuple(sorted(t.items())) for t in trials}) == len(trials)
     assert tune.draw(space, base, 3, seed=3) == trials[:3] and tune.draw(space, base, 3, seed=4) != trials[:3]
+    same = tune.draw({"retrieval.temperature": ["0.1", "0.10", "0.05"]}, base, 5)
+    assert same == [{}, same[1]] and same[1]["retrieval.temperature"] in ("0.1", "0.10"), "one trial per setting"
+    big = {f"retrieval.{k}": [str(v) for v in range(1, 30)] for k in ("embedding_dim", "id_dim", "feature_dim",
+                                                                       "seq_dim", "seq_layers", "seq_heads")}
+    assert len(tune.draw(big, base, 8)) == 8, "29^6 combinations are drawn from, not listed"
     with pytest.raises(ConfigError, match="recall@K or ndcg@K"):
         tune.check_metric("mrr@10", (10, 50))
     with pytest.raises(ConfigError, match="at most"):
