@@ -190,7 +190,8 @@ class TuneConfig:
     max_queries: int = 0             # held-out events scored per trial (0 = all)
     epochs: int = 0                  # training budget per trial (0 = train.epochs; early stopping as configured)
     seed: int = 0                    # which combinations are drawn
-    # "section.key=v1,v2,...": the values each setting may take (any config key; --set tune.space=... replaces it)
+    # "section.key=v1,v2,...": the values each setting may take (retrieval.*, train.* and item2vec.* keys; `recsys
+    # tune --space` replaces the list)
     space: Tuple[str, ...] = ("retrieval.temperature=0.02,0.05,0.1,0.2", "train.learning_rate=0.001,0.003,0.01",
                               "retrieval.embedding_dim=32,64,128", "retrieval.dropout=0.0,0.1,0.3",
                               "train.batch_size=256,512,1024")

@@ -68,6 +68,7 @@ def from_item2vec(model: tf.Module, version_dir: str, catalogue: data.Catalogue,
         raise ValueError(f"retrieval.item_init=item2vec: the model has no built item table of width {dim}")
     icfg = dataclasses.replace(cfg.item2vec, dim=dim, epochs=cfg.retrieval.item_init_epochs)
     key = (version_dir, before_ts, dataclasses.astuple(icfg), cfg.train.seed)
+    seconds = 0.0
     if _LAST.get("key") == key:  # `recsys tune`: trials that change neither reuse the vectors (seeded: the same)
         emb = _LAST["emb"]
         log("[train] item2vec: the same events and settings as the last model's, its vectors reused")
@@ -78,6 +79,7 @@ def from_item2vec(model: tf.Module, version_dir: str, catalogue: data.Catalogue,
             return {"item_rows_from_item2vec": 0, "tables": len(tables)}
         emb = item2vec.train_item2vec(list(seqs.values()), catalogue, icfg, seed=cfg.train.seed, log=log)
         _LAST.update(key=key, emb=emb)
+        seconds = emb.train_seconds
     n = copy_rows(tables, emb.vectors, to_str(emb.item_ids).tolist(), to_str(vocab).tolist())
-    return {"item_rows_from_item2vec": n, "tables": len(tables), "item2vec_seconds": round(emb.train_seconds, 1)}
+    return {"item_rows_from_item2vec": n, "tables": len(tables), "item2vec_seconds": round(seconds, 1)}
 

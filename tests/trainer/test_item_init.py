@@ -51,6 +51,7 @@ def test_two_tower_tables_start_at_item2vec_vectors(run_cfg, preprocessed, monke
     trained = []
     real = item2vec.train_item2vec
     monkeypatch.setattr(item2vec, "train_item2vec", lambda *a, **k: trained.append(real(*a, **k)) or trained[-1])
+    monkeypatch.setattr(item_init, "_LAST", {})   # not the vectors of a model trained earlier in this process
     model, catalogue, vocab = _built_model(cfg, preprocessed)
     done = item_init.from_item2vec(model, preprocessed, catalogue, vocab, cfg, log=lambda _: None)
     tables = item_init.item_tables(model, cfg.retrieval.id_dim)
@@ -67,12 +68,26 @@ def test_two_tower_tables_start_at_item2vec_vectors(run_cfg, preprocessed, monke
     for t in tables:  # each table's rows point where item2vec's centred vectors point (scale aside)
         got = t.embedding.embeddings.numpy()[rows]
         np.testing.assert_allclose((got * expected).sum(1) / np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
+    # a second model on the same events and item2vec settings (`recsys tune`'s next trial) reuses the vectors
+    notes, again = [], _built_model(cfg, preprocessed)[0]
+    assert item_init.from_item2vec(again, preprocessed, catalogue, vocab, cfg, log=notes.append) == dict(
+        done, item2vec_seconds=0.0)
+    assert len(trained) == 1 and "reused" in notes[0]
+    for t, first in zip(item_init.item_tables(again, cfg.retrieval.id_dim), tables):
+        np.testing.assert_allclose(t.embedding.embeddings.numpy()[rows], first.embedding.embeddings.numpy()[rows],
+                                   rtol=1e-5)
+    other = copy.deepcopy(cfg)
+    other.item2vec.window += 1   # another setting: trained anew
+    item_init.from_item2vec(_built_model(other, preprocessed)[0], preprocessed, catalogue, vocab, other,
+                            log=lambda _: None)
+    assert len(trained) == 2
 
 
 def test_no_co_occurring_items_keeps_the_random_rows(run_cfg, preprocessed, monkeypatch):
     """A log where every user has one train event: nothing for item2vec to learn, training goes on as before."""
     model, catalogue, vocab = _built_model(copy.deepcopy(run_cfg), preprocessed)
     monkeypatch.setattr(item2vec, "user_sequences", lambda *a, **k: {"u1": np.array([0]), "u2": np.array([1])})
+    monkeypatch.setattr(item_init, "_LAST", {})   # the shared run's model may have trained item2vec here
     before = [t.embedding.embeddings.numpy().copy() for t in item_init.item_tables(model, run_cfg.retrieval.id_dim)]
     notes = []
     done = item_init.from_item2vec(model, preprocessed, catalogue, vocab, run_cfg, log=notes.append)
