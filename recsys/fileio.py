@@ -253,6 +253,20 @@ def write_bytes(path: str, data: bytes, atomic: bool = False) -> str:
     return path
 
 
+def write_png(fig, path: str, dpi: int = 100) -> str:
+    """A matplotlib ``Figure`` as a PNG at ``path`` on any filesystem (matplotlib itself writes local files
+    only); a local path without importing TensorFlow (the CLI's report and simulate commands do not load it)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    if not is_local(path):
+        return write_bytes(path, buf.getvalue())
+    path = _local(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(buf.getvalue())
+    return path
+
+
 def write_text(path: str, text: str, atomic: bool = False) -> str:
     return write_bytes(path, text.encode("utf-8"), atomic=atomic)
 

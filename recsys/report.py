@@ -222,14 +222,8 @@ def plot_ctr_by_position(report: Mapping[str, Any], path: str) -> str:
 
 
 def _save(fig, path: str) -> str:
-    import io
-
-    buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=100)
-    with fileio.open_write(path) as f:
-        f.write(buf.getvalue())
-    return path
+    return fileio.write_png(fig, path, dpi=100)
 
 
 def render_html(report: Mapping[str, Any], pngs: Mapping[str, str]) -> str:

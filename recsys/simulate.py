@@ -29,7 +29,6 @@ policy's true CTR on the same requests.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 from typing import Any, Dict, List, Mapping, Sequence
@@ -225,10 +224,8 @@ def plot(result: Mapping[str, Any], path: str) -> str:
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=100)
-    return _write_bytes(path, buf.getvalue())
+    return fileio.write_png(fig, path, dpi=100)
 
 
 def _write_bytes(path: str, data: bytes) -> str:

@@ -88,14 +88,9 @@ def plot_cross_importance(model: ranking_models.RankingModel, path: str) -> str:
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(f"DCN-v2 ({model.cfg.dcn_structure}) feature-interaction importance")
     fig.tight_layout()
-    import io
+    from recsys import fileio
 
-    buf = io.BytesIO()  # matplotlib writes local files only; gfile takes it anywhere (gs://, ...)
-    fig.savefig(buf, format="png", dpi=110)
-    tf.io.gfile.makedirs(os.path.dirname(path) or ".")
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(buf.getvalue())
-    return path
+    return fileio.write_png(fig, path, dpi=110)
 
 
 # ---------------------------------------------------------------- one request, end to end (in process)

@@ -243,8 +243,6 @@ def table(result: Dict) -> str:
 
 def plot(result: Dict, path: str) -> str:
     """Each trial's score (the config as given in grey), popularity and the best baseline as lines."""
-    import io
-
     from matplotlib.figure import Figure
 
     from recsys import fileio
@@ -274,10 +272,7 @@ def plot(result: Dict, path: str) -> str:
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("recsys tune: two-tower trials", fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    fileio.write_bytes(path, buf.getvalue())
-    return path
+    return fileio.write_png(fig, path, dpi=110)
 
 
 def default_out_dir(run_dir: str) -> str:

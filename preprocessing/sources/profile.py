@@ -201,8 +201,6 @@ def summary(p: Dict[str, Any]) -> str:
 def plot(p: Dict[str, Any], path: str) -> str:
     """statistics.png from the statistics ``p``: activity per user, the popularity curve, events over time, ratings
     (or engagement)."""
-    import io
-
     from matplotlib.figure import Figure   # not pyplot: no backend switch, no global figure (a notebook keeps its own)
 
     from recsys import fileio
@@ -232,7 +230,4 @@ def plot(p: Dict[str, Any], path: str) -> str:
         ax[1, 1].set(ylabel="share of events", title="Engagement (no ratings)")
     fig.suptitle(f"{p['events']:,} events, {p['users']:,} users, {p['items_in_log']:,} items", fontsize=11)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    fileio.write_bytes(path, buf.getvalue())
-    return path
+    return fileio.write_png(fig, path, dpi=90)
