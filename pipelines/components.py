@@ -45,6 +45,19 @@ def preprocess(config: str, artifact_root: str, raw: Input[Dataset], preprocesse
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def tune(config: str, artifact_root: str, preprocessed: Input[Dataset], hyperparameters: Output[Artifact],
+         tune_trials: int = 0) -> NamedTuple("Tuned", [("config", str)]):
+    """TFX's Tuner: ``tune_trials`` trials of the two-tower scored on the train split's latest events; outputs
+    the best settings (HyperParameters) and the config the later tasks run with. 0 trials: the config as given."""
+    from collections import namedtuple
+
+    from pipelines import runtime
+
+    return namedtuple("Tuned", ["config"])(runtime.tune(config, artifact_root, preprocessed, hyperparameters,
+                                                        tune_trials))
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def train_retrieval(config: str, artifact_root: str, preprocessed: Input[Dataset], model: Output[Model]):
     """The TFRS two-tower on the train split."""
     from pipelines import runtime

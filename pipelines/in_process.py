@@ -18,10 +18,11 @@ TaskRow = Tuple[str, str, Dict[str, Tuple[str, str]], Dict[str, str]]
 
 def run(tasks: Sequence[TaskRow], params: Mapping, uri: Callable[[str, str], str],
         imports: Mapping[str, str] = None, skip: Iterable[str] = ()) -> Dict[str, Dict]:
-    """Runs ``tasks`` in order; returns ``{task: {output: KFP artifact}}`` (``bless`` adds ``blessed``).
+    """Runs ``tasks`` in order; returns ``{task: {output: KFP artifact or output parameter}}`` (``bless``'s
+    ``blessed``, ``tune``'s ``config``); an input names either.
 
     ``params``: the pipeline parameters; a component receives those its function names (the pipelines wire
-    each component parameter to the pipeline parameter of the same name). ``uri(task, output)``: where an
+    each component parameter to the pipeline parameter of the same name) unless an input gives it. ``uri(task, output)``: where an
     output artifact goes. ``imports``: importer task -> the parameter holding its URI. ``skip``: tasks not run.
     """
     from kfp import dsl
@@ -41,6 +42,6 @@ def run(tasks: Sequence[TaskRow], params: Mapping, uri: Callable[[str, str], str
         kwargs = {name: outputs[src][key] for name, (src, key) in inputs.items()}
         made = {name: getattr(dsl, kind)(name=name, uri=uri(task, name), metadata={}) for name, kind in outs.items()}
         wanted = fn.__code__.co_varnames[:fn.__code__.co_argcount]
-        result = fn(**{k: v for k, v in params.items() if k in wanted}, **kwargs, **made)
-        outputs[task] = dict(made, **({"blessed": result.blessed} if comp == "bless" else {}))
+        result = fn(**{k: v for k, v in params.items() if k in wanted and k not in kwargs}, **kwargs, **made)
+        outputs[task] = dict(made, **(result._asdict() if hasattr(result, "_asdict") else {}))  # output parameters
     return outputs

@@ -38,41 +38,51 @@ from pipelines.retrain_pipeline import RETRAIN_PIPELINE_NAME, compile_retrain_pi
 from pipelines.runtime import TINY_OVERRIDES, config_json, resolve_config
 
 PIPELINE_NAME = "recsys"
-STEPS = ("ingest", "preprocess", "train-retrieval", "evaluate", "train-ranker", "export", "bless", "push")
+STEPS = ("ingest", "preprocess", "tune", "train-retrieval", "evaluate", "train-ranker", "export", "bless", "push")
 
 # The DAG in order, for pipelines/in_process.py: (task, component, {input: (producer task, output)},
-# {output: artifact class}); tests/pipelines/test_pipeline.py checks it against the compiled pipeline.
+# {output: artifact class}); an input is an artifact or, like the tuned ``config``, an output parameter.
+# tests/pipelines/test_pipeline.py checks it against the compiled pipeline.
+TUNED = ("tune", "config")   # every task after the Tuner runs with the config it returns
 PIPELINE_TASKS = (
     ("ingest", "ingest", {}, {"raw": "Dataset"}),
     ("preprocess", "preprocess", {"raw": ("ingest", "raw")}, {"preprocessed": "Dataset"}),
-    ("train-retrieval", "train_retrieval", {"preprocessed": ("preprocess", "preprocessed")}, {"model": "Model"}),
-    ("evaluate", "evaluate", {"model": ("train-retrieval", "model")}, {"evaluation": "Artifact", "metrics": "Metrics"}),
-    ("train-ranker", "train_ranker", {"model": ("train-retrieval", "model")},
+    ("tune", "tune", {"preprocessed": ("preprocess", "preprocessed")}, {"hyperparameters": "Artifact"}),
+    ("train-retrieval", "train_retrieval", {"preprocessed": ("preprocess", "preprocessed"), "config": TUNED},
+     {"model": "Model"}),
+    ("evaluate", "evaluate", {"model": ("train-retrieval", "model"), "config": TUNED},
+     {"evaluation": "Artifact", "metrics": "Metrics"}),
+    ("train-ranker", "train_ranker", {"model": ("train-retrieval", "model"), "config": TUNED},
      {"ranker": "Model", "evaluation": "Artifact", "metrics": "Metrics"}),
-    ("export", "export", {"model": ("train-retrieval", "model"), "ranker": ("train-ranker", "ranker")},
+    ("export", "export", {"model": ("train-retrieval", "model"), "ranker": ("train-ranker", "ranker"), "config": TUNED},
      {"exported": "Model"}),
-    ("bless", "bless", {"exported": ("export", "exported"), "evaluation": ("evaluate", "evaluation")},
+    ("bless", "bless", {"exported": ("export", "exported"), "evaluation": ("evaluate", "evaluation"), "config": TUNED},
      {"blessing": "Artifact"}),
     ("push", "push", {"exported": ("export", "exported"), "blessing": ("bless", "blessing")}, {"pushed": "Model"}),
 )
 
 
 @dsl.pipeline(name=PIPELINE_NAME,
-              description="Raw interactions -> Beam+TFT -> TFRS two-tower -> evaluation beside classic baselines -> "
-                          "ranker -> staged SavedModels -> blessing against the served version -> push")
-def recsys_pipeline(config: str, serving_model_base_path: str, artifact_root: str = "",
+              description="Raw interactions -> Beam+TFT -> Tuner (optional) -> TFRS two-tower -> evaluation beside "
+                          "classic baselines -> ranker -> staged SavedModels -> blessing against the served version "
+                          "-> push")
+def recsys_pipeline(config: str, serving_model_base_path: str, artifact_root: str = "", tune_trials: int = 0,
                     image: str = components.DEFAULT_IMAGE):
     """``config``: the resolved config as JSON (`recsys pipeline` builds it from --config/--set).
     ``serving_model_base_path``: what TF Serving loads (``<base>/<name>/<version>``). ``artifact_root``:
     optional home of content-addressed stage artifacts (reused across runs); empty = KFP's own URIs.
+    ``tune_trials``: trials of the Tuner (tune.*), whose best settings every later task runs with; 0 = none.
     ``image``: the project image every task runs in."""
     common = dict(config=config, artifact_root=artifact_root)
     ingest = components.ingest(**common).set_display_name("ingest")
     pre = components.preprocess(raw=ingest.outputs["raw"], **common).set_display_name("preprocess")
-    train = components.train_retrieval(preprocessed=pre.outputs["preprocessed"], **common)
+    tuner = components.tune(preprocessed=pre.outputs["preprocessed"], tune_trials=tune_trials, **common)
+    tuner.set_display_name("tune").set_cpu_limit("4").set_memory_limit("16G")
+    tuned = dict(common, config=tuner.outputs["config"])
+    train = components.train_retrieval(preprocessed=pre.outputs["preprocessed"], **tuned)
     train.set_display_name("train retrieval").set_cpu_limit("4").set_memory_limit("16G")
-    for task in [ingest, pre, train] + components.model_to_push(train.outputs["model"], common,
-                                                                serving_model_base_path):
+    for task in [ingest, pre, tuner, train] + components.model_to_push(train.outputs["model"], tuned,
+                                                                       serving_model_base_path):
         task.set_container_image(image)
 
 
@@ -83,7 +93,7 @@ def compile_pipeline(out: str) -> str:
 
 
 # what run-local shows on the terminal unless --verbose (everything goes to <workdir>/run-local.log)
-PROGRESS = re.compile(r"^\s*(\[(cache|data|feedback|preprocess|train|evaluate|ranking[^\]]*|export|bless|push)\]|"
+PROGRESS = re.compile(r"^\s*(\[(cache|data|feedback|preprocess|tune|train|evaluate|ranking[^\]]*|export|bless|push)\]|"
                       r".* vs best other |.*Task .* finished)")
 
 
@@ -110,12 +120,13 @@ class _Progress(io.TextIOBase):
 
 def run_local(workdir: str, overrides: Sequence[str] = (), serving_model_base_path: str = "",
               config_file: str = "", artifact_root: Optional[str] = None, verbose: bool = False,
-              retrain: Optional[Dict] = None) -> Dict:
+              retrain: Optional[Dict] = None, tune_trials: int = 0) -> Dict:
     """Runs the whole pipeline with kfp's local SubprocessRunner in this interpreter's environment.
 
     Artifacts are content-addressed under ``<workdir>/artifacts`` (so a second run reuses unchanged
     stages); the serving base path defaults to ``<workdir>/models``. ``retrain``: run the retrain pipeline
-    with these parameters instead (raw_uri, previous_model_uri, request_logs, events, ...).
+    with these parameters instead (raw_uri, previous_model_uri, request_logs, events, ...). ``tune_trials``:
+    the main pipeline's Tuner (0 = no tuning).
     Raises RuntimeError when a step fails.
     """
     import contextlib
@@ -137,7 +148,8 @@ def run_local(workdir: str, overrides: Sequence[str] = (), serving_model_base_pa
             if retrain is not None:
                 retrain_pipeline(config=config_json(cfg), serving_model_base_path=base, artifact_root=root, **retrain)
             else:
-                recsys_pipeline(config=config_json(cfg), serving_model_base_path=base, artifact_root=root)
+                recsys_pipeline(config=config_json(cfg), serving_model_base_path=base, artifact_root=root,
+                                tune_trials=tune_trials)
     return {"wall_seconds": round(time.time() - t0, 1), "workdir": workdir, "serving_model_base_path": base,
             "artifact_root": root, "log": log_path}
 
@@ -188,6 +200,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         s.add_argument("--events", action="append", default=[], help="(--retrain) events JSONL file (repeatable)")
         s.add_argument("--cold-start", action="store_true", help="(--retrain) train from scratch, no warm start")
         s.add_argument("--no-ranker", action="store_true", help="(--retrain) skip the ranker")
+        s.add_argument("--tune-trials", type=int, default=0, metavar="N",
+                       help="run the Tuner (TFX's) with N trials before training; every later task uses its best "
+                            "settings (tune.* for the space and metric; default 0: no tuning; not with --retrain, "
+                            "which warm-starts the served model's own settings)")
     r = sub.choices["run-local"]
     r.add_argument("--workdir", required=True, help="artifacts, models and kfp's local pipeline root go here")
     r.add_argument("-v", "--verbose", action="store_true", help="show every task's full output, not only progress")
@@ -203,12 +219,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == "compile":
         print(compile_retrain_pipeline(args.out) if args.retrain else compile_pipeline(args.out))
         return 0
+    if args.tune_trials < 0 or (args.tune_trials and args.retrain):
+        p.error("--tune-trials takes N >= 0, and not with --retrain (a warm start keeps the served model's settings)")
     retrain = _retrain_params(args, p) if args.retrain else None
     if args.command == "run-local":
         overrides = ([] if args.full_size else list(TINY_OVERRIDES)) + list(args.set)
         try:
             info = run_local(args.workdir, overrides, args.serving_model_base_path, args.config,
-                             verbose=args.verbose, retrain=retrain)
+                             verbose=args.verbose, retrain=retrain, tune_trials=args.tune_trials)
         except RuntimeError as e:
             print(f"pipeline failed: {' '.join(str(e).split())[:500]} (full log: "
                   f"{os.path.join(os.path.abspath(args.workdir), 'run-local.log')})", file=sys.stderr)
@@ -226,10 +244,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             from google.auth.credentials import AnonymousCredentials
 
             credentials = AnonymousCredentials()
-        job = vertex_job(template, args.project, args.region, args.pipeline_root, args.image, config_json(cfg),
-                         args.serving_model_base_path or f"{args.pipeline_root.rstrip('/')}/models",
-                         args.artifact_root, credentials=credentials, extra_params=retrain,
-                         display_name=RETRAIN_PIPELINE_NAME if retrain else PIPELINE_NAME)
+        try:
+            job = vertex_job(template, args.project, args.region, args.pipeline_root, args.image, config_json(cfg),
+                             args.serving_model_base_path or f"{args.pipeline_root.rstrip('/')}/models",
+                             args.artifact_root, credentials=credentials,
+                             extra_params=retrain or {"tune_trials": args.tune_trials},
+                             display_name=RETRAIN_PIPELINE_NAME if retrain else PIPELINE_NAME)
+        except ValueError as e:   # the Vertex SDK's own checks (region, ...): its first sentence, no traceback
+            p.error(str(e).split(", select from")[0].split("\n")[0])
         if args.dry_run:
             print(json.dumps(vertex_request(job, args.service_account), indent=1, sort_keys=True))
             return 0

@@ -131,6 +131,33 @@ def add_feedback(config: str, artifact_root: str, raw, request_logs: Sequence[st
            files=stages.feedback_files(logs, evs))
 
 
+def tune(config: str, artifact_root: str, preprocessed, hyperparameters, tune_trials: int = 0) -> str:
+    """TFX's Tuner; returns the config every later task runs with: ``config`` with the best trial's settings.
+
+    ``tune_trials`` (a pipeline parameter, so a run's page shows it) replaces ``tune.trials``; 0 tunes nothing:
+    the output is marked ``skipped`` and ``config`` passes through unchanged."""
+    from recsys import stages
+
+    if tune_trials <= 0:
+        hyperparameters.metadata.update({"skipped": True, "overrides": {}})
+        stages.log("[tune] skipped (tune_trials=0): the config as given")
+        return config
+    quiet_tf()
+    cfg, pre = parse_config(config), af.Preprocessed.read(preprocessed.uri)
+    cfg.tune.trials = int(tune_trials)
+    hp = _stage(af.HyperParameters, "tune", hyperparameters, artifact_root, cfg, (pre,),
+                lambda uri: stages.tune(pre, cfg, uri, reuse=True))
+    hyperparameters.metadata["overrides"] = hp.overrides
+    p = hp.properties
+    if hp.overrides:
+        stages.log(f"[tune] best: trial {p['best_trial']} of {p['trials']} ("
+                   + ", ".join(f"{k}={v}" for k, v in hp.overrides.items()) + f"), {p['metric']} {p['best_score']:.4f} "
+                   f"vs {p['given_score']:.4f} as given ({p['lead']:+.1%} [{p['lead_low']:+.1%}, {p['lead_high']:+.1%}])")
+    else:
+        stages.log(f"[tune] the config as given scored best of {p['trials']} trials ({p['metric']} {p['best_score']:.4f})")
+    return config_json(stages.tuned(parse_config(config), hp))
+
+
 def train_retrieval(config: str, artifact_root: str, preprocessed, model, previous=None) -> None:
     """``previous``: the KFP Model to warm-start from (continuous training); it joins the lineage and the
     fingerprint (``stages.train_retrieval``)."""

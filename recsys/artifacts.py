@@ -12,6 +12,7 @@ has a filesystem for (``gs://``, ``s3://``, ``hdfs://``, ``ram://`` in tests).
 
     TFX                       here
     Examples+TransformGraph   Preprocessed      (tfrecords + transform_fn, raw tables)
+    HyperParameters           HyperParameters   (the Tuner's best settings, its trials)
     Model                     RetrievalModel, Ranker
     ModelEvaluation           Evaluation
     Model (SavedModels)       ExportedModels    (staged, not yet served)
@@ -119,6 +120,19 @@ class Preprocessed(Artifact):
 
 
 @dataclasses.dataclass(frozen=True)
+class HyperParameters(Artifact):
+    """The Tuner's result: ``tuning.json`` (every trial), ``best.yaml``, ``tuning.png``; the best trial's
+    ``overrides`` (config key -> value) in properties, so a reader needs nothing else to apply them."""
+
+    TYPE: ClassVar[str] = "HyperParameters"
+    KFP_TYPE: ClassVar[str] = "system.Artifact"
+
+    @property
+    def overrides(self) -> Dict[str, str]:
+        return dict(self.properties.get("overrides", {}))
+
+
+@dataclasses.dataclass(frozen=True)
 class RetrievalModel(Artifact):
     """The two-tower's best checkpoint (``checkpoints/best.weights``), history and feature sizes."""
 
@@ -188,7 +202,8 @@ class PushedModel(Artifact):
 
 
 TYPES: Dict[str, Type[Artifact]] = {c.TYPE: c for c in (
-    Artifact, RawData, Preprocessed, RetrievalModel, Ranker, Evaluation, ExportedModels, Blessing, PushedModel)}
+    Artifact, RawData, Preprocessed, HyperParameters, RetrievalModel, Ranker, Evaluation, ExportedModels, Blessing,
+    PushedModel)}
 
 
 # ---------------------------------------------------------------- fingerprints

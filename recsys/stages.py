@@ -2,6 +2,7 @@
 
     ingest(cfg)                         -> RawData
     preprocess(raw)                     -> Preprocessed
+    tune(pre)                           -> HyperParameters     (TFX's Tuner: the two-tower's best settings)
     train_retrieval(pre)                -> RetrievalModel
     evaluate_retrieval(model)           -> Evaluation          (two-tower beside the classic baselines)
     train_ranker(model)                 -> Ranker, Evaluation  (re-ranking gain, rating RMSE)
@@ -33,9 +34,11 @@ SECTIONS: Dict[str, Tuple[str, ...]] = {
     "ingest": ("data",),
     "add_feedback": ("data.max_bad_fraction",),
     "preprocess": ("preprocess", "data.max_bad_fraction"),
-    "train_retrieval": ("retrieval", "train"),
+    # item2vec: the item tables start from its vectors (retrieval.item_init)
+    "tune": ("tune", "retrieval", "train", "item2vec", "eval.ks", "eval.baselines", "eval.bootstrap"),
+    "train_retrieval": ("retrieval", "train", "item2vec"),
     "evaluate_retrieval": ("eval",),
-    "train_ranker": ("ranking", "retrieval", "train", "eval"),
+    "train_ranker": ("ranking", "retrieval", "train", "item2vec", "eval"),
     "export": ("export", "ranking", "exploration.policy", "exploration.epsilon", "exploration.candidates",
                "exploration.seed"),   # recommend reads ranking.recommend_*; its explore signature exploration.*
     "bless": ("gate",),
@@ -262,6 +265,32 @@ def preprocessed_of(model: af.Artifact) -> af.Preprocessed:
 
 
 # ---------------------------------------------------------------- retrieval
+def tune(pre: af.Preprocessed, cfg: Config, out: str, reuse: bool = False) -> af.HyperParameters:
+    """TFX's Tuner: ``cfg.tune.trials`` trials of the two-tower on ``pre``'s train split, scored on its latest
+    events (trainer/tune.py; the eval split is never read) -> the best trial's settings, every trial beside them."""
+    from trainer import tune as tune_mod
+
+    fp = plan("tune", cfg, pre)
+    hit = _cached(af.HyperParameters, out, fp, reuse)
+    if hit:
+        return hit
+    result = tune_mod.run(cfg, pre.uri, out, log=log)
+    best, lead = result["best"], result["best_over_given"]
+    props = {"metric": result["metric"], "best_trial": best["trial"], "best_score": best[result["metric"]],
+             "trials": len(result["trials"]), "overrides": dict(best["overrides"]),
+             "given_score": result["trials"][0][result["metric"]],
+             **({"lead": lead["lead"], "lead_low": lead["low"], "lead_high": lead["high"]} if lead else {}),
+             "n_queries": result["holdout"]["n_queries"], "eval_split_read": False}
+    return af.HyperParameters(out, props, _lineage(preprocessed=pre), fp, "tune").commit()
+
+
+def tuned(cfg: Config, hp: Optional[af.HyperParameters]) -> Config:
+    """``cfg`` with the Tuner's best settings applied (``cfg`` itself when there is no HyperParameters)."""
+    from trainer import tune as tune_mod
+
+    return tune_mod.trial_config(cfg, hp.overrides) if hp is not None else cfg
+
+
 def train_retrieval(pre: af.Preprocessed, cfg: Config, out: str, reuse: bool = False,
                     warm_start: Optional[af.RetrievalModel] = None):
     """The two-tower on ``pre``'s train split -> (RetrievalModel, the in-memory TrainedRetrieval or None).

@@ -1,7 +1,6 @@
 """pipelines/: the compiled IR and its artifact types, the Vertex AI request, and two real local runs
 (the second reuses every unchanged stage), compared with the CLI's artifacts for the same config."""
 import json
-import os
 
 import pytest
 import yaml
@@ -123,6 +122,8 @@ def _check_table(ir, table, imports=None):
         assert spec["componentRef"]["name"].startswith("comp-" + comp.replace("_", "-")), task
         wired = {name: (a["taskOutputArtifact"]["producerTask"], a["taskOutputArtifact"]["outputArtifactKey"])
                  for name, a in spec["inputs"].get("artifacts", {}).items()}
+        wired.update({name: (p["taskOutputParameter"]["producerTask"], p["taskOutputParameter"]["outputParameterKey"])
+                      for name, p in spec["inputs"].get("parameters", {}).items() if "taskOutputParameter" in p})
         assert wired == inputs, task
         declared = comps[spec["componentRef"]["name"]]["outputDefinitions"]["artifacts"]
         assert {k: v["artifactType"]["schemaTitle"] for k, v in declared.items()} == \
@@ -192,6 +193,25 @@ def test_retrain_submit_request_carries_the_retrain_parameters(capsys, tmp_path)
     with pytest.raises(SystemExit):  # a retrain without its inputs is a one-line usage error
         pl.main(["run-local", "--retrain", "--workdir", str(tmp_path), "--raw-uri", "r"])
     assert "--retrain needs --previous-model-uri, --logs, --events" in capsys.readouterr().err
+
+
+def test_tune_trials_is_a_run_parameter_and_not_for_the_retrain_pipeline(ir, capsys, tmp_path):
+    assert ir["root"]["inputDefinitions"]["parameters"]["tune_trials"]["defaultValue"] == 0   # off unless asked
+    tasks = _tasks(ir)
+    for name in set(pl.STEPS) - {"ingest", "preprocess", "tune", "push"}:   # (push reads no config)
+        assert tasks[name]["inputs"]["parameters"]["config"] == {
+            "taskOutputParameter": {"outputParameterKey": "config", "producerTask": "tune"}}, name
+    submit = ["submit", "--project", "p", "--pipeline-root", "gs://b/root", "--image", "i", "--dry-run"]
+    assert pl.main(submit + ["--region", "europe-west4", "--tune-trials", "6"]) == 0
+    assert json.loads(capsys.readouterr().out)["pipelineJob"]["runtimeConfig"]["parameterValues"]["tune_trials"] == 6
+    with pytest.raises(SystemExit):
+        pl.main(submit + ["--region", "mars-north1"])
+    err = capsys.readouterr().err
+    assert "Unsupported region for Vertex AI" in err and "Traceback" not in err and len(err.splitlines()) <= 3
+    for bad in (["--tune-trials", "-1"], ["--tune-trials", "2", "--retrain", "--raw-uri", "r"]):
+        with pytest.raises(SystemExit):
+            pl.main(["run-local", "--workdir", str(tmp_path)] + bad)
+        assert "--tune-trials takes N >= 0, and not with --retrain" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- runs (tiny data, on ram://)
@@ -274,3 +294,35 @@ def _rows(path):
         rows.append(tuple(sorted((k, tuple(getattr(v, v.WhichOneof("kind")).value)) for k, v in feats.items())))
     assert rows, path
     return sorted(rows)
+
+
+def test_the_tuner_hands_its_best_settings_to_every_later_task(ram_pipeline):
+    """TFX's Tuner -> Trainer: with ``tune_trials=0`` (the runs above) it passes the config through; with trials it
+    writes a HyperParameters artifact (content-addressed, so a rerun reuses it) and returns the config with the
+    best trial's settings, which the trainer then builds its model with."""
+    from kfp import dsl
+
+    from recsys import fileio, stages
+
+    first = ram_pipeline["first"]
+    assert first["tune"]["config"] == runtime.config_json(ram_pipeline["cfg"]), "no trials: the config as given"
+    assert first["tune"]["hyperparameters"].metadata["skipped"] is True
+    root, pre = ram_pipeline["root"], first["preprocess"]["preprocessed"]
+    cfg = runtime.resolve_config("", list(runtime.TINY_OVERRIDES) + [
+        "tune.epochs=1", "tune.space=[retrieval.temperature=0.05,0.5]", "eval.baselines=[ease]"])
+    config = runtime.config_json(cfg)
+    outs = [dsl.Artifact(name="hyperparameters", uri=f"{root}/kfp/tune{n}/hyperparameters", metadata={})
+            for n in (1, 2)]
+    tuned = [runtime.tune(config, f"{root}/artifacts", pre, out, tune_trials=2) for out in outs]
+    assert [o.metadata["reused"] for o in outs] == [False, True] and outs[0].uri == outs[1].uri and tuned[0] == tuned[1]
+    rec = af.HyperParameters.read(outs[0].uri)
+    assert rec.inputs["preprocessed"] == pre.uri and rec.properties["trials"] == 2
+    assert rec.properties["eval_split_read"] is False and fileio.exists(rec.path("tuning.json"))
+    assert rec.overrides == ({} if rec.properties["best_trial"] == 1 else {"retrieval.temperature": "0.5"})
+    got, given = json.loads(tuned[0]), json.loads(config)
+    assert got["retrieval"]["temperature"] == (0.5 if rec.overrides else cfg.retrieval.temperature)
+    assert dict(got, retrieval=None) == dict(given, retrieval=None), "only the tuned settings change"
+    model = dsl.Model(name="model", uri=f"{root}/kfp/tuned/model", metadata={})
+    runtime.train_retrieval(tuned[0], f"{root}/artifacts", pre, model)
+    trained = stages.trained_config(af.RetrievalModel.read(model.uri), cfg)
+    assert trained.retrieval.temperature == got["retrieval"]["temperature"], "the trainer ran with the tuned config"
