@@ -113,12 +113,16 @@ def _parser() -> argparse.ArgumentParser:
                     "beside popularity and the classic baselines fitted on the same events. Trial 1 is the\n"
                     "config as given. The eval split is never read, so `recsys --config <run>/tuning/best.yaml\n"
                     "train` is still measured on unseen events. Writes tuning.json, best.yaml, tuning.png.\n"
-                    "Settings: tune.* (trials, holdout, metric, epochs, space, seed).")
+                    "--holdout-by user holds out each user's latest train event instead (leave-last-out), so\n"
+                    "every user counts in the score, not only those active at the end of the log.\n"
+                    "Settings: tune.* (trials, holdout, holdout_by, metric, epochs, space, seed).")
     tune.add_argument("--trials", type=int, help="number of trials, the config as given included (tune.trials)")
     tune.add_argument("--space", action="append", metavar="KEY=V1,V2",
                       help="a setting and its values, repeatable, e.g. --space retrieval.temperature=0.05,0.1 "
                            "(replaces tune.space)")
     tune.add_argument("--metric", help="recall@K or ndcg@K (tune.metric)")
+    tune.add_argument("--holdout-by", choices=("time", "user"),
+                      help="time: the latest tune.holdout of train events; user: each user's latest (tune.holdout_by)")
     tune.add_argument("--out", help="output directory (default: <run>/tuning)")
     sub.add_parser("evaluate", help="evaluate the last trained retrieval model", **step,
                    description="Re-runs the evaluation of the last trained retrieval model (the table `recsys train`\n"
@@ -455,6 +459,8 @@ def tune(cfg: Config, args) -> int:
         cfg.tune.space = tuple(args.space)
     if args.metric:
         cfg.tune.metric = args.metric
+    if args.holdout_by:
+        cfg.tune.holdout_by = args.holdout_by
     tune_mod.parse_space(cfg.tune.space)   # a bad setting fails now, before anything is read
     tune_mod.check_metric(cfg.tune.metric, cfg.eval.ks)
     version_dir = steps.latest_preprocessed(cfg)   # a clear error when `recsys preprocess` has not run

@@ -185,7 +185,10 @@ class TuneConfig:
     """`recsys tune` (trainer/tune.py): a random search over the two-tower's settings, scored on the train
     split's latest events by the evaluation's own rule; the eval split is never read."""
     trials: int = 8                  # trial 1 is the config as given; the rest are drawn from ``space``
-    holdout: float = 0.1             # latest share of train events held out to score the trials
+    holdout: float = 0.1             # latest share of train events held out to score the trials (holdout_by=time)
+    # time: the train split's latest events, one cut for all (like the eval split); user: each user's latest train
+    # event (leave-last-out, users with 2+ events): the objective spreads over every user, not only recent ones
+    holdout_by: str = "time"
     metric: str = "recall@50"        # recall@K or ndcg@K, K at most max(eval.ks)
     max_queries: int = 0             # held-out events scored per trial (0 = all)
     epochs: int = 0                  # training budget per trial (0 = train.epochs; early stopping as configured)
@@ -392,6 +395,7 @@ CHOICES = {
     "retrieval.seq_tables": ("shared", "item", "own"),
     "retrieval.candidate_tower": ("id", "content"),
     "retrieval.item_init": ("random", "item2vec"),
+    "tune.holdout_by": ("time", "user"),
     "retrieval.unseen_items": ("auto", "keep", "drop"),
     "ranking.dcn_structure": ("stacked", "parallel"),
     "ranking.engagement_label": ("consumed", "click"),

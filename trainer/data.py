@@ -6,10 +6,11 @@ directory), so training can run on another machine than preprocessing.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import weakref
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -20,6 +21,54 @@ from preprocessing.utf8 import to_str
 from preprocessing.schema import T
 
 ITEMS_FILE = "items.jsonl"
+
+
+class UserCut:
+    """A cut time per user: each listed user's events at or after their own time are "later" (a leave-last-out
+    holdout); users not listed have no later events. It stands wherever one cut time does (``before_ts``, either
+    end of ``time_range``), so every reader of the train split holds out the same events."""
+
+    NEVER = np.iinfo(np.int64).max
+
+    def __init__(self, cut: Dict[str, int]):
+        self.cut = {str(u): int(t) for u, t in cut.items()}
+        text = json.dumps(sorted(self.cut.items()), ensure_ascii=False)
+        self.digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+        self._table = None
+
+    def __len__(self) -> int:
+        return len(self.cut)
+
+    def __eq__(self, other) -> bool:   # (item2vec's memo keys on it)
+        return isinstance(other, UserCut) and other.digest == self.digest
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    def __repr__(self) -> str:
+        return f"UserCut({len(self.cut)} users, {self.digest})"
+
+    def times(self, users: np.ndarray) -> np.ndarray:
+        """[n] int64: each event's user's cut (NEVER for users not listed)."""
+        return np.fromiter((self.cut.get(u, self.NEVER) for u in to_str(users)), np.int64, len(users))
+
+    def table(self) -> tf.lookup.StaticHashTable:
+        """user_id -> cut, for tf.data filters (built once, eagerly, outside any traced function)."""
+        if self._table is None:
+            keys = tf.constant(list(self.cut) or [""], tf.string)
+            values = tf.constant(list(self.cut.values()) or [self.NEVER], tf.int64)
+            self._table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), self.NEVER)
+        return self._table
+
+
+Cut = Union[int, UserCut]
+
+
+def before_mask(users: np.ndarray, times: np.ndarray, cut: Optional[Cut]) -> np.ndarray:
+    """[n] bool: the events before ``cut`` (all of them when it is None)."""
+    if cut is None:
+        return np.ones(len(times), bool)
+    return times < (cut.times(users) if isinstance(cut, UserCut) else cut)
 
 
 def transform_output(version_dir: str) -> tft.TFTransformOutput:
@@ -55,6 +104,9 @@ def dataset(version_dir: str, split: str, batch_size: int, spec: Optional[Dict] 
         # keys instead of ~30 parsed tensors (an epoch 3x faster); the same records in the same order
         keys = ("user_id", T.TIMESTAMP) + ((T.ITEM_IDX, T.HISTORY_IDX) if skip_repeats else ())
         key_spec = {k: spec[k] for k in keys}
+        for end in time_range or ():
+            if isinstance(end, UserCut):
+                end.table()   # created here, eagerly; the filter below captures it
         kept = lambda x: tf.boolean_mask(x, _keep_mask(tf.io.parse_example(x, key_spec), keep, time_range,  # noqa: E731
                                                        skip_repeats))
         ds = ds.batch(4096).map(kept, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
@@ -87,17 +139,23 @@ def _keep_mask(f: Dict[str, tf.Tensor], keep: Optional[str],
     if keep is not None:
         ok = tf.logical_and(ok, _is_valid(f) if keep == "valid" else tf.logical_not(_is_valid(f)))
     if time_range is not None:
-        ok = tf.logical_and(ok, _in_range(f[T.TIMESTAMP], *time_range))
+        ok = tf.logical_and(ok, _in_range(f, *time_range))
     return ok
 
 
-def _in_range(ts: tf.Tensor, lo: Optional[int], hi: Optional[int]) -> tf.Tensor:
+def _in_range(f: Dict[str, tf.Tensor], lo: Optional[Cut], hi: Optional[Cut]) -> tf.Tensor:
     ok = tf.constant(True)
     if lo is not None:
-        ok = tf.logical_and(ok, ts >= lo)
+        ok = tf.logical_and(ok, tf.logical_not(_before(f, lo)))
     if hi is not None:
-        ok = tf.logical_and(ok, ts < hi)
+        ok = tf.logical_and(ok, _before(f, hi))
     return ok
+
+
+def _before(f: Dict[str, tf.Tensor], cut: Cut) -> tf.Tensor:
+    """[batch] bool: the rows before ``cut`` (one time, or each user's own)."""
+    ts = f[T.TIMESTAMP]
+    return ts < (cut.table().lookup(f["user_id"]) if isinstance(cut, UserCut) else cut)
 
 
 def _is_valid(f) -> tf.Tensor:
@@ -184,14 +242,16 @@ class TrainStats:
     servable_info: Optional[Dict] = None   # ... and why
 
 
-def train_stats(version_dir: str, catalogue: Catalogue, n_item_idx: int, before_ts: Optional[int] = None) -> TrainStats:
+def train_stats(version_dir: str, catalogue: Catalogue, n_item_idx: int, before_ts: Optional[Cut] = None) -> TrainStats:
     """One pass over the train split (events before ``before_ts`` if given): popularity and seen items."""
     spec = {k: tf.io.FixedLenFeature([], tf.string if k in ("user_id", "item_id") else tf.int64)
             for k in ("user_id", "item_id", T.ITEM_IDX, T.TIMESTAMP)}
     ds = tf.data.TFRecordDataset(files(version_dir, "train"), compression_type="GZIP").batch(8192)
     ds = ds.map(lambda x: tf.io.parse_example(x, spec))
     if before_ts is not None:
-        ds = ds.map(lambda b: {k: tf.boolean_mask(v, b[T.TIMESTAMP] < before_ts) for k, v in b.items()})
+        if isinstance(before_ts, UserCut):
+            before_ts.table()
+        ds = ds.map(lambda b: {k: tf.boolean_mask(v, _before(b, before_ts)) for k, v in b.items()})
     index = catalogue.index()
     users, items, idx, times = [], [], [], []
     for b in ds:

@@ -78,7 +78,7 @@ def with_item_images(rcfg, version_dir: str):
     return dataclasses.replace(rcfg, item_images=path)
 
 
-def build_retrieval(version_dir: str, cfg, with_metrics: bool = True, before_ts: Optional[int] = None):
+def build_retrieval(version_dir: str, cfg, with_metrics: bool = True, before_ts: Optional[data.Cut] = None):
     """Model + catalogue + train statistics; ``before_ts`` restricts the statistics to earlier train events."""
     tft_output = data.transform_output(version_dir)
     sizes = FeatureSizes.from_transform_output(tft_output, cfg.preprocess.num_price_buckets,
@@ -103,7 +103,7 @@ def build_retrieval(version_dir: str, cfg, with_metrics: bool = True, before_ts:
     return model, sizes, catalogue, stats, tft_output
 
 
-def train_retrieval(version_dir: str, cfg, out_dir: str, before_ts: Optional[int] = None,
+def train_retrieval(version_dir: str, cfg, out_dir: str, before_ts: Optional[data.Cut] = None,
                     epochs: Optional[int] = None, warm_start: Optional[TrainedRetrieval] = None) -> TrainedRetrieval:
     """Fits the two-tower on the train split (only events before ``before_ts`` when given).
 

@@ -119,6 +119,33 @@ def holdout_cut(times: np.ndarray, fraction: float) -> int:
     return int(np.quantile(np.asarray(times), 1.0 - fraction))
 
 
+def user_cut(users: np.ndarray, times: np.ndarray):
+    """Leave-last-out: each user's latest train time, for the users with an earlier event to train on."""
+    from trainer import data
+
+    order = np.lexsort((times, users))
+    u, t = users[order], times[order]
+    last = np.r_[u[1:] != u[:-1], True]    # each user's latest event (times sorted within a user)
+    first = np.r_[True, u[1:] != u[:-1]]   # ... and earliest
+    starts = np.flatnonzero(first)
+    earliest = np.repeat(t[starts], np.diff(np.r_[starts, len(u)]))
+    keep = last & (earliest < t)           # something strictly earlier stays in training
+    return data.UserCut(dict(zip(u[keep].tolist(), t[keep].tolist())))
+
+
+def _holdout(cfg, version_dir: str, catalogue, n_items: int):
+    """(cut, what it holds out in words): one time for ``tune.holdout_by=time``, one per user for ``user``."""
+    from trainer import data
+
+    t = cfg.tune
+    everything = data.train_stats(version_dir, catalogue, n_items)
+    if t.holdout_by == "user":
+        cut = user_cut(everything.users, everything.times)
+        return cut, f"each user's latest train event ({len(cut)} users with an earlier one)"
+    cut = holdout_cut(everything.times, t.holdout)
+    return cut, f"the latest {t.holdout:.0%} of train events, from {time.strftime('%Y-%m-%d', time.gmtime(cut))} on"
+
+
 def run(cfg, version_dir: str, out_dir: str, log: Callable[[str], None] = print,
         train_fn: Optional[Callable] = None) -> Dict:
     """Runs the trials; writes ``tuning.json``, ``best.yaml`` and ``tuning.png`` under ``out_dir``."""
@@ -138,7 +165,7 @@ def run(cfg, version_dir: str, out_dir: str, log: Callable[[str], None] = print,
     tft_output = data.transform_output(version_dir)
     sizes = FeatureSizes.from_transform_output(tft_output, cfg.preprocess.num_price_buckets,
                                                cfg.preprocess.num_age_buckets)
-    cut = holdout_cut(data.train_stats(version_dir, catalogue, sizes.items).times, t.holdout)
+    cut, held_out = _holdout(cfg, version_dir, catalogue, sizes.items)
     window = (cut, None)
     stats = data.train_stats(version_dir, catalogue, sizes.items, before_ts=cut)  # what every trial trains on
     eq = er.load_queries(version_dir, None, catalogue, stats, t.max_queries, split="train", time_range=window)
@@ -146,11 +173,12 @@ def run(cfg, version_dir: str, out_dir: str, log: Callable[[str], None] = print,
     if n_scored < MIN_QUERIES:
         from preprocessing.sources.tables import DataError
 
-        raise DataError(f"tune.holdout={t.holdout} leaves {n_scored} scorable events (first-time events of catalogue "
-                        f"items) after {time.strftime('%Y-%m-%d', time.gmtime(cut))}; raise it or give more data")
-    log(f"[tune] {len(trials)} trials over {', '.join(space)}; each trains on the train split before "
-        f"{time.strftime('%Y-%m-%d', time.gmtime(cut))} and is scored on the {n_scored} events from then on "
-        f"(latest {t.holdout:.0%}; {t.metric}, the user's earlier items excluded); the eval split is not read")
+        fix = "raise tune.holdout" if t.holdout_by == "time" else "try tune.holdout_by=time"
+        raise DataError(f"tune.holdout_by={t.holdout_by}: {held_out} leaves {n_scored} scorable events (first-time "
+                        f"events of catalogue items); {fix} or give more data")
+    log(f"[tune] {len(trials)} trials over {', '.join(space)}; held out: {held_out}; each trial trains on the "
+        f"earlier events and is scored on the {n_scored} held-out ones ({t.metric}, the user's earlier items "
+        f"excluded); the eval split is not read")
     yardsticks = _yardsticks(cfg, eq, stats, catalogue.size, kind, k, log)
     log("[tune] on the same events: " + ", ".join(f"{name} {v:.4f}" for name, v in yardsticks.items()))
     train_fn = train_fn or train_mod.train_retrieval
@@ -179,7 +207,9 @@ def run(cfg, version_dir: str, out_dir: str, log: Callable[[str], None] = print,
     lead = (baselines.bootstrap_lead(per_query[best], per_query[0], eq.users, n_boot=cfg.eval.bootstrap,
                                      seed=cfg.train.seed) if best else None)
     result = {"metric": t.metric, "space": space, "seed": t.seed,
-              "holdout": {"fraction": t.holdout, "cut_ts": cut, "n_queries": n_scored,
+              "holdout": {"by": t.holdout_by, "what": held_out, "n_queries": n_scored,
+                          **({"fraction": t.holdout, "cut_ts": cut} if t.holdout_by == "time" else
+                             {"users_held_out": len(cut), "cut_digest": cut.digest}),
                           "n_users": int(len(np.unique(eq.users[eq.targets >= 0]))), "split": "train (latest events)",
                           "rule": er.RULE},
               "trials": records, "best": records[best], "best_over_given": lead, "yardsticks": yardsticks,
@@ -218,11 +248,17 @@ def best_yaml(overrides: Dict[str, str], result: Dict) -> str:
         nested.setdefault(section, {})[leaf] = _get(probe, key)
     b = result["best"]
     head = (f"# recsys tune: trial {b['trial']} of {len(result['trials'])}, {result['metric']} {b[result['metric']]:.4f} "
-            f"on the train split's latest {result['holdout']['fraction']:.0%} (seen items excluded)\n"
+            f"on {_held_out(result)} (seen items excluded)\n"
             f"# use it: recsys --config best.yaml train (with the other --set options of the tuned run)\n")
     if not nested:
         return head + "# the config as given scored best: nothing to change\n{}\n"
     return head + yaml.safe_dump(nested, sort_keys=True, default_flow_style=False)
+
+
+def _held_out(result: Dict) -> str:
+    h = result["holdout"]
+    return (f"the train split's latest {h['fraction']:.0%}" if h.get("by", "time") == "time"
+            else "each user's latest train event")
 
 
 def table(result: Dict) -> str:
@@ -267,7 +303,7 @@ def plot(result: Dict, path: str) -> str:
     for name, value, colour in lines:
         if value is not None:
             ax.axvline(value, color=colour, linestyle="--", label=f"{name} {value:.4f}")
-    ax.set_xlabel(f"{m}, train split's latest {result['holdout']['fraction']:.0%}, seen items excluded "
+    ax.set_xlabel(f"{m}, {_held_out(result)}, seen items excluded "
                   f"(settings: tuning.json)", fontsize=8)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("recsys tune: two-tower trials", fontsize=10)

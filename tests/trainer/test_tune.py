@@ -76,3 +76,32 @@ def test_tune_scores_trials_on_the_latest_train_events_and_never_reads_the_eval_
     assert os.path.getsize(os.path.join(out, "tuning.png")) > 1000
     printed = capsys.readouterr().out
     assert "(as given)" in printed and "popularity" in printed and "best.yaml" in printed
+
+
+def test_holdout_by_user_scores_each_users_latest_event_and_trains_on_the_rest(run_cfg, preprocessed, tmp_path,
+                                                                            monkeypatch):
+    from recsys import cli
+    from trainer import data
+    from trainer import train as train_mod
+
+    cuts = []
+    train_retrieval = train_mod.train_retrieval
+    monkeypatch.setattr(train_mod, "train_retrieval",
+                        lambda *a, **k: cuts.append(k["before_ts"]) or train_retrieval(*a, **k))
+    out = str(tmp_path / "tuning")
+    argv = ["--workdir", run_cfg.workdir, "--set", "data.unicode_text=true", "--set", "retrieval.item_init=random",
+            "--set", "tune.epochs=1", "--set", "eval.baselines=ease", "tune", "--trials", "1", "--holdout-by", "user",
+            "--out", out]
+    assert cli.main(argv) == 0
+    with open(os.path.join(out, "tuning.json"), encoding="utf-8") as f:
+        result = json.load(f)
+    h = result["holdout"]
+    (cut,) = cuts
+    assert isinstance(cut, data.UserCut) and h["by"] == "user" and h["users_held_out"] == len(cut)
+    assert h["cut_digest"] == cut.digest and "fraction" not in h
+    n_users = len(data.train_stats(preprocessed, data.load_catalogue(preprocessed), 1).seen)
+    assert h["n_users"] > 0.5 * n_users, "the score spreads over most users (a time cut reaches only the recent ones)"
+    assert h["n_queries"] <= 2 * h["n_users"], "about one held-out event per user"
+    assert result["trials"][0]["recall@50"] > result["yardsticks"]["popularity"]
+    with open(os.path.join(out, "best.yaml"), encoding="utf-8") as f:
+        assert "each user's latest train event" in f.readline()

@@ -25,7 +25,7 @@ from trainer import data, optimizers
 
 # ---------------------------------------------------------------- input: user histories
 def user_sequences(version_dir: str, catalogue: data.Catalogue, split: str = "train",
-                   before_ts: Optional[int] = None) -> Dict[str, np.ndarray]:
+                   before_ts: Optional[data.Cut] = None) -> Dict[str, np.ndarray]:
     """user_id -> catalogue indices of the user's events in ``split`` (before ``before_ts`` when given), in time
     order (ties by item id)."""
     spec = {"user_id": tf.io.FixedLenFeature([], tf.string), "item_id": tf.io.FixedLenFeature([], tf.string),
@@ -42,7 +42,7 @@ def user_sequences(version_dir: str, catalogue: data.Catalogue, split: str = "tr
     it = to_str(np.concatenate(items))
     t = np.concatenate(ts)
     if before_ts is not None:
-        early = t < before_ts
+        early = data.before_mask(u, t, before_ts)
         u, it, t = u[early], it[early], t[early]
     index = catalogue.index()
     idx = np.array([index.get(i, -1) for i in it], np.int64)
