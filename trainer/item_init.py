@@ -58,7 +58,7 @@ _LAST: Dict = {}   # the last item2vec run in this process: its key and vectors 
 
 
 def from_item2vec(model: tf.Module, version_dir: str, catalogue: data.Catalogue, vocab: Sequence[str], cfg,
-                  before_ts: Optional["data.Cut"] = None, log: Callable[[str], None] = print) -> Dict[str, int]:
+                  before_ts: Optional[data.Cut] = None, log: Callable[[str], None] = print) -> Dict[str, int]:
     """Trains item2vec (the ``item2vec.*`` settings at the model's id width, ``retrieval.item_init_epochs``
     epochs) on the train split (events before ``before_ts`` when given) and copies it into ``model``'s item
     tables."""

@@ -305,7 +305,7 @@ def plot(result: Dict, path: str) -> str:
             ax.axvline(value, color=colour, linestyle="--", label=f"{name} {value:.4f}")
     ax.set_xlabel(f"{m}, {_held_out(result)}, seen items excluded "
                   f"(settings: tuning.json)", fontsize=8)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)  # off the bars
     ax.set_title("recsys tune: two-tower trials", fontsize=10)
     fig.tight_layout()
     return fileio.write_png(fig, path, dpi=110)
