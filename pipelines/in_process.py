@@ -22,8 +22,9 @@ def run(tasks: Sequence[TaskRow], params: Mapping, uri: Callable[[str, str], str
     ``blessed``, ``tune``'s ``config``); an input names either.
 
     ``params``: the pipeline parameters; a component receives those its function names (the pipelines wire
-    each component parameter to the pipeline parameter of the same name) unless an input gives it. ``uri(task, output)``: where an
-    output artifact goes. ``imports``: importer task -> the parameter holding its URI. ``skip``: tasks not run.
+    each component parameter to the pipeline parameter of the same name) unless an input gives it.
+    ``uri(task, output)``: where an output artifact goes. ``imports``: importer task -> the parameter holding
+    its URI. ``skip``: tasks not run.
     """
     from kfp import dsl
 
