@@ -155,6 +155,7 @@ def tune(config: str, artifact_root: str, preprocessed, hyperparameters, tune_tr
                    f"vs {p['given_score']:.4f} as given ({p['lead']:+.1%} [{p['lead_low']:+.1%}, {p['lead_high']:+.1%}])")
     else:
         stages.log(f"[tune] the config as given scored best of {p['trials']} trials ({p['metric']} {p['best_score']:.4f})")
+    # applied to the config as it came in: tune.trials (set from tune_trials above) is not a later task's concern
     return config_json(stages.tuned(parse_config(config), hp))
 
 

@@ -284,11 +284,11 @@ def tune(pre: af.Preprocessed, cfg: Config, out: str, reuse: bool = False) -> af
     return af.HyperParameters(out, props, _lineage(preprocessed=pre), fp, "tune").commit()
 
 
-def tuned(cfg: Config, hp: Optional[af.HyperParameters]) -> Config:
-    """``cfg`` with the Tuner's best settings applied (``cfg`` itself when there is no HyperParameters)."""
+def tuned(cfg: Config, hp: af.HyperParameters) -> Config:
+    """A copy of ``cfg`` with the Tuner's best settings applied."""
     from trainer import tune as tune_mod
 
-    return tune_mod.trial_config(cfg, hp.overrides) if hp is not None else cfg
+    return tune_mod.trial_config(cfg, hp.overrides)
 
 
 def train_retrieval(pre: af.Preprocessed, cfg: Config, out: str, reuse: bool = False,

@@ -241,6 +241,12 @@ class TrainStats:
                                            # trainer/unseen_items.py decides)
     servable_info: Optional[Dict] = None   # ... and why
 
+    def before(self, cut: Cut) -> "TrainStats":
+        """The same statistics over the events before ``cut`` only (no second pass over the files)."""
+        keep = before_mask(self.users, self.times, cut)
+        return _stats_of(self.users[keep], self.items[keep], self.item_index[keep], self.times[keep],
+                         len(self.item_counts), len(self.item_idx_counts))
+
 
 def train_stats(version_dir: str, catalogue: Catalogue, n_item_idx: int, before_ts: Optional[Cut] = None) -> TrainStats:
     """One pass over the train split (events before ``before_ts`` if given): popularity and seen items."""
@@ -248,10 +254,6 @@ def train_stats(version_dir: str, catalogue: Catalogue, n_item_idx: int, before_
             for k in ("user_id", "item_id", T.ITEM_IDX, T.TIMESTAMP)}
     ds = tf.data.TFRecordDataset(files(version_dir, "train"), compression_type="GZIP").batch(8192)
     ds = ds.map(lambda x: tf.io.parse_example(x, spec))
-    if before_ts is not None:
-        if isinstance(before_ts, UserCut):
-            before_ts.table()
-        ds = ds.map(lambda b: {k: tf.boolean_mask(v, _before(b, before_ts)) for k, v in b.items()})
     index = catalogue.index()
     users, items, idx, times = [], [], [], []
     for b in ds:
@@ -261,15 +263,22 @@ def train_stats(version_dir: str, catalogue: Catalogue, n_item_idx: int, before_
         times.append(b[T.TIMESTAMP].numpy())
     users_a = to_str(np.concatenate(users))
     items_a = np.array([index.get(i, -1) for i in to_str(np.concatenate(items))], dtype=np.int64)
-    idx_a = np.concatenate(idx)
-    item_counts = np.bincount(items_a[items_a >= 0], minlength=catalogue.size).astype(np.float64)
-    idx_counts = np.bincount(idx_a, minlength=n_item_idx).astype(np.float64)
-    order = np.argsort(users_a, kind="stable")
+    stats = _stats_of(users_a, items_a, np.concatenate(idx), np.concatenate(times).astype(np.int64), catalogue.size,
+                      n_item_idx)
+    return stats if before_ts is None else stats.before(before_ts)
+
+
+def _stats_of(users: np.ndarray, items: np.ndarray, item_index: np.ndarray, times: np.ndarray, n_items: int,
+              n_item_idx: int) -> TrainStats:
+    """Popularity (by catalogue and by TFT index) and each user's seen items, from the events' arrays."""
+    item_counts = np.bincount(items[items >= 0], minlength=n_items).astype(np.float64)
+    idx_counts = np.bincount(item_index, minlength=n_item_idx).astype(np.float64)
+    order = np.argsort(users, kind="stable")
     seen: Dict[str, np.ndarray] = {}
     if len(order):
-        su, si = users_a[order], items_a[order]
+        su, si = users[order], items[order]
         bounds = np.flatnonzero(su[1:] != su[:-1]) + 1
         for u, chunk in zip(np.split(su, bounds), np.split(si, bounds)):
             seen[u[0]] = np.unique(chunk[chunk >= 0])
-    return TrainStats(item_counts=item_counts, item_idx_counts=idx_counts, seen=seen, n_examples=len(users_a),
-                      users=users_a, items=items_a, times=np.concatenate(times).astype(np.int64), item_index=idx_a)
+    return TrainStats(item_counts=item_counts, item_idx_counts=idx_counts, seen=seen, n_examples=len(users),
+                      users=users, items=items, times=times, item_index=item_index)

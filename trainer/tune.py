@@ -123,22 +123,16 @@ def user_cut(users: np.ndarray, times: np.ndarray):
     """Leave-last-out: each user's latest train time, for the users with an earlier event to train on."""
     from trainer import data
 
-    order = np.lexsort((times, users))
+    order = np.lexsort((times, users))     # by user, then time
     u, t = users[order], times[order]
-    last = np.r_[u[1:] != u[:-1], True]    # each user's latest event (times sorted within a user)
-    first = np.r_[True, u[1:] != u[:-1]]   # ... and earliest
-    starts = np.flatnonzero(first)
-    earliest = np.repeat(t[starts], np.diff(np.r_[starts, len(u)]))
-    keep = last & (earliest < t)           # something strictly earlier stays in training
+    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+    ends = np.r_[starts[1:], len(u)] - 1   # each user's earliest and latest event
+    keep = ends[t[starts] < t[ends]]       # something strictly earlier stays in training
     return data.UserCut(dict(zip(u[keep].tolist(), t[keep].tolist())))
 
 
-def _holdout(cfg, version_dir: str, catalogue, n_items: int):
+def _holdout(t, everything):
     """(cut, what it holds out in words): one time for ``tune.holdout_by=time``, one per user for ``user``."""
-    from trainer import data
-
-    t = cfg.tune
-    everything = data.train_stats(version_dir, catalogue, n_items)
     if t.holdout_by == "user":
         cut = user_cut(everything.users, everything.times)
         return cut, f"each user's latest train event ({len(cut)} users with an earlier one)"
@@ -165,9 +159,10 @@ def run(cfg, version_dir: str, out_dir: str, log: Callable[[str], None] = print,
     tft_output = data.transform_output(version_dir)
     sizes = FeatureSizes.from_transform_output(tft_output, cfg.preprocess.num_price_buckets,
                                                cfg.preprocess.num_age_buckets)
-    cut, held_out = _holdout(cfg, version_dir, catalogue, sizes.items)
+    everything = data.train_stats(version_dir, catalogue, sizes.items)
+    cut, held_out = _holdout(t, everything)
     window = (cut, None)
-    stats = data.train_stats(version_dir, catalogue, sizes.items, before_ts=cut)  # what every trial trains on
+    stats = everything.before(cut)  # what every trial trains on
     eq = er.load_queries(version_dir, None, catalogue, stats, t.max_queries, split="train", time_range=window)
     n_scored = int(np.count_nonzero(eq.targets >= 0))
     if n_scored < MIN_QUERIES:
@@ -210,7 +205,7 @@ def run(cfg, version_dir: str, out_dir: str, log: Callable[[str], None] = print,
               "holdout": {"by": t.holdout_by, "what": held_out, "n_queries": n_scored,
                           **({"fraction": t.holdout, "cut_ts": cut} if t.holdout_by == "time" else
                              {"users_held_out": len(cut), "cut_digest": cut.digest}),
-                          "n_users": int(len(np.unique(eq.users[eq.targets >= 0]))), "split": "train (latest events)",
+                          "n_users": int(len(np.unique(eq.users[eq.targets >= 0]))), "split": "train",
                           "rule": er.RULE},
               "trials": records, "best": records[best], "best_over_given": lead, "yardsticks": yardsticks,
               "eval_split_read": False}
