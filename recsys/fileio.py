@@ -233,38 +233,33 @@ def read_json(path: str) -> Any:
 
 def write_bytes(path: str, data: bytes, atomic: bool = False) -> str:
     """Writes ``data`` to ``path`` (parents created). ``atomic``: readers see the old file or the whole new
-    one (a temporary sibling, fsynced locally, then renamed over the target)."""
-    makedirs(_parent(path))
-    if not atomic:
-        with _gfile().GFile(path, "wb") as f:
-            f.write(data)
-        return path
+    one (a temporary sibling, fsynced locally, then renamed over the target). Local paths do not import
+    TensorFlow (the CLI's report and simulate commands do not load it)."""
     tmp = path + ".tmp"
     if is_local(path):
-        with open(_local(tmp), "wb") as f:
+        target = _local(path)
+        os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+        with open(_local(tmp) if atomic else target, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(_local(tmp), _local(path))
+            if atomic:
+                f.flush()
+                os.fsync(f.fileno())
+        if atomic:
+            os.replace(_local(tmp), target)
         return path
-    with _gfile().GFile(tmp, "wb") as f:
+    makedirs(_parent(path))
+    with _gfile().GFile(tmp if atomic else path, "wb") as f:
         f.write(data)
-    _gfile().rename(tmp, path, overwrite=True)
+    if atomic:
+        _gfile().rename(tmp, path, overwrite=True)
     return path
 
 
 def write_png(fig, path: str, dpi: int = 100) -> str:
-    """A matplotlib ``Figure`` as a PNG at ``path`` on any filesystem (matplotlib itself writes local files
-    only); a local path without importing TensorFlow (the CLI's report and simulate commands do not load it)."""
+    """A matplotlib ``Figure`` as a PNG at ``path`` on any filesystem (matplotlib itself writes local files only)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    if not is_local(path):
-        return write_bytes(path, buf.getvalue())
-    path = _local(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(buf.getvalue())
-    return path
+    return write_bytes(path, buf.getvalue())
 
 
 def write_text(path: str, text: str, atomic: bool = False) -> str:

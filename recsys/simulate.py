@@ -228,19 +228,8 @@ def plot(result: Mapping[str, Any], path: str) -> str:
     return fileio.write_png(fig, path, dpi=100)
 
 
-def _write_bytes(path: str, data: bytes) -> str:
-    """Local paths without importing TensorFlow (tf.io.gfile) for it; URIs through recsys.fileio."""
-    if not fileio.is_local(path):
-        return fileio.write_bytes(path, data)
-    path = path[len("file://"):] if path.startswith("file://") else path
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
-    return path
-
-
 def write(result: Mapping[str, Any], out_dir: str) -> Dict[str, str]:
-    path = _write_bytes(os.path.join(out_dir, "simulation.json"), json.dumps(result, indent=2, sort_keys=True).encode())
+    path = fileio.write_bytes(os.path.join(out_dir, "simulation.json"), json.dumps(result, indent=2, sort_keys=True).encode())
     return {"json": path, "png": plot(result, os.path.join(out_dir, "simulation.png"))}
 
 
