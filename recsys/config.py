@@ -193,6 +193,9 @@ class TuneConfig:
     max_queries: int = 0             # held-out events scored per trial (0 = all)
     epochs: int = 0                  # training budget per trial (0 = train.epochs; early stopping as configured)
     seed: int = 0                    # which combinations are drawn
+    # each trial's weights (trials/<n>/checkpoints); its history and config are always kept. Off: a search over a
+    # large catalogue would otherwise leave one model (and its optimizer slots) per trial on disk
+    keep_checkpoints: bool = False
     # "section.key=v1,v2,...": the values each setting may take (retrieval.*, train.* and item2vec.* keys; `recsys
     # tune --space` replaces the list)
     space: Tuple[str, ...] = ("retrieval.temperature=0.02,0.05,0.1,0.2", "train.learning_rate=0.001,0.003,0.01",

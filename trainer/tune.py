@@ -185,13 +185,15 @@ def run(cfg, version_dir: str, out_dir: str, log: Callable[[str], None] = print,
         log(f"[tune] trial {n}/{len(trials)}: {what}")
         tf.keras.backend.clear_session()
         t0 = time.time()
-        trained = train_fn(version_dir, tcfg, fileio.join(out_dir, "trials", str(n)), before_ts=cut,
-                           epochs=t.epochs or None)
+        trial_dir = fileio.join(out_dir, "trials", str(n))
+        trained = train_fn(version_dir, tcfg, trial_dir, before_ts=cut, epochs=t.epochs or None)
         q = er.load_queries(version_dir, trained.model.query_tower, trained.catalogue, trained.stats,
                             t.max_queries, split="train", time_range=window)
         top = evaluation.full_ranking_topk(q.vectors, er.catalogue_vectors(trained), k, q.prior)
         values = evaluation.per_query(kind, top, q.targets, k)
         per_query.append(values)
+        if not t.keep_checkpoints:  # the model is in memory and scored; the stages retrain the best settings
+            fileio.rmtree(fileio.join(trial_dir, "checkpoints"))
         best_epoch = train_mod.best_epoch(trained.history, trained.monitor)
         records.append({"trial": n, "overrides": overrides, t.metric: float(np.nanmean(values)),
                         "best_epoch": best_epoch, "epochs_run": len(trained.history.get("loss", [])),

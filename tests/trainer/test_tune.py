@@ -74,6 +74,10 @@ def test_tune_scores_trials_on_the_latest_train_events_and_never_reads_the_eval_
     want = 0.5 if result["best"]["trial"] == 2 else Config().retrieval.temperature
     assert best.retrieval.temperature == pytest.approx(want)
     assert os.path.getsize(os.path.join(out, "tuning.png")) > 1000
+    for n in ("1", "2"):
+        trial = os.path.join(out, "trials", n)
+        assert os.path.exists(os.path.join(trial, "history.json")), "each trial's history is kept"
+        assert not os.path.exists(os.path.join(trial, "checkpoints")), "its weights are not (tune.keep_checkpoints)"
     printed = capsys.readouterr().out
     assert "(as given)" in printed and "popularity" in printed and "best.yaml" in printed
 
