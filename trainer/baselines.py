@@ -14,7 +14,9 @@ Every baseline scores a query from the set of items the user had **strictly befo
 (the same set the evaluation excludes), so a sequential split is handled the same way for all of
 them and none sees the future. Matrices are dense NumPy (no extra dependency): meant for
 catalogues up to a few tens of thousands of items, which covers MovieLens 100K-1M and the demo.
-Beyond ``MAX_DENSE_BYTES`` a baseline is skipped with the reason (``TooLarge``) rather than
+Beyond ``MAX_DENSE_BYTES`` item-kNN is built from each item's neighbour lists instead
+(``NeighbourKNN``: the exact cosine table of ``trainer/covisit.py``, computed in blocks, so memory
+follows the interactions), and the others are skipped with the reason (``TooLarge``) rather than
 exhausting memory part-way through an evaluation.
 
 ``tune`` picks each baseline's main hyper-parameter on a validation slice of the train split
@@ -89,6 +91,7 @@ class Baseline:
         if n == 0:
             return np.empty((0, min(k, n_items)), np.int64)
         linear = hasattr(self, "item_rows")
+        rows_sum = getattr(self, "rows_sum", None)  # models without dense rows (NeighbourKNN)
         if linear and order_key is not None:
             order = np.lexsort(([len(item_sets[i]) for i in range(n)], np.asarray(order_key)))
         else:
@@ -103,9 +106,10 @@ class Baseline:
                     cur = np.unique(np.asarray(item_sets[i], np.int64))
                     cur = cur[(cur >= 0) & (cur < n_items)]
                     if prev_set is not None and prev_set.size <= cur.size and np.isin(prev_set, cur).all():
-                        vec = prev_vec + self.item_rows(np.setdiff1d(cur, prev_set)).sum(0)
+                        new_items = np.setdiff1d(cur, prev_set)
+                        vec = prev_vec + (rows_sum(new_items) if rows_sum else self.item_rows(new_items).sum(0))
                     else:
-                        vec = self.item_rows(cur).sum(0, dtype=np.float64)
+                        vec = rows_sum(cur) if rows_sum else self.item_rows(cur).sum(0, dtype=np.float64)
                     prev_set, prev_vec = cur, vec
                     block[r] = self.finish(vec)
             else:
@@ -234,6 +238,69 @@ class ItemKNN(Baseline):
 
     def finish(self, vec: np.ndarray) -> np.ndarray:
         return vec.astype(np.float32)
+
+
+class NeighbourKNN(Baseline):
+    """Item-kNN kept as each item's n nearest items (cosine), not as an items x items matrix.
+
+    The table is ``trainer/covisit.py``'s (exact counts, computed in blocks of items from the sparse
+    interactions), so a catalogue past ``MAX_DENSE_BYTES`` (a shop's 100K items, MovieLens 20M) still gets
+    its strongest cheap yardstick. It scores as ``ItemKNN`` with the same n and no shrinkage: a target's score
+    is the summed similarity of the history items among its n nearest (at a tie on the n-th, ``ItemKNN`` keeps
+    every tied item, this keeps n).
+    """
+
+    name, param_name = "item_knn", "neighbours"
+
+    def __init__(self, neighbours: int = 100):
+        self.neighbours = int(neighbours)
+
+    @classmethod
+    def sweep(cls, users: np.ndarray, items: np.ndarray, n_items: int,
+              neighbours: Sequence[int]) -> List["NeighbourKNN"]:
+        """One model per neighbour count from one table of the most neighbours asked for (rows are sorted)."""
+        from trainer import covisit
+
+        wanted = [int(n) if 0 < int(n) < n_items else max(n_items - 1, 1) for n in neighbours]
+        try:
+            ids, weights = covisit.table(np.asarray(users), np.asarray(items, np.int64),
+                                         np.zeros(len(items), np.int64), n_items, max(wanted))
+        except covisit.TooLarge as e:
+            raise TooLarge(f"item_knn skipped: {e}") from None
+        models = []
+        for given, n in zip(neighbours, wanted):
+            m = cls(int(given))
+            m.n_items = n_items
+            src, m._targets, m._weights = _by_source(ids[1:, :n], weights[1:, :n])
+            m._starts = np.searchsorted(src, np.arange(n_items + 1))
+            models.append(m)
+        return models
+
+    def fit_pairs(self, users: np.ndarray, items: np.ndarray, n_items: int) -> "NeighbourKNN":
+        return self.sweep(users, items, n_items, [self.neighbours])[0]
+
+    def rows_sum(self, items: np.ndarray) -> np.ndarray:
+        """The summed rows of the (never built) kept similarity matrix for these history items."""
+        items = np.asarray(items, np.int64)
+        lo, n = self._starts[items], self._starts[items + 1] - self._starts[items]
+        idx = np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(n.sum())  # each item's edges, concatenated
+        return np.bincount(self._targets[idx], weights=self._weights[idx], minlength=self.n_items)
+
+    def finish(self, vec: np.ndarray) -> np.ndarray:
+        return vec.astype(np.float32)
+
+    def score_matrix(self, x: np.ndarray) -> np.ndarray:
+        return np.stack([self.finish(self.rows_sum(np.flatnonzero(row > 0))) for row in x]) if len(x) else \
+            np.zeros((0, self.n_items), np.float32)
+
+
+def _by_source(ids: np.ndarray, weights: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Neighbour lists (target j -> its nearest items i) as edges sorted by i: (i, j, weight) arrays."""
+    keep = ids >= 0
+    targets = np.broadcast_to(np.arange(len(ids), dtype=np.int32)[:, None], ids.shape)[keep]
+    src = ids[keep]
+    order = np.argsort(src, kind="stable")
+    return src[order], targets[order], weights[keep][order]
 
 
 def _batched_cg(a: np.ndarray, b: np.ndarray, tol: float = 1e-10) -> np.ndarray:
@@ -366,8 +433,10 @@ def prior_items(users: np.ndarray, items: np.ndarray, times: np.ndarray, q_users
 
 
 def tune(kind: str, split: Split, n_items: int, valid_fraction: float = 0.1, metric: str = "recall@50",
-         max_queries: int = 2000, grid: Optional[Sequence] = None, seed: int = 0) -> Dict:
-    """Best grid value on the latest ``valid_fraction`` of train events, fit on the earlier ones."""
+         max_queries: int = 2000, grid: Optional[Sequence] = None, seed: int = 0, lists: bool = False) -> Dict:
+    """Best grid value on the latest ``valid_fraction`` of train events, fit on the earlier ones.
+
+    ``lists``: item-kNN as neighbour lists (``NeighbourKNN``), no dense matrix."""
     t0 = time.time()
     cut = np.quantile(split.times, 1.0 - valid_fraction)
     fit_mask = split.times < cut
@@ -380,12 +449,14 @@ def tune(kind: str, split: Split, n_items: int, valid_fraction: float = 0.1, met
     qsets = prior_items(split.users, split.items, split.times, split.users[valid], split.times[valid])
     targets = split.items[valid].copy()
     targets[[t in s for t, s in zip(targets, qsets)]] = -1  # re-consumption: not a new-item query
-    x = split.matrix(n_items, fit_mask)
     grid = tuple(grid or GRIDS[kind])
     k = int(metric.split("@")[1])
-    if kind in ("ease", "item_knn"):   # one Gram matrix for the whole grid
-        models = BASELINES[kind]().sweep(x, grid)
+    if lists:                          # one neighbour table for the whole grid
+        models = NeighbourKNN.sweep(split.users[fit_mask], split.items[fit_mask], n_items, grid)
+    elif kind in ("ease", "item_knn"):   # one Gram matrix for the whole grid
+        models = BASELINES[kind]().sweep(split.matrix(n_items, fit_mask), grid)
     else:
+        x = split.matrix(n_items, fit_mask)
         models = [BASELINES[kind](**{BASELINES[kind].param_name: g}).fit(x) for g in grid]
     scores = {}
     for g, m in zip(grid, models):
@@ -464,19 +535,32 @@ class OnTrainItems:
 
 
 def fit_tuned(kind: str, split: Split, n_items: int, tune_first: bool = True, **tune_kwargs) -> tuple:
-    """(fitted baseline on the whole train split, tuning record); TooLarge when the data is beyond dense NumPy.
+    """(fitted baseline on the whole train split, tuning record); TooLarge when the data is beyond dense NumPy
+    (item-kNN then comes from neighbour lists instead: ``NeighbourKNN``, ``record["form"]``).
 
     The baseline sees only the items with a train event (``OnTrainItems``); it answers in catalogue indices."""
     active = np.unique(split.items[split.items >= 0])
     position = positions(active, n_items)
     local = Split(split.users, np.where(split.items >= 0, position[np.maximum(split.items, 0)], -1), split.times)
-    check_size(kind, len(np.unique(split.users[split.items >= 0])), len(active))
-    record = tune(kind, local, len(active), **tune_kwargs) if tune_first else {"kind": kind, "best": None}
+    lists = False
+    try:
+        check_size(kind, len(np.unique(split.users[split.items >= 0])), len(active))
+    except TooLarge:
+        if kind != "item_knn":
+            raise
+        lists = True
+    record = (tune(kind, local, len(active), lists=lists, **tune_kwargs) if tune_first
+              else {"kind": kind, "best": None})
     kwargs = {BASELINES[kind].param_name: record["best"]} if record.get("best") is not None else {}
     t0 = time.time()
-    model = BASELINES[kind](**kwargs).fit(local.matrix(len(active)))
+    if lists:
+        ok = local.items >= 0
+        model = NeighbourKNN(**kwargs).fit_pairs(local.users[ok], local.items[ok], len(active))
+    else:
+        model = BASELINES[kind](**kwargs).fit(local.matrix(len(active)))
     record.update({"param": BASELINES[kind].param_name, "best": model.param, "tuned": bool(tune_first),
-                   "fit_seconds": round(time.time() - t0, 1), "items": int(len(active))})
+                   "fit_seconds": round(time.time() - t0, 1), "items": int(len(active)),
+                   "form": "neighbour lists" if lists else "dense"})
     return OnTrainItems(model, active, n_items), record
 
 

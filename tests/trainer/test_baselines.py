@@ -194,8 +194,52 @@ def test_data_beyond_dense_numpy_is_refused_with_the_reason_before_any_matrix_is
     baselines.check_size("ease", 6_040, 3_706)  # MovieLens 1M fits
     split = baselines.Split(np.array(["a", "b"]), np.array([0, 1]), np.array([1, 2]))
     monkeypatch.setattr(baselines, "MAX_DENSE_BYTES", 8)
-    with pytest.raises(baselines.TooLarge, match="item_knn skipped"):
-        baselines.fit_tuned("item_knn", split, 2)
+    with pytest.raises(baselines.TooLarge, match="ease skipped"):
+        baselines.fit_tuned("ease", split, 2)
+    model, rec = baselines.fit_tuned("item_knn", split, 2, tune_first=False)
+    assert rec["form"] == "neighbour lists", "item-kNN is built from neighbour lists instead (next test)"
+
+
+def _taste_log(seed: int, n_users: int = 120, n_items: int = 60, per_user: int = 10):
+    """Two taste groups, each user's items arriving over time (a time split's shape)."""
+    rng = np.random.default_rng(seed)
+    users, items, times = [], [], []
+    for u in range(n_users):
+        pool = np.arange(n_items // 2) + (n_items // 2) * (u % 2)
+        for t, i in enumerate(rng.choice(pool, per_user, replace=False)):
+            users.append(str(u)), items.append(int(i)), times.append(t * 1000 + u)
+    return baselines.Split(np.array(users), np.array(items), np.array(times))
+
+
+def test_item_knn_from_neighbour_lists_scores_as_the_dense_one(monkeypatch):
+    """Past MAX_DENSE_BYTES item-kNN comes from each item's neighbour lists (trainer/covisit.py's table): the
+    same scores as the dense matrix with every neighbour kept, the same n-nearest rule when cut, tuned on the
+    same grid, and never a users x items or items x items matrix."""
+    split = _taste_log(0)
+    n_items = 60
+    x = split.matrix(n_items)
+    queries = [split.items[split.users == str(u)][:n] for u in range(20) for n in (1, 4, 7)]
+    for n in (0, 15):
+        dense = baselines.ItemKNN(n).fit(x)
+        lists = baselines.NeighbourKNN.sweep(split.users, split.items, n_items, [n])[0]
+        xq = baselines.input_matrix(queries, n_items)
+        got, want = lists.score_matrix(xq), dense.score_matrix(xq)
+        if n == 0:
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        else:  # n kept per target: ties at the n-th neighbour may keep fewer here than in the dense matrix
+            assert (got <= want + 1e-5).all() and np.mean(np.isclose(got, want, atol=1e-5)) > 0.9
+            per_target = np.bincount(lists._targets, minlength=n_items)
+            assert per_target.max() <= n
+        order = np.repeat(np.arange(20), 3)
+        np.testing.assert_array_equal(lists.topk(queries, 10, queries, order_key=order),
+                                      np.concatenate([evaluation.top_k_from_scores(got[i:i + 1], 10, [queries[i]])
+                                                      for i in range(len(queries))]))
+
+    monkeypatch.setattr(baselines, "MAX_DENSE_BYTES", 64)  # far below 120 x 60 floats
+    monkeypatch.setattr(baselines.ItemKNN, "sweep", lambda *a, **k: pytest.fail("dense item-kNN built"))
+    model, rec = baselines.fit_tuned("item_knn", split, n_items, grid=(5, 20), metric="recall@10")
+    assert rec["form"] == "neighbour lists" and rec["best"] in (5, 20) and model.neighbours == rec["best"]
+    assert max(rec["grid"].values()) > 0.3, "random is ~0.2: the taste groups are found"
 
 
 @pytest.mark.parametrize("kind", ["ease", "item_knn"])
