@@ -15,9 +15,9 @@ Every baseline scores a query from the set of items the user had **strictly befo
 them and none sees the future. Matrices are dense NumPy (no extra dependency): meant for
 catalogues up to a few tens of thousands of items, which covers MovieLens 100K-1M and the demo.
 Beyond ``MAX_DENSE_BYTES`` item-kNN is built from each item's neighbour lists instead
-(``NeighbourKNN``: the exact cosine table of ``trainer/covisit.py``, computed in blocks, so memory
-follows the interactions), and the others are skipped with the reason (``TooLarge``) rather than
-exhausting memory part-way through an evaluation.
+(``NeighbourKNN``: the exact cosine table of ``trainer/covisit.py``, computed in blocks) and ALS from
+the interactions' positions, so memory follows the interactions; EASE, whose inverse is items x items,
+is skipped with the reason (``TooLarge``) rather than exhausting memory part-way through an evaluation.
 
 ``tune`` picks each baseline's main hyper-parameter on a validation slice of the train split
 (the latest train events by time), never on the evaluation split.
@@ -335,18 +335,19 @@ class ImplicitALS(Baseline):
                  seed: int = 0):
         self.factors, self.reg, self.alpha, self.iterations, self.seed = factors, float(reg), alpha, iterations, seed
 
-    def _solve(self, fixed: np.ndarray, x: np.ndarray, nonzero: Optional[tuple] = None) -> np.ndarray:
-        """Least-squares factors for each row of binary x given the other side's factors.
+    def _solve(self, fixed: np.ndarray, n_rows: int, nonzero: tuple) -> np.ndarray:
+        """Least-squares factors for each of ``n_rows`` rows of a binary matrix given the other side's factors.
 
         Row r solves (F'F + alpha F_r' F_r + reg I) v = (1 + alpha) sum(F_r), F_r = the rows of F
-        that x_r marks (``nonzero``: np.nonzero(x), when the caller solves x repeatedly). Each F_r' F_r is one small BLAS product over that row's non-zeros only (a
-        reduceat over materialised outer products was 70% of the fit), and the solves are one batched
-        call per chunk of rows, so cost follows the interactions, not rows x items.
+        that row r marks (``nonzero``: (rows, cols) of its ones, sorted by row, as np.nonzero gives them).
+        Each F_r' F_r is one small BLAS product over that row's non-zeros only (a reduceat over
+        materialised outer products was 70% of the fit), and the solves are one batched call per chunk of
+        rows, so cost follows the interactions, not rows x items.
         """
         f = fixed.shape[1]
         gram = fixed.T @ fixed + self.reg * np.eye(f)
-        rows, cols = np.nonzero(x) if nonzero is None else nonzero  # row-major: sorted by row
-        out = np.zeros((len(x), f))
+        rows, cols = nonzero
+        out = np.zeros((n_rows, f))
         if rows.size == 0:
             return out
         starts = np.r_[0, np.flatnonzero(rows[1:] != rows[:-1]) + 1]
@@ -364,18 +365,23 @@ class ImplicitALS(Baseline):
         return out
 
     def fit(self, x: np.ndarray) -> "ImplicitALS":
-        self.n_items = x.shape[1]
+        return self.fit_pairs(*np.nonzero(x), *x.shape)
+
+    def fit_pairs(self, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> "ImplicitALS":
+        """From the (user, item) positions of the ones, sorted by user and distinct: no users x items matrix, so
+        a catalogue past ``MAX_DENSE_BYTES`` fits in memory that follows the interactions."""
+        self.n_items = n_items
         rng = np.random.default_rng(self.seed)
-        items = rng.normal(0, 0.01, (x.shape[1], self.factors))
-        by_user, by_item = np.nonzero(x), np.nonzero(np.ascontiguousarray(x.T))
+        factors = rng.normal(0, 0.01, (n_items, self.factors))
+        by_item = np.lexsort((users, items))
         for _ in range(self.iterations):
-            users = self._solve(items, x, by_user)
-            items = self._solve(users, x.T, by_item)
-        self.items = items
+            user_factors = self._solve(factors, n_users, (users, items))
+            factors = self._solve(user_factors, n_items, (items[by_item], users[by_item]))
+        self.items = factors
         return self
 
     def score_matrix(self, x: np.ndarray) -> np.ndarray:
-        return (self._solve(self.items, x) @ self.items.T).astype(np.float32)
+        return (self._solve(self.items, len(x), np.nonzero(x)) @ self.items.T).astype(np.float32)
 
 
 BASELINES = {"ease": EASE, "item_knn": ItemKNN, "als": ImplicitALS}
@@ -392,14 +398,21 @@ class Split:
     items: np.ndarray      # [n] catalogue indices (-1 = not in catalogue)
     times: np.ndarray      # [n] int64
 
-    def matrix(self, n_items: int, mask: Optional[np.ndarray] = None) -> np.ndarray:
+    def pairs(self, n_items: int, mask: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray, int, int]:
+        """(user codes, items, n_users, n_items): the ones of ``matrix`` without building it, sorted by user."""
         u, i = self.users, self.items
         if mask is not None:
             u, i = u[mask], i[mask]
         ok = i >= 0
-        codes = np.unique(u[ok], return_inverse=True)[1].ravel()
-        x = np.zeros((int(codes.max(initial=-1)) + 1, n_items), np.float32)
-        x[codes, i[ok]] = 1.0
+        codes = np.unique(u[ok], return_inverse=True)[1].ravel().astype(np.int64)
+        flat = np.unique(codes * n_items + i[ok])
+        return flat // n_items, flat % n_items, int(codes.max(initial=-1)) + 1, n_items
+
+    def matrix(self, n_items: int, mask: Optional[np.ndarray] = None) -> np.ndarray:
+        """Binary users x items float32 (users in the order of their sorted ids)."""
+        rows, cols, n_users, _ = self.pairs(n_items, mask)
+        x = np.zeros((n_users, n_items), np.float32)
+        x[rows, cols] = 1.0
         return x
 
 
@@ -433,10 +446,11 @@ def prior_items(users: np.ndarray, items: np.ndarray, times: np.ndarray, q_users
 
 
 def tune(kind: str, split: Split, n_items: int, valid_fraction: float = 0.1, metric: str = "recall@50",
-         max_queries: int = 2000, grid: Optional[Sequence] = None, seed: int = 0, lists: bool = False) -> Dict:
+         max_queries: int = 2000, grid: Optional[Sequence] = None, seed: int = 0, sparse: bool = False) -> Dict:
     """Best grid value on the latest ``valid_fraction`` of train events, fit on the earlier ones.
 
-    ``lists``: item-kNN as neighbour lists (``NeighbourKNN``), no dense matrix."""
+    ``sparse``: no dense matrix (past ``MAX_DENSE_BYTES``): item-kNN as neighbour lists (``NeighbourKNN``),
+    ALS from the interactions' positions."""
     t0 = time.time()
     cut = np.quantile(split.times, 1.0 - valid_fraction)
     fit_mask = split.times < cut
@@ -451,8 +465,11 @@ def tune(kind: str, split: Split, n_items: int, valid_fraction: float = 0.1, met
     targets[[t in s for t, s in zip(targets, qsets)]] = -1  # re-consumption: not a new-item query
     grid = tuple(grid or GRIDS[kind])
     k = int(metric.split("@")[1])
-    if lists:                          # one neighbour table for the whole grid
+    if sparse and kind == "item_knn":  # one neighbour table for the whole grid
         models = NeighbourKNN.sweep(split.users[fit_mask], split.items[fit_mask], n_items, grid)
+    elif sparse:
+        pairs = split.pairs(n_items, fit_mask)
+        models = [BASELINES[kind](**{BASELINES[kind].param_name: g}).fit_pairs(*pairs) for g in grid]
     elif kind in ("ease", "item_knn"):   # one Gram matrix for the whole grid
         models = BASELINES[kind]().sweep(split.matrix(n_items, fit_mask), grid)
     else:
@@ -467,6 +484,8 @@ def tune(kind: str, split: Split, n_items: int, valid_fraction: float = 0.1, met
             "metric": metric, "valid_queries": int((targets >= 0).sum()), "seconds": round(time.time() - t0, 1)}
 
 
+# past MAX_DENSE_BYTES: how a baseline is built without a dense matrix (EASE's inverse is items x items: skipped)
+SPARSE_FORMS = {"item_knn": "neighbour lists", "als": "sparse interactions"}
 MAX_DENSE_BYTES = 4 << 30  # the largest dense float32 matrix a baseline may build (users x items or items^2)
 
 
@@ -535,32 +554,34 @@ class OnTrainItems:
 
 
 def fit_tuned(kind: str, split: Split, n_items: int, tune_first: bool = True, **tune_kwargs) -> tuple:
-    """(fitted baseline on the whole train split, tuning record); TooLarge when the data is beyond dense NumPy
-    (item-kNN then comes from neighbour lists instead: ``NeighbourKNN``, ``record["form"]``).
+    """(fitted baseline on the whole train split, tuning record); past dense NumPy, item-kNN and ALS are built
+    sparse (``SPARSE_FORMS``, ``record["form"]``) and EASE raises TooLarge.
 
     The baseline sees only the items with a train event (``OnTrainItems``); it answers in catalogue indices."""
     active = np.unique(split.items[split.items >= 0])
     position = positions(active, n_items)
     local = Split(split.users, np.where(split.items >= 0, position[np.maximum(split.items, 0)], -1), split.times)
-    lists = False
+    sparse = False
     try:
         check_size(kind, len(np.unique(split.users[split.items >= 0])), len(active))
     except TooLarge:
-        if kind != "item_knn":
+        if kind not in SPARSE_FORMS:
             raise
-        lists = True
-    record = (tune(kind, local, len(active), lists=lists, **tune_kwargs) if tune_first
+        sparse = True
+    record = (tune(kind, local, len(active), sparse=sparse, **tune_kwargs) if tune_first
               else {"kind": kind, "best": None})
     kwargs = {BASELINES[kind].param_name: record["best"]} if record.get("best") is not None else {}
     t0 = time.time()
-    if lists:
+    if sparse and kind == "item_knn":
         ok = local.items >= 0
         model = NeighbourKNN(**kwargs).fit_pairs(local.users[ok], local.items[ok], len(active))
+    elif sparse:
+        model = BASELINES[kind](**kwargs).fit_pairs(*local.pairs(len(active)))
     else:
         model = BASELINES[kind](**kwargs).fit(local.matrix(len(active)))
     record.update({"param": BASELINES[kind].param_name, "best": model.param, "tuned": bool(tune_first),
                    "fit_seconds": round(time.time() - t0, 1), "items": int(len(active)),
-                   "form": "neighbour lists" if lists else "dense"})
+                   "form": SPARSE_FORMS[kind] if sparse else "dense"})
     return OnTrainItems(model, active, n_items), record
 
 

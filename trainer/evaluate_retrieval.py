@@ -112,7 +112,7 @@ def evaluate(version_dir: str, query_fn: Callable, item_vectors: np.ndarray, cat
             tops[kind] = model.topk(eq.prior, kmax, exclude, catalogue.size, order_key=eq.users)
             rec["seconds_total"] = round(time.time() - t0, 1)
             tuning[kind] = rec
-            form = " as neighbour lists (past the dense limit)" if rec.get("form") == "neighbour lists" else ""
+            form = f" ({rec['form']}: past the dense limit)" if rec.get("form", "dense") != "dense" else ""
             print(f"[evaluate] {kind}: {rec.get('param') or 'param'}={rec.get('best')}{form} "
                   f"({rec['seconds_total']:.1f}s)", flush=True)
     results = {}

@@ -196,8 +196,8 @@ def test_data_beyond_dense_numpy_is_refused_with_the_reason_before_any_matrix_is
     monkeypatch.setattr(baselines, "MAX_DENSE_BYTES", 8)
     with pytest.raises(baselines.TooLarge, match="ease skipped"):
         baselines.fit_tuned("ease", split, 2)
-    model, rec = baselines.fit_tuned("item_knn", split, 2, tune_first=False)
-    assert rec["form"] == "neighbour lists", "item-kNN is built from neighbour lists instead (next test)"
+    for kind, form in (("item_knn", "neighbour lists"), ("als", "sparse interactions")):  # the next two tests
+        assert baselines.fit_tuned(kind, split, 2, tune_first=False)[1]["form"] == form
 
 
 def _taste_log(seed: int, n_users: int = 120, n_items: int = 60, per_user: int = 10):
@@ -239,6 +239,18 @@ def test_item_knn_from_neighbour_lists_scores_as_the_dense_one(monkeypatch):
     monkeypatch.setattr(baselines.ItemKNN, "sweep", lambda *a, **k: pytest.fail("dense item-kNN built"))
     model, rec = baselines.fit_tuned("item_knn", split, n_items, grid=(5, 20), metric="recall@10")
     assert rec["form"] == "neighbour lists" and rec["best"] in (5, 20) and model.neighbours == rec["best"]
+    assert max(rec["grid"].values()) > 0.3, "random is ~0.2: the taste groups are found"
+
+
+def test_als_from_the_interactions_positions_equals_the_dense_fit(monkeypatch):
+    split = _taste_log(1)
+    dense = baselines.ImplicitALS(factors=8, iterations=3).fit(split.matrix(60))
+    pairs = baselines.ImplicitALS(factors=8, iterations=3).fit_pairs(*split.pairs(60))
+    np.testing.assert_array_equal(pairs.items, dense.items)
+    monkeypatch.setattr(baselines, "MAX_DENSE_BYTES", 64)
+    monkeypatch.setattr(baselines.ImplicitALS, "fit", lambda *a, **k: pytest.fail("users x items matrix built"))
+    model, rec = baselines.fit_tuned("als", split, 60, metric="recall@10")
+    assert rec["form"] == "sparse interactions" and model.reg == rec["best"]
     assert max(rec["grid"].values()) > 0.3, "random is ~0.2: the taste groups are found"
 
 
