@@ -295,8 +295,9 @@ def fit_baselines(trained, kinds: Sequence[str], log: Callable[[str], None], tag
         except baselines.TooLarge as e:
             log(f"[{tag}] {e}")
             continue
+        form = f", {rec['form']}" if rec.get("form", "dense") != "dense" else ""
         log(f"[{tag}] {kind}: {rec.get('param')}={rec.get('best')} (tuned in {rec.get('seconds', 0):.0f} s, "
-            f"fit {rec['fit_seconds']:.0f} s)")
+            f"fit {rec['fit_seconds']:.0f} s{form})")
         out[kind] = (model, rec)
     return out
 
