@@ -638,9 +638,14 @@ def demo(cfg: Config, data_dir: Optional[str] = None, is_quick: bool = False) ->
 
     write_json(join(cfg.run_dir, "demo_summary.json"), summary)
     steps.log(f"[demo] ScaNN vs brute-force top-10 overlap for {user}: {overlap:.1f}")
+    from serving.client import query_command
+
+    served = "recommend" if "recommend" in paths else "retrieval"
+    ask = query_command(served, request)
     steps.log(f"[demo] done in {wall:.0f}s; models under {cfg.model_base_path}\n"
-              f"       serve them: recsys serve --model_name retrieval "
-              f"--model_base_path {os.path.dirname(paths['scann'])}")
+              f"       serve one: recsys serve --model_name {served} "
+              f"--model_base_path {os.path.dirname(paths[served])}"
+              + (f"\n       then ask it over gRPC what it answered above for {user}:\n       {ask}" if ask else ""))
     return 0
 
 

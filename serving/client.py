@@ -324,6 +324,40 @@ def build_query_inputs(signature: dict, user: str, *, k: Optional[int] = None, t
     return out
 
 
+def query_command(model: str, request: Dict[str, np.ndarray]) -> Optional[str]:
+    """The `recsys query` line that sends this one-row raw request to a served ``model`` (``build_query_inputs``'s
+    inverse): without it the client sends no history, the time now and made-up history times, so a served
+    model's answer would differ from the one a caller saw in-process. None when a value cannot be written as a
+    flag (a comma inside a list value)."""
+    import shlex
+
+    from preprocessing import schema
+
+    def text(v) -> str:
+        v = v.decode("utf-8") if isinstance(v, (bytes, np.bytes_)) else v
+        return repr(float(v)) if isinstance(v, (float, np.floating)) else str(v)
+
+    args = ["recsys", "query", "--model", model]
+    for name, value in request.items():
+        row = np.asarray(value)[0]
+        col = schema.COLUMNS.get(name)
+        if name == "user_id":
+            args += ["--user", text(row)]
+        elif name == "timestamp":
+            args += ["--timestamp", str(int(row))]
+        elif np.ndim(row) == 1:  # a list feature, left-padded as the client pads it
+            values = [text(v) for v in row]
+            if any("," in v for v in values):
+                return None
+            if name == "history_item_ids":
+                args += ["--history", ",".join(v for v in values if v)]
+            else:
+                args += ["--feature", f"{name}={','.join(values)}"]
+        elif col is None or text(row) != text(col.default):
+            args += ["--feature", f"{name}={text(row)}"]
+    return " ".join(shlex.quote(a) for a in args)
+
+
 def _to_array(value: Any, dtype: str) -> np.ndarray:
     if dtype == "string":
         return codec.to_string_array(np.asarray(value, dtype=object))

@@ -70,3 +70,41 @@ def test_query_ranking_gets_candidates_from_retrieval(server, capsys):
                  "--num_candidates", "3", "--address", server.grpc_address]) == 0
     rows = [line.split() for line in capsys.readouterr().out.strip().splitlines()[2:]]
     assert sorted(r[1] for r in rows) == ["u-0", "u-1", "u-2"]
+
+
+def test_query_command_sends_exactly_the_request_it_was_built_from():
+    """The demo prints this line so the served model can be asked what it answered in-process: parsed by the
+    client's own parser and filled by build_query_inputs, it gives back every array of the request."""
+    import shlex
+
+    from serving.client import build_parser, query_command
+
+    width = 5
+    request = {
+        "user_id": np.array(["usér 7"], object),
+        "timestamp": np.array([1498029445], np.int64),
+        "device": np.array(["tablet"], object),            # not the schema default: sent
+        "user_country": np.array(["unknown"], object),     # the default: left to the client
+        "history_item_ids": np.array([["", "", "m1", "Amélie", "m3"]], object),
+        "history_ts": np.array([[0, 0, 1489536946, 1489536951, 1489548480]], np.int64),
+        "history_ratings": np.array([[0.0, 0.0, 3.5, 0.30000001192092896, 4.0]], np.float32),
+    }
+    line = query_command("recommend", request)
+    assert "--feature user_country" not in line and "--feature device=tablet" in line
+    argv = shlex.split(line)
+    assert argv[:4] == ["recsys", "query", "--model", "recommend"]
+    args = build_parser().parse_args(argv[2:])
+    dtypes = {np.dtype(object): "string", np.dtype(np.int64): "int64", np.dtype(np.float32): "float32"}  # as TF names them
+    sig = {"inputs": {n: {"dtype": dtypes[a.dtype], "shape": [-1] + ([width] if a.ndim == 2 else [])}
+                      for n, a in request.items()}}
+    got = build_query_inputs(sig, args.user, timestamp=args.timestamp,
+                             history=[h for h in args.history.split(",") if h],
+                             features=dict(f.split("=", 1) for f in args.feature))
+    assert set(got) == set(request)
+    for name, want in request.items():
+        have = got[name]
+        if want.dtype == object:
+            have = np.vectorize(lambda v: v.decode("utf-8") if isinstance(v, bytes) else v, otypes=[object])(have)
+        np.testing.assert_array_equal(have, want, err_msg=name)
+        assert have.dtype == want.dtype or want.dtype == object, name
+    assert query_command("m", {**request, "history_item_ids": np.array([["", "", "a,b", "c", "d"]], object)}) is None
