@@ -235,23 +235,25 @@ def write_bytes(path: str, data: bytes, atomic: bool = False) -> str:
     """Writes ``data`` to ``path`` (parents created). ``atomic``: readers see the old file or the whole new
     one (a temporary sibling, fsynced locally, then renamed over the target). Local paths do not import
     TensorFlow (the CLI's report and simulate commands do not load it)."""
-    tmp = path + ".tmp"
     if is_local(path):
         target = _local(path)
         os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
-        with open(_local(tmp) if atomic else target, "wb") as f:
+        with open(target + ".tmp" if atomic else target, "wb") as f:
             f.write(data)
             if atomic:
                 f.flush()
                 os.fsync(f.fileno())
         if atomic:
-            os.replace(_local(tmp), target)
+            os.replace(target + ".tmp", target)
         return path
     makedirs(_parent(path))
-    with _gfile().GFile(tmp if atomic else path, "wb") as f:
+    if not atomic:
+        with _gfile().GFile(path, "wb") as f:
+            f.write(data)
+        return path
+    with _gfile().GFile(path + ".tmp", "wb") as f:
         f.write(data)
-    if atomic:
-        _gfile().rename(tmp, path, overwrite=True)
+    _gfile().rename(path + ".tmp", path, overwrite=True)
     return path
 
 
