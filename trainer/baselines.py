@@ -33,6 +33,7 @@ import numpy as np
 from trainer import evaluation
 
 _ROWS = 2048  # queries scored per block (bounds the [rows, n_items] temporaries)
+_CELLS = 1 << 25  # and at most this many scores per block (128 MiB of float32): fewer rows for large catalogues
 
 
 def input_matrix(item_sets: Sequence[np.ndarray], n_items: int, rows: Optional[np.ndarray] = None) -> np.ndarray:
@@ -98,8 +99,9 @@ class Baseline:
             order = np.arange(n)
         out = np.empty((n, min(k, n_items)), np.int64)
         prev_set, prev_vec = None, None
-        for s in range(0, n, _ROWS):
-            rows = order[s:s + _ROWS]
+        step = max(1, min(_ROWS, _CELLS // max(n_items, 1)))
+        for s in range(0, n, step):
+            rows = order[s:s + step]
             if linear:
                 block = np.empty((len(rows), n_items), np.float32)
                 for r, i in enumerate(rows):

@@ -294,3 +294,16 @@ def test_baselines_fit_on_the_items_the_log_has_and_answer_in_catalogue_indices(
     full = model.score_matrix(x)
     np.testing.assert_allclose(full[:, sold], ref.score_matrix(x[:, sold]), rtol=1e-5, atol=1e-6)
     assert np.isneginf(np.delete(full, sold, axis=1)).all()
+
+
+@pytest.mark.parametrize("kind", ["ease", "item_knn", "als", "neighbours"])
+def test_large_catalogues_are_scored_in_fewer_rows_per_block_with_the_same_answers(kind, monkeypatch):
+    split = _taste_log(2)
+    x = split.matrix(60)
+    model = (baselines.NeighbourKNN(20).fit_pairs(split.users, split.items, 60) if kind == "neighbours" else
+             baselines.EASE(10.0, 1).fit(x) if kind == "ease" else baselines.BASELINES[kind]().fit(x))
+    queries = [split.items[split.users == str(u)][:n] for u in range(30) for n in (2, 5)]
+    order = np.repeat(np.arange(30), 2)
+    whole = model.topk(queries, 10, queries, 60, order_key=order)
+    monkeypatch.setattr(baselines, "_CELLS", 60 * 7)  # 7 queries per block
+    np.testing.assert_array_equal(model.topk(queries, 10, queries, 60, order_key=order), whole)
