@@ -39,7 +39,7 @@ setup(
     version="0.1.0",
     description=__doc__,
     python_requires="==3.11.*",
-    packages=find_packages(include=["tfenv", "recsys*", "preprocessing*", "trainer*", "serving*", "pipelines*", "benchmarks*"]),
+    packages=find_packages(include=["tfenv", "recsys*", "preprocessing*", "trainer*", "serving*", "contracts*", "pipelines*", "benchmarks*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["recsys=recsys.cli:run"]},

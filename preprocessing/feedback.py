@@ -15,7 +15,7 @@ letters ``{"reason": ..., "text": ...}`` with a one-line reason, as for the othe
 
 Why here (preprocessing) and not in trainer: like the interactions table, events are raw input
 that is validated, dead-lettered and turned into training rows before any model sees them; the
-join reads the request log through serving/request_log.py's reader (a data dependency on the log
+join reads the request log through contracts/prediction_log.py's reader (a data dependency on the log
 format, not on the server), and nothing here imports the CLI.
 
 The join keys an event to the served list by (request id, item id) -- and the user when the
@@ -287,7 +287,7 @@ def _apply(labels: Dict[str, Any], event: Mapping[str, Any]) -> None:
 
 def join(served_rows: Iterable[Mapping[str, Any]], events: Iterable[Mapping[str, Any]],
          bias: Optional[PositionBias] = None) -> Joined:
-    """Training examples from served items (serving/request_log.served_item_rows) and events.
+    """Training examples from served items (contracts/prediction_log.served_item_rows) and events.
 
     An event joins the shown item with the same request id and item id (and the same user,
     when the logged request had one). Events with no request id, whose request is not in the
@@ -349,11 +349,11 @@ def join_logs(log_prefixes: Union[str, Sequence[str]], events: Iterable[Mapping[
     With ``estimate_bias``, propensities come from ``estimate_position_bias`` on the joined clicks
     (ranks lacking evidence keep the prior); otherwise the given ``bias`` or the power-law prior.
     """
-    from serving import request_log  # TensorFlow + TF Serving protos: only when logs are read
+    from contracts import prediction_log  # TensorFlow + TF Serving protos: only when logs are read
 
     prefixes = [log_prefixes] if isinstance(log_prefixes, str) else list(log_prefixes)
     rows = [with_policy(r) for p in prefixes
-            for r in request_log.served_item_rows(p, extra_outputs=POLICY_OUTPUTS, **reader_kwargs)]
+            for r in prediction_log.served_item_rows(p, extra_outputs=POLICY_OUTPUTS, **reader_kwargs)]
     events = list(events)
     joined = join(rows, events, bias)
     if estimate_bias:

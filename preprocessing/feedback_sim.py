@@ -62,7 +62,7 @@ def relevance(truth: Mapping[str, Any], user_id: str, item_ids: Sequence[str], m
 
 def simulate_events(served: Iterable[Any], truth: Mapping[str, Any], *, bias: Optional[PositionBias] = None,
                     model: UserModel = UserModel(), seed: int = 0, delay_s: int = 30) -> List[Dict[str, Any]]:
-    """Events (feedback.py's table) for served lists (serving/request_log.ServedList, or dicts with
+    """Events (feedback.py's table) for served lists (contracts/prediction_log.ServedList, or dicts with
     request_id, user_id, timestamp and items as (rank, item_id) pairs)."""
     rng = np.random.default_rng(seed)
     events: List[Dict[str, Any]] = []
@@ -100,13 +100,12 @@ def write_served_log(path: str, lists: Iterable[Mapping[str, Any]], model_name: 
     Each list: {"request_id", "user_id", "timestamp" (s), "item_ids": [...], optional "scores": [...],
     optional "outputs": {name: values} (more response tensors, e.g. the explore signature's propensities)
     and "signature_name"}.
-    ``path`` should end in ``.tfrecord`` (serving/request_log.log_files reads it as it is).
+    ``path`` should end in ``.tfrecord`` (contracts/prediction_log.log_files reads it as it is).
     """
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
-    from serving import codec
-    from serving.request_logging import serialize_record
+    from contracts.prediction_log import serialize_record
 
     with tf.io.TFRecordWriter(path) as w:
         for s in lists:
@@ -119,12 +118,12 @@ def write_served_log(path: str, lists: Iterable[Mapping[str, Any]], model_name: 
             md.timestamp_secs = int(s["timestamp"])
             req, resp = plog.predict_log.request, plog.predict_log.response
             req.model_spec.name = model_name
-            codec.ndarray_to_proto(np.array([s["user_id"]], dtype=object), req.inputs["user_id"])
-            codec.ndarray_to_proto(np.array([s["item_ids"]], dtype=object), resp.outputs["item_ids"])
+            req.inputs["user_id"].CopyFrom(tf.make_tensor_proto(np.array([s["user_id"]], dtype=object)))
+            resp.outputs["item_ids"].CopyFrom(tf.make_tensor_proto(np.array([s["item_ids"]], dtype=object)))
             scores = s.get("scores") or [float(-k) for k in range(len(s["item_ids"]))]
-            codec.ndarray_to_proto(np.array([scores], dtype=np.float32), resp.outputs["scores"])
+            resp.outputs["scores"].CopyFrom(tf.make_tensor_proto(np.array([scores], dtype=np.float32)))
             for name, values in (s.get("outputs") or {}).items():
-                codec.ndarray_to_proto(np.asarray(values)[None], resp.outputs[name])
+                resp.outputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(values)[None]))
             w.write(serialize_record(plog, s["request_id"], int(float(s["timestamp"]) * 1e6)))
     return path
 

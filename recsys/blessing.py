@@ -66,7 +66,7 @@ def latest_versions(base_path: str, names: Sequence[str]) -> Dict[str, int]:
     """The newest complete version of each model under ``base_path`` (absent models left out), as the
     server discovers them (``serving.models.list_versions``) and judges them (the completion marker)."""
     from recsys import fileio
-    from serving import completion
+    from contracts import completion
     from serving.models import list_versions
 
     out = {}

@@ -143,7 +143,7 @@ def serve_round(client, model: str, reqs: Dict[str, Dict[str, np.ndarray]], log_
     ``explore`` half (``policy_of``) call the explore signature; their lists keep the logged propensities,
     greedy list, explored flag and epsilon (``outputs``), which the round's slice of the log carries too."""
     from preprocessing import feedback_sim
-    from serving import request_log
+    from contracts import prediction_log
 
     for label in (labels or {None: None}):
         if explore and SIGNATURES["explore"] not in client.metadata(model, label):
@@ -162,7 +162,7 @@ def serve_round(client, model: str, reqs: Dict[str, Dict[str, np.ndarray]], log_
     wanted = set(reqs)
     deadline = time.monotonic() + 30
     while True:  # the logger writes off the request path: wait until the round's records are on disk
-        lists = [s for s in request_log.read_served_lists(log_prefix)
+        lists = [s for s in prediction_log.read_served_lists(log_prefix)
                  if s.user_id in wanted and s.version == versions[s.user_id]
                  and int(s.inputs.get("timestamp", -1)) == at_ts]
         if len({s.user_id for s in lists}) >= len(wanted) or time.monotonic() > deadline:
@@ -173,7 +173,7 @@ def serve_round(client, model: str, reqs: Dict[str, Dict[str, np.ndarray]], log_
                "item_ids": [i.item_id for i in s.items][:k], "scores": [float(i.score) for i in s.items][:k]}
               for s in last.values()]
     if explore:
-        logged = {r.request_id: r for r in request_log.read_requests(log_prefix)
+        logged = {r.request_id: r for r in prediction_log.read_requests(log_prefix)
                   if r.request_id in {s["request_id"] for s in served}}
         for s in served:
             r = logged[s["request_id"]]

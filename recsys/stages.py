@@ -182,9 +182,9 @@ def raw_data(uri: str) -> af.RawData:
 def feedback_files(logs: Sequence[str], events: Sequence[str]) -> list:
     """What identifies feedback input beyond its locations (logs grow under one prefix): each request log
     and events file's name, size and mtime. A one-line error when there are none."""
-    from serving import request_log
+    from contracts import prediction_log
 
-    log_files = sorted({f for p in logs for f in request_log.log_files(p)})
+    log_files = sorted({f for p in logs for f in prediction_log.log_files(p)})
     if not log_files:
         raise FileNotFoundError(f"no request log files for {list(logs)} (give TF Serving's filename_prefix "
                                 f"or .tfrecord paths)")

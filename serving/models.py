@@ -23,8 +23,8 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from contracts import completion
 from recsys import fileio
-from serving import completion
 from serving.batching import Batcher
 from serving.config_validation import validate_config
 from serving.errors import INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, ServingError, as_serving_error

@@ -19,7 +19,7 @@ so a crash loses only what was still queued; files rotate by size and age.
 
 Beyond TF Serving, and invisible to its readers: the request id (``x-request-id``) and a
 microsecond timestamp ride in LogMetadata fields 1001/1002, which standard PredictionLog
-parsers keep as unknown fields (see ``SIDECAR``). LogMetadata has no request-id field, and
+parsers keep as unknown fields (see ``contracts.prediction_log.SIDECAR``). LogMetadata has no request-id field, and
 ``request_origin`` means something else to TF Serving (attribute sampling).
 
 What OSS TF Serving does with the same config: ServerCore builds its ServerRequestLogger
@@ -41,11 +41,11 @@ import uuid
 from typing import Callable, Dict, Optional, Sequence
 
 import tensorflow as tf
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from prometheus_client import Counter
 from tensorflow_serving.apis import logging_pb2, prediction_log_pb2
 from tensorflow_serving.config import logging_config_pb2, model_server_config_pb2
 
+from contracts.prediction_log import RECORD_SUFFIX, file_base, serialize_record
 from serving import codec
 from serving.errors import INVALID_ARGUMENT, ServingError
 from serving.metrics import PREFIX
@@ -55,8 +55,6 @@ log = logging.getLogger("serving.request_log")
 COLLECTOR_TYPES = ("tfrecord",)  # log_collector_config.type values this server can write
 REQUEST_ID_HEADER = "x-request-id"  # gRPC metadata key; REST header X-Request-Id
 MAX_REQUEST_ID_CHARS = 128
-RECORD_SUFFIX = ".tfrecord"
-_DEFAULT_BASENAME = "prediction_log"  # for a filename_prefix that names a directory ("logs/")
 
 
 @dataclasses.dataclass
@@ -67,37 +65,6 @@ class RequestLogOptions:
     max_file_bytes: int = 64 << 20   # rotate after this many bytes ...
     max_file_seconds: float = 600.0  # ... or once a file is this old
     max_batch: int = 256             # records written between flushes
-
-
-# ---------------------------------------------------------------- the sidecar fields
-def _sidecar_classes():
-    """LogMetadata fields 1001 (request_id) and 1002 (timestamp_micros), as a separate tiny proto.
-
-    Appending ``PredictionLogExtras`` bytes to a serialized PredictionLog merges them into its
-    log_metadata (protobuf merges repeated occurrences of a message field); parsing the record
-    as ``PredictionLogExtras`` reads them back and skips everything else.
-    """
-    fdp = descriptor_pb2.FileDescriptorProto(name="recsys_serving_request_log.proto", package="recsys.serving")
-    meta = fdp.message_type.add(name="LogMetadataExtras")
-    T = descriptor_pb2.FieldDescriptorProto
-    meta.field.add(name="request_id", number=1001, type=T.TYPE_STRING, label=T.LABEL_OPTIONAL)
-    meta.field.add(name="timestamp_micros", number=1002, type=T.TYPE_INT64, label=T.LABEL_OPTIONAL)
-    outer = fdp.message_type.add(name="PredictionLogExtras")
-    outer.field.add(name="log_metadata", number=1, type=T.TYPE_MESSAGE, label=T.LABEL_OPTIONAL,
-                    type_name=".recsys.serving.LogMetadataExtras")
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("recsys.serving.PredictionLogExtras"))
-
-
-SIDECAR = _sidecar_classes()
-
-
-def serialize_record(plog: prediction_log_pb2.PredictionLog, request_id: str, timestamp_micros: int) -> bytes:
-    extras = SIDECAR()
-    extras.log_metadata.request_id = request_id
-    extras.log_metadata.timestamp_micros = timestamp_micros
-    return plog.SerializeToString() + extras.SerializeToString()
 
 
 # ---------------------------------------------------------------- config
@@ -125,14 +92,6 @@ def logging_configs(config: model_server_config_pb2.ModelServerConfig) -> Dict[s
 def validate_config_logging(config: model_server_config_pb2.ModelServerConfig) -> None:
     for name, cfg in logging_configs(config).items():
         validate_logging_config(name, cfg)
-
-
-def file_base(filename_prefix: str) -> str:
-    """The path every log file name starts with (a relative prefix is resolved against the working dir)."""
-    prefix = filename_prefix
-    if "://" not in prefix:
-        prefix = os.path.abspath(prefix) + (os.sep if prefix.endswith(("/", os.sep)) else "")
-    return prefix + _DEFAULT_BASENAME if prefix.endswith(("/", os.sep)) else prefix
 
 
 def check_request_id(value: str) -> str:

@@ -22,6 +22,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
+from contracts.warmup import WARMUP_FILE
 from serving import codec
 from serving.json_codec import check_batch_sizes
 from serving import tf1_loader
@@ -35,7 +36,6 @@ CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 CLASSIFY_INPUTS = "inputs"  # also the regression input key
 REGRESS_OUTPUTS = "outputs"
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
 
 _custom_ops_lock = threading.Lock()
@@ -446,23 +446,3 @@ def _function_runner(fn: Callable, sig_def: meta_graph_pb2.SignatureDef) -> Call
         return {k: np.asarray(result[k]) for k in (outputs or result)}
 
     return run
-
-
-def write_warmup_requests(export_dir: str, model_name: str, batches: Sequence[Dict[str, np.ndarray]],
-                          signature_names: Sequence[str] = (DEFAULT_SIGNATURE,)) -> str:
-    """Writes assets.extra/tf_serving_warmup_requests (PredictionLog TFRecords) that TF Serving and this server
-    replay: each batch once per signature named (each signature is its own function; an unwarmed one pays its
-    first call on a user's request). Any filesystem tf.io.gfile supports."""
-    path = os.path.join(export_dir, WARMUP_FILE)
-    tf.io.gfile.makedirs(os.path.dirname(path))
-    with tf.io.TFRecordWriter(path) as w:
-        for inputs in batches:
-            entry = prediction_log_pb2.PredictionLog()
-            req = entry.predict_log.request
-            req.model_spec.name = model_name
-            for k, v in inputs.items():
-                codec.ndarray_to_proto(np.asarray(v), req.inputs[k])
-            for signature_name in signature_names:  # the inputs are converted once
-                req.model_spec.signature_name = signature_name
-                w.write(entry.SerializeToString())
-    return path

@@ -52,7 +52,7 @@ def write_toy_model(base_path: str, version: int, *, k: int = 5, model_name: str
     import numpy as np
     import tensorflow as tf
 
-    from serving.servable import write_warmup_requests
+    from contracts.warmup import write_warmup_requests
 
     class Toy(tf.Module):
         def __init__(self):
@@ -100,9 +100,9 @@ def write_toy_model(base_path: str, version: int, *, k: int = 5, model_name: str
 
 # ---------------------------------------------------------------- TF Serving's test models, made here
 def _mark_complete(path: str) -> str:
-    """Writes the completion marker (serving/completion.py) so the server loads the version at once."""
+    """Writes the completion marker (contracts/completion.py) so the server loads the version at once."""
     try:
-        from serving.completion import write_marker
+        from contracts.completion import write_marker
     except ImportError:  # older checkouts: versions load without one
         return path
     write_marker(path)

@@ -130,10 +130,11 @@ def build_index(kind: str, item_ids: Optional[np.ndarray], item_vectors: np.ndar
 
 def write_warmup(version_dir: str, model_name: str, example: Dict[str, np.ndarray],
                  signature_names: Sequence[str] = ("serving_default",)) -> str:
-    """assets.extra/tf_serving_warmup_requests: ``example`` once per signature (the server's own writer)."""
-    from serving import servable  # only here: the trainer needs no server (nor gRPC) at import
+    """assets.extra/tf_serving_warmup_requests: ``example`` once per signature (contracts/warmup.py, the records
+    TF Serving and the server replay at load)."""
+    from contracts.warmup import write_warmup_requests
 
-    return servable.write_warmup_requests(version_dir, model_name, [example], signature_names)
+    return write_warmup_requests(version_dir, model_name, [example], signature_names)
 
 
 def _signatures_only():

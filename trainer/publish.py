@@ -2,7 +2,7 @@
 
 Every model version is saved under ``<base>/<name>/.tmp-<version>-<pid>`` (servers ignore names
 that are not integers; on object stores the name also carries the host, ``-<host>``), completed
-with ``serving.completion``'s marker (written last), and then moved to ``<base>/<name>/<version>``:
+with ``contracts.completion``'s marker (written last), and then moved to ``<base>/<name>/<version>``:
 
 - local disks (and HDFS): one ``rename``, atomic.
 - object stores (gs://, s3://, ..., and TensorFlow's ram://), where a directory "rename" is a copy
@@ -30,8 +30,8 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator, List, Optional, Tuple
 
+from contracts import completion
 from recsys import fileio
-from serving import completion
 
 log = logging.getLogger("trainer.publish")
 

@@ -94,3 +94,23 @@ def test_serving_image_is_the_scann_projects_tf_serving_and_runs_non_root():
     # the k8s CPU tier's image tag names the base it is built from
     kust = open(os.path.join(ROOT, "k8s", "base", "kustomization.yaml")).read()
     assert f"newTag: {base.split(':')[1]}-recsys" in kust
+
+
+def _installed_packages():
+    """The top-level packages setup.py installs (its find_packages include list)."""
+    text = open(os.path.join(ROOT, "setup.py")).read()
+    include = re.search(r"find_packages\(include=\[([^\]]*)\]", text).group(1)
+    return sorted({p.strip().strip("\"'").rstrip("*") for p in include.split(",") if p.strip()})
+
+
+def test_project_image_copies_every_installed_package():
+    """A package setup.py installs but the image leaves out (or its .dockerignore hides) installs nothing, and
+    every import of it fails only when the image runs (tfenv once did, and every package imports it)."""
+    steps = instructions(os.path.join(DOCKER, "Dockerfile.recsys"))
+    copied = {src.rstrip("/") for w, r in steps if w == "COPY" and "--from" not in r for src in r.split()[:-1]}
+    ignore = open(os.path.join(DOCKER, "Dockerfile.recsys.dockerignore")).read().split()
+    packages = _installed_packages()
+    assert {"tfenv", "recsys", "contracts", "serving"} <= set(packages)
+    for package in packages:
+        assert package in copied, f"Dockerfile.recsys does not COPY {package}/"
+        assert f"!{package}/" in ignore, f"Dockerfile.recsys.dockerignore hides {package}/"

@@ -1,7 +1,7 @@
 """Events table, position bias and the request-log x events join, on hand-checkable rows.
 
 The logs are real PredictionLog TFRecords (written as ``recsys serve`` writes them) read back
-with serving/request_log.py, so the join is tested on the format the server produces.
+with contracts/prediction_log.py, so the join is tested on the format the server produces.
 """
 import gzip
 import json

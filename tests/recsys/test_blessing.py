@@ -73,7 +73,7 @@ def test_history_is_fitted_to_the_signature_length():
 
 
 def test_latest_versions_skip_incomplete_and_non_integer(tmp_path):
-    from serving import completion
+    from contracts import completion
 
     for v in ("1", "3", ".tmp-4-1", "x"):
         os.makedirs(tmp_path / "retrieval" / v)

@@ -8,8 +8,8 @@ import recsys  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np
 import pytest
 
+from contracts import prediction_log
 from recsys import loop
-from serving import request_log
 from serving.client import ServingClient
 from serving.testing import start_server, write_toy_model
 
@@ -42,7 +42,7 @@ def test_round_is_read_back_from_the_request_log_and_the_swap_loses_no_request(t
             assert all(s["item_ids"] == [f"{s['user_id']}-{r}" for r in range(3)] and s["timestamp"] == at
                        for s in served)
             assert len({s["request_id"] for s in served}) == 12  # the server's own request ids
-            shipped = list(request_log.read_served_lists(str(tmp_path / "round1.tfrecord")))
+            shipped = list(prediction_log.read_served_lists(str(tmp_path / "round1.tfrecord")))
             assert {(s.request_id, s.version) for s in shipped} == {(s["request_id"], 1) for s in served}
 
             probe = loop.Probe(srv.grpc_address, "toy", reqs["u0"])
@@ -71,7 +71,7 @@ def test_round_is_read_back_from_the_request_log_and_the_swap_loses_no_request(t
             assert sorted(s["user_id"] for s in served) == sorted(reqs)
             assert all(s["version"] == labels[arms[s["user_id"]]] for s in served)
             for v in (1, 2):  # one log per arm, each holding exactly that arm's users
-                got = {s.user_id for s in request_log.read_served_lists(str(tmp_path / f"round2-v{v}.tfrecord"))}
+                got = {s.user_id for s in prediction_log.read_served_lists(str(tmp_path / f"round2-v{v}.tfrecord"))}
                 assert got == {u for u, a in arms.items() if labels[a] == v}
     finally:
         srv.stop(0)
@@ -130,7 +130,7 @@ def test_explore_half_logs_propensities_through_the_server_and_the_join_keeps_th
         srv.stop(0)
     halves = {s["user_id"]: s for s in served}
     assert {loop.policy_of(u) for u in reqs} == {"greedy", "explore"}
-    logged = {r.request_id: r for r in request_log.read_requests(os.path.join(logs, "toy"))}
+    logged = {r.request_id: r for r in prediction_log.read_requests(os.path.join(logs, "toy"))}
     greedy_list = ["i0", "i1", "i2"]
     for user, s in halves.items():
         record = logged[s["request_id"]]

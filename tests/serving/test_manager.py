@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
 
+from contracts.warmup import write_warmup_requests
 from serving.errors import ServingError
 from serving.metrics import Metrics
 from serving.models import ModelManager, parse_model_config, single_model_config
-from serving.servable import write_warmup_requests
 
 from .conftest import install_version, query
 

@@ -15,7 +15,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from serving import completion
+from contracts import completion
 from serving.client import ServingClient
 from serving.models import ModelManager, single_model_config
 from serving.testing import start_server

@@ -19,10 +19,11 @@ from tensorflow_serving.apis import classification_pb2, model_management_pb2, mo
 from tensorflow_serving.apis import prediction_log_pb2, prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import codec, request_log
+from contracts import prediction_log
+from serving import codec
 from serving.errors import ServingError
 from serving.metrics import Metrics
-from serving.request_logging import SIDECAR, RequestLogger, RequestLogOptions
+from serving.request_logging import RequestLogger, RequestLogOptions
 from serving.testing import start_server
 from tests.serving.conftest import install_version, query, wait_for
 
@@ -117,17 +118,17 @@ def test_every_predict_is_one_prediction_log_over_grpc_and_rest(base, tmp_path):
     assert list(codec.proto_to_ndarray(logs[1].predict_log.response.outputs["item_ids"])[0]) == \
         [x.encode() for x in rest_out["outputs"]["item_ids"][0]]
     # ... and the request id survives a parse / re-serialize by such a reader (unknown fields are kept)
-    assert SIDECAR.FromString(logs[0].SerializeToString()).log_metadata.request_id == "req-grpc-1"
+    assert prediction_log.SIDECAR.FromString(logs[0].SerializeToString()).log_metadata.request_id == "req-grpc-1"
 
     # The join's reader: request id, version, user, items in returned order with rank and score.
-    served = list(request_log.read_served_lists(prefix))
+    served = list(prediction_log.read_served_lists(prefix))
     assert [(s.request_id, s.example, s.user_id) for s in served] == \
         [("req-grpc-1", 0, "u1"), ("req-grpc-1", 1, "u2"), (rest_id, 0, "u3")]
     items = codec.proto_to_ndarray(resp.outputs["item_ids"])
     scores = codec.proto_to_ndarray(resp.outputs["scores"])
     assert [(i.rank, i.item_id, i.score) for i in served[1].items] == \
         [(j + 1, items[1, j].decode(), pytest.approx(float(scores[1, j]))) for j in range(items.shape[1])]
-    rows = list(request_log.served_item_rows(prefix))
+    rows = list(prediction_log.served_item_rows(prefix))
     assert len(rows) == 3 * items.shape[1] and rows[0]["version"] == 1 and rows[0]["rank"] == 1
 
 
@@ -151,7 +152,7 @@ def test_sampling_rate_zero_logs_nothing_and_half_logs_about_half(base, tmp_path
         logger = srv.manager.request_logger
         assert wait_for(lambda: len(raw_records(half)) == logger.written("half"))
     assert raw_records(zero) == [] and logger.written("zero") == 0
-    logged = list(request_log.read_requests(half))
+    logged = list(prediction_log.read_requests(half))
     # Binomial(200, 0.5): mean 100, sd 7.1; 60..140 is +-5.6 sd.
     assert 60 <= len(logged) <= 140
     assert {r.request_id for r in logged} <= stub_ids and len({r.request_id for r in logged}) == len(logged)
@@ -179,7 +180,7 @@ def test_bad_logging_config_is_refused_and_the_server_keeps_serving_and_logging(
                 assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in e.value.details()
         _, resp, md = grpc_predict(srv.grpc_address, "toy", ["u1"], [("x-request-id", "after-refusal")])
         assert resp.model_spec.version.value == 1
-        assert wait_for(lambda: [r.request_id for r in request_log.read_requests(prefix)] == ["after-refusal"])
+        assert wait_for(lambda: [r.request_id for r in prediction_log.read_requests(prefix)] == ["after-refusal"])
         with pytest.raises(grpc.RpcError) as e:
             grpc_predict(srv.grpc_address, "toy", ["u1"], [("x-request-id", "x" * 200)])
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -187,7 +188,7 @@ def test_bad_logging_config_is_refused_and_the_server_keeps_serving_and_logging(
         srv.manager.reload_config(text_format.Parse("model_config_list { " + model_entry("toy", base, prefix, 0.0)
                                                     + " }", model_server_config_pb2.ModelServerConfig()))
         grpc_predict(srv.grpc_address, "toy", ["u1"], [("x-request-id", "after-reload")])
-    assert [r.request_id for r in request_log.read_requests(prefix)] == ["after-refusal"]
+    assert [r.request_id for r in prediction_log.read_requests(prefix)] == ["after-refusal"]
 
 
 def _config(prefix: str, rate: float = 1.0) -> model_server_config_pb2.ModelServerConfig:
@@ -221,7 +222,7 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path):
     assert metrics.value("request_log_dropped_total", {"model_name": "m"}) == 48
     release.set()
     logger.close()
-    assert [r.request_id for r in request_log.read_requests(prefix)] == ["first", "r0", "r1"]
+    assert [r.request_id for r in prediction_log.read_requests(prefix)] == ["first", "r0", "r1"]
     assert metrics.value("request_log_count_total", {"model_name": "m", "status_code": "OK"}) == 3
 
 
@@ -238,13 +239,13 @@ def test_files_rotate_by_size_and_a_cut_last_record_loses_only_that_record(tmp_p
     for i in range(3):
         logger.log("m", 7, "serving_default", f"id{i}", fill)
     logger.close()
-    files = request_log.log_files(prefix)
+    files = prediction_log.log_files(prefix)
     assert len(files) == 3 and all(os.path.basename(f).startswith("prediction_log-") for f in files)
-    assert [(s.request_id, s.version, [i.item_id for i in s.items]) for s in request_log.read_served_lists(prefix)] \
+    assert [(s.request_id, s.version, [i.item_id for i in s.items]) for s in prediction_log.read_served_lists(prefix)] \
         == [(f"id{i}", 7, ["a", "b"]) for i in range(3)]
     with open(files[-1], "r+b") as f:  # a crash mid-write
         f.truncate(os.path.getsize(files[-1]) - 3)
-    assert [r.request_id for r in request_log.read_requests(prefix)] == ["id0", "id1"]
+    assert [r.request_id for r in prediction_log.read_requests(prefix)] == ["id0", "id1"]
 
 
 def test_an_idle_file_is_closed_once_it_is_old_and_the_next_record_starts_a_new_one(tmp_path):
@@ -252,11 +253,11 @@ def test_an_idle_file_is_closed_once_it_is_old_and_the_next_record_starts_a_new_
     logger = RequestLogger(options=RequestLogOptions(max_file_seconds=0.2))
     logger.update(_config(prefix))
     logger.log("m", 1, "", "early", lambda plog: None)
-    assert wait_for(lambda: len(request_log.log_files(prefix)) == 1 and logger.written("m") == 1)
-    first = request_log.log_files(prefix)[0]
-    assert wait_for(lambda: logger._sinks[request_log.file_base(prefix)]._writer is None, timeout=5)
-    assert [r.request_id for r in request_log.read_requests(first)] == ["early"]  # closed, whole, readable
+    assert wait_for(lambda: len(prediction_log.log_files(prefix)) == 1 and logger.written("m") == 1)
+    first = prediction_log.log_files(prefix)[0]
+    assert wait_for(lambda: logger._sinks[prediction_log.file_base(prefix)]._writer is None, timeout=5)
+    assert [r.request_id for r in prediction_log.read_requests(first)] == ["early"]  # closed, whole, readable
     logger.log("m", 1, "", "late", lambda plog: None)
     logger.close()
-    assert len(request_log.log_files(prefix)) == 2
-    assert [r.request_id for r in request_log.read_requests(prefix)] == ["early", "late"]
+    assert len(prediction_log.log_files(prefix)) == 2
+    assert [r.request_id for r in prediction_log.read_requests(prefix)] == ["early", "late"]

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from contracts.warmup import WARMUP_FILE
 from recsys import steps
-from serving import servable
 from trainer import export
 
 
@@ -16,7 +16,7 @@ def test_layout_and_warmup(exported, run_cfg):
         versions = os.listdir(model_dir)
         assert versions == ["1"], "integer version only, no temporary leftovers"
         assert os.path.exists(os.path.join(model_dir, "1", "saved_model.pb"))
-        warmup = os.path.join(model_dir, "1", servable.WARMUP_FILE)
+        warmup = os.path.join(model_dir, "1", WARMUP_FILE)
         from tensorflow_serving.apis import prediction_log_pb2
 
         logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(warmup)]

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from contracts import completion
+from contracts.warmup import WARMUP_FILE
 from recsys import fileio
-from serving import completion
 from serving.models import ModelManager, list_versions, parse_version, single_model_config
-from serving import servable
 from trainer import export, publish
 
 
@@ -110,7 +110,7 @@ def test_single_version_publish_on_ram_and_immutability():
     path = export.save_atomically(m, {"serving_default": m.f}, base, "solo", 1,
                                   warmup={"x": np.array([1.0], np.float32)})
     assert path == fileio.join(base, "solo", "1") and fileio.listdir(fileio.join(base, "solo")) == ["1"]
-    assert fileio.exists(fileio.join(path, servable.WARMUP_FILE))
+    assert fileio.exists(fileio.join(path, WARMUP_FILE))
     assert completion.check(path, completion.file_sizes(path))[0] == "complete"
     with pytest.raises(FileExistsError):
         export.save_atomically(m, {"serving_default": m.f}, base, "solo", 1)

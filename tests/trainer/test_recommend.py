@@ -60,7 +60,7 @@ def _reload(model_dir, request, signature="serving_default"):
 
 
 def test_layout_and_warmup(exported_stages):
-    from serving.servable import WARMUP_FILE
+    from contracts.warmup import WARMUP_FILE
 
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2

@@ -1,6 +1,10 @@
-"""Reads request logs (TFRecords of ``tensorflow.serving.PredictionLog``) back into rows.
+"""The request-log record format, and the reader that turns the files back into rows.
 
-This is the reader the continuous-training join uses: per logged request the request id,
+``recsys serve`` (serving/request_logging.py) writes each record with ``serialize_record`` into
+files named from ``file_base``; the feedback loop (preprocessing/feedback.py, recsys/loop.py) reads
+them here. Both sides import this module, so neither imports the other.
+
+The reader gives, per logged request, the request id,
 model name, served version, time, raw inputs (user id, ...) and, per example of the
 batch, the returned items with their rank (1 = shown first) and scores.
 
@@ -16,17 +20,57 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import tfenv  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import numpy as np
 import tensorflow as tf
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving import codec
-from serving.request_logging import RECORD_SUFFIX, SIDECAR, file_base
+log = logging.getLogger("contracts.prediction_log")
 
-log = logging.getLogger("serving.request_log")
+RECORD_SUFFIX = ".tfrecord"
+_DEFAULT_BASENAME = "prediction_log"  # for a filename_prefix that names a directory ("logs/")
+
+
+def _sidecar_classes():
+    """LogMetadata fields 1001 (request_id) and 1002 (timestamp_micros), as a separate tiny proto.
+
+    Appending ``PredictionLogExtras`` bytes to a serialized PredictionLog merges them into its
+    log_metadata (protobuf merges repeated occurrences of a message field); parsing the record
+    as ``PredictionLogExtras`` reads them back and skips everything else.
+    """
+    fdp = descriptor_pb2.FileDescriptorProto(name="recsys_serving_request_log.proto", package="recsys.serving")
+    meta = fdp.message_type.add(name="LogMetadataExtras")
+    T = descriptor_pb2.FieldDescriptorProto
+    meta.field.add(name="request_id", number=1001, type=T.TYPE_STRING, label=T.LABEL_OPTIONAL)
+    meta.field.add(name="timestamp_micros", number=1002, type=T.TYPE_INT64, label=T.LABEL_OPTIONAL)
+    outer = fdp.message_type.add(name="PredictionLogExtras")
+    outer.field.add(name="log_metadata", number=1, type=T.TYPE_MESSAGE, label=T.LABEL_OPTIONAL,
+                    type_name=".recsys.serving.LogMetadataExtras")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("recsys.serving.PredictionLogExtras"))
+
+
+SIDECAR = _sidecar_classes()
+
+
+def serialize_record(plog: prediction_log_pb2.PredictionLog, request_id: str, timestamp_micros: int) -> bytes:
+    extras = SIDECAR()
+    extras.log_metadata.request_id = request_id
+    extras.log_metadata.timestamp_micros = timestamp_micros
+    return plog.SerializeToString() + extras.SerializeToString()
+
+
+def file_base(filename_prefix: str) -> str:
+    """The path every log file name starts with (a relative prefix is resolved against the working dir)."""
+    prefix = filename_prefix
+    if "://" not in prefix:
+        prefix = os.path.abspath(prefix) + (os.sep if prefix.endswith(("/", os.sep)) else "")
+    return prefix + _DEFAULT_BASENAME if prefix.endswith(("/", os.sep)) else prefix
 
 
 @dataclasses.dataclass
@@ -99,8 +143,8 @@ def read_requests(prefix_or_paths: Union[str, Iterable[str]]) -> Iterator[Logged
             inputs: Dict[str, np.ndarray] = {}
             outputs: Dict[str, np.ndarray] = {}
             if kind == "predict_log":
-                inputs = {k: codec.proto_to_ndarray(v) for k, v in plog.predict_log.request.inputs.items()}
-                outputs = {k: codec.proto_to_ndarray(v) for k, v in plog.predict_log.response.outputs.items()}
+                inputs = {k: tf.make_ndarray(v) for k, v in plog.predict_log.request.inputs.items()}
+                outputs = {k: tf.make_ndarray(v) for k, v in plog.predict_log.response.outputs.items()}
             ts = extras.timestamp_micros / 1e6 if extras.timestamp_micros else float(md.timestamp_secs)
             yield LoggedRequest(extras.request_id, md.model_spec.name, md.model_spec.version.value,
                                 md.model_spec.signature_name, kind, ts, inputs, outputs, plog, path)
