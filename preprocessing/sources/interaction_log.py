@@ -6,7 +6,8 @@ file (``items.csv``, ``products``, ``articles``, ...: ``ITEMS_NAMES``) and a use
 ``customers``, ...: ``USERS_NAMES``). Columns are found by their header names (case-insensitive, with
 the usual aliases: ``userId``, ``customer_id``, ``product_id``, ``event_time``...; see ``ALIASES``) or
 named with ``data.columns`` ("user_id=customer,item_id=sku"); a file without a header line takes
-``data.header``. The delimiter is whatever the header line is split by (comma, tab, semicolon or pipe).
+``data.header``, or, when its first row reads as ``user, item, rating, time`` or ``user, item, time`` (Amazon's
+ratings-only files, MovieLens' u.data), those names, said in one line (``guess_header``). The delimiter is whatever the header line is split by (comma, tab, semicolon or pipe).
 JSON lines (one object a line, as Amazon, Yelp and Goodreads publish them) read like a CSV whose header
 is the first object's keys; nested lists (Amazon's categories) are joined. Parquet (a file, or a directory
 of part files as Spark and BigQuery exports write them) reads by column name the same way, its typed columns
@@ -277,6 +278,13 @@ class _Table:
             header = _parquet_names(self._parts[0])
         else:
             header = self._text_header(path, names)
+        self.guessed: List[str] = []   # the column names read into a headerless file, if any
+        if (not names and not side and not self.json and not self.parquet and not explicit
+                and not any(_key(a) in {_key(h) for h in header} for a in ALIASES[required[0]])):
+            guess = guess_header(header)
+            if guess:   # a headerless log in the usual order: its first line is the first row
+                header = self.guessed = guess
+                self._first, self._line0 = [self._first_line], 0
         self.n_columns = len(header)
         by_key = {}
         for i, h in enumerate(header):
@@ -319,6 +327,7 @@ class _Table:
                 self.close()
                 raise DataError(f"{path}: line 1 is {e} (a .json/.jsonl log holds one JSON object a line)") from None
         self.delimiter = _delimiter(first)
+        self._first_line = first
         if names:
             self._first, self._line0 = [first], 0
             return list(names)
@@ -404,6 +413,28 @@ class _Table:
 
     def bad(self, line: int, reason: str, text: str) -> None:
         self.dead.append({"file": self.file, "line": line, "reason": reason, "text": _field(text)[:500]})
+
+
+def guess_header(first: Sequence[str]) -> Optional[List[str]]:
+    """Column names for a file with no header line whose first row reads as ``user, item, rating, time``
+    (Amazon's ratings-only files, MovieLens' u.data) or ``user, item, time``: a number where the rating goes
+    and an event time last. None for any other shape, which then needs ``data.header``."""
+    fields = [f.strip() for f in first]
+    if len(fields) not in (3, 4) or not all(fields[:2]):
+        return None
+    try:   # an event time after 1990, so a rating or a count in the last column is not read as one
+        if not _EARLIEST_GUESSED_TIME <= parse_time(fields[-1]) <= latest_valid_timestamp():
+            return None
+    except (ValueError, OverflowError):
+        return None
+    if len(fields) == 3:
+        return ["user_id", "item_id", "timestamp"]
+    if not _NUMBER.match(fields[2]) or not 0 <= float(fields[2]) <= 100:
+        return None
+    return ["user_id", "item_id", "rating", "timestamp"]
+
+
+_EARLIEST_GUESSED_TIME = 631152000   # 1990-01-01 UTC: before any public interaction log
 
 
 def _looks_like_data(header: Sequence[str]) -> bool:
@@ -586,6 +617,9 @@ def load(path: str, columns: str = "", rating_max: float = 5.0, max_bad_fraction
     dead: List[Dict] = []
     table = _Table(ipath, ("user_id", "item_id", "timestamp", "rating", "click", "device", "event_type"), explicit,
                    dead, REQUIRED, names=names)
+    if table.guessed:
+        print(f"[data] {os.path.basename(ipath)} has no header line; its columns read as "
+              f"{', '.join(table.guessed)} (another order: --set data.header=...)", flush=True)
     has_rating, has_click = "rating" in table.columns, "click" in table.columns
     has_event = "event_type" in table.columns
     keep_types = _event_filter(event_types)

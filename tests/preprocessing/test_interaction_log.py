@@ -127,11 +127,41 @@ def test_the_cli_writes_raw_tables_from_a_log(tmp_path):
 
 
 def test_a_log_without_a_header_line(tmp_path):
-    path = write(str(tmp_path), "ratings.tsv", "7\t42\t4\t1700000000\n8\t42\t5\t1700000100\n")
+    path = write(str(tmp_path), "ratings.tsv", "7\t1700000000\t42\t4\n8\t1700000100\t42\t5\n")
     with pytest.raises(DataError, match="no header line"):
-        log.load(path)
-    t = log.load(path, header="user_id,item_id,rating,timestamp")
+        log.load(path)   # user, time, item, rating: no order is guessed but the usual ones
+    t = log.load(path, header="user_id,timestamp,item_id,rating")
     assert t.interactions["user_id"] == ["7", "8"] and t.interactions["rating"] == [4.0, 5.0], "first row kept"
+
+
+def test_a_headerless_log_in_the_usual_order_is_read_and_said(tmp_path, capsys):
+    amazon = write(str(tmp_path), "ratings_Books.csv", "AC4CA1,0000031852,5.0,1362960000\n"
+                                                       "BC4CA2,0000031852,3.0,1362960100\n")
+    t = log.load(amazon)
+    assert t.interactions["user_id"] == ["AC4CA1", "BC4CA2"], "the first line is a row, not a header"
+    assert t.interactions["rating"] == [5.0, 3.0] and t.interactions["timestamp"] == [1362960000, 1362960100]
+    assert "has no header line; its columns read as user_id, item_id, rating, timestamp" in capsys.readouterr().out
+    implicit = write(str(tmp_path), "clicks.tsv", "u1\ti9\t2024-03-01T12:00:00Z\nu2\ti9\t2024-03-02\n")
+    t = log.load(implicit)
+    assert t.interactions["user_id"] == ["u1", "u2"] and t.interactions["click"] == [1.0, 1.0]
+    assert "user_id, item_id, timestamp" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("first", [
+    ["7", "42", "1700000000", "4"],        # time before the rating: the rating is not a plausible time
+    ["7", "42", "4"],                       # user, item, rating: no time at all
+    ["7", "42", "1700000000", "1700000000"],  # a time where the rating goes
+    ["7", "", "4", "1700000000"],           # no item
+    ["u", "i", "r", "t", "x"],
+])
+def test_guess_header_refuses_other_shapes(first):
+    assert log.guess_header(first) is None
+
+
+def test_a_header_line_is_never_second_guessed(tmp_path, capsys):
+    path = write(str(tmp_path), "log.csv", "user_id,item_id,rating,timestamp\n7,42,4,1700000000\n")
+    t = log.load(path)
+    assert t.interactions["user_id"] == ["7"] and "no header line" not in capsys.readouterr().out
 
 
 def test_json_lines_as_public_review_dumps_publish_them(tmp_path):
