@@ -260,6 +260,28 @@ def aio_echo_load(address: str, payload: bytes, requests: int, warmup: int, gap_
     return {"latencies": latencies, "failures": [], "wall_s": wall}
 
 
+def probe_after_load(before: Callable[[int], Any], probe: Callable[[int], Any], requests: int, warmup: int,
+                     gap_s: float) -> Dict[str, Any]:
+    """``probe`` timed right after an untimed ``before`` and the usual gap, as run_load's result: what the
+    previous request leaves behind (threads asleep, cores idle, caches cold) costs the next call this much."""
+    for i in range(warmup):
+        before(i)
+        probe(i)
+    latencies, failures = [], []
+    for i in range(requests):
+        before(i)
+        time.sleep(gap_s)
+        t0 = time.perf_counter()
+        try:
+            probe(i)
+        except Exception as e:  # noqa: BLE001
+            failures.append(f"{type(e).__name__}: {e}"[:200])
+        latencies.append(time.perf_counter() - t0)
+        time.sleep(gap_s)
+    # wall time as if only the probes and their gaps ran, so QPS reads like the other floors'
+    return {"latencies": latencies, "failures": failures, "wall_s": sum(latencies) + 2 * gap_s * requests}
+
+
 def measure_floors(floors: Dict[str, Callable[[], Dict[str, Any]]], rounds: int) -> List[Dict[str, Any]]:
     """Each floor's load function run ``rounds`` times, interleaved round by round (drift spreads evenly)."""
     runs: Dict[str, list] = {k: [] for k in floors}
@@ -589,8 +611,21 @@ def main(argv: Optional[List[str]] = None) -> int:
                         loads[key] = functools.partial(aio_echo_load, address, payload, per_round, args.warmup,
                                                        gap_s)
                 status_key = "GetModelStatus: model server, ServingClient"
-                loads[status_key] = functools.partial(
-                    run_load, lambda i: status_client.status(first), per_round, 1, args.warmup, gap_s)
+
+                def status(i):
+                    return status_client.status(first)
+
+                def predict(m, i):
+                    return status_client.predict(m, batches[m][i % len(batches[m])])
+
+                loads[status_key] = functools.partial(run_load, status, per_round, 1, args.warmup, gap_s)
+                # the same empty call right after a request (or an idle pause): the wake-up cost a request
+                # leaves for the next one, which the in-process baseline does not pay
+                for m in present:
+                    loads[f"GetModelStatus right after a {m} request"] = functools.partial(
+                        probe_after_load, functools.partial(predict, m), status, per_round, args.warmup, gap_s)
+                loads["GetModelStatus after a 5 ms idle pause"] = functools.partial(
+                    probe_after_load, lambda i: time.sleep(0.005), status, per_round, args.warmup, gap_s)
                 floors = measure_floors(loads, args.rounds)
             status_client.close()
             floor = next(f for f in floors if f["floor"] == status_key)

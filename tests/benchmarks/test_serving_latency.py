@@ -21,7 +21,10 @@ def test_toy_run_measures_every_workload_side_by_side(tmp_path):
         b["p50_ms"] for b in data["results"] if b["model"] == r["model"] and b["mode"] == "in-process")
         for r in grpc_rows)
     assert {f["floor"] for f in data["floors"]} >= {"echo: sync server, sync client",
-                                                     "GetModelStatus: model server, ServingClient"}
+                                                     "GetModelStatus: model server, ServingClient",
+                                                     "GetModelStatus right after a ranking request",
+                                                     "GetModelStatus after a 5 ms idle pause"}
+    assert all(f["failed"] == 0 and f["requests"] == 10 for f in data["floors"])
     for r in grpc_rows:  # each overhead comes with its bootstrap interval (10 requests: wide, but finite)
         lo, hi = r["overhead_p50_ci_ms"]
         assert np.isfinite([lo, hi]).all() and lo <= hi
@@ -36,3 +39,13 @@ def test_overhead_interval_and_verdict():
     assert serving_latency.target_verdict(2.0, (lo, hi), 1.0) == "NOT met"
     assert serving_latency.target_verdict(0.5, (0.4, 0.6), 1.0) == "met"
     assert "spans the target" in serving_latency.target_verdict(0.95, (0.8, 1.1), 1.0)
+
+
+def test_a_probe_is_timed_alone_after_what_comes_before_it():
+    import time
+    calls = []
+    r = serving_latency.probe_after_load(lambda i: (calls.append(("before", i)), time.sleep(0.01)),
+                                         lambda i: calls.append(("probe", i)), requests=5, warmup=1, gap_s=0.0)
+    assert len(r["latencies"]) == 5 and not r["failures"]
+    assert max(r["latencies"]) < 0.01, "the 10 ms before each probe is not in its latency"
+    assert calls[:4] == [("before", 0), ("probe", 0), ("before", 0), ("probe", 0)]
