@@ -7,7 +7,9 @@ preprocesses once, fits popularity and the classic baselines once (they have no 
 two-tower once per (variant, seed) on the same split and ranks the same queries with the same
 exclusions. It prints every run and, per variant, the mean, standard deviation, min and max of
 recall@10, recall@50 and nDCG@10, and each run's lead over the best baseline with its 95% bootstrap
-interval over users (how many of the seeds' intervals exclude zero).
+interval over users (how many of the seeds' intervals exclude zero). Then each variant against the first
+on the per-query metrics averaged over the seeds, with a 95% bootstrap interval over users: with the
+training seed's noise averaged out, a lead no single seed resolves may be resolved (or shown not to be).
 
 A variant is a set of ``--set`` overrides (``default`` = none), e.g. the default
 ``default;train.weight_average=0`` compares weight averaging with the raw weights.
@@ -167,8 +169,10 @@ def run_dataset(name: str, args, out_dir: str, log) -> Optional[Dict[str, Any]]:
     baseline_rows: Dict[str, Dict[str, float]] = {}
     n_items = popularity = genres = None
     variants: List[Dict[str, Any]] = []
+    per_query: List[List[Dict[str, np.ndarray]]] = []   # per variant, per seed: each metric's per-query values
+    users = None
     for variant in args.variant_list:
-        runs = []
+        runs, per_seed = [], []
         for seed in args.seed_list:
             args_v = argparse.Namespace(**vars(args))
             args_v.set = list(args.set) + variant["set"] + [f"train.seed={seed}"]
@@ -188,6 +192,11 @@ def run_dataset(name: str, args, out_dir: str, log) -> Optional[Dict[str, Any]]:
                 for kind, topk in baseline_topks.items():
                     baseline_rows[kind] = quality.metrics_row(topk, ev["targets"], n_items, popularity, genres)
             metrics = quality.metrics_row(ev["topk"]["two_tower"], ev["targets"], n_items, popularity, genres)
+            if users is None:
+                users = np.asarray(ev["users"])
+            elif not np.array_equal(users, np.asarray(ev["users"])):
+                raise RuntimeError("the queries differ between runs on one split; seed-averaged leads need the same")
+            per_seed.append(per_query_metrics(ev["topk"]["two_tower"], ev["targets"]))
             lead = quality.lead_over_best(dict(baseline_topks, two_tower=ev["topk"]["two_tower"]), ev["targets"],
                                           ev["users"], metric="recall@50", seed=args.seed)
             runs.append({"seed": seed, "train_s": round(train_s, 1), "epochs": len(trained.history.get("loss", [])),
@@ -197,9 +206,37 @@ def run_dataset(name: str, args, out_dir: str, log) -> Optional[Dict[str, Any]]:
             log(f"[{name}] {tag}: " + " ".join(f"{m} {metrics[m]:.4f}" for m in METRICS)
                 + f" ({train_s:.0f} s){lead_txt}")
         variants.append({"name": variant["name"], "set": variant["set"], "runs": runs, "summary": summarize(runs)})
+        per_query.append(per_seed)
     return {"name": name, "version_dir": version_dir, "protocol": args.protocol,
             "baselines": {k: {m: float(v[m]) for m in METRICS} for k, v in baseline_rows.items()},
-            "variants": variants}
+            "variants": variants,
+            "seed_averaged": seed_averaged_leads([v["name"] for v in variants], per_query, users, args.seed)}
+
+
+def per_query_metrics(topk: np.ndarray, targets) -> Dict[str, np.ndarray]:
+    """Each of METRICS per query (NaN where a query has no target), the unit the bootstrap resamples by user."""
+    from trainer import evaluation
+
+    out = {}
+    for m in METRICS:
+        kind, k = m.split("@")
+        out[m] = evaluation.per_query(kind, topk, targets, int(k))
+    return out
+
+
+def seed_averaged_leads(names: Sequence[str], per_query: Sequence[Sequence[Dict[str, np.ndarray]]],
+                        users: Optional[np.ndarray], seed: int = 0) -> List[Dict[str, Any]]:
+    """Each variant against the first, on per-query metrics averaged over the seeds first: the training
+    seed's noise shrinks with the seeds' count, so a lead one seed's interval cannot resolve may be
+    resolved here. 95% bootstrap interval over users; the same seeds and queries on both sides."""
+    from trainer.baselines import bootstrap_lead
+
+    if users is None or len(names) < 2 or not per_query[0]:
+        return []
+    mean = [{m: np.mean([r[m] for r in runs], axis=0) for m in METRICS} for runs in per_query]
+    return [{"variant": name, "versus": names[0], "seeds": len(per_query[i]),
+             **{m: bootstrap_lead(mean[i][m], mean[0][m], users, seed=seed) for m in METRICS}}
+            for i, name in enumerate(names) if i > 0 and per_query[i]]
 
 
 def table_rows(ds: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -264,6 +301,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     columns = ("variant", "seed") + METRICS + ("lead@50 [95% CI]",)
     tables = [common.print_table(table_rows(ds), columns, title=f"\n{ds['name']} ({ds['protocol']})")
               for ds in datasets]
+    from trainer.baselines import format_lead
+
+    for ds in datasets:
+        if ds["seed_averaged"]:
+            tables.append(common.print_table(
+                [{"variant": r["variant"], "versus": r["versus"], "seeds": r["seeds"],
+                  **{m: format_lead(r[m]) for m in METRICS}} for r in ds["seed_averaged"]],
+                ("variant", "versus", "seeds") + METRICS,
+                title=f"\n{ds['name']}: each variant vs the first, per-query metrics averaged over the seeds "
+                      f"(lead, 95% bootstrap over users)"))
     png = None if args.no_plot or not datasets else plot(datasets, os.path.join(args.out, "seeds.png"))
     path = common.write_json(os.path.join(args.out, "seeds.json"), {
         "benchmark": "seeds", "machine": common.machine_info(), "args": dict(vars(args)),

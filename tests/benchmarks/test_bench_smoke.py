@@ -273,6 +273,33 @@ def test_seeds_json(tmp_path, version_dir):
     assert by["default", 1] != by["default", 2]                  # the seed reaches training
     assert by["default", 1] != by["train.weight_average=0", 1]   # so does the variant's override
     assert "mean +- sd" in data["table"]
+    (avg,) = ds["seed_averaged"]   # the second variant vs the first, on seed-averaged per-query metrics
+    assert avg["variant"] == "train.weight_average=0" and avg["versus"] == "default" and avg["seeds"] == 2
+    for m in seeds.METRICS:
+        means = [sum(r["metrics"][m] for r in v["runs"]) / 2 for v in ds["variants"]]
+        assert avg[m]["lead"] == pytest.approx(means[1] / means[0] - 1, rel=1e-6), "the lead of the seeds' means"
+        assert avg[m]["low"] <= avg[m]["lead"] <= avg[m]["high"]
+    assert "averaged over the seeds" in data["table"]
+
+
+def test_seed_averaged_leads_resolve_what_one_seed_cannot():
+    """A planted lead (10% more hits, same users) is resolved; identical variants lead by exactly zero; one
+    variant alone has nothing to compare."""
+    import numpy as np
+
+    from benchmarks import seeds
+
+    rng = np.random.default_rng(0)
+    users = np.arange(600)
+    base = (rng.random(600) < 0.3).astype(float)
+    better = np.maximum(base, (rng.random(600) < 0.1).astype(float))
+    run = (lambda v: {m: v for m in seeds.METRICS})
+    out = seeds.seed_averaged_leads(["a", "b", "c"], [[run(base), run(base)], [run(better), run(better)],
+                                                      [run(base), run(base)]], users)
+    assert [r["variant"] for r in out] == ["b", "c"] and all(r["versus"] == "a" for r in out)
+    assert out[0]["recall@10"]["low"] > 0, "a planted lead is resolved"
+    assert out[1]["recall@10"]["lead"] == 0.0
+    assert seeds.seed_averaged_leads(["a"], [[run(base)]], users) == [], "nothing to compare"
 
 
 def test_seeds_leave_one_out_refuses_a_time_split(tmp_path, version_dir):
