@@ -6,8 +6,9 @@ file (``items.csv``, ``products``, ``articles``, ...: ``ITEMS_NAMES``) and a use
 ``customers``, ...: ``USERS_NAMES``). Columns are found by their header names (case-insensitive, with
 the usual aliases: ``userId``, ``customer_id``, ``product_id``, ``event_time``...; see ``ALIASES``) or
 named with ``data.columns`` ("user_id=customer,item_id=sku"); a file without a header line takes
-``data.header``, or, when its first row reads as ``user, item, rating, time`` or ``user, item, time`` (Amazon's
-ratings-only files, MovieLens' u.data), those names, said in one line (``guess_header``). The delimiter is whatever the header line is split by (comma, tab, semicolon or pipe).
+``data.header``, or, when its first row reads as ``user, item, rating, time`` or ``user, item, time``
+(Amazon's ratings-only files, MovieLens' u.data), those names, said in one line (``guess_header``).
+The delimiter is whatever the header line is split by (comma, tab, semicolon or pipe).
 JSON lines (one object a line, as Amazon, Yelp and Goodreads publish them) read like a CSV whose header
 is the first object's keys; nested lists (Amazon's categories) are joined. Parquet (a file, or a directory
 of part files as Spark and BigQuery exports write them) reads by column name the same way, its typed columns
@@ -415,6 +416,9 @@ class _Table:
         self.dead.append({"file": self.file, "line": line, "reason": reason, "text": _field(text)[:500]})
 
 
+_EARLIEST_GUESSED_TIME = 631152000   # 1990-01-01 UTC: before any public interaction log
+
+
 def guess_header(first: Sequence[str]) -> Optional[List[str]]:
     """Column names for a file with no header line whose first row reads as ``user, item, rating, time``
     (Amazon's ratings-only files, MovieLens' u.data) or ``user, item, time``: a number where the rating goes
@@ -433,8 +437,6 @@ def guess_header(first: Sequence[str]) -> Optional[List[str]]:
         return None
     return ["user_id", "item_id", "rating", "timestamp"]
 
-
-_EARLIEST_GUESSED_TIME = 631152000   # 1990-01-01 UTC: before any public interaction log
 
 
 def _looks_like_data(header: Sequence[str]) -> bool:
