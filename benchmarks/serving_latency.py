@@ -19,8 +19,10 @@ transport and thread hand-offs).
 Floors, measured in the same run at concurrency 1 with the same pacing: a bare gRPC echo of a
 real request's bytes (no protos parsed, no TensorFlow) served by a threaded ``grpc.server`` and
 by a ``grpc.aio`` server, each called by a sync and an aio client, and the model server's empty
-GetModelStatus through ServingClient. Every process here uses serving/grpc_settings.py's gRPC
-poller choice (GRPC_EXPERIMENTS, recorded in the JSON).
+GetModelStatus through ServingClient, alone, right after each model's request and after a 5 ms idle
+pause (what one request leaves the next: sleeping threads, halted cores). Every process here uses
+serving/grpc_settings.py's gRPC poller choice (GRPC_EXPERIMENTS, recorded in the JSON). Per-thread
+CPU and run-queue time: benchmarks/sched_split.py.
 
     python -m benchmarks.serving_latency --model_base_path runs/<run>/models --out bench_results/serving
     python -m benchmarks.serving_latency --toy --out bench_results/serving   # dry run on toy models
