@@ -1,8 +1,9 @@
 """Thread by thread: where a gRPC call's time goes that the in-process call does not pay.
 
-cProfile sees Python; the overhead left on 2 cores is threads waiting for a core. The kernel's scheduler
-trace shows it: every switch of every thread of the server and the client, with how long each waited
-on the run queue. Two steps (``perf`` must be installed and allowed to trace the scheduler):
+cProfile sees only Python, and on 2 cores a call's threads may also wait for a core. The kernel's
+scheduler trace shows both: every switch of every thread of the server and the client, how long each
+waited on the run queue and how long it ran. Two steps (``perf`` must be installed and allowed to trace
+the scheduler):
 
     perf sched record -k CLOCK_MONOTONIC -o /tmp/sched.data -- \\
         python -m benchmarks.sched_split run --model_base_path runs/<run>/models --out /tmp/phases.json
@@ -10,7 +11,8 @@ on the run queue. Two steps (``perf`` must be installed and allowed to trace the
 
 ``run`` serves the models, then for each one calls it over gRPC and in-process, c=1, with the bench's
 1 ms gap, and writes each phase's CLOCK_MONOTONIC window and its pids. ``report`` reads ``perf sched
-timehist`` and prints, per phase and thread, switches and run-queue delay per request.
+timehist`` and prints, per phase and thread, switches, run-queue delay and CPU per request, then per
+process; ``--json F`` also writes F and a PNG beside it (per phase, CPU and waiting stacked, the p50 a line).
 """
 from __future__ import annotations
 
@@ -141,7 +143,46 @@ def _report(args) -> int:
                        title="Per process (its threads summed)")
     if args.json:
         common.write_json(args.json, {"phases": spec["phases"], "threads": rows, "processes": totals})
+        png = plot(totals, os.path.splitext(args.json)[0] + ".png")
+        if png:
+            print(f"wrote {args.json} and {png}")
     return 0
+
+
+def plot(totals: List[Dict], path: str) -> Optional[str]:
+    """Per phase, one bar per process: CPU and run-queue wait per request, beside the call's p50."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    phases = list(dict.fromkeys(t["phase"] for t in totals))
+    fig, ax = plt.subplots(figsize=(1.3 + 1.1 * len(phases), 3.6))
+    for i, phase in enumerate(phases):
+        bottom = 0.0
+        for proc, colour in (("client", "tab:blue"), ("server", "tab:orange")):
+            t = next((t for t in totals if t["phase"] == phase and t["process"] == proc), None)
+            if t is None:
+                continue
+            for key, alpha in (("run_ms_per_request", 0.9), ("run_queue_ms_per_request", 0.35)):
+                ax.bar(i, t[key], bottom=bottom, color=colour, alpha=alpha, width=0.6,
+                       label=f"{proc} {'CPU' if key.startswith('run_ms') else 'waiting for a core'}")
+                bottom += t[key]
+        p50 = next(t["p50_ms"] for t in totals if t["phase"] == phase)
+        ax.plot([i - 0.35, i + 0.35], [p50, p50], c="black", lw=1.5, label="call p50")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))   # one legend entry per label
+    ax.legend(unique.values(), unique.keys(), fontsize=7)
+    ax.set_xticks(range(len(phases)), [p.replace(" ", "\n") for p in phases], fontsize=8)
+    ax.set_ylabel("ms per request (all threads summed)")
+    ax.set_title("Scheduler trace: CPU and run-queue wait per request, by process", fontsize=9)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def build_parser() -> argparse.ArgumentParser:

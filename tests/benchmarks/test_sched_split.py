@@ -36,3 +36,10 @@ def test_switches_and_delays_are_per_request_per_thread_inside_the_window():
     assert by_tid[21]["process"] == "client" and by_tid[21]["run_ms_per_request"] == pytest.approx(0.025)
     rare = sched_split.split(events, {**phase, "requests": 10}, {10: "server", 20: "client"})
     assert rare == [], "threads that switch less than every other request are left out"
+
+
+def test_the_plot_is_written(tmp_path):
+    totals = [{"phase": "ranking grpc", "process": p, "p50_ms": 6.0, "switches_per_request": 3.0,
+               "run_queue_ms_per_request": 0.1, "run_ms_per_request": 1.0} for p in ("client", "server")]
+    path = sched_split.plot(totals, str(tmp_path / "threads.png"))
+    assert path and (tmp_path / "threads.png").stat().st_size > 1000
