@@ -479,7 +479,7 @@ def parse_time(text: str) -> int:
 
 # unambiguous formats seen in public logs, tried after ISO 8601 (day/month order is never guessed)
 TIME_FORMATS = ("%a %b %d %H:%M:%S %z %Y",    # Goodreads, Twitter: "Fri Sep 08 10:44:24 -0700 2017"
-                "%Y/%m/%d %H:%M:%S", "%Y/%m/%d",
+                "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M:%S.%f", "%Y/%m/%d %H:%M", "%Y/%m/%d",   # spreadsheet exports
                 "%d.%m.%Y %H:%M:%S", "%d.%m.%Y", "%d.%m.%Y %H:%M",
                 "%m %d, %Y",                    # Amazon's reviewTime: "09 13, 2009"
                 "%b %d, %Y", "%B %d, %Y", "%d %b %Y", "%d %B %Y")   # month names: "Mar 1, 2024", "1 March 2024"
