@@ -18,7 +18,7 @@ turned into the text a CSV would hold: timestamps and dates as times, lists join
   ("2024-03-01", "2024-03-01T12:30:00Z", "2024-03-01 12:30:00+02:00"; no zone means UTC; a trailing
   "UTC" as BigQuery exports write it), a compact date ("20240301"), RFC 2822, or one of the unambiguous
   ``TIME_FORMATS`` ("Mar 1, 2024"; day/month order is never guessed).
-- Optional: rating (rescaled from ``data.rating_max`` to the schema's 0.5..5; 0 or empty = none), click
+- Optional: rating (rescaled from ``data.rating_max`` to the schema's 0.5..5; 0 or empty = none; ``4,5`` = 4.5), click
   (0/1, true/false), device. Without a rating the log is implicit: every event is an engagement.
 - Event type (``event``, ``event_type``, ``behavior_type``, ...: Retailrocket, REES46, Taobao, GA4 exports):
   impressions and removals (``NOT_INTERACTIONS``) are left out; purchases, carts and favourites
@@ -533,12 +533,18 @@ def parse_price(text: str) -> float:
     return float(num)
 
 
+_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
+
+
 @functools.lru_cache(maxsize=1024)
 def _rating(text: str, rating_max: float) -> float:
-    """The schema's scale: 0 = none, else 0.5..5 (``rating_max`` maps to 5; small ones to 0.5)."""
+    """The schema's scale: 0 = none, else 0.5..5 (``rating_max`` maps to 5; small ones to 0.5). A decimal
+    comma (``4,5``, as semicolon-separated European exports write it) is read as the decimal mark."""
     t = text.strip()
     if not t:
         return 0.0
+    if _DECIMAL_COMMA.fullmatch(t):
+        t = t.replace(",", ".")
     value = float(t)
     if not 0 <= value <= rating_max:
         raise ValueError(f"rating {value:g} is outside 0..{rating_max:g} (data.rating_max)")

@@ -134,6 +134,12 @@ def test_a_log_without_a_header_line(tmp_path):
     assert t.interactions["user_id"] == ["7", "8"] and t.interactions["rating"] == [4.0, 5.0], "first row kept"
 
 
+def test_a_semicolon_export_with_decimal_commas_and_crlf(tmp_path):
+    path = write(str(tmp_path), "log.csv", "user;item;rating;timestamp\r\n1;2;4,5;1700000000\r\n2;2;3;1700000100\r\n")
+    t = log.load(path)
+    assert t.interactions["rating"] == [4.5, 3.0] and t.interactions["item_id"] == ["2", "2"]
+
+
 def test_a_headerless_log_in_the_usual_order_is_read_and_said(tmp_path, capsys):
     amazon = write(str(tmp_path), "ratings_Books.csv", "AC4CA1,0000031852,5.0,1362960000\n"
                                                        "BC4CA2,0000031852,3.0,1362960100\n")
