@@ -189,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.sched_split", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="serve and call each model over gRPC and in-process (run it under perf sched record)")
+    r = sub.add_parser("run", help="serve and call each model over gRPC and in-process "
+                                   "(run it under perf sched record)")
     r.add_argument("--model_base_path", required=True)
     r.add_argument("--models", default="retrieval,ranking,recommend")
     r.add_argument("--requests", type=int, default=300)
