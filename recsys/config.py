@@ -23,6 +23,8 @@ class DataConfig:
     header: str = ""                 # csv: the interactions file's columns when it has no header line
                                      # ("user_id,item_id,rating,timestamp")
     rating_max: float = 5.0          # csv: the log's top rating (mapped to 5; 10 for a 1-10 scale)
+    time_format: str = ""            # csv: the time column's strptime format where no recognised one fits, e.g.
+                                     # "%m/%d/%Y %I:%M %p" (US spreadsheets; day/month order is never guessed)
     event_types: str = ""            # csv with an event-type column: the types that count ("transaction,addtocart");
                                      # "" = all but impressions and removals, purchases/carts/favourites as click = 1
     n_users: int = 2000

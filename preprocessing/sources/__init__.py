@@ -34,6 +34,7 @@ def load_source(data_cfg, dead_letter_path: str = "") -> RawTables:
                             "interactions.csv (--path, --data or --set data.path=...)")
         return interaction_log.load(data_cfg.path, columns=data_cfg.columns, header=data_cfg.header,
                                     rating_max=data_cfg.rating_max, event_types=data_cfg.event_types,
+                                    time_format=data_cfg.time_format,
                                     max_bad_fraction=data_cfg.max_bad_fraction,
                                     dead_letter_path=dead_letter_path or None)
     raise DataError(f"unknown data.source {data_cfg.source!r}; use 'synthetic', 'movielens' or 'csv'")

@@ -17,7 +17,7 @@ turned into the text a CSV would hold: timestamps and dates as times, lists join
 - Required: user id, item id and event time: unix seconds, milliseconds or microseconds, ISO 8601
   ("2024-03-01", "2024-03-01T12:30:00Z", "2024-03-01 12:30:00+02:00"; no zone means UTC; a trailing
   "UTC" as BigQuery exports write it), a compact date ("20240301"), RFC 2822, or one of the unambiguous
-  ``TIME_FORMATS`` ("Mar 1, 2024"; day/month order is never guessed).
+  ``TIME_FORMATS`` ("Mar 1, 2024"; day/month order is never guessed: ``data.time_format`` gives any other).
 - Optional: rating (rescaled from ``data.rating_max`` to the schema's 0.5..5; 0 or empty = none; ``4,5`` = 4.5), click
   (0/1, true/false), device. Without a rating the log is implicit: every event is an engagement.
 - Event type (``event``, ``event_type``, ``behavior_type``, ...: Retailrocket, REES46, Taobao, GA4 exports):
@@ -471,10 +471,35 @@ def parse_time(text: str) -> int:
     except ValueError:
         dt = _other_time_format(t)
         if dt is None:
-            raise ValueError(f"time {text!r} is neither a unix time nor ISO 8601") from None
+            hint = (" (month/day or day/month: give its format, --set data.time_format=%m/%d/%Y)"
+                    if _SLASH_DATE.match(t) else "; give its format with --set data.time_format=...")
+            raise ValueError(f"time {text!r} is neither a unix time nor ISO 8601{hint}") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=datetime.timezone.utc)
     return int(dt.timestamp())
+
+
+def time_parser(time_format: str = ""):
+    """``parse_time``, or with ``time_format`` (a strptime format; no zone in it means UTC) that format only,
+    so a US spreadsheet's "3/1/2024 1:30 PM" reads as March. A format strptime cannot use is a DataError."""
+    if not time_format:
+        return parse_time
+    try:
+        datetime.datetime.strptime(datetime.datetime(2024, 3, 1, 13, 30).strftime(time_format), time_format)
+    except ValueError as e:
+        raise DataError(f"data.time_format {time_format!r} is not a strptime format that reads back what it "
+                        f"writes ({e}); e.g. %m/%d/%Y %I:%M %p") from None
+
+    def parse(text: str) -> int:
+        try:
+            dt = datetime.datetime.strptime(text.strip(), time_format)
+        except ValueError:
+            raise ValueError(f"time {text!r} does not match data.time_format {time_format!r}") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=datetime.timezone.utc)
+        return int(dt.timestamp())
+
+    return parse
 
 
 # unambiguous formats seen in public logs, tried after ISO 8601 (day/month order is never guessed)
@@ -533,6 +558,7 @@ def parse_price(text: str) -> float:
     return float(num)
 
 
+_SLASH_DATE = re.compile(r"\d{1,2}/\d{1,2}/\d{2,4}\b")
 _DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 
 
@@ -613,12 +639,15 @@ def _age_bucket(text: str) -> str:
 
 
 def load(path: str, columns: str = "", rating_max: float = 5.0, max_bad_fraction: float = 0.01,
-         dead_letter_path: Optional[str] = None, header: str = "", event_types: str = "") -> RawTables:
+         dead_letter_path: Optional[str] = None, header: str = "", event_types: str = "",
+         time_format: str = "") -> RawTables:
     """Loads an interaction log (file or directory, see the module docstring) into ``RawTables``.
     ``header``: the interactions file's column names when it has no header line ("user_id,item_id,rating,ts").
-    ``event_types``: with an event-type column, only these types are interactions ("transaction,addtocart")."""
+    ``event_types``: with an event-type column, only these types are interactions ("transaction,addtocart").
+    ``time_format``: the time column's strptime format ("%m/%d/%Y %H:%M"), for times no recognised format reads."""
     if not rating_max > 0:
         raise DataError(f"data.rating_max must be > 0, got {rating_max}")
+    to_time = time_parser(time_format)
     explicit = parse_column_map(columns)
     names = [n.strip() for n in header.split(",")] if header.strip() else []
     ipath = find_interactions(path)
@@ -650,7 +679,7 @@ def load(path: str, columns: str = "", rating_max: float = 5.0, max_bad_fraction
                 continue
         try:
             user, item = sys.intern(_field(row["user_id"]).strip()), sys.intern(_field(row["item_id"]).strip())
-            ts = parse_time(row["timestamp"])
+            ts = to_time(row["timestamp"])
             rating = _rating(row["rating"], rating_max) if has_rating else 0.0
             # implicit events (no rating) are engagements; explicit ones are when rated 4+ of 5, as MovieLens
             if has_click:

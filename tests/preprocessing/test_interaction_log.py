@@ -232,6 +232,27 @@ def test_ambiguous_or_unknown_times_are_refused(text):
         log.parse_time(text)
 
 
+def test_a_us_spreadsheet_needs_its_time_format_and_says_so(tmp_path):
+    path = write(str(tmp_path), "orders.csv", "Customer,Product,Date\nc1,p1,3/1/2024 1:30 PM\nc2,p1,3/2/2024 9:05 AM\n")
+    with pytest.raises(DataError, match=r"month/day or day/month: give its format, --set data.time_format="):
+        log.load(path)
+    t = log.load(path, time_format="%m/%d/%Y %I:%M %p")
+    assert t.interactions["timestamp"] == [1709299800, 1709370300], "March 1st and 2nd, UTC"
+    with pytest.raises(DataError, match="does not match data.time_format"):
+        log.load(path, time_format="%d.%m.%Y")
+    with pytest.raises(DataError, match="not a strptime format"):
+        log.load(path, time_format="%Q")
+
+
+def test_the_time_format_reaches_the_loader_from_the_config(tmp_path):
+    from preprocessing import sources
+    from recsys import config
+
+    path = write(str(tmp_path), "orders.csv", "Customer,Product,Date\nc1,p1,03/01/2024\n")
+    cfg = config.load_config(None, ["data.source=csv", f"data.path={path}", "data.time_format=%m/%d/%Y"])
+    assert sources.load_source(cfg.data).interactions["timestamp"] == [1709251200]
+
+
 def test_a_truncated_gzip_is_one_clear_error(tmp_path):
     rows = "".join(f"u{i},i{i},{1700000000 + i}\n" for i in range(20000))
     data = gzip.compress(("user_id,item_id,timestamp\n" + rows).encode())
