@@ -440,8 +440,19 @@ def guess_header(first: Sequence[str]) -> Optional[List[str]]:
 
 
 def _looks_like_data(header: Sequence[str]) -> bool:
-    """A first line with numbers in it is more likely a row than a header."""
-    return any(_NUMBER.match(h.strip()) for h in header)
+    """A first line with numbers or times in it (Last.fm's "2009-05-04T23:08:57Z") is more likely a row
+    than a header."""
+    for h in header:
+        h = h.strip()
+        if _NUMBER.match(h):
+            return True
+        if any(c.isdigit() for c in h):
+            try:
+                parse_time(h)
+                return True
+            except (ValueError, OverflowError):
+                pass
+    return False
 
 
 def parse_time(text: str) -> int:

@@ -164,6 +164,18 @@ def test_guess_header_refuses_other_shapes(first):
     assert log.guess_header(first) is None
 
 
+def test_a_headerless_log_of_another_shape_is_told_to_name_its_columns(tmp_path):
+    """Last.fm 1K's TSV: user, ISO time, artist id, artist, track id, track; no header line."""
+    path = write(str(tmp_path), "lastfm.tsv", "user_000001\t2009-05-04T23:08:57Z\tf1b1\tDeep Dish\t\tTrack\n"
+                                              "user_000002\t2009-05-04T13:52:04Z\ta7f7\t坂本龍一\t\tMc2\n")
+    with pytest.raises(DataError, match="no header line. name the columns with --set data.header="):
+        log.load(path)
+    t = log.load(path, header="user_id,timestamp,item_id,artist,track_id,track")
+    assert t.interactions["item_id"] == ["a7f7", "f1b1"] and t.interactions["user_id"] == ["user_000002",
+                                                                                          "user_000001"]
+
+
+
 def test_a_header_line_is_never_second_guessed(tmp_path, capsys):
     path = write(str(tmp_path), "log.csv", "user_id,item_id,rating,timestamp\n7,42,4,1700000000\n")
     t = log.load(path)
