@@ -10,7 +10,8 @@ named with ``data.columns`` ("user_id=customer,item_id=sku"); a file without a h
 (Amazon's ratings-only files, MovieLens' u.data), those names, said in one line (``guess_header``).
 The delimiter is whatever the header line is split by (comma, tab, semicolon or pipe).
 JSON lines (one object a line, as Amazon, Yelp and Goodreads publish them) read like a CSV whose header
-is the first object's keys; nested lists (Amazon's categories) are joined. Parquet (a file, or a directory
+is the first object's keys; nested lists (Amazon's categories) are joined. A ``.json`` file holding one
+array of objects (API and database exports) reads the same way, whole. Parquet (a file, or a directory
 of part files as Spark and BigQuery exports write them) reads by column name the same way, its typed columns
 turned into the text a CSV would hold: timestamps and dates as times, lists joined, nulls and NaN empty.
 
@@ -272,6 +273,7 @@ class _Table:
         self.parquet = _is_parquet(path)
         self.json = path.endswith(JSON_EXTENSIONS)
         self._first: List[str] = []         # no header: the first line is a row, handed to the reader first
+        self._array: Optional[list] = None   # a .json file holding one JSON array of objects, read whole
         self._line0 = 1                      # lines read before the csv reader starts
         self.delimiter = ","
         if self.parquet:                     # Parquet: the schema's column names; rows counted from 1
@@ -320,6 +322,10 @@ class _Table:
         if not first.strip():
             self.close()
             raise DataError(f"{path} is empty")
+        if self.json and first.lstrip().startswith("["):   # one JSON array of objects (an API or Mongo export)
+            self._array, self._line0 = self._read_array(path, first + self._f.read()), 0
+            self.close()
+            return list(self._array[0])
         if self.json:                        # JSON lines: the first object's keys name the columns
             self._first, self._line0 = [first], 0
             try:
@@ -333,6 +339,19 @@ class _Table:
             self._first, self._line0 = [first], 0
             return list(names)
         return [_field(h) for h in next(csv.reader([first], delimiter=self.delimiter))]
+
+    def _read_array(self, path: str, text: str) -> list:
+        """The elements of a file holding one JSON array (read whole: JSON lines stream, an array cannot)."""
+        try:
+            items = _loads(text)
+        except ValueError as e:
+            self.close()
+            raise DataError(f"{path}: not a JSON array ({' '.join(str(e).split())[:200]}); a .json log holds "
+                            f"one JSON object a line, or one array of objects") from None
+        if not isinstance(items, list) or not items or not isinstance(items[0], dict):
+            self.close()
+            raise DataError(f"{path}: a JSON array log must hold objects, one an interaction, the first one too")
+        return items
 
     def close(self) -> None:
         if self._raw is not None:
@@ -374,6 +393,14 @@ class _Table:
             self.close()
 
     def _json_rows(self, count: bool) -> Iterator[Tuple[int, Dict[str, str]]]:
+        if self._array is not None:   # "line" = the element's number in the array, from 1
+            for line, obj in enumerate(self._array, start=1):
+                self.total += count
+                if not isinstance(obj, dict):
+                    self.bad(line, f"a JSON {type(obj).__name__}, not an object", _json_text(obj))
+                    continue
+                yield line, {f: _json_text(obj.get(k)) for f, k in self.columns.items()}
+            return
         try:
             for line, text in enumerate(itertools.chain(self._first, self._f), start=1):
                 if not text.strip():

@@ -200,6 +200,22 @@ def test_json_lines_as_public_review_dumps_publish_them(tmp_path):
     assert [(x["line"], x["reason"][:8]) for x in t.dead_letters] == [(3, "not JSON"), (4, "a JSON l")]
 
 
+def test_a_json_array_of_objects_reads_like_json_lines(tmp_path):
+    d = str(tmp_path)
+    write(d, "interactions.json", '[\n  {"user": "u1", "item": "i1", "time": "2024-03-01T10:00:00Z", "stars": 4},\n'
+                                  '  {"user": "u2", "item": "i1", "time": "2024-03-02T10:00:00Z", "stars": 5},\n'
+                                  '  "not an object"\n]\n')
+    t = log.load(d, max_bad_fraction=0.5)
+    assert t.interactions["user_id"] == ["u1", "u2"] and t.interactions["rating"] == [4.0, 5.0]
+    assert [(x["line"], x["reason"]) for x in t.dead_letters] == [(3, "a JSON str, not an object")]
+    write(d, "interactions.json", '[{"user": "u1", "item": "i1", "time": "2024-03-01"},')
+    with pytest.raises(DataError, match="not a JSON array"):
+        log.load(d)
+    write(d, "interactions.json", '[1, 2]')
+    with pytest.raises(DataError, match="must hold objects"):
+        log.load(d)
+
+
 def test_amazon_2023_reviews_join_their_meta_by_parent_asin(tmp_path):
     """Amazon Reviews 2023: reviews carry asin (a variant) and parent_asin; meta is keyed by parent_asin only."""
     d = str(tmp_path)
