@@ -32,7 +32,7 @@ turned into the text a CSV would hold: timestamps and dates as times, lists join
   name), country.
 
 Text is UTF-8 (a field that is not valid UTF-8 is read as Latin-1, so it is never mojibake of a
-valid file, never a crash). Malformed rows become dead letters (file, line, reason, text); above
+valid file, never a crash), or UTF-16 with a byte-order mark (Excel's "Unicode text"). Malformed rows become dead letters (file, line, reason, text); above
 ``max_bad_fraction`` of the interactions the load fails with a ``DataError`` that says where.
 Repeated (user, item) events are kept: evaluation leaves re-consumption out on its own.
 """
@@ -240,8 +240,14 @@ def _json_object(line: str):
 
 def _text(raw: io.RawIOBase, path: str) -> io.TextIOWrapper:
     stream = gzip.GzipFile(fileobj=raw, mode="rb") if path.endswith(".gz") else raw
+    encoding = "utf-8-sig"
+    if getattr(stream, "seekable", lambda: False)():   # Excel's "Unicode text" is UTF-16 with a byte-order mark
+        head = stream.read(2)
+        stream.seek(0)
+        if head in (b"\xff\xfe", b"\xfe\xff"):
+            encoding = "utf-16"
     # surrogateescape: bytes that are not UTF-8 survive to _field(), which re-reads that field as Latin-1
-    return io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    return io.TextIOWrapper(stream, encoding=encoding, errors="surrogateescape", newline="")
 
 
 def _field(text: str) -> str:

@@ -134,6 +134,17 @@ def test_a_log_without_a_header_line(tmp_path):
     assert t.interactions["user_id"] == ["7", "8"] and t.interactions["rating"] == [4.0, 5.0], "first row kept"
 
 
+def test_excel_unicode_text_is_utf16_with_tabs(tmp_path):
+    d = str(tmp_path)
+    write(d, "interactions.txt.tsv", "userId\tmovieId\trating\ttimestamp\r\nzoë\t42\t4\t1700000000\r\n",
+          encoding="utf-16")
+    write(d, "items.tsv", "movieId\ttitle\n42\tAmélie (2001)\n", encoding="utf-16")
+    t = log.load(os.path.join(d, "interactions.txt.tsv"))
+    assert t.interactions["user_id"] == ["zoë"] and t.interactions["rating"] == [4.0]
+    os.rename(os.path.join(d, "interactions.txt.tsv"), os.path.join(d, "interactions.tsv"))
+    assert log.load(d).items["item_title"] == ["Amélie (2001)"]
+
+
 def test_a_semicolon_export_with_decimal_commas_and_crlf(tmp_path):
     path = write(str(tmp_path), "log.csv", "user;item;rating;timestamp\r\n1;2;4,5;1700000000\r\n2;2;3;1700000100\r\n")
     t = log.load(path)
