@@ -32,8 +32,9 @@ turned into the text a CSV would hold: timestamps and dates as times, lists join
   name), country.
 
 Text is UTF-8 (a field that is not valid UTF-8 is read as Latin-1, so it is never mojibake of a
-valid file, never a crash), or UTF-16 with a byte-order mark (Excel's "Unicode text"). Malformed rows become dead letters (file, line, reason, text); above
-``max_bad_fraction`` of the interactions the load fails with a ``DataError`` that says where.
+valid file, never a crash), or UTF-16 with a byte-order mark (Excel's "Unicode text"). Malformed rows
+become dead letters (file, line, reason, text); above ``max_bad_fraction`` of the interactions the load
+fails with a ``DataError`` that says where.
 Repeated (user, item) events are kept: evaluation leaves re-consumption out on its own.
 """
 from __future__ import annotations
@@ -529,7 +530,8 @@ def time_parser(time_format: str = ""):
     if not time_format:
         return parse_time
     try:
-        datetime.datetime.strptime(datetime.datetime(2024, 3, 1, 13, 30).strftime(time_format), time_format)
+        sample = datetime.datetime(2024, 3, 1, 13, 30, tzinfo=datetime.timezone.utc)   # %z and %Z write too
+        datetime.datetime.strptime(sample.strftime(time_format), time_format)
     except ValueError as e:
         raise DataError(f"data.time_format {time_format!r} is not a strptime format that reads back what it "
                         f"writes ({e}); e.g. %m/%d/%Y %I:%M %p") from None

@@ -281,6 +281,7 @@ def test_a_us_spreadsheet_needs_its_time_format_and_says_so(tmp_path):
         log.load(path, time_format="%d.%m.%Y")
     with pytest.raises(DataError, match="not a strptime format"):
         log.load(path, time_format="%Q")
+    assert log.time_parser("%Y-%m-%dT%H:%M:%S%z")("2024-03-01T14:30:00+0100") == 1709299800, "zones honoured"
 
 
 def test_the_time_format_reaches_the_loader_from_the_config(tmp_path):
