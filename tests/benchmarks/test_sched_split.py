@@ -43,3 +43,24 @@ def test_the_plot_is_written(tmp_path):
                "run_queue_ms_per_request": 0.1, "run_ms_per_request": 1.0} for p in ("client", "server")]
     path = sched_split.plot(totals, str(tmp_path / "threads.png"))
     assert path and (tmp_path / "threads.png").stat().st_size > 1000
+
+
+def test_run_writes_each_phase_window_and_both_pids(tmp_path):
+    """The half that runs under perf: every model over gRPC and in-process, windows in CLOCK_MONOTONIC."""
+    import json
+    import os
+    import time
+
+    from serving.testing import write_toy_model
+
+    base = tmp_path / "models"
+    write_toy_model(str(base / "retrieval"), 1, k=10, model_name="retrieval")
+    out = tmp_path / "phases.json"
+    before = time.monotonic()
+    assert sched_split.main(["run", "--model_base_path", str(base), "--models", "retrieval,ranking",
+                             "--requests", "5", "--out", str(out)]) == 0
+    spec = json.loads(out.read_text())
+    assert [p["name"] for p in spec["phases"]] == ["retrieval grpc", "retrieval in-process"], "absent models skipped"
+    assert spec["pids"]["client"] == os.getpid() and spec["pids"]["server"] != os.getpid()
+    assert all(before < p["start"] < p["end"] < time.monotonic() and p["p50_ms"] > 0 and p["requests"] == 5
+               for p in spec["phases"])
