@@ -64,7 +64,8 @@ def split(events: List[tuple], phase: Dict, roles: Dict[int, str]) -> List[Dict]
 
 
 def _run(args) -> int:
-    from benchmarks.serving_latency import ServerProcess, _candidates, make_batches, signature_spec
+    from benchmarks.serving_latency import (ServerProcess, _candidates, make_batches, signature_spec,
+                                            write_models_config)
     from serving.client import ServingClient
     from serving.models import list_versions
     from serving.servable import Servable
@@ -78,11 +79,7 @@ def _run(args) -> int:
     candidates = _candidates(loaded, args.rank_candidates)
     batches = {m: make_batches(signature_spec(s.signature("")), 16, 1, 10, candidates) for m, s in loaded.items()}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    config = os.path.abspath(args.out) + ".models.config"
-    with open(config, "w") as f:
-        f.write("model_config_list {\n" + "".join(
-            f'  config {{ name: "{m}" base_path: "{os.path.abspath(os.path.join(args.model_base_path, m))}" '
-            f'model_platform: "tensorflow" }}\n' for m in models) + "}\n")
+    config = write_models_config(os.path.abspath(args.out) + ".models.config", args.model_base_path, models)
     phases = []
     with ServerProcess(["--model_config_file", config], os.path.abspath(args.out) + ".server.log") as server:
         client = ServingClient(server.address, timeout=30)

@@ -402,6 +402,15 @@ def query_once_workload(ranking, k: int, candidates: Sequence[str]) -> list:
     return [("ranking:query_once", "ranking", requests)]
 
 
+def write_models_config(path: str, base: str, models: Sequence[str]) -> str:
+    """A TF Serving ``--model_config_file`` serving each of ``models`` from ``base``/<name>; returns ``path``."""
+    with open(path, "w") as f:
+        f.write("model_config_list {\n" + "".join(
+            f'  config {{ name: "{m}" base_path: "{os.path.abspath(os.path.join(base, m))}" '
+            f'model_platform: "tensorflow" }}\n' for m in models) + "}\n")
+    return path
+
+
 def _candidates(loaded: Dict[str, Any], n: int) -> List[str]:
     """Candidate ids for a ranker: the top ``n`` of a retrieval model when there is one."""
     for name in ("retrieval", "retrieval_brute_force"):
@@ -548,11 +557,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if "ranking" in loaded and args.batch_size == 1:
             at = [w[0] for w in workloads].index("ranking") + 1
             workloads[at:at] = query_once_workload(loaded["ranking"], args.k, candidates)
-        config = os.path.join(workdir, "models.config")
-        with open(config, "w") as f:
-            f.write("model_config_list {\n" + "".join(
-                f'  config {{ name: "{m}" base_path: "{os.path.abspath(os.path.join(base, m))}" '
-                f'model_platform: "tensorflow" }}\n' for m in present) + "}\n")
+        config = write_models_config(os.path.join(workdir, "models.config"), base, present)
         common_flags = ["--model_config_file", config]
         if args.tf_threads:
             common_flags += ["--tensorflow_intra_op_parallelism", str(args.tf_threads),

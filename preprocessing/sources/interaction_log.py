@@ -290,7 +290,7 @@ class _Table:
             header = self._text_header(path, names)
         self.guessed: List[str] = []   # the column names read into a headerless file, if any
         if (not names and not side and not self.json and not self.parquet and not explicit
-                and not any(_key(a) in {_key(h) for h in header} for a in ALIASES[required[0]])):
+                and not {_key(h) for h in header} & {_key(a) for a in ALIASES[required[0]]}):
             guess = guess_header(header)
             if guess:   # a headerless log in the usual order: its first line is the first row
                 header = self.guessed = guess
